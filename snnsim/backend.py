@@ -1,0 +1,94 @@
+"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU.
+
+This is the only module of snnsim that imports CuPy, and it does so lazily,
+only when the ``cupy`` backend is asked for by name. Everything else takes its
+array module from the arrays it is given (:func:`array_module`), so that the
+array type in equals the array type out and nothing is copied between host and
+device behind the user's back. Conversion to NumPy happens only at the edges
+(plots, HDF5 files) through :func:`to_numpy`.
+"""
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that this machine cannot provide."""
+
+
+def _cupy() -> ModuleType:
+    try:
+        import cupy  # noqa: PLC0415  (the one CuPy import of snnsim)
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise BackendError(
+            "the 'cupy' backend needs CuPy: install the wheel matching your CUDA "
+            "toolkit, e.g. `pip install cupy-cuda12x`, or use --backend numpy"
+        ) from exc
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        raise BackendError(f"CuPy is installed but no CUDA device is usable: {exc}") from exc
+    if n_devices < 1:  # pragma: no cover
+        raise BackendError("CuPy is installed but no CUDA device was found")
+    return cupy
+
+
+def get_backend(name: str) -> ModuleType:
+    """Return the array module for a backend name, ``"numpy"`` or ``"cupy"``.
+
+    The choice is explicit: asking for ``"cupy"`` on a machine without CuPy or
+    without a GPU raises :class:`BackendError`; it never falls back to NumPy.
+    """
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _cupy()
+    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        _cupy()
+    except BackendError:
+        return False
+    return True
+
+
+def array_module(*arrays) -> ModuleType:
+    """The array module (numpy or cupy) of the given arrays.
+
+    CuPy is consulted only if it has already been imported (by
+    :func:`get_backend`); a NumPy-only program never imports it. Mixing host
+    and device arrays is an error, not a silent copy.
+    """
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        kinds = {isinstance(a, cupy.ndarray) for a in arrays if hasattr(a, "shape")}
+        if kinds == {True}:
+            return cupy
+        if kinds == {True, False}:
+            raise TypeError("mixed NumPy and CuPy arrays; move them to one device first")
+    return np
+
+
+def backend_name(xp: ModuleType) -> str:
+    """``"numpy"`` or ``"cupy"`` for an array module."""
+    return "numpy" if xp is np else "cupy"
+
+
+def to_numpy(a):
+    """A NumPy array of ``a`` (copied from the device for CuPy arrays)."""
+    if hasattr(a, "get") and not isinstance(a, np.ndarray):
+        return a.get()
+    return np.asarray(a)
+
+
+def asarray(a, xp: ModuleType, dtype=None):
+    """``a`` as an array of module ``xp`` (host-to-device copy when xp is CuPy)."""
+    return xp.asarray(a, dtype=dtype)

@@ -1,0 +1,151 @@
+"""A feed-forward spiking network: layers, LIF neurons, forward and TSSL-BP backward.
+
+    net = Network([Dense(400), Dense(400), Dense(10)], input_shape=(784,))
+    a_out, cache = net.forward(x_in)             # x_in (T, B, 784), time first
+    loss, g = kernel_loss(a_out, a_hat)
+    grads = net.backward(g, cache)               # one dict per layer, like layer.params
+
+The input is filtered once by the synapse (a^0 = κ * x_in). Each spiking layer
+(dense, conv) turns the PSC below into currents x = W a, and its LIF neurons
+turn x into spikes and a PSC; non-spiking layers (pool, dropout) act on PSCs.
+The cache keeps every layer's :class:`~snnsim.neuron.LIFState` (x, u, Δu, s, a)
+for the backward pass and for inspection.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .backend import array_module, get_backend
+from .layers import Layer
+from .neuron import LIFState, lif_forward, psc_filter
+from .params import GradientParams, NeuronParams
+from .tsslbp import lif_backward
+
+
+class NetworkCache(NamedTuple):
+    """What a forward pass keeps: the filtered input a^0 ``(T, B, ...)``, and per
+    layer its own cache and its LIF state (None for non-spiking layers)."""
+
+    input_psc: object
+    layer_caches: list
+    states: list
+
+
+def repeat_static(images, n_steps: int):
+    """A static input (B, ...) as a current repeated at every step: a read-only
+    broadcast view ``(T, B, ...)`` (no copy)."""
+    xp = array_module(images)
+    return xp.broadcast_to(images[None], (n_steps,) + images.shape)
+
+
+class Network:
+    """A stack of layers with LIF neurons after every spiking layer.
+
+    Parameters
+    ----------
+    layers : list of :class:`~snnsim.layers.Layer`.
+    input_shape : feature shape of one input sample, e.g. ``(784,)`` or ``(1, 28, 28)``.
+    neuron : default :class:`NeuronParams` (a layer's own ``neuron`` overrides it).
+    grad : :class:`GradientParams`, the reading of the backward pass.
+    backend : ``"numpy"`` or ``"cupy"``, chosen explicitly.
+    dtype : ``"float32"`` (default) or ``"float64"``.
+    seed : seed of the initialisation (a NumPy Generator; the same weights on
+        both backends).
+    """
+
+    def __init__(self, layers: list[Layer], input_shape: tuple, neuron: NeuronParams = NeuronParams(),
+                 grad: GradientParams = GradientParams(), backend: str = "numpy",
+                 dtype: str = "float32", seed: int = 0):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.layers = list(layers)
+        self.input_shape = tuple(int(n) for n in input_shape)
+        self.neuron = neuron
+        self.grad = grad
+        self.backend = backend
+        self.xp = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        shape = self.input_shape
+        self.shapes = [shape]
+        for layer in self.layers:
+            layer.init_params(shape, rng, self.xp, self.dtype)
+            shape = tuple(layer.output_shape(shape))
+            self.shapes.append(shape)
+
+    # --- parameters ----------------------------------------------------------
+    @property
+    def params(self) -> list[dict]:
+        """Per layer, its dict of parameter arrays (the live arrays)."""
+        return [layer.params for layer in self.layers]
+
+    def neuron_of(self, layer: Layer) -> NeuronParams:
+        return layer.neuron if layer.neuron is not None else self.neuron
+
+    def describe(self) -> str:
+        return "-".join(layer.describe() for layer in self.layers)
+
+    # --- forward ---------------------------------------------------------------
+    def forward(self, x_in, train: bool = False, rng=None,
+                neuron_forward: Callable | None = None):
+        """Run the network on ``x_in`` ``(T, B, *input_shape)``.
+
+        ``train`` enables dropout, drawing masks from ``rng``. ``neuron_forward``
+        replaces :func:`lif_forward` — ``f(x, layer_index, neuron) -> (a, state)``
+        — e.g. by the event-shift model (:mod:`snnsim.eventshift`).
+        Returns ``(a_out, cache)``: the output PSC ``(T, B, C)`` and a
+        :class:`NetworkCache`.
+        """
+        xp = array_module(x_in)
+        if xp is not self.xp:
+            raise TypeError(f"input is a {xp.__name__} array but the network lives on {self.backend}")
+        if tuple(x_in.shape[2:]) != self.input_shape:
+            raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), got {x_in.shape}")
+        x_in = x_in.astype(self.dtype, copy=False)
+        a = psc_filter(x_in, self.neuron.theta_s)                        # a^0, (T, B, ...)
+        input_psc = a
+        layer_caches, states = [], []
+        for i, layer in enumerate(self.layers):
+            out, cache = layer.forward(a, train=train, rng=rng)
+            state = None
+            if layer.spiking:
+                if neuron_forward is None:
+                    a, state = lif_forward(out, self.neuron_of(layer))
+                else:
+                    a, state = neuron_forward(out, i, self.neuron_of(layer))
+            else:
+                a = out
+            layer_caches.append(cache)
+            states.append(state)
+        return a, NetworkCache(input_psc, layer_caches, states)
+
+    # --- backward --------------------------------------------------------------
+    def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None) -> list[dict]:
+        """∂L/∂θ for every layer from g^L = ∂L/∂a^L ``(T, B, C)``.
+
+        Per spiking layer, top down: δ^l = lif_backward(g^l) (9), then
+        ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8) and g^{l-1} = W^lᵀ δ^l (10).
+        ``grad`` overrides the network's reading for this call.
+        Returns one dict per layer, keyed like ``layer.params``.
+        """
+        return self._backward(dL_da, cache, grad or self.grad)[0]
+
+    def deltas(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None) -> list:
+        """δ^l = ∂L/∂u^l of every spiking layer (None for the others), for inspection."""
+        return self._backward(dL_da, cache, grad or self.grad)[1]
+
+    def _backward(self, dL_da, cache, grad):
+        grads: list[dict] = [{} for _ in self.layers]
+        deltas: list = [None] * len(self.layers)
+        g = dL_da
+        for i in reversed(range(len(self.layers))):
+            layer, state = self.layers[i], cache.states[i]
+            if layer.spiking:
+                g = deltas[i] = lif_backward(g, state, self.neuron_of(layer), grad)
+            g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
+        return grads, deltas
+
+
+__all__ = ["Network", "NetworkCache", "repeat_static", "LIFState"]
