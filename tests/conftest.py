@@ -1,0 +1,42 @@
+"""Shared test setup: hypothesis profiles and small network factories.
+
+Profiles: ``dev`` (default, quick) and ``ci`` (more examples, still within the
+CI budget); choose with ``HYPOTHESIS_PROFILE=ci``. Examples are derandomized in
+``ci`` so that a CI failure reproduces locally.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def _cupy_or_none():
+    from snnsim.backend import cupy_available, get_backend
+    return get_backend("cupy") if cupy_available() else None
+
+
+@pytest.fixture(scope="session")
+def cupy():
+    """The CuPy module, or skip: CuPy tests need a CUDA device."""
+    cp = _cupy_or_none()
+    if cp is None:
+        pytest.skip("CuPy with a CUDA device is not available on this machine")
+    return cp
+
+
+def random_dense_net(rng: np.random.Generator, sizes, reset="zero", grad=None, weight_scale=3.0,
+                     dtype="float64", tau_m=5.0, tau_s=3.0):
+    """A dense network with input size sizes[0] and layers sizes[1:]."""
+    from snnsim import Dense, GradientParams, Network, NeuronParams
+    layers = [Dense(n, weight_scale=weight_scale) for n in sizes[1:]]
+    return Network(layers, (sizes[0],), neuron=NeuronParams(tau_m=tau_m, tau_s=tau_s, reset=reset),
+                   grad=grad or GradientParams(), dtype=dtype, seed=int(rng.integers(2**31)))
