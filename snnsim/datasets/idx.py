@@ -1,0 +1,207 @@
+"""IDX files (MNIST, Fashion-MNIST): reader, writer and split loader.
+
+IDX format (LeCun et al.), all integers big-endian:
+
+====== ======================= ==============================================
+offset field                   value
+====== ======================= ==============================================
+0      magic, 4 bytes          ``00 00 <dtype code> <ndim>``
+4      ndim x uint32           size of each dimension
+4+4*nd payload                 prod(dims) items, row-major, big-endian
+====== ======================= ==============================================
+
+dtype codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+0x0E float64. MNIST/Fashion-MNIST images have magic ``0x00000803`` (uint8, 3 dims:
+N x 28 x 28) and labels ``0x00000801`` (uint8, 1 dim: N). The payload length must be
+exact: a short payload (truncated file) and extra bytes after it (trailing garbage)
+are both errors. Files may be gzip-compressed (``.gz`` suffix, or detected by the
+gzip magic ``1f 8b``).
+
+File names of a split: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``).
+See :mod:`snnsim.datasets.registry` for the directories searched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .errors import DatasetError
+
+__all__ = ["read_idx", "parse_idx", "write_idx", "load_idx_dataset", "find_idx_files",
+           "IDX_DTYPES", "IDX_FILES"]
+
+#: IDX dtype code -> big-endian NumPy dtype.
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODE_OF = {dt.newbyteorder("=").str[1:] if dt.itemsize > 1 else dt.str[1:]: c
+            for c, dt in IDX_DTYPES.items()}
+
+#: split -> (images file, labels file), without the optional ``.gz``.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DATASETS = ("mnist", "fashion-mnist")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Whole file content, decompressed if it is gzip; DatasetError on corruption."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except IsADirectoryError as exc:
+        raise DatasetError(f"{path}: is a directory, not an IDX file") from exc
+    is_gz = raw[:2] == b"\x1f\x8b"
+    if path.suffix == ".gz" and not is_gz:
+        raise DatasetError(f"{path}: not a gzip file (bad gzip magic {raw[:2].hex() or 'empty'})")
+    if not is_gz:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: corrupt gzip stream: {exc}") from exc
+
+
+def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode IDX bytes into a native-endian array; ``source`` names the file in errors."""
+    n = len(buf)
+    if n < 4:
+        raise DatasetError(f"{source}: truncated IDX header ({n} bytes, need at least 4)")
+    magic = struct.unpack(">I", buf[:4])[0]
+    code, ndim = buf[2], buf[3]
+    if buf[0] != 0 or buf[1] != 0:
+        raise DatasetError(f"{source}: bad IDX magic number 0x{magic:08x} "
+                           "(first two bytes must be zero)")
+    if code not in IDX_DTYPES:
+        raise DatasetError(f"{source}: bad IDX magic number 0x{magic:08x}: unknown dtype "
+                           f"code 0x{code:02x} (known: "
+                           + ", ".join(f"0x{c:02x}" for c in IDX_DTYPES) + ")")
+    if ndim == 0:
+        raise DatasetError(f"{source}: bad IDX magic number 0x{magic:08x}: zero dimensions")
+    header = 4 + 4 * ndim
+    if n < header:
+        raise DatasetError(f"{source}: truncated IDX header ({n} bytes, need {header} "
+                           f"for {ndim} dimensions)")
+    dims = struct.unpack(f">{ndim}I", buf[4:header])
+    dtype = IDX_DTYPES[code]
+    count = 1
+    for d in dims:
+        count *= d
+    expected = count * dtype.itemsize
+    payload = n - header
+    if payload < expected:
+        raise DatasetError(f"{source}: truncated payload: dimensions {dims} need "
+                           f"{expected} bytes after the {header}-byte header, found {payload}")
+    if payload > expected:
+        raise DatasetError(f"{source}: {payload - expected} trailing bytes after the "
+                           f"payload (dimensions {dims} need exactly {expected} bytes)")
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (raw or gzip) into a native-endian NumPy array.
+
+    Raises :class:`DatasetError` naming the file for a bad magic number, unknown dtype
+    code, truncated header or payload, trailing bytes, or a corrupt gzip stream.
+    """
+    path = Path(path)
+    return parse_idx(_read_bytes(path), source=str(path))
+
+
+def write_idx(path, array) -> Path:
+    """Write ``array`` as an IDX file (gzip-compressed if ``path`` ends in ``.gz``).
+
+    Supports the IDX dtypes (uint8, int8, int16, int32, float32, float64); mainly
+    meant for building small test fixtures. Returns the path.
+    """
+    path = Path(path)
+    arr = np.asarray(array)
+    key = arr.dtype.newbyteorder("=").str[1:] if arr.dtype.itemsize > 1 else arr.dtype.str[1:]
+    if key not in _CODE_OF:
+        raise DatasetError(f"{path}: dtype {arr.dtype} has no IDX code")
+    if arr.ndim == 0 or arr.ndim > 255:
+        raise DatasetError(f"{path}: IDX needs 1..255 dimensions, got {arr.ndim}")
+    code = _CODE_OF[key]
+    data = (bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            + np.ascontiguousarray(arr, dtype=IDX_DTYPES[code]).tobytes())
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
+    return path
+
+
+def _check_name(name: str) -> str:
+    name = registry.canonical_name(name)
+    if name not in _IDX_DATASETS:
+        raise DatasetError(f"{name} is not an IDX dataset (IDX datasets: "
+                           f"{', '.join(_IDX_DATASETS)})")
+    return name
+
+
+def find_idx_files(name: str, split: str, data_dir=None):
+    """Paths ``(images, labels)`` of ``split`` of ``name`` (see the registry's search order).
+
+    In each searched directory the raw file is preferred over its ``.gz``; the first
+    directory holding both files wins. Raises :class:`DatasetNotFoundError` listing every
+    place searched and how to obtain the data.
+    """
+    name = _check_name(name)
+    if split not in IDX_FILES:
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    img_name, lbl_name = IDX_FILES[split]
+    dirs = registry.search_dirs(name, data_dir)
+    for d in dirs:
+        img, lbl = registry.find_file(d, img_name), registry.find_file(d, lbl_name)
+        if img is not None and lbl is not None:
+            return img, lbl
+    raise registry.not_found_error(
+        name, f"{split} split ({img_name}[.gz] and {lbl_name}[.gz])", dirs)
+
+
+def load_idx_dataset(name: str, split: str, data_dir=None, strict: bool = True):
+    """Load MNIST or Fashion-MNIST: ``(images uint8 (N, 28, 28), labels int64 (N,))``.
+
+    ``name`` is ``"mnist"`` or ``"fashion-mnist"``; ``split`` is ``"train"`` or
+    ``"test"``. Images must be IDX magic 0x00000803 with 28x28 frames, labels magic
+    0x00000801 with values 0..9, and both must hold the same number of samples. With
+    ``strict`` (default) that number must also be the official one (60000 / 10000);
+    pass ``strict=False`` for subsets or test fixtures.
+    """
+    name = _check_name(name)
+    img_path, lbl_path = find_idx_files(name, split, data_dir)
+    images = read_idx(img_path)
+    labels = read_idx(lbl_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DatasetError(f"{img_path}: wrong dimensions for {name} images: expected IDX "
+                           f"magic 0x00000803 (uint8, 3 dims) of shape (N, 28, 28), got "
+                           f"{images.dtype} of shape {images.shape}")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DatasetError(f"{lbl_path}: wrong dimensions for {name} labels: expected IDX "
+                           f"magic 0x00000801 (uint8, 1 dim), got {labels.dtype} of shape "
+                           f"{labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"count mismatch: {img_path} holds {images.shape[0]} images but "
+                           f"{lbl_path} holds {labels.shape[0]} labels")
+    if labels.size and labels.max() > 9:
+        raise DatasetError(f"{lbl_path}: label value {int(labels.max())} out of range 0..9")
+    if strict:
+        want = registry.expected_count(name, split)
+        if images.shape[0] != want:
+            raise DatasetError(f"{img_path}: {images.shape[0]} samples, expected {want} for "
+                               f"the official {name} {split} split (pass strict=False to "
+                               "load a subset)")
+    return images, labels.astype(np.int64)
