@@ -26,18 +26,35 @@ from .tsslbp import lif_backward
 
 class NetworkCache(NamedTuple):
     """What a forward pass keeps: the filtered input a^0 ``(T, B, ...)``, and per
-    layer its own cache and its LIF state (None for non-spiking layers)."""
+    layer its own cache and its LIF state (None for non-spiking layers).
+
+    For a static input (:func:`repeat_static`) ``input_psc`` is the read-only
+    product γ[t] x of the gain ``input_gain`` γ ``(T,)`` and the image, and the
+    first layer's cache is that of the single image (see :meth:`Network.forward`).
+    """
 
     input_psc: object
     layer_caches: list
     states: list
+    input_gain: object = None
 
 
 def repeat_static(images, n_steps: int):
     """A static input (B, ...) as a current repeated at every step: a read-only
-    broadcast view ``(T, B, ...)`` (no copy)."""
+    broadcast view ``(T, B, ...)`` (no copy).
+
+    :meth:`Network.forward` recognises such a view (stride 0 along time) and
+    runs the first layer once: the input synapse and every layer are linear, so
+    with a^0[t] = γ[t] x, γ[t] = 1 - (1-θs)^{t+1}, the first layer's output is
+    γ[t] · layer(x) exactly — T times fewer operations in the largest layer.
+    """
     xp = array_module(images)
     return xp.broadcast_to(images[None], (n_steps,) + images.shape)
+
+
+def static_input_gain(n_steps: int, theta_s: float, xp, dtype):
+    """γ[t] = Σ_{k≤t} κ[k] = 1 - (1-θs)^{t+1}: the input PSC of a unit current held on."""
+    return (1.0 - (1.0 - theta_s) ** xp.arange(1, n_steps + 1, dtype=dtype)).astype(dtype)
 
 
 class Network:
@@ -103,12 +120,22 @@ class Network:
             raise TypeError(f"input is a {xp.__name__} array but the network lives on {self.backend}")
         if tuple(x_in.shape[2:]) != self.input_shape:
             raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), got {x_in.shape}")
-        x_in = x_in.astype(self.dtype, copy=False)
-        a = psc_filter(x_in, self.neuron.theta_s)                        # a^0, (T, B, ...)
+        T = x_in.shape[0]
+        gain = None
+        if T > 1 and x_in.strides[0] == 0:                                 # repeat_static view
+            image = x_in[0].astype(self.dtype, copy=False)                 # (B, ...)
+            gain = static_input_gain(T, self.neuron.theta_s, xp, self.dtype)   # (T,)
+            a = xp.broadcast_to(_expand(gain, image.ndim) * image, x_in.shape)  # a^0, read-only
+        else:
+            a = psc_filter(x_in.astype(self.dtype, copy=False), self.neuron.theta_s)  # a^0, (T, B, ...)
         input_psc = a
         layer_caches, states = [], []
         for i, layer in enumerate(self.layers):
-            out, cache = layer.forward(a, train=train, rng=rng)
+            if i == 0 and gain is not None:
+                out1, cache = layer.forward(image[None], train=train, rng=rng)  # (1, B, ...)
+                out = _expand(gain, out1.ndim - 1) * out1[0]                     # γ[t] layer(x)
+            else:
+                out, cache = layer.forward(a, train=train, rng=rng)
             state = None
             if layer.spiking:
                 if neuron_forward is None:
@@ -119,7 +146,7 @@ class Network:
                 a = out
             layer_caches.append(cache)
             states.append(state)
-        return a, NetworkCache(input_psc, layer_caches, states)
+        return a, NetworkCache(input_psc, layer_caches, states, gain)
 
     # --- backward --------------------------------------------------------------
     def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None) -> list[dict]:
@@ -137,6 +164,7 @@ class Network:
         return self._backward(dL_da, cache, grad or self.grad)[1]
 
     def _backward(self, dL_da, cache, grad):
+        xp = array_module(dL_da)
         grads: list[dict] = [{} for _ in self.layers]
         deltas: list = [None] * len(self.layers)
         g = dL_da
@@ -144,8 +172,15 @@ class Network:
             layer, state = self.layers[i], cache.states[i]
             if layer.spiking:
                 g = deltas[i] = lif_backward(g, state, self.neuron_of(layer), grad)
+            if i == 0 and cache.input_gain is not None:                   # static input: Σ_t γ[t] g[t]
+                g = xp.tensordot(cache.input_gain, g, axes=(0, 0))[None]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
         return grads, deltas
+
+
+def _expand(gain, n_trailing: int):
+    """γ ``(T,)`` shaped ``(T, 1, ..., 1)`` to broadcast over ``n_trailing`` axes."""
+    return gain.reshape(gain.shape + (1,) * n_trailing)
 
 
 __all__ = ["Network", "NetworkCache", "repeat_static", "LIFState"]

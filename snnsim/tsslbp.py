@@ -72,10 +72,10 @@ def spike_time_sensitivity(du, s, bound: float | None):
     this clip wherever Δu > 0, as it always is at a spike with the zero reset).
     """
     xp = array_module(du)
-    inv = 1.0 / xp.where(s, du, 1.0)
+    dt_du = -1.0 / xp.where(s, du, xp.inf)                               # 0 where no spike
     if bound is not None:
-        inv = xp.clip(inv, -bound, bound)
-    return xp.where(s, -inv, 0.0).astype(du.dtype, copy=False)
+        dt_du = xp.clip(dt_du, -bound, bound, out=dt_du)
+    return dt_du
 
 
 def psc_shift_scale(theta_s: float, reading: str) -> float:
@@ -159,7 +159,8 @@ def warmup_surrogate(u, v_th: float):
     xp = array_module(u)
     z = xp.clip((v_th - u) / WARMUP_WIDTH, -WARMUP_Z_CLIP, WARMUP_Z_CLIP)
     ez = xp.exp(z)
-    return ez / (WARMUP_WIDTH * (1.0 + ez) ** 2)
+    one_plus = 1.0 + ez
+    return ez / (WARMUP_WIDTH * one_plus * one_plus)
 
 
 # --- the whole backward of one LIF layer ---------------------------------------

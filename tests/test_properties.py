@@ -129,3 +129,30 @@ def test_float32_close_to_float64(seed, T, reset, reading):
         assert w32["W"].dtype == np.float32
         scale = max(np.abs(w64["W"]).max(), 1e-3)
         assert np.abs(w32["W"] - w64["W"]).max() <= 1e-4 * scale
+
+
+@given(seed=st.integers(0, 2**31), T=st.integers(2, 8), reset=resets, gp=grad_params)
+def test_static_input_path_equals_time_varying_path(seed, T, reset, gp):
+    """A repeat_static view takes the one-pass first layer (γ[t] · layer(x)); a
+    materialised copy of the same input takes the general path. Same result."""
+    from snnsim.network import repeat_static
+    rng = np.random.default_rng(seed)
+    net = random_dense_net(rng, [6, 7, 4], reset=reset, grad=gp)
+    images = rng.uniform(0, 1.5, size=(3, 6))
+    view = repeat_static(images, T)
+    assert view.strides[0] == 0
+    copy = np.ascontiguousarray(view)
+    a_hat = kernel_target(rng.integers(0, 4, size=3), 4, T, net.neuron.theta_s, dtype=np.float64)
+    results = []
+    for x in (view, copy):
+        a, cache = net.forward(x)
+        grads = net.backward(kernel_loss(a, a_hat)[1], cache)
+        results.append((a, cache, grads))
+    (a1, c1, g1), (a2, c2, g2) = results
+    assert c1.input_gain is not None and c2.input_gain is None
+    np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c1.input_psc, c2.input_psc, rtol=1e-12, atol=1e-14)
+    for s1, s2 in zip(c1.states, c2.states):
+        np.testing.assert_array_equal(s1.s, s2.s)
+    for w1, w2 in zip(g1, g2):
+        np.testing.assert_allclose(w1["W"], w2["W"], rtol=1e-10, atol=1e-12)
