@@ -1,0 +1,272 @@
+"""HDF5 checkpoints: everything needed to resume a run bit-exactly.
+
+Layout (documented in ``docs/checkpoint_format.md``)::
+
+    /                     attrs: format, format_version, snnsim_version, git_commit,
+                                 created, epoch, config (JSON), network, best_test_acc,
+                                 best_epoch
+    /weights/layer_NN/    one dataset per parameter ("W", ...); attrs: layer, describe
+    /optimizer            attrs: name, step, lr, betas, eps, weight_decay
+    /optimizer/m/layer_NN/<param>, /optimizer/v/layer_NN/<param>
+    /rng                  attrs: bit_generator, state (JSON of bit_generator.state)
+    /metrics/<column>     one 1-D dataset per column, one row per completed epoch
+
+Writes are atomic: the file is written as ``<name>.tmp`` in the same folder,
+flushed and fsynced, then renamed over ``<name>`` with :func:`os.replace`. A
+crash or Ctrl-C during a save leaves the previous checkpoint as it was.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .backend import to_numpy
+
+FORMAT_NAME = "snnsim-checkpoint"
+FORMAT_VERSION = 1
+#: Columns of the per-epoch metrics table, in order, with their dtypes.
+METRIC_COLUMNS = {"epoch": np.int64, "train_loss": np.float64, "train_acc": np.float64,
+                  "test_acc": np.float64, "seconds": np.float64, "samples_per_s": np.float64,
+                  "eval_seconds": np.float64}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt, truncated or not an snnsim checkpoint.
+    The message names the file."""
+
+
+def layer_key(i: int) -> str:
+    return f"layer_{i:02d}"
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the snnsim source tree ("" if not a git checkout); ``-dirty`` if modified."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _snnsim_version() -> str:
+    from . import __version__  # noqa: PLC0415
+    return __version__
+
+
+# --- atomic writes ---------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:   # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:   # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(tmp_path)`` then move the result onto ``path`` atomically.
+
+    ``tmp_path`` is ``<path>.tmp`` in the same folder; it is fsynced before
+    :func:`os.replace` and removed if ``write`` fails (also on KeyboardInterrupt).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_copy(src, dst) -> Path:
+    """Copy ``src`` to ``dst`` atomically (``best.h5`` from ``checkpoint.h5``)."""
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+# --- save ------------------------------------------------------------------------
+def _metrics_table(history: list[dict]) -> dict:
+    cols = {}
+    for key, dtype in METRIC_COLUMNS.items():
+        cols[key] = np.asarray([row.get(key, np.nan) for row in history], dtype=dtype)
+    return cols
+
+
+def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: dict, epoch: int,
+                    config: dict, metrics: list[dict], layer_names: list[str] | None = None,
+                    network: str = "", extra_attrs: dict | None = None) -> Path:
+    """Write a checkpoint to ``path`` atomically (see the module docstring).
+
+    weights : one dict of arrays per layer (NumPy or CuPy; written as NumPy).
+    optimizer : :meth:`snnsim.optim.AdamW.state_dict`.
+    rng_state : ``np.random.Generator.bit_generator.state``.
+    epoch : completed epochs.
+    config : the flat config as a dict (stored as a JSON string attribute).
+    metrics : per-epoch rows with the keys of :data:`METRIC_COLUMNS`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    test_acc = [row["test_acc"] for row in metrics]
+    best = int(np.argmax(test_acc)) if test_acc else -1
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["snnsim_version"] = _snnsim_version()
+            f.attrs["git_commit"] = git_commit()
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            f.attrs["epoch"] = int(epoch)
+            f.attrs["config"] = json.dumps(config, sort_keys=False)
+            f.attrs["network"] = network
+            f.attrs["best_test_acc"] = float(test_acc[best]) if best >= 0 else float("nan")
+            f.attrs["best_epoch"] = int(metrics[best]["epoch"]) if best >= 0 else -1
+            for k, v in (extra_attrs or {}).items():
+                f.attrs[k] = v
+            g = f.create_group("weights")
+            for i, layer in enumerate(weights):
+                lg = g.create_group(layer_key(i))
+                lg.attrs["layer"] = i
+                lg.attrs["describe"] = layer_names[i] if layer_names else ""
+                for name, a in layer.items():
+                    lg.create_dataset(name, data=to_numpy(a))
+            og = f.create_group("optimizer")
+            og.attrs["name"] = optimizer.get("name", "adamw")
+            og.attrs["step"] = np.int64(optimizer["step"])
+            for key in ("lr", "eps", "weight_decay"):
+                og.attrs[key] = float(optimizer[key])
+            og.attrs["betas"] = np.asarray(optimizer["betas"], dtype=np.float64)
+            for moment in ("m", "v"):
+                mg = og.create_group(moment)
+                for i, layer in enumerate(optimizer[moment]):
+                    lg = mg.create_group(layer_key(i))
+                    for name, a in layer.items():
+                        lg.create_dataset(name, data=to_numpy(a))
+            rg = f.create_group("rng")
+            rg.attrs["bit_generator"] = rng_state["bit_generator"]
+            rg.attrs["state"] = json.dumps(rng_state)
+            mg = f.create_group("metrics")
+            for key, col in _metrics_table(metrics).items():
+                mg.create_dataset(key, data=col)
+            f.flush()
+
+    return atomic_write(path, write)
+
+
+# --- load ------------------------------------------------------------------------
+def _read_layers(group) -> list[dict]:
+    keys = sorted(group.keys())
+    expected = [layer_key(i) for i in range(len(keys))]
+    if keys != expected:
+        raise KeyError(f"{group.name}: layer groups {keys}, expected {expected}")
+    return [{name: ds[()] for name, ds in group[k].items()} for k in keys]
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns a dict: ``epoch``, ``config`` (dict), ``weights`` (list of dicts of
+    NumPy arrays), ``optimizer`` (like ``AdamW.state_dict()``), ``rng_state``,
+    ``metrics`` (list of per-epoch dicts), ``snnsim_version``, ``git_commit``,
+    ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``path``.
+    Raises :class:`CheckpointError` naming the file if it is missing, corrupt,
+    truncated, not HDF5, or not an snnsim checkpoint of a known version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated "
+                              f"checkpoint?): {exc}") from exc
+    try:
+        with f:
+            fmt = f.attrs.get("format")
+            if fmt != FORMAT_NAME:
+                raise CheckpointError(f"{path}: not an snnsim checkpoint (format attribute "
+                                      f"{fmt!r}, expected {FORMAT_NAME!r})")
+            version = int(f.attrs["format_version"])
+            if version != FORMAT_VERSION:
+                raise CheckpointError(f"{path}: checkpoint format version {version}; this "
+                                      f"snnsim reads version {FORMAT_VERSION}")
+            og = f["optimizer"]
+            out = {
+                "path": str(path),
+                "epoch": int(f.attrs["epoch"]),
+                "config": json.loads(f.attrs["config"]),
+                "network": str(f.attrs["network"]),
+                "snnsim_version": str(f.attrs["snnsim_version"]),
+                "git_commit": str(f.attrs["git_commit"]),
+                "created": str(f.attrs["created"]),
+                "best_test_acc": float(f.attrs["best_test_acc"]),
+                "best_epoch": int(f.attrs["best_epoch"]),
+                "weights": _read_layers(f["weights"]),
+                "optimizer": {
+                    "name": str(og.attrs["name"]),
+                    "step": int(og.attrs["step"]),
+                    "lr": float(og.attrs["lr"]),
+                    "betas": [float(b) for b in og.attrs["betas"]],
+                    "eps": float(og.attrs["eps"]),
+                    "weight_decay": float(og.attrs["weight_decay"]),
+                    "m": _read_layers(og["m"]),
+                    "v": _read_layers(og["v"]),
+                },
+                "rng_state": json.loads(f["rng"].attrs["state"]),
+            }
+            cols = {k: f["metrics"][k][()] for k in METRIC_COLUMNS}
+            n = len(cols["epoch"])
+            out["metrics"] = [{k: (int(cols[k][i]) if k == "epoch" else float(cols[k][i]))
+                               for k in METRIC_COLUMNS} for i in range(n)]
+            return out
+    except CheckpointError:
+        raise
+    except (KeyError, OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: damaged snnsim checkpoint ({type(exc).__name__}: "
+                              f"{exc})") from exc
+
+
+def restore_rng(rng_state: dict) -> np.random.Generator:
+    """A ``np.random.Generator`` in exactly the saved state."""
+    name = rng_state["bit_generator"]
+    bit_gen_cls = getattr(np.random, name, None)
+    if bit_gen_cls is None:
+        raise CheckpointError(f"unknown bit generator {name!r} in checkpoint")
+    bg = bit_gen_cls()
+    bg.state = rng_state
+    return np.random.Generator(bg)
+
+
+__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS",
+           "atomic_copy", "atomic_write", "git_commit", "layer_key", "load_checkpoint",
+           "restore_rng", "save_checkpoint"]

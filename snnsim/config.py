@@ -1,0 +1,398 @@
+"""One flat training configuration: printed at start, saved as ``config.json``
+in the run folder and inside every checkpoint.
+
+Where a value comes from, lowest precedence first:
+
+1. the defaults below (the Fashion-MNIST MLP of the paper, authors' setup);
+2. a config file (``--config``): an authors' YAML (top-level ``Network:`` and
+   ``Layers:`` keys; the ``Network:`` keys map onto these fields through
+   :data:`AUTHORS_NETWORK_KEYS`, the ``Layers:`` are built by
+   :mod:`snnsim.builder`), or a flat snnsim config (JSON or YAML, e.g. a run's
+   ``config.json``);
+3. command-line options and ``--key=value`` overrides, parsed to the field's type.
+
+An unknown key is an error naming the key and listing the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
+from .params import READINGS, RESETS, SENSITIVITY_BOUND
+from .presets import PRESETS
+
+LOSSES = ("kernel", "count")
+DTYPES = ("float32", "float64")
+BACKENDS = ("numpy", "cupy")
+DESIRED_TRAINS = ("paper", "authors")
+
+#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
+CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",
+               Path(__file__).resolve().parent / "configs")
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it."""
+
+
+def _f(default, help: str):  # noqa: A002 - "help" reads best in the table below
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (see ``python -m snnsim.train --help``)."""
+
+    # --- what to train -------------------------------------------------------
+    network: str = _f("784-400-400-10",
+                      "paper notation (e.g. 784-400-400-10, 32C5-P2-64C5-P2-1024-10) or the "
+                      "path of an authors' YAML whose Layers: define the network")
+    dataset: str = _f("fashion-mnist", "mnist | fashion-mnist | cifar10 | nmnist")
+    data_dir: str | None = _f(None, "directory holding the dataset (None: the standard search "
+                                    "path, see snnsim.datasets)")
+    train_subset: int | None = _f(None, "use only the first N training samples (quick runs)")
+    test_subset: int | None = _f(None, "use only the first N test samples (quick runs)")
+    augment: bool = _f(True, "CIFAR-10 only: random crop of the 4-padded image and "
+                             "horizontal flip, per epoch")
+    nmnist_bin_us: int = _f(3000, "N-MNIST only: time bin width in microseconds")
+    # --- neuron and gradient -------------------------------------------------
+    n_steps: int = _f(5, "T, time steps per sample (1 ms each)")
+    tau_m: float = _f(5.0, "membrane time constant (ms)")
+    tau_s: float = _f(3.0, "synaptic time constant (ms)")
+    v_th: float = _f(1.0, "firing threshold (layers of an authors' YAML may set their own)")
+    preset: str = _f("authors", "authors | paper: reset, desired train, target filtering and "
+                                "gradient reading as in the authors' code or the paper's text")
+    reset: str | None = _f(None, "override the preset's reset: zero | subtract")
+    reading: str | None = _f(None, "override the preset's gradient reading: authors | timing")
+    desired_train: str | None = _f(None, "override the preset's desired spike train: "
+                                         "authors | paper")
+    target_filter_passes: int | None = _f(None, "override the preset's target filtering: 1 | 2")
+    sensitivity_bound: float | None = _f(SENSITIVITY_BOUND, "bound on |dt/du| = 1/du "
+                                                            "(None: unbounded)")
+    warmup: bool = _f(True, "warm-up surrogate where a[t] < 1/(4 tau_s) (S 2.3)")
+    # --- loss ----------------------------------------------------------------
+    loss: str = _f("kernel", "kernel (van Rossum, eq. 7) | count (summed PSC)")
+    desired_count: float = _f(15.0, "count loss: target summed PSC of the label neuron")
+    undesired_count: float = _f(3.0, "count loss: target summed PSC of the other neurons")
+    # --- optimisation --------------------------------------------------------
+    epochs: int = _f(100, "number of epochs (authors' Fashion-MNIST MLP: 100)")
+    batch_size: int = _f(100, "training batch size")
+    lr: float = _f(5e-4, "AdamW learning rate")
+    betas: tuple[float, float] = _f(ADAMW_BETAS, "AdamW (beta1, beta2), e.g. --betas=0.9,0.999")
+    eps: float = _f(ADAMW_EPS, "AdamW epsilon")
+    weight_decay: float = _f(ADAMW_WEIGHT_DECAY, "AdamW decoupled weight decay")
+    grad_clip: float | None = _f(1.0, "global gradient-norm clip (0 or None: off)")
+    weight_clamp: float | None = _f(WEIGHT_CLAMP, "clamp weights to [-c, c] after every step "
+                                                  "(0 or None: off)")
+    # --- machinery -----------------------------------------------------------
+    backend: str = _f("numpy", "numpy | cupy")
+    dtype: str = _f("float32", "float32 | float64")
+    seed: int = _f(0, "seed of the initialisation, shuffling, dropout and augmentation")
+    eval_batch_size: int = _f(1000, "batch size of the test-set evaluation")
+    out: str | None = _f(None, "run folder (None: runs/<name>-<date>-<time>)")
+    name: str = _f("", "run name, used for the default run folder (default: the config's "
+                       "name or dataset_network)")
+    progress: bool = _f(True, "show a tqdm progress bar")
+
+    def __post_init__(self):
+        # 0 disables clipping/clamping, stored as None
+        for key in ("grad_clip", "weight_clamp"):
+            if getattr(self, key) is not None and float(getattr(self, key)) == 0.0:
+                object.__setattr__(self, key, None)
+        object.__setattr__(self, "dataset", _canonical_dataset(self.dataset))
+        _check_choice("preset", self.preset, tuple(PRESETS))
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("reset", self.reset, RESETS, optional=True)
+        _check_choice("reading", self.reading, READINGS, optional=True)
+        _check_choice("desired_train", self.desired_train, DESIRED_TRAINS, optional=True)
+        _check_choice("target_filter_passes", self.target_filter_passes, (1, 2), optional=True)
+        for key in ("n_steps", "epochs", "batch_size", "eval_batch_size", "nmnist_bin_us"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("train_subset", "test_subset"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1 or None, got {getattr(self, key)}")
+        for key in ("lr", "tau_m", "tau_s", "v_th"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("grad_clip", "weight_clamp", "sensitivity_bound"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive or None, got {getattr(self, key)}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {self.betas}")
+
+    # --- conversions ----------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
+        """Build from a flat dict (values already typed, or strings to parse)."""
+        return cls().replace(source=source, **d)
+
+    def replace(self, source: str = "override", **changes) -> TrainConfig:
+        """A copy with ``changes`` applied; string values are parsed to the field's type."""
+        typed = {}
+        for key, value in changes.items():
+            key = normalize_key(key)
+            check_key(key, source)
+            typed[key] = coerce(key, value)
+        try:
+            return dataclasses.replace(self, **typed)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def resolved(self) -> dict:
+        """The preset's choices with this config's overrides applied."""
+        preset = PRESETS[self.preset]
+        return {
+            "reset": self.reset or preset.reset,
+            "reading": self.reading or preset.reading,
+            "desired_train": self.desired_train or preset.desired_train,
+            "target_filter_passes": self.target_filter_passes or preset.target_filter_passes,
+        }
+
+    def format(self) -> str:
+        """Aligned ``key = value`` lines, with the preset's resolved choices."""
+        d = self.to_dict()
+        width = max(map(len, d))
+        lines = [f"  {k:<{width}} = {v!r}" for k, v in d.items()]
+        res = ", ".join(f"{k}={v}" for k, v in self.resolved().items())
+        lines.append(f"  {'(resolved)':<{width}}   {res}")
+        return "\n".join(lines)
+
+
+# --- keys and values -------------------------------------------------------
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def field_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+
+
+def field_types() -> dict[str, object]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def normalize_key(key: str) -> str:
+    """``--batch-size`` and ``batch_size`` name the same field."""
+    return key.strip().lstrip("-").replace("-", "_")
+
+
+def check_key(key: str, source: str = "config") -> None:
+    if key not in field_names():
+        raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: "
+                          + ", ".join(field_names()))
+
+
+_NONE_WORDS = ("none", "null", "")
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def coerce(key: str, value):
+    """``value`` (often a command-line string) as the type of field ``key``."""
+    tp = field_types()[key]
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), tp) if optional else tp
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        if optional:
+            return None
+        if value is None:
+            raise ConfigError(f"{key} may not be None")
+    try:
+        if typing.get_origin(base) is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.strip().strip("()[]").split(",") if v.strip()]
+            item_types = typing.get_args(base)
+            if len(value) != len(item_types):
+                raise ValueError(f"expected {len(item_types)} comma-separated values")
+            return tuple(t(v) for t, v in zip(item_types, value))
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word in _TRUE_WORDS:
+                return True
+            if word in _FALSE_WORDS:
+                return False
+            raise ValueError("expected true or false")
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            if isinstance(value, str):
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError("expected an integer")
+                return int(f)
+            return int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value {value!r} for {key} ({_type_name(tp)}): {exc}") from None
+
+
+def _type_name(tp) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        return "tuple of " + ", ".join(a.__name__ for a in args)
+    if args:
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _canonical_dataset(name: str) -> str:
+    from .datasets.registry import canonical_name  # noqa: PLC0415
+    from .datasets.errors import DatasetError  # noqa: PLC0415
+    try:
+        return canonical_name(name)
+    except DatasetError as exc:
+        raise ConfigError(f"dataset: {exc}") from None
+
+
+def _check_choice(key, value, choices, optional=False):
+    if value is None and optional:
+        return
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}"
+                          + (" or None" if optional else "") + f", got {value!r}")
+
+
+def describe_fields() -> str:
+    """The table of every field, its type, default and meaning, for ``--help``."""
+    defaults = TrainConfig().to_dict()
+    types = field_types()
+    rows = []
+    for key, text in field_help().items():
+        rows.append(f"  --{key}=<{_type_name(types[key])}>  (default {defaults[key]!r})\n"
+                    f"      {text}")
+    return "\n".join(rows)
+
+
+# --- the authors' YAML --------------------------------------------------------
+#: The authors' ``Network:`` keys -> TrainConfig fields (None: read but not used).
+AUTHORS_NETWORK_KEYS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "n_steps": "n_steps",
+    "dataset": "dataset",
+    "lr": "lr",
+    "loss": "loss",
+    "desired_count": "desired_count",
+    "undesired_count": "undesired_count",
+    "tau_m": "tau_m",
+    "tau_s": "tau_s",
+    "n_class": None,          # checked: every dataset here has 10 classes
+    "data_path": None,        # their relative path; use --data-dir
+    "rule": None,             # checked: "TSSLBP"
+    "model": None,            # checked: "LIF"
+    "SpikeBasedBPTT": None,   # an old key of theirs, without effect
+}
+#: The authors' dataset names -> snnsim dataset names.
+AUTHORS_DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion-mnist", "CIFAR10": "cifar10",
+                    "NMNIST_Spiking": "nmnist", "NMNIST": "nmnist"}
+N_CLASSES = 10
+
+
+def is_authors_yaml(doc) -> bool:
+    return isinstance(doc, dict) and "Network" in doc and "Layers" in doc
+
+
+def authors_network_to_fields(network: dict, source: str) -> dict:
+    """Map an authors' ``Network:`` section onto TrainConfig fields."""
+    out = {}
+    for key, value in network.items():
+        if key in AUTHORS_NETWORK_KEYS:
+            target = AUTHORS_NETWORK_KEYS[key]
+        elif key in field_names():        # an snnsim field written in the Network: section
+            target = key
+        else:
+            raise ConfigError(f"{source}: unknown key {key!r} in Network:; known keys: "
+                              + ", ".join(AUTHORS_NETWORK_KEYS) + ", or any of: "
+                              + ", ".join(field_names()))
+        if key == "n_class" and int(value) != N_CLASSES:
+            raise ConfigError(f"{source}: n_class {value} is not supported (datasets have "
+                              f"{N_CLASSES} classes)")
+        if key == "rule" and value != "TSSLBP":
+            raise ConfigError(f"{source}: rule {value!r}: only TSSLBP is implemented")
+        if key == "model" and value != "LIF":
+            raise ConfigError(f"{source}: model {value!r}: only LIF is implemented")
+        if target is None:
+            continue
+        if key == "dataset" and value not in AUTHORS_DATASETS.values():
+            if value not in AUTHORS_DATASETS:
+                raise ConfigError(f"{source}: dataset {value!r}; known: "
+                                  + ", ".join(AUTHORS_DATASETS))
+            value = AUTHORS_DATASETS[value]
+        out[target] = value
+    return out
+
+
+def find_config_file(name_or_path: str) -> Path:
+    """A config file path, or the shipped config ``configs/<name>.yaml``."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    tried = [p]
+    if p.suffix == "" and os.sep not in str(name_or_path):
+        for d in CONFIG_DIRS:
+            for ext in (".yaml", ".yml", ".json"):
+                cand = d / (str(name_or_path) + ext)
+                tried.append(cand)
+                if cand.is_file():
+                    return cand
+    shipped = sorted({q.stem for d in CONFIG_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+    raise ConfigError(f"config {name_or_path!r} not found (tried: "
+                      + ", ".join(map(str, tried)) + ")"
+                      + (f"; shipped configs: {', '.join(shipped)}" if shipped else ""))
+
+
+def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a config file onto ``base`` (default: the defaults).
+
+    An authors' YAML sets ``network`` to its own path (its ``Layers:`` are the
+    network) and ``name`` to its stem; a flat file sets the fields it names.
+    """
+    path = find_config_file(name_or_path)
+    base = base or TrainConfig()
+    try:
+        text = path.read_text()
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(doc).__name__}")
+    source = str(path)
+    if is_authors_yaml(doc):
+        fields = authors_network_to_fields(doc["Network"] or {}, source)
+        fields["network"] = str(path.resolve())
+        if not base.name:
+            fields["name"] = path.stem
+        return base.replace(source=source, **fields)
+    return base.replace(source=source, **doc)
+
+
+def network_is_yaml(network: str) -> bool:
+    return str(network).lower().endswith((".yaml", ".yml"))
+
+
+__all__ = ["AUTHORS_DATASETS", "AUTHORS_NETWORK_KEYS", "ConfigError", "TrainConfig",
+           "check_key", "coerce", "describe_fields", "field_names", "find_config_file",
+           "load_config_file", "normalize_key"]
