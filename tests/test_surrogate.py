@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snnsim import Dense, Network, NeuronParams, kernel_loss, lif_backward, lif_forward
+from snnsim import Dense, Network, NeuronParams, kernel_loss, lif_backward, lif_forward, repeat_static
 from snnsim.params import GradientParams
 from snnsim.surrogate import (
     network_backward,
@@ -134,11 +134,14 @@ def test_whole_network_surrogate_matches_fd_of_smooth_network():
         assert abs(fd - an) <= FD_RTOL * max(abs(fd), abs(an)), (fd, an)
 
 
-def test_network_backward_mirrors_network_backward():
-    """network_backward with TSSL-BP's lif_backward reproduces Network.backward."""
+@pytest.mark.parametrize("static", [False, True])
+def test_network_backward_mirrors_network_backward(static):
+    """network_backward with TSSL-BP's lif_backward reproduces Network.backward,
+    for event input and for a static image (repeat_static: the first layer runs once)."""
     rng = np.random.default_rng(5)
     net = Network([Dense(7), Dense(3)], (5,), dtype="float64", seed=6)
-    a, cache = net.forward(rng.random((5, 4, 5)) * 3)
+    x_in = repeat_static(rng.random((4, 5)) * 3, 5) if static else rng.random((5, 4, 5)) * 3
+    a, cache = net.forward(x_in)
     g = rng.standard_normal(a.shape)
     grad = GradientParams()
     ref = net.backward(g, cache, grad)
