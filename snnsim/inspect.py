@@ -1,0 +1,353 @@
+"""One forward/backward pass laid open: ``python -m snnsim.inspect``.
+
+Runs a checkpoint's network (or a freshly initialised one) on a few samples,
+computes the loss and the TSSL-BP backward pass, and writes every intermediate
+to HDF5 (layout: ``docs/inspect_format.md``), so that a reader can compare it
+with a derivation by hand or with another implementation:
+
+- per spiking layer and step: x, u, Δu, s, a (forward (2)-(6)); g = ∂L/∂a;
+  δ = ∂L/∂u (9); ∂L/∂W (8); which elements took the warm-up surrogate (S 2.3);
+  the explicit φ(t_k, t_m) (14), split into its terms φ<1>, φ<2>, leak and
+  warm-up, for up to ``--max-neurons`` neurons (φ is (B, N, T, T));
+- per non-spiking layer (pooling, dropout): its input and output PSC and g;
+- the input, its PSC a^0, labels, output, target, loss, config.
+
+    python -m snnsim.inspect --network 784-400-400-10 --samples 0,1,2 --out inspect.h5
+    python -m snnsim.inspect --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing
+
+Everything is computed with the engine's own functions (``lif_backward``,
+``phi_matrix``, each layer's ``backward``); the backward is walked layer by
+layer as :meth:`snnsim.network.Network.backward` does, keeping g at every
+layer, and the file's ∂L/∂W are checked equal to ``Network.backward``'s before
+it is written. The pass runs in inference mode (dropout off).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .backend import array_module, to_numpy
+from .loss import kernel_target, predict
+from .neuron import LIFState
+from .params import GradientParams
+from .tsslbp import lif_backward, phi_matrix, warmup_mask
+
+FORMAT_NAME = "snnsim-inspect"
+FORMAT_VERSION = 1
+#: Default number of neurons per layer whose φ matrices are written.
+DEFAULT_MAX_NEURONS = 64
+PHI_TERMS = ("phi_1", "phi_2", "leak", "warmup")
+PHI_SELECT = ("first", "active")
+#: Relative tolerance of the check of the walked ∂L/∂W against Network.backward
+#: (the same operations in the same order: they agree to rounding).
+SELF_CHECK_RTOL = 1e-5
+
+
+def _np(a):
+    """A contiguous host copy (broadcast views are materialised)."""
+    return np.ascontiguousarray(to_numpy(a))
+
+
+def select_neurons(s_flat, max_neurons: int, how: str = "first") -> np.ndarray:
+    """Flat indices of the neurons whose φ is written.
+
+    ``first``: 0..max_neurons-1. ``active``: the ``max_neurons`` neurons with the
+    most spikes over all samples and steps (ties to the lowest index), sorted.
+    ``s_flat`` is ``(T, B, M)`` (host).
+    """
+    m = s_flat.shape[-1]
+    n = min(max_neurons, m)
+    if how == "first":
+        return np.arange(n)
+    if how == "active":
+        total = s_flat.reshape(-1, m).sum(axis=0, dtype=np.int64)
+        order = np.lexsort((np.arange(m), -total))
+        return np.sort(order[:n])
+    raise ValueError(f"phi selection must be one of {PHI_SELECT}, got {how!r}")
+
+
+def state_subset(state: LIFState, neurons) -> LIFState:
+    """The state of a few neurons: every field ``(T, B, ...)`` flattened to
+    ``(T, B, M)`` and indexed with ``neurons`` (flat indices)."""
+    def pick(a):
+        xp = array_module(a)
+        flat = a.reshape(a.shape[0], a.shape[1], -1)
+        return flat[..., xp.asarray(neurons)]
+    return LIFState(*(pick(f) for f in state))
+
+
+def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
+                 max_neurons: int = DEFAULT_MAX_NEURONS, phi_select: str = "first",
+                 target=None) -> dict:
+    """Forward, loss and backward of ``net`` on ``x_in`` ``(T, B, ...)``, every
+    intermediate kept. ``loss_fn(a_out, labels) -> (L, g)``; ``grad`` the
+    gradient reading (default the network's); ``target`` (optional) the desired
+    output PSC, stored as is.
+
+    Returns a nested dict ready for :func:`write_inspection`: ``"attrs"``,
+    ``"data"`` (top-level arrays) and ``"layers"`` (one dict per layer, with
+    ``"attrs"``, ``"data"`` and for spiking layers ``"phi"``). Arrays are NumPy.
+    """
+    grad = grad or net.grad
+    xp = net.xp
+    a_out, cache = net.forward(x_in, train=False)                       # (T, B, C)
+    L, dL_da_out = loss_fn(a_out, labels)
+    static = cache.input_gain is not None
+
+    # the PSC entering every layer: a^0, then each layer's output
+    a_ins = [cache.input_psc]
+    for i, layer in enumerate(net.layers[:-1]):
+        state = cache.states[i]
+        if state is not None:
+            a_ins.append(state.a)
+        else:                                   # non-spiking: deterministic in inference mode
+            a_ins.append(layer.forward(a_ins[i], train=False)[0])
+
+    layers = [None] * len(net.layers)
+    g = dL_da_out
+    for i in reversed(range(len(net.layers))):
+        layer, state = net.layers[i], cache.states[i]
+        neuron = net.neuron_of(layer)
+        rec = {"attrs": {"kind": type(layer).__name__, "describe": layer.describe(), "index": i,
+                         "spiking": bool(layer.spiking),
+                         "in_shape": list(net.shapes[i]), "out_shape": list(net.shapes[i + 1])},
+               "data": {"a_in": _np(a_ins[i]), "g": _np(g)}}
+        for name, p in layer.params.items():
+            rec["data"][name] = _np(p)
+        if layer.spiking:
+            rec["attrs"].update(neuron.to_dict())
+            delta = lif_backward(g, state, neuron, grad)                  # (T, B, ...)
+            warm = warmup_mask(state.a, neuron.theta_s) if grad.warmup else xp.zeros(
+                state.a.shape, dtype=bool)
+            rec["data"].update({
+                "x": _np(state.x), "u": _np(state.u), "du": _np(state.du),
+                "s": _np(state.s).astype(np.uint8), "a": _np(state.a),
+                "counts": _np(state.s.sum(axis=0, dtype=np.int32)),
+                "delta": _np(delta), "warmup_mask": _np(warm).astype(np.uint8)})
+            if max_neurons > 0:
+                s_flat = rec["data"]["s"].reshape(state.s.shape[0], state.s.shape[1], -1)
+                neurons = select_neurons(s_flat, max_neurons, phi_select)
+                parts = phi_matrix(state_subset(state, neurons), neuron, grad, terms=True)
+                phi = {name: _np(parts[name]) for name in PHI_TERMS}        # (B, n, T, T)
+                phi["total"] = sum(phi[name] for name in PHI_TERMS)
+                phi["neurons"] = neurons.astype(np.int64)
+                rec["phi"] = phi
+            g_x = delta
+        else:
+            rec["data"]["a_out"] = _np(a_ins[i + 1] if i + 1 < len(net.layers) else a_out)
+            g_x = g
+        if i == 0 and static:                   # static input: Σ_t γ[t] g[t] (Network._backward)
+            g_x = xp.tensordot(cache.input_gain, g_x, axes=(0, 0))[None]
+        g, grads = layer.backward(g_x, cache.layer_caches[i], need_input_grad=i > 0)
+        for name, d in grads.items():
+            rec["data"][f"dL_d{name}"] = _np(d)
+        layers[i] = rec
+
+    # the file's gradients must be the engine's
+    reference = net.backward(dL_da_out, cache, grad)
+    for i, ref in enumerate(reference):
+        for name, d in ref.items():
+            mine = layers[i]["data"][f"dL_d{name}"]
+            if not np.allclose(mine, _np(d), rtol=SELF_CHECK_RTOL, atol=0):
+                raise AssertionError(f"layer {i} dL_d{name}: walked backward differs from "
+                                     "Network.backward")
+
+    data = {"input": _np(x_in), "input_psc": _np(cache.input_psc), "output": _np(a_out),
+            "g_out": _np(dL_da_out), "labels": _np(labels).astype(np.int64),
+            "predictions": _np(predict(a_out)).astype(np.int64)}
+    if static:
+        data["input_gain"] = _np(cache.input_gain)
+    if target is not None:
+        data["target"] = _np(target)
+    attrs = {"loss": float(L), "n_steps": int(a_out.shape[0]), "batch": int(a_out.shape[1]),
+             "static_input": bool(static), "train_mode": False,
+             "neuron": json.dumps(net.neuron.to_dict()), "grad": json.dumps(grad.to_dict()),
+             "network": net.describe(), "max_neurons": int(max_neurons), "phi_select": phi_select,
+             "dtype": str(net.dtype),
+             "layer_names": json.dumps([_layer_name(i) for i in range(len(net.layers))])}
+    return {"attrs": attrs, "data": data, "layers": layers}
+
+
+def _layer_name(i: int) -> str:
+    return f"layer_{i:02d}"
+
+
+def _snnsim_version() -> str:
+    from . import __version__  # noqa: PLC0415
+    return __version__
+
+
+def write_inspection(path, result: dict, extra_attrs: dict | None = None) -> Path:
+    """Write :func:`inspect_pass`'s result to HDF5 atomically (layout:
+    ``docs/inspect_format.md``)."""
+    from .checkpoint import atomic_write  # noqa: PLC0415
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["snnsim_version"] = _snnsim_version()
+            for k, v in {**result["attrs"], **(extra_attrs or {})}.items():
+                f.attrs[k] = v
+            for k, v in result["data"].items():
+                f.create_dataset(k, data=v)
+            lg = f.create_group("layers")
+            for i, rec in enumerate(result["layers"]):
+                g = lg.create_group(_layer_name(i))
+                for k, v in rec["attrs"].items():
+                    g.attrs[k] = np.asarray(v, np.int64) if isinstance(v, list) else v
+                for k, v in rec["data"].items():
+                    g.create_dataset(k, data=v)
+                if "phi" in rec:
+                    pg = g.create_group("phi")
+                    pg.attrs["index_order"] = "sample, neuron, k (effect step), m (cause step)"
+                    for k, v in rec["phi"].items():
+                        pg.create_dataset(k, data=v)
+            f.flush()
+
+    return atomic_write(path, write)
+
+
+# =============================================================================
+# Command line
+# =============================================================================
+DESCRIPTION = """\
+Run one forward/backward pass of TSSL-BP on a few samples and write every
+intermediate to HDF5 (layout: docs/inspect_format.md): per layer and step
+x, u, du, s, a; g = dL/da; delta = dL/du; dL/dW; the warm-up mask; the
+explicit phi matrices (phi_1, phi_2, leak, warmup; (B, N, T, T), for at most
+--max-neurons neurons per layer); the input, labels, output, target and loss.
+
+Examples:
+  python -m snnsim.inspect --network 784-400-400-10 --samples 0,1,2
+  python -m snnsim.inspect --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing"""
+
+
+def parse_samples(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-3"`` or ``"0,5-7"`` -> sample indices."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    if not out:
+        raise ValueError(f"no sample index in {text!r}")
+    return out
+
+
+def _bound(text: str):
+    return None if str(text).strip().lower() in ("none", "null", "inf") else float(text)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m snnsim.inspect", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint .h5 or run folder")
+    src.add_argument("--network", metavar="SPEC", help="a freshly initialised network in the "
+                     "paper's notation (default 784-400-400-10 when no checkpoint is given)")
+    p.add_argument("--samples", default="0,1,2", help="dataset indices, e.g. 0,1,2 or 0-3 "
+                   "(default 0,1,2)")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset of --network "
+                   "(a checkpoint uses its own; default fashion-mnist)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset")
+    p.add_argument("--n-steps", type=int, default=None, metavar="T",
+                   help="time steps (default: the checkpoint's, or 5)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of --network")
+    p.add_argument("--preset", default="authors", help="preset of --network: authors | paper")
+    p.add_argument("--reading", choices=("authors", "timing"), default=None,
+                   help="gradient reading (default: the checkpoint's or preset's)")
+    p.add_argument("--sensitivity-bound", default=None, metavar="B",
+                   help="bound on |dt/du| (a number, or none; default: the config's)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                   help="warm-up surrogate on/off (default: the config's)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="compute in this precision (default: the checkpoint's, or float32)")
+    p.add_argument("--max-neurons", type=int, default=DEFAULT_MAX_NEURONS, metavar="N",
+                   help=f"phi matrices of at most N neurons per layer (default "
+                        f"{DEFAULT_MAX_NEURONS}; 0: none)")
+    p.add_argument("--phi-neurons", choices=PHI_SELECT, default="first",
+                   help="which neurons: the first N, or the N that spike most (default first)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default=None)
+    p.add_argument("--out", default="inspect.h5", help="output file (default inspect.h5)")
+    return p
+
+
+def main(argv=None) -> int:
+    from . import data as data_mod  # noqa: PLC0415
+    from .record import load_samples, network_from_checkpoint, network_from_spec  # noqa: PLC0415
+    from .train import make_loss  # noqa: PLC0415
+    args = make_parser().parse_args(argv)
+    indices = parse_samples(args.samples)
+    if args.checkpoint:
+        net, cfg, _ = network_from_checkpoint(args.checkpoint, backend=args.backend,
+                                              dtype=args.dtype)
+        source = str(args.checkpoint)
+        if args.n_steps is not None:
+            cfg = cfg.replace(source="command line", n_steps=args.n_steps)
+    else:
+        spec = args.network or "784-400-400-10"
+        extra = {"n_steps": args.n_steps} if args.n_steps is not None else {}
+        net, cfg = network_from_spec(spec, dataset=args.dataset, seed=args.seed,
+                                     preset=args.preset, backend=args.backend or "numpy",
+                                     dtype=args.dtype or "float32", **extra)
+        source = f"fresh {spec} (seed {args.seed})"
+    changes = {}
+    if args.reading is not None:
+        changes["reading"] = args.reading
+    if args.sensitivity_bound is not None:
+        changes["sensitivity_bound"] = _bound(args.sensitivity_bound)
+    if args.warmup is not None:
+        changes["warmup"] = args.warmup
+    grad = dataclasses.replace(net.grad, **changes)
+    cfg = cfg.replace(source="command line", **changes) if changes else cfg
+
+    split, sample_index = load_samples(cfg, args.split, indices=indices, data_dir=args.data_dir)
+    x_host, y_host = split.host_batch(np.arange(len(split)))
+    x_in = data_mod.to_backend(x_host, split.kind, net.xp, net.dtype, cfg.n_steps)
+    labels = net.xp.asarray(y_host)
+    loss_fn = make_loss(cfg, net)
+    target = None
+    if cfg.loss == "kernel":
+        res = cfg.resolved()
+        target = kernel_target(labels, net.shapes[-1][0], cfg.n_steps, net.neuron.theta_s,
+                               res["desired_train"], res["target_filter_passes"], dtype=net.dtype)
+    result = inspect_pass(net, x_in, labels, loss_fn, grad, args.max_neurons, args.phi_neurons,
+                          target)
+    result["data"]["sample_index"] = np.asarray(sample_index, np.int64)
+    write_inspection(args.out, result, {"source": source, "dataset": cfg.dataset,
+                                        "split": args.split, "loss_kind": cfg.loss,
+                                        "config": json.dumps(cfg.to_dict())})
+    print(f"{source}: {len(indices)} {cfg.dataset} {args.split} samples {indices}, T = "
+          f"{cfg.n_steps}, loss {result['attrs']['loss']:.6g}, gradient {grad} -> {args.out}")
+    for i, rec in enumerate(result["layers"]):
+        d = rec["data"]
+        if rec["attrs"]["spiking"]:
+            print(f"  {_layer_name(i)} {rec['attrs']['describe']:>12}: {int(d['s'].sum())} "
+                  f"spikes, warm-up on {100.0 * d['warmup_mask'].mean():.1f} % of (t, b, n), "
+                  f"|dL/dW| = {float(np.linalg.norm(d['dL_dW'])) if 'dL_dW' in d else 0:.4g}")
+        else:
+            print(f"  {_layer_name(i)} {rec['attrs']['describe']:>12}: (no neurons)")
+    return 0
+
+
+__all__ = ["DEFAULT_MAX_NEURONS", "FORMAT_NAME", "FORMAT_VERSION", "PHI_TERMS", "inspect_pass",
+           "main", "make_parser", "parse_samples", "select_neurons", "state_subset",
+           "write_inspection"]
+
+if __name__ == "__main__":
+    sys.exit(main())
