@@ -256,6 +256,17 @@ def load_checkpoint(path) -> dict:
                               f"{exc})") from exc
 
 
+def checkpoint_epoch(path) -> int:
+    """The ``epoch`` attribute of a checkpoint, without reading its arrays."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise CheckpointError(f"{path}: not an snnsim checkpoint")
+            return int(f.attrs["epoch"])
+    except (OSError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable snnsim checkpoint: {exc}") from exc
+
+
 def restore_rng(rng_state: dict) -> np.random.Generator:
     """A ``np.random.Generator`` in exactly the saved state."""
     name = rng_state["bit_generator"]
@@ -268,5 +279,5 @@ def restore_rng(rng_state: dict) -> np.random.Generator:
 
 
 __all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS",
-           "atomic_copy", "atomic_write", "git_commit", "layer_key", "load_checkpoint",
-           "restore_rng", "save_checkpoint"]
+           "atomic_copy", "atomic_write", "checkpoint_epoch", "git_commit", "layer_key",
+           "load_checkpoint", "restore_rng", "save_checkpoint"]

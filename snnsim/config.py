@@ -368,7 +368,9 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
     """Read a config file onto ``base`` (default: the defaults).
 
     An authors' YAML sets ``network`` to its own path (its ``Layers:`` are the
-    network) and ``name`` to its stem; a flat file sets the fields it names.
+    network) and ``name`` to its stem; a flat file sets the fields it names,
+    except ``out`` (a run's ``config.json`` reused for a new run must not point
+    at the old run's folder).
     """
     path = find_config_file(name_or_path)
     base = base or TrainConfig()
@@ -386,6 +388,7 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
         if not base.name:
             fields["name"] = path.stem
         return base.replace(source=source, **fields)
+    doc = {k: v for k, v in doc.items() if normalize_key(k) != "out"}   # a new run, a new folder
     return base.replace(source=source, **doc)
 
 

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import os
 import re
 import sys
 import time
@@ -32,8 +33,8 @@ import numpy as np
 
 from . import data as data_mod
 from .backend import get_backend
-from .checkpoint import (CheckpointError, atomic_copy, atomic_write, load_checkpoint,
-                         restore_rng, save_checkpoint)
+from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
+                         load_checkpoint, restore_rng, save_checkpoint)
 from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
                      network_is_yaml, normalize_key)
 from .layers import Layer
@@ -186,6 +187,26 @@ def append_metrics(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_thread_hint(backend: str) -> str | None:
+    """A hint when the CPU is oversubscribed and BLAS threads were left at their default:
+    OpenBLAS threads then spin-wait for each other and a training step gets several
+    times slower (measured: 5x at load 9 on 2 CPUs, benchmarks/train_speed.py)."""
+    if backend != "numpy" or any(os.environ.get(v) for v in BLAS_THREAD_VARS):
+        return None
+    try:
+        load, n_cpu = os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):   # pragma: no cover - platforms without getloadavg
+        return None
+    if load <= n_cpu:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {n_cpu} CPUs); multi-threaded BLAS "
+            f"then slows training several-fold. Faster: OPENBLAS_NUM_THREADS=1 python -m "
+            f"snnsim.train ...")
+
+
 def _fmt_seconds(s: float) -> str:
     if s < 120:
         return f"{s:.1f} s"
@@ -205,9 +226,16 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
 
     xp = get_backend(cfg.backend)
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
-    if resume is None and (run_dir / CHECKPOINT_NAME).exists():
+    existing = run_dir / CHECKPOINT_NAME
+    if resume is None and existing.exists():
         raise ConfigError(f"{run_dir} already holds a run ({CHECKPOINT_NAME}); continue it with "
                           f"--resume {run_dir}, or choose another --out")
+    if (resume is not None and existing.exists()
+            and existing.resolve() != Path(resume["path"]).resolve()
+            and checkpoint_epoch(existing) > int(resume["epoch"])):
+        raise ConfigError(f"resuming {resume['path']} (epoch {resume['epoch']}) into {run_dir} "
+                          f"would overwrite {existing} (epoch {checkpoint_epoch(existing)}); "
+                          "pass --out NEW_DIR")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -237,6 +265,9 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
         f"neuron {net.neuron}; gradient {net.grad}")
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
+    hint = blas_thread_hint(cfg.backend)
+    if hint:
+        log(hint)
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
     resume_hint = f"python -m snnsim.train --resume {run_dir}"
@@ -294,11 +325,12 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
         if bar is not None:
             bar.close()
         done = len(history)
+        when = f"during epoch {epoch + 1}" if done <= epoch else f"after epoch {done}"
         if done:
-            log(f"\ninterrupted during epoch {epoch + 1}; the last complete checkpoint is "
+            log(f"\ninterrupted {when}; the last complete checkpoint is "
                 f"{ckpt_path} (epoch {done}). Resume with:\n  {resume_hint}")
         else:
-            log(f"\ninterrupted during epoch {epoch + 1}, before any checkpoint was written")
+            log(f"\ninterrupted {when}, before any checkpoint was written")
         return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": True,
                 "epochs_done": done}
     if history:
@@ -318,7 +350,9 @@ Without arguments: Fashion-MNIST, 784-400-400-10, T=5, the authors' setup
 weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time per epoch
 is estimated and printed after the first batches; Ctrl-C keeps the last
 complete epoch's checkpoint and prints the command that resumes it.
-For a quick look: python -m snnsim.train --epochs=1 --train_subset=5000"""
+For a quick look: python -m snnsim.train --epochs=1 --train_subset=5000
+On a busy CPU, OPENBLAS_NUM_THREADS=1 python -m snnsim.train is often several
+times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,

@@ -192,6 +192,15 @@ Layers:
         load_config_file(str(bad))
 
 
+def test_a_runs_config_json_starts_a_new_run(data_dir, tmp_path):
+    first = tmp_path / "first"
+    assert run_cli(tiny_args(data_dir, first, epochs=1)) == 0
+    cfg, _ = train_mod.parse_args(["--config", str(first / "config.json"), "--seed=9"])
+    assert cfg.out is None and cfg.seed == 9
+    assert cfg.replace(seed=3, out=str(first)) == TrainConfig.from_dict(
+        json.loads((first / "config.json").read_text()))
+
+
 def test_shipped_config_by_name():
     cfg = load_config_file("fashion_mnist_mlp")
     assert cfg.dataset == "fashion-mnist" and cfg.name == "fashion_mnist_mlp"
@@ -221,6 +230,70 @@ def test_batches_cover_the_split_once_in_a_seeded_order(data_dir):
     assert not np.array_equal(labels, train.y)             # shuffled
     again = one_pass(0)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(out, again))
+
+
+def write_cifar10(root: Path, n_per_batch=4, seed=0) -> Path:
+    """``root/cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch}``: pickled dicts
+    with b"data" uint8 (N, 3072) and b"labels", as the official files."""
+    import pickle
+    d = root / "cifar10" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n_per_batch, 3072)).astype(np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, n_per_batch)]}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root
+
+
+def test_cifar10_batches_normalised_and_augmented_per_seed(tmp_path):
+    root = write_cifar10(tmp_path)
+    cfg = TrainConfig(dataset="cifar10", data_dir=str(root), n_steps=3)
+    train, test = data_mod.load_splits(cfg)
+    assert (len(train), len(test)) == (20, 4) and train.augment and not test.augment
+    assert train.x.shape == (20, 3, 32, 32) and train.x.dtype == np.float32
+
+    def first_batch(seed):
+        rng = np.random.default_rng(seed)
+        return next(data_mod.batches(train, 8, np, np.float32, 3, rng, shuffle=True))
+    (x1, y1), (x2, y2), (x3, _) = first_batch(0), first_batch(0), first_batch(1)
+    assert x1.shape == (3, 8, 3, 32, 32)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    # an augmented image is a crop/flip of its normalised original: values come from it
+    # or from the black padding
+    order = np.random.default_rng(0).permutation(20)
+    from snnsim.datasets.transforms import CIFAR10_BLACK
+    for b in range(8):
+        src = train.x[order[b]]
+        for c in range(3):
+            allowed = np.append(src[c].ravel(), np.float32(CIFAR10_BLACK[c]))
+            assert np.isin(x1[0, b, c], allowed).all()
+    xt, _ = next(data_mod.batches(test, 4, np, np.float32, 3))
+    assert np.array_equal(xt[0], test.x[:4])                   # no augmentation at test time
+
+
+def test_nmnist_batches_are_time_first_event_frames(tmp_path):
+    from snnsim.datasets.nmnist import encode_nmnist_events
+    root = tmp_path / "nmnist"
+    for split, n in (("Train", 2), ("Test", 1)):
+        for digit in range(10):
+            d = root / split / str(digit)
+            d.mkdir(parents=True)
+            for k in range(n):
+                # one ON event at (x=digit, y=k) in bin 1 (3000..5999 us), one OFF in bin 0
+                ev = {"x": np.array([digit, 0]), "y": np.array([k, 5]), "p": np.array([1, 0]),
+                      "ts": np.array([3500, 10])}
+                (d / f"{k:05d}.bin").write_bytes(encode_nmnist_events(ev))
+    cfg = TrainConfig(dataset="nmnist", data_dir=str(tmp_path), n_steps=4, train_subset=5)
+    train, test = data_mod.load_splits(cfg)
+    assert len(test) == 10 and len(train) == 5
+    assert len(set(train.y.tolist())) == 5                     # spread over the labels
+    x, y = next(data_mod.batches(test, 10, np, np.float64, 4))
+    assert x.shape == (4, 10, 2, 34, 34) and x.dtype == np.float64 and x.flags.c_contiguous
+    for b, digit in enumerate(y.tolist()):
+        assert x[1, b, 1, 0, digit] == 1.0 and x[0, b, 0, 5, 0] == 1.0
+        assert x[:, b].sum() == 2.0
 
 
 # --- a run --------------------------------------------------------------------------------
@@ -299,6 +372,16 @@ def test_resume_refuses_to_change_the_computation(data_dir, tmp_path, capsys):
     assert "cannot change lr when resuming" in capsys.readouterr().err
 
 
+def test_resume_from_an_older_file_does_not_overwrite_a_newer_run(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
+    (out / "epoch1.h5").write_bytes((out / "checkpoint.h5").read_bytes())
+    assert run_cli(["--resume", str(out), "--epochs=2", "--progress=false"]) == 0
+    assert run_cli(["--resume", str(out / "epoch1.h5"), "--epochs=3", "--progress=false"]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+    assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 2
+
+
 def test_resume_from_corrupt_checkpoint_names_the_file(data_dir, tmp_path, capsys):
     bad = tmp_path / "checkpoint.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
@@ -338,7 +421,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
                                                     "metrics.jsonl"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
-    assert run_cli(["--resume", str(out), "--progress=false"]) == 0
+    assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 3
 
 
