@@ -1,0 +1,434 @@
+"""Network builders: the paper's notation and the authors' YAML configuration files.
+
+Two ways to describe a network:
+
+- the paper's notation, e.g. ``"15C5-P2-40C5-P2-300-10"`` (:func:`parse_paper_notation`);
+- the authors' configuration files, a ``Network:`` section of run settings and a
+  ``Layers:`` section of layers in order (:func:`load_authors_yaml`,
+  :func:`layers_from_authors_config`). The files in ``configs/`` at the
+  repository root are in this format, one per experiment of the design doc's
+  table (section 5); files from the authors' repository load unchanged.
+
+:func:`build_network` turns either into a :class:`~snnsim.network.Network`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from .conv import Conv2d
+from .dropout import Dropout
+from .layers import Dense, Layer
+from .network import Network
+from .params import NeuronParams
+from .pool import POOL_GAIN, Pool2d
+
+#: Where the shipped configuration files live (``<repository>/configs``).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+# =============================================================================
+# The paper's notation
+# =============================================================================
+_DENSE_RE = re.compile(r"\d+")
+_CONV_RE = re.compile(r"(\d+)[Cc](\d+)(.*)")
+_POOL_RE = re.compile(r"[Pp](\d+)")
+_DROP_RE = re.compile(r"[Dd](\d*\.?\d+(?:[eE][-+]?\d+)?)")
+_CONV_SHORT_OPTS_RE = re.compile(r"(?:p(\d+))?(?:s(\d+))?")
+_CONV_PAREN_OPTS_RE = re.compile(r"\((.*)\)")
+_CONV_OPT_RE = re.compile(r"(pad|padding|stride)\s*[=: ]\s*(\d+)")
+_SHAPE_PREFIX_RE = re.compile(r"\d+(?:\s*[x×*]\s*\d+)*")
+
+
+def _parse_conv_options(token: str, suffix: str, padding: int) -> tuple[int, int]:
+    """(padding, stride) from a conv token's suffix: "", "p2", "p2s2", "s2",
+    "(pad 2)", "(pad 2, stride 2)", "(padding=2)"."""
+    suffix = suffix.strip()
+    stride = 1
+    if not suffix:
+        return padding, stride
+    short = _CONV_SHORT_OPTS_RE.fullmatch(suffix)
+    if short:
+        if short.group(1) is not None:
+            padding = int(short.group(1))
+        if short.group(2) is not None:
+            stride = int(short.group(2))
+        return padding, stride
+    paren = _CONV_PAREN_OPTS_RE.fullmatch(suffix)
+    if not paren:
+        raise ValueError(f"bad conv options {suffix!r} in token {token!r}: "
+                         "use e.g. '32C5p2', '32C5(pad 2)' or '32C5(pad 2, stride 2)'")
+    for part in paren.group(1).split(","):
+        opt = _CONV_OPT_RE.fullmatch(part.strip())
+        if not opt:
+            raise ValueError(f"bad conv option {part.strip()!r} in token {token!r}: "
+                             "expected 'pad N' or 'stride N'")
+        if opt.group(1) == "stride":
+            stride = int(opt.group(2))
+        else:
+            padding = int(opt.group(2))
+    return padding, stride
+
+
+def _parse_shape_prefix(text: str) -> tuple:
+    text = text.strip()
+    if not _SHAPE_PREFIX_RE.fullmatch(text):
+        raise ValueError(f"bad input shape {text!r} before ':'; write e.g. '2x34x34' or '784'")
+    return tuple(int(n) for n in re.split(r"\s*[x×*]\s*", text))
+
+
+def parse_paper_notation(spec: str, input_shape=None, *, conv_padding: int = 0,
+                         conv_weight_scale: float = 1.0, dense_weight_scale: float = 1.0,
+                         neuron: NeuronParams | None = None) -> list[Layer]:
+    """Layers from the paper's notation, checked against ``input_shape``.
+
+    Grammar (tokens separated by ``-``; spaces around tokens and the paper's
+    ``−`` are allowed)::
+
+        spec    := [shape ":"] token ("-" token)*
+        shape   := N ("x" N)*                 e.g. "2x34x34" or "2×34×34"; must equal input_shape
+        token   := N                          dense layer of N neurons           e.g. "400"
+                 | N "C" K [options]          conv, N maps of K×K kernels         e.g. "32C5"
+                 | "P" K                      K×K pooling, stride K ("p" too)     e.g. "P2"
+                 | "D" F                      dropout with p = F                  e.g. "D0.2"
+        options := "p" PAD ["s" STRIDE] | "s" STRIDE
+                 | "(" opt ("," opt)* ")"     opt := ("pad" | "padding" | "stride") [" " | "=" | ":"] N
+                                              e.g. "32C5p2", "32C5(pad 2)", "32C5(pad 2, stride 2)"
+
+    A first token that is a plain number equal to the flattened input size
+    (``"784-"`` for a 28×28 input) is the input, not a layer. Convs without a
+    padding option get ``conv_padding``; ``conv_weight_scale`` and
+    ``dense_weight_scale`` scale the initial weights (section 5; CIFAR-10 CNN1
+    uses 5 for convs); ``neuron`` is given to every spiking layer (None: the
+    network's). Raises ValueError naming the offending token.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"empty network spec {spec!r}")
+    body = spec.replace("−", "-").strip()
+    if ":" in body:
+        prefix, body = body.split(":", 1)
+        declared = _parse_shape_prefix(prefix)
+        if input_shape is not None and tuple(input_shape) != declared:
+            raise ValueError(f"spec {spec!r} declares input {declared} but input_shape is {tuple(input_shape)}")
+        input_shape = declared
+    if input_shape is None:
+        raise ValueError("parse_paper_notation needs input_shape (or a 'CxHxW:' prefix in the spec)")
+    shape = tuple(int(n) for n in input_shape)
+    tokens = [tok.strip() for tok in body.split("-")]
+    layers: list[Layer] = []
+    for position, token in enumerate(tokens):
+        if not token:
+            raise ValueError(f"empty token at position {position} of network spec {spec!r}")
+        if position == 0 and _DENSE_RE.fullmatch(token) and int(token) == math.prod(shape) \
+                and len(tokens) > 1:
+            continue                                                             # the input layer
+        try:
+            layer = _layer_from_token(token, conv_padding, conv_weight_scale, dense_weight_scale, neuron)
+            shape = tuple(layer.output_shape(shape))
+        except ValueError as exc:
+            raise ValueError(f"network spec {spec!r}, token {token!r} (position {position}): {exc}") from None
+        layers.append(layer)
+    if not layers:
+        raise ValueError(f"network spec {spec!r} has no layers")
+    return layers
+
+
+def _layer_from_token(token, conv_padding, conv_weight_scale, dense_weight_scale, neuron) -> Layer:
+    if _DENSE_RE.fullmatch(token):
+        return Dense(int(token), weight_scale=dense_weight_scale, neuron=neuron)
+    conv = _CONV_RE.fullmatch(token)
+    if conv:
+        padding, stride = _parse_conv_options(token, conv.group(3), conv_padding)
+        return Conv2d(int(conv.group(1)), int(conv.group(2)), stride=stride, padding=padding,
+                      weight_scale=conv_weight_scale, neuron=neuron)
+    pool = _POOL_RE.fullmatch(token)
+    if pool:
+        return Pool2d(int(pool.group(1)))
+    drop = _DROP_RE.fullmatch(token)
+    if drop:
+        return Dropout(float(drop.group(1)))
+    raise ValueError(f"unknown layer token {token!r}: expected N (dense), NCK[options] (conv), "
+                     "PK (pooling) or DF (dropout)")
+
+
+# =============================================================================
+# The authors' configuration files
+# =============================================================================
+#: Input feature shape and snnsim dataset name of each ``dataset`` value of the
+#: authors' files.
+AUTHORS_DATASETS = {
+    "MNIST": ((1, 28, 28), "mnist"),
+    "FashionMNIST": ((1, 28, 28), "fashion-mnist"),
+    "NMNIST_Spiking": ((2, 34, 34), "nmnist"),
+    "NMNIST": ((2, 34, 34), "nmnist"),
+    "CIFAR10": ((3, 32, 32), "cifar10"),
+}
+AUTHORS_LOSSES = ("kernel", "count")
+
+#: ``Network:`` keys that snnsim uses (all become run settings; tau_m, tau_s the neuron).
+NETWORK_KEYS_REQUIRED = ("epochs", "batch_size", "n_steps", "dataset", "lr", "loss", "n_class",
+                         "tau_m", "tau_s")
+#: ``Network:`` keys used when present (the counts only matter for the count loss).
+NETWORK_KEYS_OPTIONAL = ("desired_count", "undesired_count")
+#: ``Network:`` keys accepted and not used, each with its value check (None: any).
+NETWORK_KEYS_IGNORED = {
+    "data_path": None,         # snnsim.datasets finds data by its own search order
+    "rule": "TSSLBP",          # the only rule snnsim implements
+    "model": "LIF",            # the only neuron model snnsim implements
+    "SpikeBasedBPTT": None,    # a key of the authors' older files, without effect
+}
+
+#: Layer keys per ``type``, besides ``type`` itself.
+LAYER_KEYS = {
+    "linear": {"n_inputs", "n_outputs", "weight_scale", "threshold"},
+    "conv": {"in_channels", "out_channels", "kernel_size", "weight_scale", "padding", "stride",
+             "dilation", "threshold"},
+    # ``threshold`` is accepted and ignored: a pooling layer has no neuron (the
+    # authors' files give it one, e.g. 0.75, that their code never reads).
+    # ``theta`` is the authors' name of the pooling gain (default POOL_GAIN).
+    "pooling": {"kernel_size", "stride", "padding", "threshold", "theta"},
+    "dropout": {"p"},
+}
+#: Dropout p when a ``dropout`` layer has no ``p`` (authors' code default).
+AUTHORS_DROPOUT_DEFAULT = 0.5
+
+
+class ConfigError(ValueError):
+    """A configuration file that snnsim cannot read as written."""
+
+
+def find_config(name_or_path) -> Path:
+    """A config file: an existing path, or the name of a shipped config in
+    :data:`CONFIG_DIR` (``"fashion_mnist_cnn"`` or ``"fashion_mnist_cnn.yaml"``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / str(name_or_path), CONFIG_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no config file {str(name_or_path)!r}; shipped configs in {CONFIG_DIR}: "
+                            f"{', '.join(list_configs()) or '(none)'}")
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped configs (without ``.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+
+
+def load_authors_yaml(path) -> dict:
+    """Read an authors'-format config (a path or a shipped config's name):
+    a dict with ``"Network"`` and ``"Layers"`` (layers in file order)."""
+    path = find_config(path)
+    with open(path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'Network' and 'Layers', got {type(cfg).__name__}")
+    extra = set(cfg) - {"Network", "Layers"}
+    if extra:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(extra)}; expected 'Network' and 'Layers'")
+    for section in ("Network", "Layers"):
+        if not isinstance(cfg.get(section), dict) or not cfg[section]:
+            raise ConfigError(f"{path}: missing or empty section {section!r}")
+    return cfg
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _nonnegative_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _run_settings(net: dict, extra_keys=()) -> dict:
+    unknown = (set(net) - set(NETWORK_KEYS_REQUIRED) - set(NETWORK_KEYS_OPTIONAL) - set(NETWORK_KEYS_IGNORED)
+               - set(extra_keys))
+    if unknown:
+        raise ConfigError(f"Network: unknown key {sorted(unknown)[0]!r} (known: "
+                          f"{sorted(NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL + tuple(NETWORK_KEYS_IGNORED))})")
+    missing = [k for k in NETWORK_KEYS_REQUIRED if k not in net]
+    if missing:
+        raise ConfigError(f"Network: missing key {missing[0]!r}")
+    for key, expected in NETWORK_KEYS_IGNORED.items():
+        if expected is not None and key in net and net[key] != expected:
+            raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements {expected!r})")
+    if net["dataset"] not in AUTHORS_DATASETS:
+        raise ConfigError(f"Network: unknown dataset {net['dataset']!r}; known: {sorted(AUTHORS_DATASETS)}")
+    if net["loss"] not in AUTHORS_LOSSES:
+        raise ConfigError(f"Network: unknown loss {net['loss']!r}; known: {AUTHORS_LOSSES}")
+    if net["loss"] == "count":
+        for key in NETWORK_KEYS_OPTIONAL:
+            if key not in net:
+                raise ConfigError(f"Network: loss 'count' needs {key!r}")
+    for key in ("epochs", "batch_size", "n_steps", "n_class"):
+        _positive_int(net[key], f"Network: {key}")
+    if not float(net["lr"]) > 0:
+        raise ConfigError(f"Network: lr must be positive, got {net['lr']!r}")
+    settings = {key: net[key] for key in NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL if key in net}
+    settings["lr"] = float(net["lr"])
+    settings["dataset_authors"] = net["dataset"]
+    settings["dataset"] = AUTHORS_DATASETS[net["dataset"]][1]
+    return settings
+
+
+def _layer_neuron(c: dict, base: NeuronParams, name: str) -> NeuronParams | None:
+    """A layer's own NeuronParams when its ``threshold`` differs from the
+    network's V_th; None (use the network's) otherwise."""
+    if "threshold" not in c or float(c["threshold"]) == base.v_th:
+        return None
+    try:
+        return dataclasses.replace(base, v_th=float(c["threshold"]))
+    except ValueError as exc:
+        raise ConfigError(f"layer {name!r}: {exc}") from None
+
+
+def _authors_layer(name: str, c: dict, shape: tuple, base: NeuronParams) -> Layer:
+    """One layer of the ``Layers:`` section, checked against the incoming
+    feature shape ``shape``."""
+    if not isinstance(c, dict) or "type" not in c:
+        raise ConfigError(f"layer {name!r}: expected a mapping with a 'type'")
+    kind = c["type"]
+    if kind not in LAYER_KEYS:
+        raise ConfigError(f"layer {name!r}: unknown type {kind!r}; known: {sorted(LAYER_KEYS)}")
+    unknown = set(c) - LAYER_KEYS[kind] - {"type"}
+    if unknown:
+        raise ConfigError(f"layer {name!r} ({kind}): unknown key {sorted(unknown)[0]!r}; "
+                          f"known: {sorted(LAYER_KEYS[kind])}")
+    if kind == "linear":
+        n_in = _positive_int(c.get("n_inputs"), f"layer {name!r}: n_inputs")
+        if n_in != math.prod(shape):
+            raise ConfigError(f"layer {name!r}: n_inputs is {n_in} but its input {shape} has "
+                              f"{math.prod(shape)} features")
+        return Dense(_positive_int(c.get("n_outputs"), f"layer {name!r}: n_outputs"),
+                     weight_scale=float(c.get("weight_scale", 1.0)), neuron=_layer_neuron(c, base, name))
+    if kind == "conv":
+        c_in = _positive_int(c.get("in_channels"), f"layer {name!r}: in_channels")
+        if len(shape) != 3:
+            raise ConfigError(f"layer {name!r}: a conv needs (C, H, W) input, got {shape}")
+        if c_in != shape[0]:
+            raise ConfigError(f"layer {name!r}: in_channels is {c_in} but its input {shape} has "
+                              f"{shape[0]} channels")
+        if c.get("dilation", 1) != 1:
+            raise ConfigError(f"layer {name!r}: dilation {c['dilation']!r} is not supported (only 1)")
+        return Conv2d(_positive_int(c.get("out_channels"), f"layer {name!r}: out_channels"),
+                      _positive_int(c.get("kernel_size"), f"layer {name!r}: kernel_size"),
+                      stride=_positive_int(c.get("stride", 1), f"layer {name!r}: stride"),
+                      padding=_nonnegative_int(c.get("padding", 0), f"layer {name!r}: padding"),
+                      weight_scale=float(c.get("weight_scale", 1.0)), neuron=_layer_neuron(c, base, name))
+    if kind == "pooling":
+        k = _positive_int(c.get("kernel_size"), f"layer {name!r}: kernel_size")
+        if c.get("stride", k) != k or c.get("padding", 0) != 0:
+            raise ConfigError(f"layer {name!r}: pooling supports only stride = kernel_size and padding 0")
+        return Pool2d(k, gain=float(c.get("theta", POOL_GAIN)))
+    return Dropout(float(c.get("p", AUTHORS_DROPOUT_DEFAULT)))                  # kind == "dropout"
+
+
+def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero", extra_network_keys=()):
+    """Layers, neuron parameters and run settings of an authors'-format config.
+
+    ``cfg``: the dict of :func:`load_authors_yaml`. ``input_shape`` overrides
+    the dataset's feature shape (:data:`AUTHORS_DATASETS`); by default an MLP
+    (first layer ``linear``) gets the flat shape ``(n_inputs,)``. ``reset``
+    (``"zero"`` authors, ``"subtract"`` paper) goes into every NeuronParams.
+    ``extra_network_keys``: further ``Network:`` keys to accept without use
+    (e.g. the training CLI's own fields, which it reads itself).
+
+    Returns ``(layers, neuron, settings)``: a list of :class:`Layer` (each with
+    a ``name`` attribute, the config key), the network's :class:`NeuronParams`
+    (τm, τs from ``Network:``, V_th = 1), and a flat dict of run settings
+    (epochs, batch_size, n_steps, lr, loss, n_class, desired_count,
+    undesired_count, dataset (snnsim name), dataset_authors, input_shape).
+    A layer whose ``threshold`` differs from 1 gets its own NeuronParams.
+    Raises :class:`ConfigError` (a ValueError) naming the layer or key at fault.
+    """
+    if not isinstance(cfg, dict) or set(cfg) != {"Network", "Layers"}:
+        raise ConfigError("an authors' config is a mapping with exactly 'Network' and 'Layers'")
+    settings = _run_settings(cfg["Network"], extra_network_keys)
+    try:
+        neuron = NeuronParams(tau_m=float(cfg["Network"]["tau_m"]), tau_s=float(cfg["Network"]["tau_s"]),
+                              reset=reset)
+    except ValueError as exc:
+        raise ConfigError(f"Network: {exc}") from None
+    layer_cfgs = list(cfg["Layers"].items())
+    if input_shape is None:
+        input_shape = AUTHORS_DATASETS[settings["dataset_authors"]][0]
+        first = layer_cfgs[0][1] if layer_cfgs else {}
+        if isinstance(first, dict) and first.get("type") == "linear":
+            input_shape = (math.prod(input_shape),)
+    shape = tuple(int(n) for n in input_shape)
+    settings["input_shape"] = shape
+    layers = []
+    for name, c in layer_cfgs:
+        try:
+            layer = _authors_layer(name, c, shape, neuron)
+            shape = tuple(layer.output_shape(shape))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as exc:                                  # from a layer's checks
+            raise ConfigError(f"layer {name!r}: {exc}") from None
+        layer.name = name
+        layers.append(layer)
+    if not any(layer.spiking for layer in layers):
+        raise ConfigError("Layers: no spiking layer (linear or conv)")
+    if shape != (settings["n_class"],):
+        raise ConfigError(f"the last layer gives {shape} outputs but n_class is {settings['n_class']}")
+    return layers, neuron, settings
+
+
+def build_network(spec_or_cfg, input_shape=None, *, reset: str | None = None, **network_kwargs) -> Network:
+    """A :class:`Network` from the paper's notation, an authors' config dict,
+    or a config file (path or shipped name, ending in ``.yaml``/``.yml`` or
+    found in :data:`CONFIG_DIR`).
+
+    Notation: ``input_shape`` is required (or a ``CxHxW:`` prefix);
+    ``network_kwargs`` go to :class:`Network` (neuron, grad, backend, dtype,
+    seed) — except the keyword arguments of :func:`parse_paper_notation`
+    (conv_padding, conv_weight_scale, dense_weight_scale), which go there.
+    Config: the neuron comes from the config (pass ``reset`` to choose the
+    reset, default ``"zero"``); ``neuron`` may not be passed.
+    """
+    if isinstance(spec_or_cfg, (str, Path)) and _looks_like_config(spec_or_cfg):
+        spec_or_cfg = load_authors_yaml(spec_or_cfg)
+    if isinstance(spec_or_cfg, dict):
+        if "neuron" in network_kwargs:
+            raise ValueError("with a config the neuron parameters come from its Network section; "
+                             "pass reset= to choose the reset")
+        layers, neuron, settings = layers_from_authors_config(spec_or_cfg, input_shape, reset or "zero")
+        return Network(layers, settings["input_shape"], neuron=neuron, **network_kwargs)
+    if not isinstance(spec_or_cfg, str):
+        raise TypeError(f"build_network takes a spec string, a config dict or a config path, "
+                        f"got {type(spec_or_cfg).__name__}")
+    notation_keys = ("conv_padding", "conv_weight_scale", "dense_weight_scale")
+    notation_kwargs = {k: network_kwargs.pop(k) for k in notation_keys if k in network_kwargs}
+    neuron = network_kwargs.get("neuron", NeuronParams())
+    if reset is not None:
+        neuron = network_kwargs["neuron"] = dataclasses.replace(neuron, reset=reset)
+    if input_shape is None and ":" in spec_or_cfg:
+        input_shape = _parse_shape_prefix(spec_or_cfg.split(":", 1)[0])
+    layers = parse_paper_notation(spec_or_cfg, input_shape, **notation_kwargs)
+    return Network(layers, input_shape, **network_kwargs)
+
+
+def _looks_like_config(name) -> bool:
+    text = str(name)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return True
+    return (CONFIG_DIR / f"{text}.yaml").is_file()
+
+
+def count_parameters(net: Network) -> int:
+    """Number of trainable weights of a network."""
+    return sum(int(math.prod(p.shape)) for params in net.params for p in params.values())
+
+
+__all__ = ["AUTHORS_DATASETS", "CONFIG_DIR", "ConfigError", "build_network", "count_parameters",
+           "find_config", "layers_from_authors_config", "list_configs", "load_authors_yaml",
+           "parse_paper_notation"]
