@@ -4,18 +4,23 @@ NumPy on the CPU, CuPy on a GPU, same code. See README.md and
 ``reference/README.md`` for the map from the paper's equations to functions.
 """
 from .backend import get_backend, to_numpy
+from .builder import build_network, layers_from_authors_config, load_authors_yaml, parse_paper_notation
+from .conv import Conv2d
+from .dropout import Dropout
 from .layers import Dense, Layer
 from .loss import count_loss, desired_spike_train, kernel_loss, kernel_target, predict
 from .network import Network, NetworkCache, repeat_static
 from .neuron import LIFState, lif_forward, psc_filter
 from .params import EXACT_TIMING, GradientParams, NeuronParams
+from .pool import POOL_GAIN, Pool2d
 from .presets import PRESETS, Preset, get_preset
 from .tsslbp import lif_backward, phi_matrix
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dense", "EXACT_TIMING", "GradientParams", "LIFState", "Layer", "Network", "NetworkCache",
+    "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "POOL_GAIN", "Pool2d", "build_network",
+    "layers_from_authors_config", "load_authors_yaml", "parse_paper_notation", "GradientParams", "LIFState", "Layer", "Network", "NetworkCache",
     "NeuronParams", "PRESETS", "Preset", "count_loss", "desired_spike_train", "get_backend",
     "get_preset", "kernel_loss", "kernel_target", "lif_backward", "lif_forward", "phi_matrix",
     "predict", "psc_filter", "repeat_static", "to_numpy",

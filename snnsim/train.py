@@ -64,7 +64,9 @@ def build_layers(cfg: TrainConfig, input_shape: tuple) -> list[Layer]:
     try:
         if network_is_yaml(cfg.network):
             doc = builder.load_authors_yaml(cfg.network)
-            layers, _, _ = builder.layers_from_authors_config(doc, input_shape=input_shape)
+            from .config import field_names  # noqa: PLC0415
+            layers, _, _ = builder.layers_from_authors_config(
+                doc, input_shape=input_shape, extra_network_keys=tuple(field_names()))
             return list(layers)
         return list(builder.parse_paper_notation(cfg.network, input_shape))
     except (ValueError, OSError) as exc:
