@@ -92,3 +92,49 @@ def to_numpy(a):
 def asarray(a, xp: ModuleType, dtype=None):
     """``a`` as an array of module ``xp`` (host-to-device copy when xp is CuPy)."""
     return xp.asarray(a, dtype=dtype)
+
+
+def synchronize(xp: ModuleType) -> None:
+    """Wait for the device to finish queued work (CuPy); nothing for NumPy.
+    Call it only where a number is read: timings, printed figures."""
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
+
+
+class PeakMemory:
+    """Peak bytes allocated by array work inside a ``with`` block.
+
+    NumPy: tracemalloc's peak (NumPy reports its data buffers to it). CuPy: the
+    bytes the default memory pool holds after the block, starting from an
+    emptied pool — the pool keeps every block it needed, so this is the peak
+    of simultaneously live device arrays, rounded up to CuPy's block sizes.
+    """
+
+    def __init__(self, xp: ModuleType):
+        self.xp = xp
+        self.peak_bytes = 0
+
+    def __enter__(self):
+        if self.xp is np:
+            import tracemalloc  # noqa: PLC0415
+            self._tm = tracemalloc
+            self._was_tracing = tracemalloc.is_tracing()
+            if not self._was_tracing:
+                tracemalloc.start()
+            tracemalloc.reset_peak()
+            self._base = tracemalloc.get_traced_memory()[0]
+        else:
+            synchronize(self.xp)
+            self.xp.get_default_memory_pool().free_all_blocks()
+            self._base = self.xp.get_default_memory_pool().used_bytes()
+        return self
+
+    def __exit__(self, *exc):
+        if self.xp is np:
+            self.peak_bytes = self._tm.get_traced_memory()[1] - self._base
+            if not self._was_tracing:
+                self._tm.stop()
+        else:
+            synchronize(self.xp)
+            self.peak_bytes = self.xp.get_default_memory_pool().total_bytes() - self._base
+        return False

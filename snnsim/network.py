@@ -149,29 +149,36 @@ class Network:
         return a, NetworkCache(input_psc, layer_caches, states, gain)
 
     # --- backward --------------------------------------------------------------
-    def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None) -> list[dict]:
+    def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
+                 lif_backward_fn: Callable | None = None) -> list[dict]:
         """∂L/∂θ for every layer from g^L = ∂L/∂a^L ``(T, B, C)``.
 
         Per spiking layer, top down: δ^l = lif_backward(g^l) (9), then
         ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8) and g^{l-1} = W^lᵀ δ^l (10).
-        ``grad`` overrides the network's reading for this call.
+        ``grad`` overrides the network's reading for this call;
+        ``lif_backward_fn(g, state, neuron) -> δ`` replaces TSSL-BP's LIF backward
+        altogether (e.g. a surrogate gradient, or the O(T²) explicit-φ baseline).
         Returns one dict per layer, keyed like ``layer.params``.
         """
-        return self._backward(dL_da, cache, grad or self.grad)[0]
+        return self._backward(dL_da, cache, grad or self.grad, lif_backward_fn)[0]
 
-    def deltas(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None) -> list:
+    def deltas(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
+               lif_backward_fn: Callable | None = None) -> list:
         """δ^l = ∂L/∂u^l of every spiking layer (None for the others), for inspection."""
-        return self._backward(dL_da, cache, grad or self.grad)[1]
+        return self._backward(dL_da, cache, grad or self.grad, lif_backward_fn)[1]
 
-    def _backward(self, dL_da, cache, grad):
+    def _backward(self, dL_da, cache, grad, lif_backward_fn=None):
         xp = array_module(dL_da)
+        if lif_backward_fn is None:
+            def lif_backward_fn(g, state, neuron):
+                return lif_backward(g, state, neuron, grad)
         grads: list[dict] = [{} for _ in self.layers]
         deltas: list = [None] * len(self.layers)
         g = dL_da
         for i in reversed(range(len(self.layers))):
             layer, state = self.layers[i], cache.states[i]
             if layer.spiking:
-                g = deltas[i] = lif_backward(g, state, self.neuron_of(layer), grad)
+                g = deltas[i] = lif_backward_fn(g, state, self.neuron_of(layer))
             if i == 0 and cache.input_gain is not None:                   # static input: Σ_t γ[t] g[t]
                 g = xp.tensordot(cache.input_gain, g, axes=(0, 0))[None]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)

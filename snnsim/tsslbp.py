@@ -266,3 +266,14 @@ def phi_matrix(state: LIFState, neuron: NeuronParams, grad: GradientParams, term
     if terms:
         return parts
     return parts["phi_1"] + parts["phi_2"] + parts["leak"] + parts["warmup"]
+
+
+def lif_backward_explicit(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientParams):
+    """δ[m] = Σ_k φ(t_k, t_m) g[k] (9) through the explicit φ matrix: O(T²) time and
+    memory per neuron, the formulation of the authors' code. The baseline of the
+    benchmark (:mod:`snnsim.bench`); equal to :func:`lif_backward`."""
+    xp = array_module(dL_da)
+    phi = phi_matrix(state, neuron, grad)                                 # (B, ..., T, T)
+    g = xp.moveaxis(dL_da, 0, -1)                                         # (B, ..., T) over k
+    delta = (phi * g[..., :, None]).sum(axis=-2)                          # (B, ..., T) over m
+    return xp.moveaxis(delta, -1, 0)
