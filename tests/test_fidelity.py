@@ -116,3 +116,19 @@ def test_random_command_writes_outputs(tmp_path):
     for n in res["nets"]:
         for row in n["layers"]:
             assert row["fd_timing_rel_err"] < FD_RTOL
+
+
+def test_descent_probe_and_report(tmp_path):
+    """A small step along -timing lowers the event-shift loss (it is that loss's gradient);
+    the probe restores the weights; ``report`` assembles whatever JSON exists."""
+    sizes, n_steps, reset = fidelity.RANDOM_NETS[0]
+    net, x_in, a_hat = fidelity.random_problem(sizes, n_steps, reset, seed=11)
+    a0, _ = net.forward(x_in)
+    d = fidelity.descent_losses(net, x_in, a_hat, ("timing", "authors"), steps=(1e-5,))
+    assert d["timing"]["discrete"][0] == kernel_loss(a0, a_hat)[0]
+    assert d["timing"]["event_shift"][1] < d["timing"]["event_shift"][0]
+    np.testing.assert_array_equal(net.forward(x_in)[0], a0)
+    fidelity.main(["--out-dir", str(tmp_path), "--plot-dir", str(tmp_path), "random", "--n-dirs", "2"])
+    fidelity.main(["--out-dir", str(tmp_path), "--plot-dir", str(tmp_path), "report"])
+    text = (tmp_path / "fidelity.md").read_text()
+    assert "compounded once per layer" in text and "fidelity_random.md" in text
