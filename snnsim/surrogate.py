@@ -128,27 +128,12 @@ def smooth_lif_forward(x, neuron: NeuronParams, width: float = DEFAULT_SURROGATE
 
 
 def network_backward(net, dL_da, cache, lif_backward_fn: Callable) -> list[dict]:
-    """∂L/∂θ for every layer of ``net`` with a replaceable LIF backward.
-
-    Mirrors :meth:`snnsim.network.Network.backward` (top down: δ^l = f(g^l),
-    ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8), g^{l-1} = W^lᵀ δ^l (10); for a static input,
-    whose first layer ran once on the image, g is first summed over t with the
-    input gain γ[t]), with ``lif_backward_fn(g, state, neuron) -> δ`` in place of
-    TSSL-BP's. A test keeps it equal to ``Network.backward``.
+    """∂L/∂θ for every layer of ``net`` with ``lif_backward_fn(g, state, neuron) -> δ`` in
+    place of TSSL-BP's LIF backward: :meth:`snnsim.network.Network.backward` (top down:
+    δ^l = f(g^l), ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8), g^{l-1} = W^lᵀ δ^l (10)).
     Returns one dict per layer, keyed like ``layer.params``.
     """
-    xp = array_module(dL_da)
-    grads: list[dict] = [{} for _ in net.layers]
-    g = dL_da
-    gain = getattr(cache, "input_gain", None)
-    for i in reversed(range(len(net.layers))):
-        layer, state = net.layers[i], cache.states[i]
-        if layer.spiking:
-            g = lif_backward_fn(g, state, net.neuron_of(layer))
-        if i == 0 and gain is not None:               # static input: the first layer ran once
-            g = xp.tensordot(gain, g, axes=(0, 0))[None]                  # Σ_t γ[t] g[t], (1, B, ...)
-        g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
-    return grads
+    return net.backward(dL_da, cache, lif_backward_fn=lif_backward_fn)
 
 
 def surrogate_backward(net, dL_da, cache, detach_reset: bool = True,
