@@ -43,9 +43,11 @@ from .record import (  # noqa: E402
     count_distributions,
     default_rate_bins,
     firing_rate_histogram,
+    firing_rates_hz,
     is_recording,
     layer_label,
     load_recording,
+    rate_bin_index,
     network_from_args,
     record_dataset,
 )
@@ -65,6 +67,14 @@ FORMATS = ("png", "pdf")
 DPI = 150
 #: Bars of a count distribution get their value printed when T is at most this.
 ANNOTATE_MAX_STEPS = 10
+#: Widest figure (inches): long runs get thinner bars, not wider figures.
+MAX_FIG_WIDTH = 14.0
+#: Approximate size (points) of one raster panel, to size the spike markers.
+RASTER_PANEL_PT = (170.0, 150.0)
+#: Up to this many neurons a spike is a vertical tick; beyond, a dash per step.
+RASTER_TICK_MAX_ROWS = 50
+#: Thinnest dash of a dense raster (points).
+RASTER_MIN_LINE_PT = 0.3
 #: Membrane traces drawn per layer in the raster figure.
 TRACES_PER_LAYER = 4
 
@@ -100,7 +110,7 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
     labels = list(dists)
     k = np.arange(n_steps + 1)
     width = 0.8 / max(len(labels), 1)
-    fig = _figure(max(6.0, 1.1 * (n_steps + 1) + 2.5), 4.2)
+    fig = _figure(min(max(6.0, 1.1 * (n_steps + 1) + 2.5), MAX_FIG_WIDTH), 4.2)
     ax = fig.add_subplot()
     colors = _colors(len(labels))
     for i, label in enumerate(labels):
@@ -111,7 +121,7 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
                       color=_color_of(label, i, colors), edgecolor="white", linewidth=0.5)
         if label == NETWORK_KEY and n_steps <= ANNOTATE_MAX_STEPS:
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    ax.set_xticks(k)
+    ax.set_xticks(k if n_steps <= 2 * ANNOTATE_MAX_STEPS else k[::-(-n_steps // (2 * ANNOTATE_MAX_STEPS))])
     ax.set_xlabel(f"number of spikes per neuron in T = {n_steps} steps (1 ms each)")
     ax.set_ylabel("neurons (%)" + (", log scale" if log else ""))
     if log:
@@ -134,13 +144,13 @@ def rate_bins(n_steps: int, step_ms: float = 1.0, max_bins: int = MAX_RATE_BINS)
 
 
 def rate_bin_labels(edges, n_steps: int, step_ms: float = 1.0) -> list[str]:
-    """Tick labels: the rates a count can give inside each bin, e.g. ``"0"``, ``"10-50"``."""
-    unit = MS_PER_S / (n_steps * step_ms)
-    rates = np.arange(n_steps + 1) * unit
+    """Tick labels: the rates (Hz) that a spike count can give inside each bin,
+    e.g. ``"0"``, ``"33-67"``; ``"-"`` for a bin no count reaches."""
+    rates = firing_rates_hz(np.arange(n_steps + 1), n_steps, step_ms)
+    j = rate_bin_index(rates, edges)
     labels = []
-    for j in range(len(edges) - 1):
-        last = j == len(edges) - 2
-        inside = rates[(rates >= edges[j]) & ((rates <= edges[j + 1]) if last else (rates < edges[j + 1]))]
+    for b in range(len(edges) - 1):
+        inside = rates[j == b]
         if inside.size == 0:
             labels.append("-")
         elif inside.size == 1:
@@ -160,7 +170,7 @@ def plot_rate_histogram(edges, hists: dict, n_steps: int, step_ms: float = 1.0,
     edges = np.asarray(edges, float)
     ticks = rate_bin_labels(edges, n_steps, step_ms)
     n_bins = len(edges) - 1
-    fig = _figure(max(6.5, 0.45 * n_bins + 2.5), 1.9 * len(labels) + 1.0)
+    fig = _figure(min(max(6.5, 0.45 * n_bins + 2.5), MAX_FIG_WIDTH), 1.9 * len(labels) + 1.0)
     axes = fig.subplots(len(labels), 1, sharex=True, squeeze=False)[:, 0]
     colors = _colors(len(labels))
     for i, (ax, label) in enumerate(zip(axes, labels)):
@@ -205,6 +215,18 @@ def trace_neurons(spikes, membrane, n: int) -> np.ndarray:
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
+def _raster_marker(n_rows: int, n_steps: int):
+    """(marker, size in pt², line width in pt) of a raster with ``n_rows`` neurons
+    and ``n_steps`` steps in a panel of about RASTER_PANEL_PT: a vertical tick per
+    spike for few neurons; for many, a dash as wide as a step and as thick as a
+    row, so that dense rasters read like an image instead of merging."""
+    width_pt, height_pt = RASTER_PANEL_PT
+    row, step = height_pt / max(n_rows, 1), width_pt / max(n_steps, 1)
+    if n_rows <= RASTER_TICK_MAX_ROWS:
+        return "|", (0.8 * row) ** 2, 1.5
+    return "_", (0.8 * step) ** 2, max(0.8 * row, RASTER_MIN_LINE_PT)
+
+
 def plot_raster(rec: Recording, sample: int = 0, max_neurons: int | None = None,
                 n_traces: int = TRACES_PER_LAYER, class_names=None) -> Figure:
     """Top row: the spike raster of each spiking layer for recorded sample
@@ -228,15 +250,15 @@ def plot_raster(rec: Recording, sample: int = 0, max_neurons: int | None = None,
         m = s.shape[1] if max_neurons is None else min(max_neurons, s.shape[1])
         tt, ii = np.nonzero(s[:, :m])
         ax = axes[0, j]
-        size = float(np.clip(2000.0 / max(m, 1), 2, 30))
-        ax.scatter(tt * rec.step_ms, ii, s=size, marker="|" if m <= 50 else "s",
-                   color="k", linewidths=1.0)
+        marker, size, width = _raster_marker(m, T)
+        ax.scatter(tt * rec.step_ms, ii, s=size, marker=marker, color="k", linewidths=width)
         ax.set_xlim(-0.5 * rec.step_ms, (T - 0.5) * rec.step_ms)
         ax.set_ylim(-0.5, m - 0.5)
         ax.invert_yaxis()
         ax.set_xlabel("time (ms)")
         ax.set_ylabel("neuron index" if m == s.shape[1] else f"neuron index (first {m})")
-        ax.set_title(f"{layer_label(lr)}\n{int(s.sum())} spikes; "
+        n_spk = int(s.sum())
+        ax.set_title(f"{layer_label(lr)}\n{n_spk} spike{'' if n_spk == 1 else 's'}; "
                      f"{100.0 * (s.sum(0) > 0).mean():.1f} % of its neurons fire", fontsize=9)
         is_output = j == n_layers - 1
         chosen = np.arange(s.shape[1]) if is_output and s.shape[1] <= 10 else \
@@ -248,7 +270,7 @@ def plot_raster(rec: Recording, sample: int = 0, max_neurons: int | None = None,
                     else f"neuron {i}")
             ax.plot(t_ms, u[:, i], "-o", ms=3, lw=1, color=c, label=name)
             fired = s[:, i]
-            ax.plot(t_ms[fired], u[fired, i], "*", ms=9, color=c)
+            ax.plot(t_ms[fired], u[fired, i], "*", ms=9 if T <= ANNOTATE_MAX_STEPS else 5, color=c)
         ax.axhline(lr.v_th, ls="--", color="r", lw=1, label=f"threshold V_th = {lr.v_th:g}")
         ax.set_xlabel("time (ms)")
         ax.set_ylabel("membrane potential u (before reset)")
@@ -379,14 +401,15 @@ def _class_names(dataset):
     return CLASS_NAMES.get(dataset or "")
 
 
-def _load_source(args, full: bool, n_samples, indices=None):
+def _load_source(args, full: bool, n_samples, indices=None, counts: bool = True):
     """(recording, dataset name, label) from a recording, a checkpoint or --network."""
     if args.source and is_recording(args.source):
         rec = load_recording(args.source)
         return rec, rec.meta.get("dataset"), str(args.source)
     net, cfg, label = network_from_args(args, args.source)
     rec = record_dataset(net, cfg, n_samples, args.split, full=full, batch_size=args.batch_size,
-                         data_dir=args.data_dir, indices=indices, meta={"source": label})
+                         data_dir=args.data_dir, indices=indices, meta={"source": label},
+                         counts=counts)
     return rec, cfg.dataset, label
 
 
@@ -448,7 +471,7 @@ def cmd_curves(args):
 
 
 def cmd_confusion(args):
-    rec, dataset, label = _load_source(args, False, args.samples)
+    rec, dataset, label = _load_source(args, False, args.samples, counts=False)
     if rec.labels is None:
         raise SystemExit("the recording has no labels")
     n_classes = rec.scores.shape[1]

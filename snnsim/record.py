@@ -147,7 +147,7 @@ def _unpack_batch(item):
 
 
 def record(net, batches, *, n_samples: int | None = None, full: bool = False,
-           full_samples: int | None = None, config: dict | None = None,
+           full_samples: int | None = None, counts: bool = True, config: dict | None = None,
            meta: dict | None = None, sample_index=None) -> Recording:
     """Run ``net`` (inference mode) over ``batches`` and record its firing.
 
@@ -158,13 +158,16 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
     full : also keep the spike trains s and membrane traces u of the first
         ``full_samples`` samples (None: of every sample). They take
         T × neurons × (1 bit + 4 bytes) per sample on disk.
+    counts : False records no layer at all (``layers`` is empty): only the
+        predictions, scores and labels, e.g. for a confusion matrix of a large
+        network on the whole test set.
     config, meta, sample_index : stored as they are.
 
     Counts are Σ_t s[t] per neuron (int32). Only counts (and with ``full`` the
     traces of the samples kept) are copied to the host, batch by batch.
     """
-    spiking = [i for i, layer in enumerate(net.layers) if layer.spiking]
-    counts = {i: [] for i in spiking}
+    spiking = [i for i, layer in enumerate(net.layers) if layer.spiking and counts]
+    n_spikes = {i: [] for i in spiking}
     spikes = {i: [] for i in spiking}
     membrane = {i: [] for i in spiking}
     preds, scores, labels = [], [], []
@@ -188,7 +191,7 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
         keep = int(max(0, min(take, keep_limit - kept)))
         for i in spiking:
             s = cache.states[i].s                                         # (T, B, ...) bool
-            counts[i].append(to_numpy(s.sum(axis=0, dtype=np.int32)))    # (B, ...)
+            n_spikes[i].append(to_numpy(s.sum(axis=0, dtype=np.int32)))  # (B, ...)
             if keep:
                 spikes[i].append(to_numpy(s[:, :keep]))                  # (T, keep, ...)
                 membrane[i].append(to_numpy(cache.states[i].u[:, :keep]).astype(np.float32))
@@ -207,7 +210,7 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
         layers.append(LayerRecord(
             name=_layer_name(i), describe=layer.describe(), index=i,
             shape=tuple(int(n) for n in net.shapes[i + 1]), v_th=float(neuron.v_th),
-            counts=np.concatenate(counts[i], axis=0),
+            counts=np.concatenate(n_spikes[i], axis=0),
             spikes=np.concatenate(spikes[i], axis=1) if full and kept else None,
             membrane=np.concatenate(membrane[i], axis=1) if full and kept else None))
     return Recording(
@@ -282,20 +285,22 @@ def firing_rates_hz(counts, n_steps: int, step_ms: float = STEP_MS) -> np.ndarra
     return np.asarray(counts, dtype=np.float64) / (n_steps * step_ms) * MS_PER_S
 
 
-def default_rate_bins(n_steps: int, step_ms: float = STEP_MS, max_bins: int = MAX_RATE_BINS) -> np.ndarray:
-    """Bin edges in Hz for :func:`firing_rate_histogram`.
+def default_rate_bins(n_steps: int, step_ms: float = STEP_MS,
+                      max_bins: int = MAX_RATE_BINS) -> np.ndarray:
+    """Bin edges in Hz for :func:`firing_rate_histogram`, aligned to spike counts.
 
-    Rates take the values c · u, u = 1000/(T step_ms) Hz, c = 0..T. For T <
-    ``max_bins``: one bin per count (edges halfway between neighbouring rates);
-    otherwise a bin of the silent neurons alone, [0, u/2), then ``max_bins - 1``
-    equal bins up to 1000/step_ms Hz (a spike at every step).
+    Rates take the values c · u, u = 1000/(T step_ms) Hz, c = 0..T; edges lie
+    halfway between neighbouring values. For T < ``max_bins``: one bin per count.
+    Otherwise a bin of the silent neurons alone, [0, u/2), then bins of
+    g = ceil(T / (max_bins - 1)) consecutive counts each (the last may hold fewer),
+    up to 1000/step_ms Hz (a spike at every step), so that every bin spans the
+    same number of possible counts.
     """
     unit = MS_PER_S / (n_steps * step_ms)
     top = MS_PER_S / step_ms
-    if n_steps < max_bins:
-        inner = (np.arange(1, n_steps + 1) - 0.5) * unit
-        return np.concatenate([[0.0], inner, [top]])
-    return np.concatenate([[0.0], np.linspace(0.5 * unit, top, max_bins)])
+    group = 1 if n_steps < max_bins else -(-n_steps // (max_bins - 1))
+    inner = (np.arange(0, n_steps, group) + 0.5) * unit
+    return np.concatenate([[0.0], inner, [top]])
 
 
 def firing_rate_histogram(counts, n_steps: int, bins=None, step_ms: float = STEP_MS):
@@ -319,12 +324,18 @@ def firing_rate_histogram(counts, n_steps: int, bins=None, step_ms: float = STEP
     if rates.min() < edges[0] or rates.max() > edges[-1]:
         raise ValueError(f"rates {rates.min():g}..{rates.max():g} Hz fall outside the bins "
                          f"{edges[0]:g}..{edges[-1]:g} Hz")
-    j = np.clip(np.searchsorted(edges, rates, side="right") - 1, 0, edges.size - 2)
+    j = rate_bin_index(rates, edges)                                       # (N, M)
     n, m = c.shape
     offsets = np.arange(n)[:, None] * (edges.size - 1)
     hist = np.bincount((j + offsets).ravel(), minlength=n * (edges.size - 1))
     per_sample = hist.reshape(n, edges.size - 1) * (PERCENT / m)
     return edges, per_sample.mean(axis=0)
+
+
+def rate_bin_index(rates, edges) -> np.ndarray:
+    """The bin j of each rate: e_j <= r < e_{j+1}, the last bin closed on the right."""
+    edges = np.asarray(edges, np.float64)
+    return np.clip(np.searchsorted(edges, rates, side="right") - 1, 0, edges.size - 2)
 
 
 def confusion_matrix(labels, predictions, n_classes: int | None = None) -> np.ndarray:
@@ -551,14 +562,15 @@ def sample_batches(net, split, n_steps: int, batch_size: int):
 
 def record_dataset(net, cfg, n_samples: int | None = DEFAULT_SAMPLES, split: str = "test",
                    full: bool = False, full_samples: int | None = None, batch_size: int = 100,
-                   data_dir: str | None = None, indices=None, meta: dict | None = None) -> Recording:
+                   data_dir: str | None = None, indices=None, meta: dict | None = None,
+                   counts: bool = True) -> Recording:
     """:func:`record` on the first ``n_samples`` samples (or ``indices``) of
     ``cfg.dataset``'s ``split``, with the config and sample indices stored."""
     s, index = load_samples(cfg, split, n_samples, indices, data_dir)
     info = {"dataset": cfg.dataset, "split": split, "network": net.describe()}
     info.update(meta or {})
     return record(net, sample_batches(net, s, cfg.n_steps, batch_size), full=full,
-                  full_samples=full_samples, config=cfg.to_dict(), meta=info,
+                  full_samples=full_samples, counts=counts, config=cfg.to_dict(), meta=info,
                   sample_index=index)
 
 
@@ -646,8 +658,8 @@ __all__ = ["DEFAULT_SAMPLES", "FORMAT_NAME", "FORMAT_VERSION", "LayerRecord", "R
            "default_rate_bins", "firing_count_distribution", "firing_rate_histogram",
            "firing_rates_hz", "is_recording", "layer_label", "load_recording", "load_samples",
            "network_count_distribution", "network_from_checkpoint", "network_from_spec",
-           "pack_spikes", "record", "record_dataset", "resolve_checkpoint_path", "save_recording",
-           "unpack_spikes"]
+           "pack_spikes", "rate_bin_index", "record", "record_dataset", "resolve_checkpoint_path",
+           "save_recording", "unpack_spikes"]
 
 if __name__ == "__main__":
     sys.exit(main())

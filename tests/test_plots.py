@@ -208,3 +208,16 @@ def test_cli_fresh_network_on_fashion_mnist(tmp_path, capsys):
     assert main(["raster", "--network", "784-20-10", "--sample", "3", "--out", str(tmp_path),
                  "--formats", "png"]) == 0
     assert (tmp_path / "raster_sample3.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("n_steps", [5, 30, 100])
+def test_rate_bin_labels_cover_every_count_once(n_steps):
+    # every count 0..T lands in exactly one labelled bin, including T (1000 Hz)
+    edges = rate_bins(n_steps)
+    labels = rate_bin_labels(edges, n_steps)
+    covered = []
+    for lab in labels:
+        lo, _, hi = lab.partition("-")
+        covered.append((float(lo), float(hi or lo)))
+    assert covered[0] == (0.0, 0.0) and covered[-1][1] == 1000.0
+    assert all(a[1] < b[0] for a, b in zip(covered, covered[1:]))

@@ -264,3 +264,16 @@ def test_network_from_checkpoint(tmp_path):
         np.testing.assert_array_equal(p["W"], q["W"])
     back64, _, _ = network_from_checkpoint(tmp_path, dtype="float64")   # a run folder
     assert back64.dtype == np.float64
+
+
+def test_record_predictions_only(tmp_path):
+    net = small_net()
+    rng = np.random.default_rng(7)
+    batches = list(random_batches(rng, 2, 3, 12))
+    rec = record(net, batches, counts=False)
+    full = record(net, batches)
+    assert rec.layers == [] and rec.n_full == 0
+    np.testing.assert_array_equal(rec.predictions, full.predictions)
+    np.testing.assert_array_equal(rec.labels, full.labels)
+    back = load_recording(save_recording(tmp_path / "p.h5", rec))
+    np.testing.assert_array_equal(back.scores, full.scores)
