@@ -149,13 +149,22 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
             rec["data"][f"dL_d{name}"] = _np(d)
         layers[i] = rec
 
-    # the file's gradients must be the engine's
-    reference = net.backward(dL_da_out, cache, grad)
+    # the file's g and gradients must be the engine's: Network.backward, with a
+    # LIF backward that notes the g it is handed at each spiking layer
+    handed = {}
+
+    def noting_lif_backward(g_in, state, neuron):
+        handed[id(state)] = _np(g_in)
+        return lif_backward(g_in, state, neuron, grad)
+
+    reference = net.backward(dL_da_out, cache, grad, lif_backward_fn=noting_lif_backward)
     for i, ref in enumerate(reference):
-        for name, d in ref.items():
-            mine = layers[i]["data"][f"dL_d{name}"]
-            if not np.allclose(mine, _np(d), rtol=SELF_CHECK_RTOL, atol=0):
-                raise AssertionError(f"layer {i} dL_d{name}: walked backward differs from "
+        checks = [(f"dL_d{name}", d) for name, d in ref.items()]
+        if cache.states[i] is not None:
+            checks.append(("g", handed[id(cache.states[i])]))
+        for key, d in checks:
+            if not np.allclose(layers[i]["data"][key], _np(d), rtol=SELF_CHECK_RTOL, atol=0):
+                raise AssertionError(f"layer {i} {key}: walked backward differs from "
                                      "Network.backward")
 
     data = {"input": _np(x_in), "input_psc": _np(cache.input_psc), "output": _np(a_out),
