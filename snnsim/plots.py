@@ -483,8 +483,29 @@ def cmd_confusion(args):
     return [(fig, "confusion")]
 
 
+SUBCOMMAND_HELP = {
+    "sparsity": "Per sample, the percentage of neurons that fire exactly k times in T steps, "
+                "then the mean over the first --samples test samples (the paper averages over "
+                "100); one bar group per k, one bar per layer and one for the whole network. "
+                "Writes sparsity.png/pdf.",
+    "rates": "Per neuron, rate = spikes / (T ms) in Hz; per sample, the percentage of neurons "
+             "per rate bin, then the mean over samples; bins are aligned to spike counts, the "
+             "first holds the silent neurons. One panel per layer and the network. "
+             "Writes rates.png/pdf.",
+    "raster": "Top: each spiking layer's spikes (time in ms, neuron index). Bottom: membrane "
+              "potential u (after integration, before reset) of a few neurons per layer and of "
+              "every output neuron, threshold dashed, spikes starred. "
+              "Writes raster_sample<index>.png/pdf.",
+    "curves": "Mean training loss per sample, and train/test accuracy (%), per epoch, from a run "
+              "folder's metrics.jsonl, a metrics.jsonl file, or a checkpoint's metrics. "
+              "Writes curves.png/pdf.",
+    "confusion": "Rows: true class; columns: predicted class (argmax of the summed output PSC); "
+                 "colour: % of the true class, text: sample counts. Default: the whole test set. "
+                 "Writes confusion.png/pdf.",
+}
+
 COMMANDS = {
-    "sparsity": (cmd_sparsity, "Fig. 7: % of neurons firing 0..T times per layer and network",
+    "sparsity": (cmd_sparsity, "Fig. 7: %% of neurons firing 0..T times per layer and network",
                  DEFAULT_SAMPLES),
     "rates": (cmd_rates, "Fig. 8: histogram of per-neuron firing rates in Hz", DEFAULT_SAMPLES),
     "raster": (cmd_raster, "spike raster and membrane traces of one sample", None),
@@ -498,16 +519,16 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text, samples) in COMMANDS.items():
-        sp = sub.add_parser(name, help=text, description=text,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sp = sub.add_parser(name, help=text,
+                            description=text.replace("%%", "%") + ". " + SUBCOMMAND_HELP[name])
         sp.add_argument("source", nargs="?", metavar="SOURCE",
                         help="checkpoint .h5, run folder, or recording .h5"
                              + (" (also metrics.jsonl)" if name == "curves" else ""))
         if name != "curves":
             add_source_arguments(sp, samples)
-        sp.add_argument("--out", default="plots", help="output folder")
+        sp.add_argument("--out", default="plots", help="output folder (default plots)")
         sp.add_argument("--formats", default=",".join(FORMATS),
-                        help="comma-separated image formats")
+                        help="comma-separated image formats (default png,pdf)")
         if name in ("sparsity", "rates"):
             sp.add_argument("--layers", default=None, help="comma-separated layers to show "
                             "(positions among spiking layers, or layer_NN); default all")
@@ -515,15 +536,16 @@ def make_parser() -> argparse.ArgumentParser:
             sp.add_argument("--log", action="store_true", help="logarithmic y axis")
         if name == "rates":
             sp.add_argument("--bins", type=int, default=MAX_RATE_BINS,
-                            help="at most this many rate bins")
+                            help=f"at most this many rate bins (default {MAX_RATE_BINS})")
         if name == "raster":
             sp.add_argument("--sample", type=int, default=0,
                             help="test-set index of the sample (for a recording: its "
-                                 "position among the recorded samples)")
+                                 "position among the recorded samples; default 0)")
             sp.add_argument("--max-neurons", type=int, default=None,
-                            help="raster only the first N neurons of each layer")
+                            help="raster only the first N neurons of each layer (default all)")
             sp.add_argument("--traces", type=int, default=TRACES_PER_LAYER,
-                            help="membrane traces per hidden layer (the most active neurons)")
+                            help="membrane traces per hidden layer: one neuron per distinct "
+                                 f"spike count, most active first (default {TRACES_PER_LAYER})")
     return p
 
 

@@ -211,3 +211,9 @@ def test_cli_fresh_mlp_on_fashion_mnist(tmp_path):
         assert f.attrs["dataset"] == "fashion-mnist"
         assert json.loads(f.attrs["config"])["network"] == "784-30-10"
         check_file(f)
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0 and "--max-neurons" in capsys.readouterr().out

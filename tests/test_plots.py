@@ -221,3 +221,13 @@ def test_rate_bin_labels_cover_every_count_once(n_steps):
         covered.append((float(lo), float(hi or lo)))
     assert covered[0] == (0.0, 0.0) and covered[-1][1] == 1000.0
     assert all(a[1] < b[0] for a, b in zip(covered, covered[1:]))
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in
+                                                 ("sparsity", "rates", "raster", "curves", "confusion")])
+def test_help_of_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: python -m snnsim.plots" in text and "%%" not in text

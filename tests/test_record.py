@@ -277,3 +277,10 @@ def test_record_predictions_only(tmp_path):
     np.testing.assert_array_equal(rec.labels, full.labels)
     back = load_recording(save_recording(tmp_path / "p.h5", rec))
     np.testing.assert_array_equal(back.scores, full.scores)
+
+
+def test_cli_help(capsys):
+    from snnsim.record import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0 and "--full" in capsys.readouterr().out
