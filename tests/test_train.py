@@ -128,7 +128,7 @@ def test_overrides_parse_to_field_types():
     assert (cfg.epochs, cfg.lr, cfg.betas) == (7, 1e-3, (0.8, 0.99))
     assert cfg.grad_clip is None and cfg.weight_clamp is None and cfg.warmup is False
     assert cfg.train_subset == 100
-    assert cfg.resolved() == {"reset": "subtract", "reading": "timing", "desired_train": "paper",
+    assert cfg.resolved() == {"reset": "subtract", "reading": "authors", "desired_train": "paper",
                               "target_filter_passes": 1}
 
 
