@@ -1,0 +1,41 @@
+"""reference/make_results.py computes its records from run folders (synthetic folders here)."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import pytest
+
+from reference import make_results
+
+
+def _run(folder, seed, accs):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": "fashion_mnist_mlp", "seed": seed,
+                                                    "backend": "numpy", "network": "x.yaml"}))
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "test_acc": a, "seconds": 10.0, "eval_seconds": 1.0}) + "\n"
+        for i, a in enumerate(accs)))
+    with h5py.File(folder / "checkpoint.h5", "w") as f:
+        f.attrs["git_commit"] = "abc"
+
+
+def test_records_from_run_folders(tmp_path):
+    _run(tmp_path / "s0", 0, [0.80, 0.90, 0.85])
+    _run(tmp_path / "s1", 1, [0.82, 0.86, 0.87])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "cpu",
+                              "--out-dir", str(out)]) == 0
+    recs = {(r["source"], r["metric"]): r for r in json.loads((out / "results.json").read_text())}
+    assert recs[("snnsim", "final_mean")]["value"] == pytest.approx(86.0)
+    assert recs[("snnsim", "final_mean")]["std"] == pytest.approx(1.414, abs=1e-3)
+    assert recs[("snnsim", "best_mean")]["value"] == pytest.approx(88.5)
+    assert recs[("snnsim", "best_max")]["value"] == pytest.approx(90.0)
+    assert recs[("snnsim", "best_max")]["seeds"] == [0, 1]
+    assert recs[("snnsim", "best_max")]["wall_s_per_run"] == pytest.approx(33.0)
+    assert recs[("paper", "best_mean")]["value"] == 89.75 and recs[("paper", "final_mean")]["value"] is None
+    assert set(recs[("snnsim", "final_mean")]) == {
+        "experiment", "source", "metric", "value", "std", "n_runs", "epochs", "command", "config",
+        "seeds", "commit", "device", "wall_s_per_run"}
+    assert "| snnsim | 86.00 ± 1.41 | 88.50 ± 2.12 | 90.00 |" in (out / "results.md").read_text()
