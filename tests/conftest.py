@@ -1,7 +1,8 @@
 """Shared test setup: hypothesis profiles and small network factories.
 
-Profiles: ``dev`` (default, quick) and ``ci`` (more examples, still within the
-CI budget); choose with ``HYPOTHESIS_PROFILE=ci``. Examples are derandomized in
+Profiles: ``dev`` (default, quick), ``ci`` (more examples, still within the
+CI budget) and ``stress`` (1000 random examples, to hunt rare failures before
+a release); choose with ``HYPOTHESIS_PROFILE=ci``. Examples are derandomized in
 ``ci`` so that a CI failure reproduces locally.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("stress", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
