@@ -49,10 +49,23 @@ def read_run(folder: Path) -> dict:
     with h5py.File(folder / "checkpoint.h5", "r") as f:
         commit = str(f.attrs.get("git_commit", "unknown"))
     return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit,
-            "experiment": cfg.get("name") or Path(cfg["network"]).stem,
+            "experiment": experiment_name(cfg),
             "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
             "epochs": rows[-1]["epoch"],
             "wall_s": sum(r["seconds"] + r.get("eval_seconds", 0.0) for r in rows)}
+
+
+# Config fields whose non-default value makes a run a variant of its experiment.
+VARIANT_DEFAULTS = {"preset": "authors", "reading": None, "reset": None, "desired_train": None,
+                    "target_filter_passes": None, "sensitivity_bound": 8.0, "warmup": True}
+
+
+def experiment_name(cfg: dict) -> str:
+    """The run's experiment (its config name), with ``+key=value`` for every field
+    of VARIANT_DEFAULTS it changes, e.g. ``fashion_mnist_mlp+preset=paper``."""
+    base = cfg.get("name") or Path(cfg["network"]).stem
+    changes = [f"+{k}={cfg[k]}" for k, v in VARIANT_DEFAULTS.items() if k in cfg and cfg[k] != v]
+    return base + "".join(changes)
 
 
 def mean_std(values):
@@ -63,11 +76,13 @@ def records_for(experiment: str, runs: list[dict], device: str) -> list[dict]:
     cfg = runs[0]["cfg"]
     seeds = sorted(r["cfg"]["seed"] for r in runs)
     epochs = sorted({r["epochs"] for r in runs})
-    command = (f"python -m snnsim.train --config {experiment} --seed SEED --epochs {epochs[-1]}"
+    base, *changes = experiment.split("+")
+    command = (f"python -m snnsim.train --config {base} --seed SEED --epochs {epochs[-1]}"
+               + "".join(f" --{c}" for c in changes)
                + ("" if cfg["backend"] == "numpy" else f" --backend {cfg['backend']}"))
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),
               "epochs": epochs[-1] if len(epochs) == 1 else epochs, "command": command,
-              "config": f"configs/{experiment}.yaml", "seeds": seeds,
+              "config": f"configs/{base}.yaml", "seeds": seeds,
               "commit": sorted({r["commit"] for r in runs}), "device": device,
               "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in runs), 1)}
     finals, bests = [r["final"] for r in runs], [r["best"] for r in runs]
@@ -97,6 +112,8 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str) -> str:
              "paper's \"best\"); mean ± sample std over runs.", ""]
     for exp, runs in runs_by_exp.items():
         recs = {(r["source"], r["metric"]): r for r in records if r["experiment"] == exp}
+        recs.update({("paper", r["metric"]): r for r in records
+                     if r["experiment"] == exp.split("+")[0] and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
         lines += [f"## {exp}", "",
                   f"snnsim: {s['n_runs']} runs (seeds {s['seeds']}), {s['epochs']} epochs, "
@@ -134,9 +151,12 @@ def main(argv=None) -> int:
         runs_by_exp[run["experiment"]].append(run)
     records = []
     for exp, runs in runs_by_exp.items():
-        if exp not in PAPER:
-            raise SystemExit(f"unknown experiment {exp!r} (run config name); known: {sorted(PAPER)}")
-        records += paper_records(exp) + records_for(exp, runs, args.device)
+        base = exp.split("+")[0]
+        if base not in PAPER:
+            raise SystemExit(f"unknown experiment {base!r} (run config name); known: {sorted(PAPER)}")
+        if not any(r["experiment"] == base and r["source"] == "paper" for r in records):
+            records += paper_records(base)
+        records += records_for(exp, runs, args.device)
     out = Path(args.out_dir)
     (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
     (out / "results.md").write_text(markdown(records, runs_by_exp, args.device))

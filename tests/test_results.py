@@ -39,3 +39,19 @@ def test_records_from_run_folders(tmp_path):
         "experiment", "source", "metric", "value", "std", "n_runs", "epochs", "command", "config",
         "seeds", "commit", "device", "wall_s_per_run"}
     assert "| snnsim | 86.00 ± 1.41 | 88.50 ± 2.12 | 90.00 |" in (out / "results.md").read_text()
+
+
+def test_variants_are_their_own_experiment(tmp_path):
+    _run(tmp_path / "a", 0, [0.8])
+    _run(tmp_path / "p", 0, [0.9])
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    make_results.main([str(tmp_path / "a"), str(tmp_path / "p"), "--device", "cpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    exps = {(r["experiment"], r["source"]) for r in recs}
+    assert exps == {("fashion_mnist_mlp", "paper"), ("fashion_mnist_mlp", "snnsim"),
+                    ("fashion_mnist_mlp+preset=paper", "snnsim")}
+    variant = next(r for r in recs if r["experiment"] == "fashion_mnist_mlp+preset=paper")
+    assert variant["command"].endswith("--preset=paper") and variant["config"] == "configs/fashion_mnist_mlp.yaml"
