@@ -4,7 +4,8 @@ For each experiment (the shipped configs: Fashion-MNIST MLP and CNN at batch 50,
 N-MNIST CNN at T = 30) and each backend asked for, times the whole training step
 of :func:`snnsim.train.train_step` — forward, kernel/count loss, TSSL-BP
 backward, gradient-norm clip, AdamW, weight clamp — and in the same run the
-same step with the O(T²) formulation of the backward (the explicit φ matrix,
+same step with the fused CUDA kernels (CuPy only, :mod:`snnsim.kernels`) and
+with the O(T²) formulation of the backward (the explicit φ matrix,
 :func:`snnsim.tsslbp.lif_backward_explicit`, as the authors compute it) as the
 baseline. Then peak memory of one step for the MLP at T = 5, 30, 100, both
 formulations, to show O(T) against O(T²) growth.
@@ -129,14 +130,17 @@ def main(argv=None) -> int:
             cfg = experiment_config(name, backend)
             row = {"experiment": name, "backend": backend, "device": device, "n_steps": cfg.n_steps,
                    "batch_size": cfg.batch_size, "network": cfg.network}
-            for label, explicit in (("recursion", False), ("explicit_phi", True)):
-                if explicit and args.no_baseline:
-                    continue
+            variants = [("recursion", False, cfg)]
+            if backend == "cupy":                     # one CUDA kernel per LIF layer and pass
+                variants.append(("fused", False, cfg.replace(fused=True)))
+            if not args.no_baseline:
+                variants.append(("explicit_phi", True, cfg))
+            for label, explicit, vcfg in variants:
                 t0 = time.perf_counter()
-                probe = time_steps(cfg, explicit, batches=1, warmup=0)
+                probe = time_steps(vcfg, explicit, batches=1, warmup=0)
                 slow = time.perf_counter() - t0 > 2.0
                 n = min(args.batches, args.max_batches_slow) if slow else args.batches
-                row[label] = probe if slow and n <= 1 else time_steps(cfg, explicit, n, 0 if slow else args.warmup)
+                row[label] = probe if slow and n <= 1 else time_steps(vcfg, explicit, n, 0 if slow else args.warmup)
                 r = row[label]
                 print(f"  {name:7s} {label:13s} {r['s_per_batch'] * 1e3:9.2f} ms/batch  "
                       f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "

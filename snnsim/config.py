@@ -94,6 +94,7 @@ class TrainConfig:
     # --- machinery -----------------------------------------------------------
     backend: str = _f("numpy", "numpy | cupy")
     dtype: str = _f("float32", "float32 | float64")
+    fused: bool = _f(False, "cupy only: one CUDA kernel per LIF layer and pass (snnsim.kernels)")
     seed: int = _f(0, "seed of the initialisation, shuffling, dropout and augmentation")
     eval_batch_size: int = _f(1000, "batch size of the test-set evaluation")
     out: str | None = _f(None, "run folder (None: runs/<name>-<date>-<time>)")

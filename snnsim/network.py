@@ -21,6 +21,7 @@ from .backend import array_module, get_backend
 from .layers import Layer
 from .neuron import LIFState, lif_forward, psc_filter
 from .params import GradientParams, NeuronParams
+from .kernels import fused_lif_backward, fused_lif_forward
 from .tsslbp import lif_backward
 
 
@@ -70,13 +71,18 @@ class Network:
     dtype : ``"float32"`` (default) or ``"float64"``.
     seed : seed of the initialisation (a NumPy Generator; the same weights on
         both backends).
+    fused : run each LIF layer's forward and backward as one CUDA kernel per
+        pass (:mod:`snnsim.kernels`); needs ``backend="cupy"``.
     """
 
     def __init__(self, layers: list[Layer], input_shape: tuple, neuron: NeuronParams = NeuronParams(),
                  grad: GradientParams = GradientParams(), backend: str = "numpy",
-                 dtype: str = "float32", seed: int = 0):
+                 dtype: str = "float32", seed: int = 0, fused: bool = False):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if fused and backend != "cupy":
+            raise ValueError("fused=True needs backend='cupy' (the fused LIF kernels are CUDA kernels)")
+        self.fused = fused
         self.layers = list(layers)
         self.input_shape = tuple(int(n) for n in input_shape)
         self.neuron = neuron
@@ -139,7 +145,8 @@ class Network:
             state = None
             if layer.spiking:
                 if neuron_forward is None:
-                    a, state = lif_forward(out, self.neuron_of(layer))
+                    lif = fused_lif_forward if self.fused else lif_forward
+                    a, state = lif(out, self.neuron_of(layer))
                 else:
                     a, state = neuron_forward(out, i, self.neuron_of(layer))
             else:
@@ -170,8 +177,10 @@ class Network:
     def _backward(self, dL_da, cache, grad, lif_backward_fn=None):
         xp = array_module(dL_da)
         if lif_backward_fn is None:
+            lif = fused_lif_backward if self.fused else lif_backward
+
             def lif_backward_fn(g, state, neuron):
-                return lif_backward(g, state, neuron, grad)
+                return lif(g, state, neuron, grad)
         grads: list[dict] = [{} for _ in self.layers]
         deltas: list = [None] * len(self.layers)
         g = dL_da

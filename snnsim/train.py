@@ -51,7 +51,7 @@ METRICS_NAME = "metrics.jsonl"
 #: Batches timed before the time estimate is printed (the first one is not counted).
 ESTIMATE_AFTER_BATCHES = 10
 #: Fields that may change when resuming (they do not change what is computed).
-RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "eval_batch_size", "progress")
+RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
 EXIT_INTERRUPTED = 130
 
 
@@ -95,7 +95,7 @@ def build_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network
         if getattr(layer, "neuron", None) is not None:
             layer.neuron = dataclasses.replace(neuron, v_th=layer.neuron.v_th)
     return Network(layers, input_shape, neuron=neuron, grad=grad, backend=cfg.backend,
-                   dtype=cfg.dtype, seed=cfg.seed)
+                   dtype=cfg.dtype, seed=cfg.seed, fused=cfg.fused)
 
 
 def set_weights(net: Network, weights: list[dict]) -> None:

@@ -77,3 +77,8 @@ def test_numpy_cupy_parity(cupy, dtype, reset, reading):
     assert loss_cp == pytest.approx(loss_np, rel=rtol_g)
     for g1, g2 in zip(g_np, g_cp):
         assert np.abs(g1 - g2).max() <= rtol_g * max(np.abs(g1).max(), 1e-6)
+
+
+def test_fused_needs_cupy():
+    with pytest.raises(ValueError, match="fused=True needs backend='cupy'"):
+        Network([Dense(3)], (4,), fused=True)
