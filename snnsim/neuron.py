@@ -48,13 +48,13 @@ def reset_membrane(u_t, s_t, v_th: float, reset: str):
     xp = array_module(u_t)
     if reset == "zero":
         return xp.where(s_t, 0, u_t).astype(u_t.dtype, copy=False)
-    return u_t - v_th * s_t
+    return u_t - v_th * s_t.astype(u_t.dtype)          # a bool times a float would be float64
 
 
 def psc_update(a_prev, s_t, theta_s: float):
     """Synapse, eqs. (2)-(3): a[t] = (1-θs) a[t-1] + θs s[t], i.e. a = κ * s
     with κ[k] = θs (1-θs)^k."""
-    return (1.0 - theta_s) * a_prev + theta_s * s_t
+    return (1.0 - theta_s) * a_prev + theta_s * s_t.astype(a_prev.dtype)   # keeps float32 float32
 
 
 def psc_filter(x, theta_s: float):

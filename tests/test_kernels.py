@@ -15,20 +15,9 @@ Tolerances (ε = float32 machine epsilon 2^-23):
   1 ulp in float64 and 2 ulp in float32 (measured on 2·10⁵ arguments); the five
   rounded operations after it carry that to ≤ 5 ulp (float64) / 6 ulp (float32),
   measured. Asserted: rtol 1e-12 (float64, as specified) and 16 ε (float32).
-- float32 forward, zero reset: u, Δu, s bit-identical (NumPy computes the
-  membrane in float32 too). a: NumPy's ``θs * s_t`` is float64 (a Python float
-  times a bool array), so its PSC is a float64 recursion rounded to float32,
-  while the kernel keeps a float32 recursion; a contribution aged k steps
-  carries ≤ k+2 roundings of ≤ ε/2 (one per decay, one for the constant, one for
-  the add), so rtol = (T + 2) ε (measured: ≤ 0.43 of it).
-- float32 forward, subtract reset: NumPy's ``u - v_th * s`` is float64 too, so
-  the NumPy membrane drifts to float64 after the first spike. Each kernel step
-  rounds twice (≤ ε·scale, scale = max|u| + V_th), and the leak carries an
-  error on with factor (1-θm): Σ_k (1-θm)^k ε scale = τm ε scale, plus the
-  final rounding to float32. Asserted atol = 2 (τm + 1) ε scale on u and Δu
-  (measured: ≤ 2.2 ε scale), and the spike trains equal wherever the NumPy
-  membrane is farther than that from the threshold (an assumption: closer, the
-  rounding may flip a spike).
+- float32 forward (both resets): bit-identical too, now that the NumPy engine
+  casts the spikes to the membrane's dtype before θs·s and V_th·s (a Python
+  float times a bool array used to give float64 in NumPy 2).
 """
 from __future__ import annotations
 
@@ -118,22 +107,13 @@ def test_forward_float64_bit_identical(mode, case):
 @given(case=lif_cases())
 def test_forward_float32(mode, case):
     rng, shape, neuron, quantized = case
-    T = shape[0]
-    x = draw_input(rng, shape, quantized and neuron.reset == "zero", np.float32)
+    x = draw_input(rng, shape, quantized, np.float32)
     a_ref, ref = lif_forward(x, neuron)
     a, state = kernels.emulated_lif_forward(x, neuron, mode)
     assert state.u.dtype == np.float32 and a.dtype == np.float32
-    if neuron.reset == "zero":
-        for name in ("u", "du", "s"):
-            np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
-    else:
-        scale = float(np.abs(ref.u).max()) + neuron.v_th
-        atol = 2 * (neuron.tau_m + 1) * EPS32 * scale
-        assume(np.all(np.abs(ref.u.astype(np.float64) - neuron.v_th) > 2 * atol))
-        np.testing.assert_array_equal(state.s, ref.s)
-        np.testing.assert_allclose(state.u, ref.u, rtol=0, atol=atol)
-        np.testing.assert_allclose(state.du, ref.du, rtol=0, atol=atol)
-    np.testing.assert_allclose(a, a_ref, rtol=(T + 2) * EPS32, atol=0)
+    for name in ("u", "du", "s", "a"):
+        np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
+    np.testing.assert_array_equal(a, a_ref)
 
 
 # --- backward -------------------------------------------------------------------------
