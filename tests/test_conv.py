@@ -11,32 +11,18 @@ of 1e-7. A wrong index or a missing term is an O(1) error and fails both.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:                      # for ``reference`` under plain ``pytest``
-    sys.path.insert(0, str(ROOT))
-
 from reference.conv_loops import conv_backward_loops, conv_forward_loops  # noqa: E402
 from snnsim.backend import cupy_available, get_backend, to_numpy  # noqa: E402
 from snnsim.conv import Conv2d, conv_backward, conv_forward, conv_output_size  # noqa: E402
 from snnsim.network import repeat_static  # noqa: E402
 
-H_FD = 1e-6
-RTOL_FD = 1e-7
-#: Safety factor over the rounding bound ε Σ|v ⊙ x| / h of a central difference.
-ROUNDING_SAFETY = 100.0
-
-
-def fd_atol(v, y) -> float:
-    """Absolute tolerance of a central difference of f = Σ v ⊙ y (see the module docstring)."""
-    return ROUNDING_SAFETY * np.finfo(np.float64).eps * float(np.abs(v * y).sum()) / H_FD
+from conftest import H_FD, RTOL_FD, fd_atol  # noqa: E402
 
 
 @st.composite

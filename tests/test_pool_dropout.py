@@ -8,31 +8,17 @@ tolerance is 100 times that (:func:`fd_atol`), the relative one 1e-7.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:                      # for ``reference`` under plain ``pytest``
-    sys.path.insert(0, str(ROOT))
-
 from reference.conv_loops import pool_backward_loops, pool_forward_loops  # noqa: E402
 from snnsim.dropout import Dropout  # noqa: E402
 from snnsim.pool import POOL_GAIN, Pool2d, pool_backward, pool_forward  # noqa: E402
 
-H_FD = 1e-6
-RTOL_FD = 1e-7
-#: Safety factor over the rounding bound ε Σ|v ⊙ y| / h of a central difference.
-ROUNDING_SAFETY = 100.0
-
-
-def fd_atol(v, y) -> float:
-    """Absolute tolerance of a central difference of f = Σ v ⊙ y."""
-    return ROUNDING_SAFETY * np.finfo(np.float64).eps * float(np.abs(v * y).sum()) / H_FD
+from conftest import H_FD, RTOL_FD, fd_atol  # noqa: E402
 
 
 @st.composite
