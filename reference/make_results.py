@@ -69,7 +69,7 @@ def experiment_name(cfg: dict) -> str:
 
 
 def mean_std(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def records_for(experiment: str, runs: list[dict], device: str) -> list[dict]:
@@ -116,7 +116,7 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str) -> str:
                      if r["experiment"] == exp.split("+")[0] and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
         lines += [f"## {exp}", "",
-                  f"snnsim: {s['n_runs']} runs (seeds {s['seeds']}), {s['epochs']} epochs, "
+                  f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), {s['epochs']} epochs, "
                   f"`{s['command']}`, on {device}; {s['wall_s_per_run']:.0f} s per run; "
                   f"commit {', '.join(s['commit'])}.", "",
                   "| source | final (mean ± std) | best (mean ± std) | best (max) |", "|---|---|---|---|"]
