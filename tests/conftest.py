@@ -35,6 +35,16 @@ def fd_atol(v, y) -> float:
     return ROUNDING_SAFETY * np.finfo(np.float64).eps * float(np.abs(v * y).sum()) / H_FD
 
 
+def fashion_mnist_available() -> bool:
+    """True when the real Fashion-MNIST test split can be read (tests that need it skip otherwise)."""
+    try:
+        from snnsim.datasets import load_idx_dataset
+        load_idx_dataset("fashion-mnist", "test")
+    except Exception:  # noqa: BLE001 - any reason the data cannot be read
+        return False
+    return True
+
+
 def _cupy_or_none():
     from snnsim.backend import cupy_available, get_backend
     return get_backend("cupy") if cupy_available() else None

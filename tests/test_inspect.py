@@ -13,6 +13,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import fashion_mnist_available
 
 from snnsim import Dense, GradientParams, Network, NeuronParams, kernel_loss, kernel_target, repeat_static
 from snnsim.inspect import (
@@ -190,16 +191,7 @@ def test_parse_samples():
         parse_samples(",")
 
 
-def _fashion_mnist_available() -> bool:
-    try:
-        from snnsim.datasets import load_idx_dataset
-        load_idx_dataset("fashion-mnist", "test")
-    except Exception:  # noqa: BLE001 - any reason the data cannot be read
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
 def test_cli_fresh_mlp_on_fashion_mnist(tmp_path):
     out = tmp_path / "inspect.h5"
     assert main(["--network", "784-30-10", "--samples", "0,4", "--max-neurons", "5",

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import fashion_mnist_available
 
 from snnsim import Dense, Network, NeuronParams
 from snnsim.plots import (
@@ -191,16 +192,7 @@ def test_cli_curves_from_metrics(tmp_path):
     assert (tmp_path / "o" / "curves.pdf").read_bytes()[:4] == PDF_MAGIC
 
 
-def _fashion_mnist_available() -> bool:
-    try:
-        from snnsim.datasets import load_idx_dataset
-        load_idx_dataset("fashion-mnist", "test")
-    except Exception:  # noqa: BLE001 - any reason the data cannot be read
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
 def test_cli_fresh_network_on_fashion_mnist(tmp_path, capsys):
     assert main(["sparsity", "--network", "784-20-10", "--samples", "8", "--out", str(tmp_path),
                  "--formats", "png"]) == 0
