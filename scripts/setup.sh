@@ -1,25 +1,57 @@
 #!/usr/bin/env bash
-# Set up snnsim on a fresh Debian/Ubuntu machine: the Fashion-MNIST data package
-# and the Python package with its dependencies. Safe to run again.
+# Set up snnsim on a fresh Debian/Ubuntu machine, with the system's own python3
+# (PEP 668: no global pip). Safe to run again.
+#
 #   bash scripts/setup.sh          # to train
-#   bash scripts/setup.sh --test   # also the test dependencies (pytest, hypothesis)
+#   bash scripts/setup.sh --test   # also the test dependencies (pytest, hypothesis, ...)
+#
+# What it does:
+#   1. Debian packages, when missing: dataset-fashion-mnist (Fashion-MNIST in
+#      /usr/share/datasets/fashion-mnist/) and python3-venv (venv + pip for the
+#      system interpreter). Uses sudo when not root.
+#   2. A virtual environment in .venv/ (override with SNNSIM_VENV=DIR), made with
+#      $PYTHON (default: python3), and snnsim installed into it in editable mode.
+# Afterwards run commands with .venv/bin/python3 (or `source .venv/bin/activate`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
+PY=${PYTHON:-python3}
+VENV=${SNNSIM_VENV:-.venv}
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: no apt-get here; install $* by other means" >&2
+    return 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    $SUDO apt-get update -qq || true
+    apt_updated=1
+  fi
+  echo "== installing the Debian package(s) $*"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "== installing the Debian package dataset-fashion-mnist"
-    $SUDO apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
-  else
-    echo "note: no apt-get here; put the Fashion-MNIST IDX files in data/fashion-mnist/ (see data/README.md)"
-  fi
+  apt_install dataset-fashion-mnist \
+    || echo "note: put the Fashion-MNIST IDX files in data/fashion-mnist/ (see data/README.md)"
 fi
 
-PY=${PYTHON:-python3}
-echo "== installing snnsim$extras with $($PY --version)"
-$PY -m pip install -q --disable-pip-version-check -e ".$extras"
+# venv needs ensurepip, which Debian ships separately (python3-venv / python3.X-venv).
+if [ ! -x "$VENV/bin/python3" ]; then
+  if ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    apt_install python3-venv "python$ver-venv" || apt_install python3-venv
+  fi
+  echo "== creating the virtual environment $VENV with $("$PY" --version)"
+  "$PY" -m venv "$VENV"
+fi
+
+echo "== installing snnsim$extras into $VENV"
+"$VENV/bin/python3" -m pip install -q --disable-pip-version-check --upgrade pip
+"$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".$extras"
+echo "== ready: $VENV/bin/python3 -m snnsim.train --help"
