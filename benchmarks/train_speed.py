@@ -1,12 +1,12 @@
-"""Seconds per training batch and per 60 000-sample epoch of `python -m snnsim.train`.
+"""Seconds per training batch and per 60 000-sample epoch of `python3 -m snnsim.train`.
 
     python benchmarks/train_speed.py                        # Fashion-MNIST MLP, batch 50, NumPy float32
     python benchmarks/train_speed.py --config fashion_mnist_cnn --batches 10
     python benchmarks/train_speed.py --profile              # + cProfile of the step, top functions
 
-Times exactly the training loop's step (snnsim.train.train_step: forward, kernel
+Times exactly the training loop's step (snnsim.training.train.train_step: forward, kernel
 loss, TSSL-BP backward, gradient-norm clip, AdamW, weight clamp) and the batch
-preparation (snnsim.data.batches: shuffle, indexing, host-to-backend copy), on
+preparation (snnsim.training.data.batches: shuffle, indexing, host-to-backend copy), on
 real data when it is found (else on random images of the same shape, said so in
 the output). After --warmup untimed batches, every batch is timed; the figures
 are medians over --batches batches, with the phase breakdown of the same
@@ -31,11 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnsim import data as data_mod  # noqa: E402
-from snnsim.config import TrainConfig, load_config_file  # noqa: E402
+from snnsim.training import data as data_mod  # noqa: E402
+from snnsim.training.config import TrainConfig, load_config_file  # noqa: E402
 from snnsim.loss import predict  # noqa: E402
-from snnsim.optim import AdamW, clamp_weights, clip_grad_norm  # noqa: E402
-from snnsim.train import build_network, make_loss, train_step  # noqa: E402
+from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm  # noqa: E402
+from snnsim.training.train import build_network, make_loss, train_step  # noqa: E402
 
 EPOCH_SAMPLES = 60_000
 

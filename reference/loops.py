@@ -1,7 +1,7 @@
 """TSSL-BP written out one neuron and one time step at a time: the test oracle.
 
 Everything here is plain Python floats and ``for`` loops, meant to be stepped
-through in a debugger (``python -m pdb``) with the paper and
+through in a debugger (``python3 -m pdb``) with the paper and
 ``shared/design/tsslbp.md`` open beside it. Every line names the equation it
 implements: "(n)" is the paper's main text, "(S n)" its supplementary
 material, "§n" a section of the design doc.
@@ -578,7 +578,7 @@ def network_backward_loops(dL_da, forward, weights, tau_m, tau_s, v_th, reset, r
 
 
 # =============================================================================
-# A worked example: `python -m reference.loops` (or under `python -m pdb -m reference.loops`)
+# A worked example: `python3 -m reference.loops` (or under `python3 -m pdb -m reference.loops`)
 # =============================================================================
 def demo():
     """One neuron, T = 6, τm = 5, τs = 3, V_th = 1, zero reset: the forward states and

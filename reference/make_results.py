@@ -77,7 +77,7 @@ def records_for(experiment: str, runs: list[dict], device: str) -> list[dict]:
     seeds = sorted(r["cfg"]["seed"] for r in runs)
     epochs = sorted({r["epochs"] for r in runs})
     base, *changes = experiment.split("+")
-    command = (f"python -m snnsim.train --config {base} --seed SEED --epochs {epochs[-1]}"
+    command = (f"python3 -m snnsim.train --config {base} --seed SEED --epochs {epochs[-1]}"
                + "".join(f" --{c}" for c in changes)
                + ("" if cfg["backend"] == "numpy" else f" --backend {cfg['backend']}"))
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),

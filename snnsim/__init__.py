@@ -4,7 +4,7 @@ NumPy on the CPU, CuPy on a GPU, same code. See README.md and
 ``reference/README.md`` for the map from the paper's equations to functions.
 """
 from .backend import get_backend, to_numpy
-from .builder import build_network, layers_from_authors_config, load_authors_yaml, parse_paper_notation
+from .training.builder import build_network, layers_from_authors_config, load_authors_yaml, parse_paper_notation
 from .conv import Conv2d
 from .dropout import Dropout
 from .layers import Dense, Layer

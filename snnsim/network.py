@@ -21,7 +21,7 @@ from .backend import array_module, get_backend
 from .layers import Layer
 from .neuron import LIFState, lif_forward, psc_filter
 from .params import GradientParams, NeuronParams
-from .kernels import fused_lif_backward, fused_lif_forward
+from .cuda.kernels import fused_lif_backward, fused_lif_forward
 from .tsslbp import lif_backward
 
 
@@ -145,7 +145,7 @@ class Network:
             state = None
             if layer.spiking:
                 if neuron_forward is None:
-                    lif = fused_lif_forward if self.fused else lif_forward
+                    lif = _fused().fused_lif_forward if self.fused else lif_forward
                     a, state = lif(out, self.neuron_of(layer))
                 else:
                     a, state = neuron_forward(out, i, self.neuron_of(layer))
@@ -177,7 +177,7 @@ class Network:
     def _backward(self, dL_da, cache, grad, lif_backward_fn=None):
         xp = array_module(dL_da)
         if lif_backward_fn is None:
-            lif = fused_lif_backward if self.fused else lif_backward
+            lif = _fused().fused_lif_backward if self.fused else lif_backward
 
             def lif_backward_fn(g, state, neuron):
                 return lif(g, state, neuron, grad)
@@ -192,6 +192,12 @@ class Network:
                 g = xp.tensordot(cache.input_gain, g, axes=(0, 0))[None]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
         return grads, deltas
+
+
+def _fused():
+    """The CUDA kernels' module, imported only when a fused network runs."""
+    from .cuda import kernels
+    return kernels
 
 
 def _expand(gain, n_trailing: int):

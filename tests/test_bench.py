@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from snnsim import bench
+from snnsim.analysis import bench
 
 
 def test_bench_writes_all_figures(tmp_path, capsys):

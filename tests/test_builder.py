@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from snnsim import EXACT_TIMING, Network, NeuronParams
-from snnsim.builder import (
+from snnsim.training.builder import (
     CONFIG_DIR,
     ConfigError,
     build_network,

@@ -1,4 +1,4 @@
-"""snnsim.checkpoint: the documented HDF5 layout, an exact round trip, atomic
+"""snnsim.training.checkpoint: the documented HDF5 layout, an exact round trip, atomic
 writes (a crash during a save leaves the previous checkpoint), clear errors
 for corrupt, truncated or foreign files."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from snnsim.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METRIC_COLUMNS, CheckpointError,
+from snnsim.training.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METRIC_COLUMNS, CheckpointError,
                                load_checkpoint, restore_rng, save_checkpoint)
-from snnsim.config import TrainConfig
-from snnsim.optim import AdamW
+from snnsim.training.config import TrainConfig
+from snnsim.training.optim import AdamW
 
 
 def _state(seed: int = 0, dtype=np.float32):

@@ -201,7 +201,7 @@ def test_idx_search_order(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name, hint", [
     ("fashion-mnist", "sudo apt-get install dataset-fashion-mnist"),
-    ("mnist", "python -m snnsim.datasets.download mnist --dest data/mnist"),
+    ("mnist", "python3 -m snnsim.datasets.download mnist --dest data/mnist"),
 ])
 def test_idx_not_found_lists_places_and_how_to_get(tmp_path, monkeypatch, name, hint):
     monkeypatch.setenv(registry.ENV_VAR, str(tmp_path / "envdir"))
@@ -330,7 +330,7 @@ def test_cifar_not_found(tmp_path):
         load_cifar10("test", data_dir=tmp_path)
     msg = str(exc.value)
     assert str(tmp_path / "cifar-10-batches-py") in msg and "test_batch" in msg
-    assert "python -m snnsim.datasets.download cifar10" in msg
+    assert "python3 -m snnsim.datasets.download cifar10" in msg
 
 
 # -------------------------------------------------------------------------- N-MNIST

@@ -1,4 +1,4 @@
-"""Tests of snnsim.fidelity: the gradient-comparison tool.
+"""Tests of snnsim.fidelity.study: the gradient-comparison tool.
 
 - The finite differences of the event-shift model agree with the exact ``timing``
   gradient (EXACT_TIMING) along random directions, to FD_RTOL relative (float64).
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from snnsim import EXACT_TIMING, GradientParams, NeuronParams, kernel_loss, lif_forward, phi_matrix
-from snnsim import fidelity
+from snnsim.fidelity import study as fidelity
 from snnsim.tsslbp import lif_backward
 
 FD_RTOL = 1e-6

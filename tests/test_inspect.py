@@ -1,4 +1,4 @@
-"""The inspection file of one forward/backward pass is self-consistent (snnsim.inspect).
+"""The inspection file of one forward/backward pass is self-consistent (snnsim.analysis.inspection).
 
 The file is written, read back with h5py, and every relation a reader would
 check by hand is checked from the stored arrays alone:
@@ -16,7 +16,7 @@ import pytest
 from conftest import fashion_mnist_available
 
 from snnsim import Dense, GradientParams, Network, NeuronParams, kernel_loss, kernel_target, repeat_static
-from snnsim.inspect import (
+from snnsim.analysis.inspection import (
     FORMAT_NAME,
     PHI_TERMS,
     inspect_pass,

@@ -1,4 +1,4 @@
-"""The fused CUDA kernels (snnsim.kernels) against the NumPy engine.
+"""The fused CUDA kernels (snnsim.cuda.kernels) against the NumPy engine.
 
 Without a GPU the kernel source is compiled for the CPU and run through the same
 Python marshalling as the CuPy launch: ``mode="c"`` (gcc, the source as C) and
@@ -31,7 +31,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from snnsim import kernels
+import cuda_emulation as emu
+from snnsim.cuda import kernels
 from snnsim.neuron import lif_forward
 from snnsim.params import GradientParams, NeuronParams
 from snnsim.tsslbp import lif_backward, warmup_mask
@@ -41,7 +42,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 WARMUP_RTOL = {np.float64: 1e-12, np.float32: 16 * EPS32}
 #: On the GPU: CUDA's exp is within 1 ulp (double) / 2 ulp (float) of the exact value.
 GPU_RTOL = {np.float64: 1e-12, np.float32: 1e-5}
-MODES = kernels.EMULATION_MODES
+MODES = emu.EMULATION_MODES
 DTYPES = (np.float64, np.float32)
 
 
@@ -96,7 +97,7 @@ def test_forward_float64_bit_identical(mode, case):
     rng, shape, neuron, quantized = case
     x = draw_input(rng, shape, quantized, np.float64)
     a_ref, ref = lif_forward(x, neuron)
-    a, state = kernels.emulated_lif_forward(x, neuron, mode)
+    a, state = emu.emulated_lif_forward(x, neuron, mode)
     assert state.s.dtype == np.bool_
     for name in ("u", "du", "s", "a"):
         np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
@@ -109,7 +110,7 @@ def test_forward_float32(mode, case):
     rng, shape, neuron, quantized = case
     x = draw_input(rng, shape, quantized, np.float32)
     a_ref, ref = lif_forward(x, neuron)
-    a, state = kernels.emulated_lif_forward(x, neuron, mode)
+    a, state = emu.emulated_lif_forward(x, neuron, mode)
     assert state.u.dtype == np.float32 and a.dtype == np.float32
     for name in ("u", "du", "s", "a"):
         np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
@@ -130,7 +131,7 @@ def test_backward_equals_engine(mode, dtype, case, grad):
     saved = [arr.copy() for arr in (g, *state)]
     with np.errstate(divide="ignore", invalid="ignore"):                  # Δu = 0 at a spike
         ref = lif_backward(g, state, neuron, grad)
-    delta = kernels.emulated_lif_backward(g, state, neuron, grad, mode)
+    delta = emu.emulated_lif_backward(g, state, neuron, grad, mode)
     assert delta.dtype == dtype and delta.shape == shape
     for before, after in zip(saved, (g, *state)):
         np.testing.assert_array_equal(before, after)                 # inputs untouched
@@ -153,7 +154,7 @@ def test_backward_without_warmup_is_bit_identical_on_a_large_layer(mode, dtype):
             _, state = lif_forward(x, neuron)
             g = draw_upstream(rng, shape, dtype)
             assert 0.05 < state.s.mean() < 0.5
-            np.testing.assert_array_equal(kernels.emulated_lif_backward(g, state, neuron, grad, mode),
+            np.testing.assert_array_equal(emu.emulated_lif_backward(g, state, neuron, grad, mode),
                                           lif_backward(g, state, neuron, grad))
 
 
@@ -164,19 +165,19 @@ def test_broadcast_and_transposed_inputs(mode):
     rng = np.random.default_rng(3)
     neuron, grad = NeuronParams(), GradientParams()
     x = np.broadcast_to(rng.normal(1.0, 1.0, size=(4, 6)), (9, 4, 6))
-    a, state = kernels.emulated_lif_forward(x, neuron, mode)
+    a, state = emu.emulated_lif_forward(x, neuron, mode)
     np.testing.assert_array_equal(a, lif_forward(np.ascontiguousarray(x), neuron)[0])
     g = rng.standard_normal((9, 6, 4)).transpose(0, 2, 1)
-    np.testing.assert_array_equal(kernels.emulated_lif_backward(g, state, neuron, grad, mode),
+    np.testing.assert_array_equal(emu.emulated_lif_backward(g, state, neuron, grad, mode),
                                   lif_backward(np.ascontiguousarray(g), state, neuron, grad))
 
 
 @pytest.mark.parametrize("shape", [(3, 0, 4), (0, 2, 5)])
 def test_empty_layers(mode, shape):
     x = np.zeros(shape)
-    a, state = kernels.emulated_lif_forward(x, NeuronParams(), mode)
+    a, state = emu.emulated_lif_forward(x, NeuronParams(), mode)
     assert a.shape == shape and state.s.shape == shape
-    assert kernels.emulated_lif_backward(x, state, NeuronParams(), GradientParams(), mode).shape == shape
+    assert emu.emulated_lif_backward(x, state, NeuronParams(), GradientParams(), mode).shape == shape
 
 
 def test_errors():
@@ -237,17 +238,17 @@ class _FakeRawKernel:
         M = int(args[7 if self.name == kernels.BACKWARD_KERNEL else 6])
         assert block_size == kernels.THREADS_PER_BLOCK
         assert (n_blocks - 1) * block_size < M <= n_blocks * block_size
-        library = kernels.cpu_emulation_library(dtype, "cuda")
+        library = emu.cpu_emulation_library(dtype, "cuda")
         launch = {kernels.FORWARD_KERNEL: library.lif_forward_launch,
                   kernels.BACKWARD_KERNEL: library.lif_backward_launch}[self.name]
-        c_args = [ctypes.c_uint(n_blocks), ctypes.c_uint(block_size), *kernels._ctypes_args(args)]
+        c_args = [ctypes.c_uint(n_blocks), ctypes.c_uint(block_size), *emu._ctypes_args(args)]
         launch.argtypes = [type(v) for v in c_args]
         launch(*c_args)
 
 
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    """A module named cupy in sys.modules, just enough for snnsim.kernels' CuPy path."""
+    """A module named cupy in sys.modules, just enough for snnsim.cuda.kernels' CuPy path."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed: cannot compile the kernel source's CUDA branch for the CPU")
     fake = types.ModuleType("cupy")
@@ -272,7 +273,7 @@ def test_cupy_launch_path_with_a_fake_cupy(fake_cupy, dtype):
     g = draw_upstream(rng, x.shape, dtype)
     a, state = kernels.fused_lif_forward(x.view(_FakeArray), neuron)
     assert isinstance(a, _FakeArray) and state.s.dtype == np.bool_ and state.s.base is not None
-    emulated = kernels.emulated_lif_forward(x, neuron)[1]
+    emulated = emu.emulated_lif_forward(x, neuron)[1]
     for name in ("u", "du", "s", "a"):
         np.testing.assert_array_equal(getattr(state, name), getattr(emulated, name), err_msg=name)
     delta = kernels.fused_lif_backward(g.view(_FakeArray), state, neuron, grad)
@@ -287,7 +288,7 @@ def test_cupy_launch_path_with_a_fake_cupy(fake_cupy, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_source_builds_without_warnings(mode, dtype):
     """-Wall -Wextra are clean on both branches of the source (the CUDA one as C++)."""
-    library = kernels.cpu_emulation_library(dtype, mode)
+    library = emu.cpu_emulation_library(dtype, mode)
     assert library.build_warnings == ""
 
 
@@ -304,7 +305,7 @@ def _emulation_or_none(x, neuron):
     """The gcc build's forward on the host, or None without gcc."""
     if shutil.which("gcc") is None:
         return None
-    return kernels.emulated_lif_forward(x, neuron, "c")
+    return emu.emulated_lif_forward(x, neuron, "c")
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""snnsim.optim: AdamW against a transcription of PyTorch's documented algorithm,
+"""snnsim.training.optim: AdamW against a transcription of PyTorch's documented algorithm,
 gradient-norm clipping as torch.nn.utils.clip_grad_norm_, weight clamping."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snnsim.optim import AdamW, clamp_weights, clip_grad_norm, global_grad_norm
+from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm, global_grad_norm
 
 
 def adamw_reference(theta0: list, grad_fn, n_steps, lr, betas, eps, weight_decay):

@@ -1,4 +1,4 @@
-"""The figures plot the numbers they claim to (snnsim.plots).
+"""The figures plot the numbers they claim to (snnsim.analysis.plots).
 
 The plotting functions return matplotlib Figures; these tests read the plotted
 data back from the artists (bar heights, scatter offsets, line data, image
@@ -13,7 +13,7 @@ import pytest
 from conftest import fashion_mnist_available
 
 from snnsim import Dense, Network, NeuronParams
-from snnsim.plots import (
+from snnsim.analysis.plots import (
     main,
     plot_confusion,
     plot_count_distribution,
@@ -25,7 +25,7 @@ from snnsim.plots import (
     save_figure,
     trace_neurons,
 )
-from snnsim.record import (
+from snnsim.analysis.record import (
     confusion_matrix,
     count_distributions,
     firing_rate_histogram,
@@ -222,4 +222,4 @@ def test_help_of_every_command(argv, capsys):
         main(argv)
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert "usage: python -m snnsim.plots" in text and "%%" not in text
+    assert "usage: python3 -m snnsim.plots" in text and "%%" not in text

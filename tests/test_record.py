@@ -1,4 +1,4 @@
-"""Recordings and the firing statistics behind Figs. 7-8 (snnsim.record).
+"""Recordings and the firing statistics behind Figs. 7-8 (snnsim.analysis.record).
 
 Each statistic is checked against numbers worked out by hand or against the
 spikes themselves: percentages sum to 100, a silent network is 100 % silent, a
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snnsim import Dense, Network, NeuronParams, repeat_static
-from snnsim.record import (
+from snnsim.analysis.record import (
     FORMAT_NAME,
     RecordingError,
     confusion_matrix,
@@ -247,10 +247,10 @@ def test_confusion_matrix():
 
 # --- checkpoints -----------------------------------------------------------------------------
 def test_network_from_checkpoint(tmp_path):
-    pytest.importorskip("snnsim.train")
-    from snnsim.checkpoint import save_checkpoint
-    from snnsim.optim import AdamW
-    from snnsim.record import network_from_checkpoint, network_from_spec
+    pytest.importorskip("snnsim.training.train")
+    from snnsim.training.checkpoint import save_checkpoint
+    from snnsim.training.optim import AdamW
+    from snnsim.analysis.record import network_from_checkpoint, network_from_spec
     net, cfg = network_from_spec("784-7-10", seed=3)
     for p in net.params:
         p["W"] *= -2.0                                                   # not the initial weights
@@ -280,7 +280,7 @@ def test_record_predictions_only(tmp_path):
 
 
 def test_cli_help(capsys):
-    from snnsim.record import main
+    from snnsim.analysis.record import main
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "--full" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""snnsim.train, snnsim.config, snnsim.data: the command line, the run folder,
+"""snnsim.training.train, snnsim.training.config, snnsim.training.data: the command line, the run folder,
 bit-exact resume, reproducibility, Ctrl-C, and a real (tiny) learning check.
 
 Every run trains a tiny network on a tiny synthetic Fashion-MNIST written in
@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import pytest
 
-from snnsim import data as data_mod
-from snnsim import train as train_mod
-from snnsim.checkpoint import METRIC_COLUMNS, load_checkpoint
-from snnsim.config import ConfigError, TrainConfig, field_names, load_config_file
-from snnsim.optim import AdamW
+from snnsim.training import data as data_mod
+from snnsim.training import train as train_mod
+from snnsim.training.checkpoint import METRIC_COLUMNS, load_checkpoint
+from snnsim.training.config import ConfigError, TrainConfig, field_names, load_config_file
+from snnsim.training.optim import AdamW
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 60, 30
@@ -75,7 +75,7 @@ def tiny_args(data_dir, out, *extra, epochs=1, dtype="float64", network="784-24-
 
 
 def run_cli(argv) -> int:
-    """Run the command line in-process (as ``python -m snnsim.train`` would)."""
+    """Run the command line in-process (as ``python3 -m snnsim.train`` would)."""
     return train_mod.main(argv)
 
 

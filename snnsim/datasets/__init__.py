@@ -10,7 +10,7 @@ obtain each dataset are documented in the submodules and in ``data/README.md``:
   ``NMNISTDataset``
 * :mod:`.transforms` - ``normalize_mnist``, ``normalize_cifar10``, ``random_crop_flip``
 * :mod:`.registry` - checksums, search order, ``verify_dataset_files``
-* :mod:`.download` - ``python -m snnsim.datasets.download NAME`` (never used at run time,
+* :mod:`.download` - ``python3 -m snnsim.datasets.download NAME`` (never used at run time,
   so not imported here)
 
 Every malformed or missing file raises :class:`DatasetError` (a ``ValueError``) whose

@@ -1,4 +1,4 @@
-"""Dataset downloader: ``python -m snnsim.datasets.download NAME [--dest DIR] [--base-url URL]``.
+"""Dataset downloader: ``python3 -m snnsim.datasets.download NAME [--dest DIR] [--base-url URL]``.
 
 Fetches the upstream files listed in :mod:`snnsim.datasets.registry` into ``DIR``
 (default ``data/<name>``, relative to the current directory, i.e. the repository's
@@ -227,7 +227,7 @@ def download_dataset(name: str, dest=None, base_url=None, *, progress: bool = Tr
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog="python -m snnsim.datasets.download",
+        prog="python3 -m snnsim.datasets.download",
         description="Download a dataset for snnsim and verify its checksums. Known "
                     f"datasets: {', '.join(sorted(registry.DATASETS))} (nmnist must be "
                     "fetched by hand; see data/README.md). Fashion-MNIST is also "

@@ -242,7 +242,7 @@ def how_to_get(name: str) -> str:
         ways.append(f"sudo apt-get install {spec.apt_package}   "
                     f"(installs into {Path(SYSTEM_DATA_ROOT) / spec.name})")
     if spec.downloadable:
-        ways.append(f"python -m snnsim.datasets.download {spec.name} --dest data/{spec.name}")
+        ways.append(f"python3 -m snnsim.datasets.download {spec.name} --dest data/{spec.name}")
     if spec.manual:
         ways.append(spec.manual)
     ways.append(f"or point data_dir= / ${ENV_VAR} at a directory holding the files")

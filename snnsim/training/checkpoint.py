@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .backend import to_numpy
+from ..backend import to_numpy
 
 FORMAT_NAME = "snnsim-checkpoint"
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ def git_commit() -> str:
 
 
 def _snnsim_version() -> str:
-    from . import __version__  # noqa: PLC0415
+    from .. import __version__  # noqa: PLC0415
     return __version__
 
 

@@ -1,4 +1,4 @@
-"""One forward/backward pass laid open: ``python -m snnsim.inspect``.
+"""One forward/backward pass laid open: ``python3 -m snnsim.inspection``.
 
 Runs a checkpoint's network (or a freshly initialised one) on a few samples,
 computes the loss and the TSSL-BP backward pass, and writes every intermediate
@@ -12,8 +12,8 @@ with a derivation by hand or with another implementation:
 - per non-spiking layer (pooling, dropout): its input and output PSC and g;
 - the input, its PSC a^0, labels, output, target, loss, config.
 
-    python -m snnsim.inspect --network 784-400-400-10 --samples 0,1,2 --out inspect.h5
-    python -m snnsim.inspect --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing
+    python3 -m snnsim.inspection --network 784-400-400-10 --samples 0,1,2 --out inspect.h5
+    python3 -m snnsim.inspection --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing
 
 Everything is computed with the engine's own functions (``lif_backward``,
 ``phi_matrix``, each layer's ``backward``); the backward is walked layer by
@@ -32,11 +32,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .backend import array_module, to_numpy
-from .loss import kernel_target, predict
-from .neuron import LIFState
-from .params import GradientParams
-from .tsslbp import lif_backward, phi_matrix, warmup_mask
+from ..backend import array_module, to_numpy
+from ..loss import kernel_target, predict
+from ..neuron import LIFState
+from ..params import GradientParams
+from ..tsslbp import lif_backward, phi_matrix, warmup_mask
 
 FORMAT_NAME = "snnsim-inspect"
 FORMAT_VERSION = 1
@@ -188,14 +188,14 @@ def _layer_name(i: int) -> str:
 
 
 def _snnsim_version() -> str:
-    from . import __version__  # noqa: PLC0415
+    from .. import __version__  # noqa: PLC0415
     return __version__
 
 
 def write_inspection(path, result: dict, extra_attrs: dict | None = None) -> Path:
     """Write :func:`inspect_pass`'s result to HDF5 atomically (layout:
     ``docs/inspect_format.md``)."""
-    from .checkpoint import atomic_write  # noqa: PLC0415
+    from ..training.checkpoint import atomic_write  # noqa: PLC0415
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -236,8 +236,8 @@ explicit phi matrices (phi_1, phi_2, leak, warmup; (B, N, T, T), for at most
 --max-neurons neurons per layer); the input, labels, output, target and loss.
 
 Examples:
-  python -m snnsim.inspect --network 784-400-400-10 --samples 0,1,2
-  python -m snnsim.inspect --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing"""
+  python3 -m snnsim.inspection --network 784-400-400-10 --samples 0,1,2
+  python3 -m snnsim.inspection --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing"""
 
 
 def parse_samples(text: str) -> list[int]:
@@ -262,7 +262,7 @@ def _bound(text: str):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m snnsim.inspect", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="python3 -m snnsim.inspection", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint .h5 or run folder")
@@ -297,9 +297,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from . import data as data_mod  # noqa: PLC0415
+    from ..training import data as data_mod  # noqa: PLC0415
     from .record import load_samples, network_from_checkpoint, network_from_spec  # noqa: PLC0415
-    from .train import make_loss  # noqa: PLC0415
+    from ..training.train import make_loss  # noqa: PLC0415
     args = make_parser().parse_args(argv)
     indices = parse_samples(args.samples)
     if args.checkpoint:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from .conv import Conv2d
-from .dropout import Dropout
-from .layers import Dense, Layer
-from .network import Network
-from .params import NeuronParams
-from .pool import POOL_GAIN, Pool2d
+from ..conv import Conv2d
+from ..dropout import Dropout
+from ..layers import Dense, Layer
+from ..network import Network
+from ..params import NeuronParams
+from ..pool import POOL_GAIN, Pool2d
 
 #: Where the shipped configuration files live (``<repository>/configs``).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -24,11 +24,11 @@ and a batch:
 Command line (every subcommand writes a JSON of its numbers, a markdown table
 and a PNG figure)::
 
-    python -m snnsim.fidelity random            # random dense nets, float64, seconds
-    python -m snnsim.fidelity batch             # 784-400-400-10 on Fashion-MNIST test samples
-    python -m snnsim.fidelity along-training    # the same after every epoch of a training run
-    python -m snnsim.fidelity compare-training  # test accuracy per epoch for each backward
-    python -m snnsim.fidelity report            # reference/fidelity.md from the JSON files
+    python3 -m snnsim.fidelity random            # random dense nets, float64, seconds
+    python3 -m snnsim.fidelity batch             # 784-400-400-10 on Fashion-MNIST test samples
+    python3 -m snnsim.fidelity along-training    # the same after every epoch of a training run
+    python3 -m snnsim.fidelity compare-training  # test accuracy per epoch for each backward
+    python3 -m snnsim.fidelity report            # reference/fidelity.md from the JSON files
 
 The sign analysis behind the ``*-flipped`` variants: in every spiking layer the
 TSSL-BP recursion (:func:`snnsim.tsslbp.lif_backward`) has one source term,
@@ -51,15 +51,15 @@ from typing import Callable
 
 import numpy as np
 
-from .backend import array_module, to_numpy
-from .eventshift import event_shift_forward
-from .layers import Dense
-from .loss import kernel_loss, kernel_target, predict
-from .network import Network, repeat_static
-from .params import EXACT_TIMING, SENSITIVITY_BOUND, GradientParams, NeuronParams, log1m
-from .presets import get_preset
-from .surrogate import network_backward, surrogate_lif_backward
-from .tsslbp import lif_backward, psc_reverse_sum, reset_shift_coefficient, warmup_mask, warmup_surrogate
+from ..backend import array_module, to_numpy
+from ..eventshift import event_shift_forward
+from ..layers import Dense
+from ..loss import kernel_loss, kernel_target, predict
+from ..network import Network, repeat_static
+from ..params import EXACT_TIMING, SENSITIVITY_BOUND, GradientParams, NeuronParams, log1m
+from ..presets import get_preset
+from ..surrogate import network_backward, surrogate_lif_backward
+from ..tsslbp import lif_backward, psc_reverse_sum, reset_shift_coefficient, warmup_mask, warmup_surrogate
 
 # --- named constants -----------------------------------------------------------
 #: Central-difference step along a unit direction in weight space (float64).
@@ -361,7 +361,7 @@ def run_random(seed: int = 0, n_dirs: int = 16, variants=RANDOM_VARIANTS) -> dic
 # --- real data ------------------------------------------------------------------------
 def load_fashion(split: str):
     """Fashion-MNIST ``split`` as (float32 images (N, 784) normalised as the authors do, int64 labels)."""
-    from .datasets import load_idx_dataset, normalize_mnist    # noqa: PLC0415
+    from ..datasets import load_idx_dataset, normalize_mnist    # noqa: PLC0415
     images, labels = load_idx_dataset("fashion-mnist", split)
     return normalize_mnist(images).reshape(len(images), -1), labels.astype(np.int64)
 
@@ -430,7 +430,7 @@ def predicted_compounding(theta_s: float, n_layers: int) -> list[float]:
 def checkpoint_problem(path, n_samples: int, offset: int = 0):
     """A trained network of :mod:`snnsim.train` (checkpoint file or run folder), in float64,
     and test samples ``offset .. offset + n_samples`` of its dataset with its kernel target."""
-    from .record import load_samples, network_from_checkpoint, sample_batches    # noqa: PLC0415
+    from ..analysis.record import load_samples, network_from_checkpoint, sample_batches    # noqa: PLC0415
     net, cfg, _ = network_from_checkpoint(path, backend="numpy", dtype="float64")
     if cfg.loss != "kernel":
         raise ValueError(f"{path}: fidelity measures the kernel loss; this run used {cfg.loss!r}")
@@ -480,7 +480,7 @@ def train_epoch(net: Network, variant: str, opt, images, labels, rng: np.random.
     """One epoch, authors' protocol: shuffle, kernel loss with the authors' target,
     the variant's backward, global grad-norm clip 1, AdamW step, clamp to [-4, 4].
     Returns the mean loss per batch."""
-    from .optim import clamp_weights, clip_grad_norm    # noqa: PLC0415
+    from ..training.optim import clamp_weights, clip_grad_norm    # noqa: PLC0415
     order = rng.permutation(len(images))
     total = 0.0
     for j in range(0, len(order), batch):
@@ -519,7 +519,7 @@ def _train_data(setup: TrainSetup):
 def train_run(setup: TrainSetup, data=None, on_epoch: Callable | None = None) -> dict:
     """Train the MLP with one variant; test accuracy after every epoch (epoch 0: at init).
     ``on_epoch(net, epoch)`` may add numbers to the epoch's record."""
-    from .optim import AdamW    # noqa: PLC0415
+    from ..training.optim import AdamW    # noqa: PLC0415
     X_tr, y_tr, X_te, y_te = data or _train_data(setup)
     net = build_mlp(setup.dtype, setup.seed)
     opt = AdamW(net.params, lr=setup.lr, weight_decay=setup.weight_decay)
@@ -842,7 +842,7 @@ def read_json(path: Path):
 
 
 def command_line(argv=None) -> str:
-    return "python -m snnsim.fidelity " + " ".join(sys.argv[1:] if argv is None else argv)
+    return "python3 -m snnsim.fidelity " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
 RANDOM_INTRO = """\
@@ -905,7 +905,7 @@ def reference_losses(batch: int = BATCH_SIZE, preset: str = "authors") -> dict:
     """Kernel loss per batch of two degenerate output layers, to read training curves:
     ``silent`` (no output spike: L = ½ B Σ_t â[t]²) and ``saturated`` (every output neuron
     fires at every step)."""
-    from .neuron import psc_filter    # noqa: PLC0415
+    from ..neuron import psc_filter    # noqa: PLC0415
     p = get_preset(preset)
     theta_s = NeuronParams().theta_s
     a_hat = kernel_target(np.zeros(1, np.int64), N_CLASSES, MLP_STEPS, theta_s, p.desired_train,
@@ -1112,7 +1112,7 @@ scores {ref['silent']:.4f}, one that fires at every step {ref['saturated']:.1f})
 
 REPORT_HEAD = """# Gradient fidelity of TSSL-BP: the authors' gradient against the exact gradient of the event-shift model
 
-Generated by `python -m snnsim.fidelity report` from the JSON files the other subcommands
+Generated by `python3 -m snnsim.fidelity report` from the JSON files the other subcommands
 wrote (`reference/fidelity_*.json`); every number below comes from those files. Do not
 edit by hand: rerun the commands quoted in each section, then `report`. The runs were made
 on a 2-core CPU with `OMP_NUM_THREADS=1` (the training numbers depend on the BLAS's
@@ -1296,7 +1296,7 @@ def build_report(out: Path, plots: Path) -> Path:
     c_t = log1m(neuron.theta_s)
     ratio = 1.0 / c_t
     parts = [REPORT_HEAD]
-    parts.append(report_batch_section(b, out, plots) if b else "## 1. (not run: `python -m snnsim.fidelity batch`)\n")
+    parts.append(report_batch_section(b, out, plots) if b else "## 1. (not run: `python3 -m snnsim.fidelity batch`)\n")
     extra = [read_json(p) for p in sorted(out.glob("fidelity_batch_*.json"))]
     if extra:
         parts.append(report_robustness_section(extra))
@@ -1309,7 +1309,7 @@ def build_report(out: Path, plots: Path) -> Path:
     parts.append(report_compare_section(c, out, plots) if c else "## 5. (not run: `compare-training`)\n")
     parts.append(report_conclusion(b, c))
     if r:
-        parts.append(f"Random networks (the core-engine check): `{r.get('cmd', 'python -m snnsim.fidelity random')}`, "
+        parts.append(f"Random networks (the core-engine check): `{r.get('cmd', 'python3 -m snnsim.fidelity random')}`, "
                      f"see [fidelity_random.md](fidelity_random.md).\n")
     path = out / "fidelity.md"
     path.write_text("\n".join(parts))
@@ -1317,7 +1317,7 @@ def build_report(out: Path, plots: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m snnsim.fidelity", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python3 -m snnsim.fidelity", description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="JSON and markdown (default reference/)")
     ap.add_argument("--plot-dir", type=Path, default=DEFAULT_PLOTS, help="PNG figures (default plots/)")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1330,7 +1330,7 @@ def main(argv=None) -> int:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--n-dirs", type=int, default=N_DIRECTIONS)
     p.add_argument("--weights", default=None, help="an .npz written by along-training (default: fresh init)")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint or run folder of python -m snnsim.train")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint or run folder of python3 -m snnsim.train")
     p.add_argument("--tag", default="batch", help="output name fidelity_<tag>.*")
     for name in ("along-training", "compare-training"):
         p = sub.add_parser(name)

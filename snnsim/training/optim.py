@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import array_module, to_numpy
+from ..backend import array_module, to_numpy
 
 #: PyTorch's AdamW defaults (torch.optim.AdamW), used by the authors' code.
 ADAMW_BETAS = (0.9, 0.999)

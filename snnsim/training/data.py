@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import repeat_static
+from ..network import repeat_static
 
 #: Feature shape of one sample, (channels, height, width), per dataset.
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
@@ -63,7 +63,7 @@ class Split:
             if self.augment:
                 if rng is None:
                     raise ValueError("augmentation needs the run's rng")
-                from .datasets.transforms import CIFAR10_BLACK, random_crop_flip  # noqa: PLC0415
+                from ..datasets.transforms import CIFAR10_BLACK, random_crop_flip  # noqa: PLC0415
                 x = random_crop_flip(x, rng, pad=CIFAR10_CROP_PAD, fill=CIFAR10_BLACK)
         return x, self.y[idx]
 
@@ -81,22 +81,22 @@ def load_split(dataset: str, split: str, cfg) -> Split:
     dtype = np.dtype(cfg.dtype)
     subset = cfg.train_subset if split == "train" else cfg.test_subset
     if dataset in ("mnist", "fashion-mnist"):
-        from .datasets.idx import load_idx_dataset  # noqa: PLC0415
-        from .datasets.transforms import normalize_mnist  # noqa: PLC0415
+        from ..datasets.idx import load_idx_dataset  # noqa: PLC0415
+        from ..datasets.transforms import normalize_mnist  # noqa: PLC0415
         images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
         idx = _subset_index(len(labels), subset)
         x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
         return Split(split, "static", labels[idx].astype(np.int64), x=x)
     if dataset == "cifar10":
-        from .datasets.cifar import load_cifar10  # noqa: PLC0415
-        from .datasets.transforms import normalize_cifar10  # noqa: PLC0415
+        from ..datasets.cifar import load_cifar10  # noqa: PLC0415
+        from ..datasets.transforms import normalize_cifar10  # noqa: PLC0415
         images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
         idx = _subset_index(len(labels), subset)
         x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
         return Split(split, "static", labels[idx].astype(np.int64), x=x,
                      augment=bool(cfg.augment and split == "train"))
     if dataset == "nmnist":
-        from .datasets.nmnist import NMNISTDataset  # noqa: PLC0415
+        from ..datasets.nmnist import NMNISTDataset  # noqa: PLC0415
         frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
                                dtype=np.uint8, strict=False)
         idx = _subset_index(len(frames), subset, evenly=True)

@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
-from .params import READINGS, RESETS, SENSITIVITY_BOUND
-from .presets import PRESETS
+from ..params import READINGS, RESETS, SENSITIVITY_BOUND
+from ..presets import PRESETS
 
 LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
@@ -34,8 +34,7 @@ BACKENDS = ("numpy", "cupy")
 DESIRED_TRAINS = ("paper", "authors")
 
 #: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
-CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",
-               Path(__file__).resolve().parent / "configs")
+CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
 
 
 class ConfigError(ValueError):
@@ -48,7 +47,7 @@ def _f(default, help: str):  # noqa: A002 - "help" reads best in the table below
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run (see ``python -m snnsim.train --help``)."""
+    """Every setting of a training run (see ``python3 -m snnsim.train --help``)."""
 
     # --- what to train -------------------------------------------------------
     network: str = _f("784-400-400-10",
@@ -260,8 +259,8 @@ def _type_name(tp) -> str:
 
 
 def _canonical_dataset(name: str) -> str:
-    from .datasets.registry import canonical_name  # noqa: PLC0415
-    from .datasets.errors import DatasetError  # noqa: PLC0415
+    from ..datasets.registry import canonical_name  # noqa: PLC0415
+    from ..datasets.errors import DatasetError  # noqa: PLC0415
     try:
         return canonical_name(name)
     except DatasetError as exc:
