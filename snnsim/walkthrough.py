@@ -109,6 +109,7 @@ class Check:
     max_diff: float | None = None
     tol: float | None = None
     skipped: str | None = None      # why it did not run
+    expected: np.ndarray | None = field(default=None, repr=False)   # the independent value
 
     @property
     def passed(self) -> bool | None:
@@ -195,8 +196,9 @@ def _max_diff(value, expected) -> float:
 
 def compare(kind: str, against: str, value, expected, rtol: float, atol: float) -> Check:
     """|value - expected| ≤ rtol · max|expected| + atol, as a :class:`Check`."""
-    scale = float(np.abs(np.asarray(expected, dtype=np.float64)).max()) if np.size(expected) else 0.0
-    return Check(kind, against, _max_diff(value, expected), rtol * scale + atol)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    return Check(kind, against, _max_diff(value, expected), rtol * scale + atol, expected=expected)
 
 
 def oracle_check(against: str, value, expected) -> Check:
