@@ -89,7 +89,7 @@ ORACLE_ATOL = 1e-14
 FD_STEP = 1e-6
 #: Analytic against central differences: |Δ| ≤ FD_RTOL · max|fd| + FD_ATOL. The
 #: rounding error of a central difference is ~ ε |f| / h ≈ 2e-10 |f|; the truncation
-#: error ~ h² (1/Δu)³ ≈ 1e-12 here (every spike of the example has Δu ≥ 0.8): the
+#: error ~ h² (1/Δu)³ ≈ 1e-12 here (every spike of the example has Δu ≥ 0.81): the
 #: tolerance leaves > 10³ of headroom, and a wrong factor (sign, (1-θ), ln(1-θ)) is
 #: an O(0.1-1) relative error (the tests of tests/test_gradients.py use the same).
 FD_RTOL = 1e-6
