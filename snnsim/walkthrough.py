@@ -371,225 +371,235 @@ def fd_weight_grad(net, x_in, cache, a_hat, l: int):
 
 
 # --- the walkthrough ---------------------------------------------------------------------
-def _per_neuron(fn, n):
-    """Stack fn(i) over neurons i = 0..n-1 on a new axis 0."""
-    return np.stack([np.asarray(fn(i), dtype=np.float64) for i in range(n)], axis=0)
+NO_FD_AUTHORS = ("none: the authors' reading is not the derivative of the network nor of any "
+                 "stated smooth function of it")
+
+
+class _Builder:
+    """Collects the quantities of :func:`compute` and runs their checks as they are added."""
+
+    def __init__(self, example: Example, use_oracle: bool):
+        self.example = example
+        self.R, self.oracle_note = (load_oracle() if use_oracle
+                                    else (None, "the oracle was turned off (--no-oracle)"))
+        self.quantities: list[Quantity] = []
+        n = example.neuron
+        self.loop_neuron = (n.tau_m, n.tau_s, n.v_th, n.reset)   # the oracle's arguments
+        self.net, self.x_in, self.a_out, self.cache, self.a_hat, self.L, self.g = forward(example)
+        self.weights = [np.asarray(W, dtype=np.float64) for W in example.weights]
+        self.ref_fwd = (self.R.network_forward_loops(self.x_in, self.weights, *self.loop_neuron)
+                        if self.R else None)
+
+    def add(self, q: Quantity, oracle=None, fd=None):
+        """``oracle``, ``fd``: ``(against, thunk)`` or None; the thunk computes the expected
+        value and runs only when the check does (the oracle only when it is importable)."""
+        if oracle is not None:
+            q.checks.append(oracle_check(oracle[0], q.value, oracle[1]()) if self.R is not None
+                            else Check("oracle", oracle[0], skipped=self.oracle_note))
+        if fd is not None:
+            q.checks.append(fd_check(fd[0], q.value, fd[1]()))
+        self.quantities.append(q)
+
+    # ---- forward, loss, g ----
+    def forward_quantities(self):
+        R, ex, cache, a_out, a_hat = self.R, self.example, self.cache, self.a_out, self.a_hat
+        self.add(Quantity("a0", "a^(0)[t]", "input PSC: the input currents through the synapse, "
+                          "a^(0) = κ * x_in", "(2), (3)", "snnsim.neuron.psc_filter (in Network.forward)",
+                          "input_filter (in network_forward_loops)", "none: not a derivative",
+                          cache.input_psc[:, 0, :], "time", "forward"),
+                 oracle=("network_forward_loops: input_psc", lambda: self.ref_fwd["input_psc"][:, 0, :]))
+        for l in LAYERS:
+            st = cache.states[l - 1]
+            rows = [
+                ("x", "x", f"input current W^({l}) a^({l - 1})[t]", "(4), (6)",
+                 "snnsim.layers.dense_forward", "dense_forward_loops", st.x),
+                ("u", "u", "membrane after integration, before the reset: (1-θm) ū[t-1] + x[t]",
+                 "(4), (6)", "snnsim.neuron.membrane_update (in lif_forward)", "lif_neuron_forward", st.u),
+                ("du", "Δu", "one-step rise u[t] - ū[t-1] (the slope of the spike-time sensitivity)",
+                 "(4)", "snnsim.neuron.membrane_update (in lif_forward)", "lif_neuron_forward", st.du),
+                ("s", "s", "spike: 1 where u[t] > V_th (then ū[t] = 0, zero reset)", "(5)",
+                 "snnsim.neuron.fire (in lif_forward)", "lif_neuron_forward", st.s),
+                ("a", "a", "PSC: a[t] = (1-θs) a[t-1] + θs s[t] = (κ * s)[t]", "(2), (3)",
+                 "snnsim.neuron.psc_update (in lif_forward)", "lif_neuron_forward", st.a),
+            ]
+            for name, sym, meaning, label, engine, reference, value in rows:
+                self.add(Quantity(f"{name} l={l}", f"{sym}^({l})[t]", meaning, label, engine, reference,
+                                  "none: the forward pass", np.asarray(value[:, 0, :]), "time", "forward"),
+                         oracle=(f"network_forward_loops: layers[{l - 1}]['{name}']",
+                                 lambda l=l, name=name: self.ref_fwd["layers"][l - 1][name][:, 0, :]))
+        d = loss.desired_spike_train(ex.n_steps, ex.desired_train)
+        self.add(Quantity("a_hat", "â[t]", f"target PSC of the label neuron: κ * (κ * d), d = {d}",
+                          "(7), (S 2.4)", "snnsim.loss.kernel_target", "kernel_target_loops",
+                          "none: not a derivative", a_hat[:, 0, :], "time", "forward"),
+                 oracle=("kernel_target_loops", lambda: R.kernel_target_loops(
+                     [ex.label], 1, ex.n_steps, ex.neuron.tau_s, ex.desired_train,
+                     ex.target_filter_passes)[:, 0, :]))
+        self.add(Quantity("L", "L", "kernel loss ½ Σ_t (a^(2)[t] - â[t])², a^(2) the output PSC",
+                          "(7), (S 4)", "snnsim.loss.kernel_loss", "kernel_loss_loops",
+                          "none (its derivative g is checked)", np.asarray(self.L), "scalar", "forward"),
+                 oracle=("kernel_loss_loops", lambda: np.asarray(R.kernel_loss_loops(a_out, a_hat)[0])))
+
+        def fd_g():
+            steps = np.arange(len(a_out))
+            return np.stack([central_difference(
+                lambda e, t=t: loss.kernel_loss(a_out + e * (steps == t)[:, None, None], a_hat)[0])
+                for t in steps])[:, None]
+        self.add(Quantity("g l=2", "g^(2)[t] = ∂L/∂a^(2)[t]", "error arriving at the output neuron: "
+                          "a^(2) - â", "(S 10)", "snnsim.loss.kernel_loss", "kernel_loss_loops",
+                          "central differences of L in each a^(2)[t]", self.g[:, 0, :], "time", "forward"),
+                 oracle=("kernel_loss_loops", lambda: R.kernel_loss_loops(a_out, a_hat)[1][:, 0, :]),
+                 fd=("central differences of kernel_loss", fd_g))
+
+    # ---- backward, one reading ----
+    def backward_quantities(self, reading: str, grad: GradientParams):
+        R = self.R
+        walk = backward(self.net, self.cache, self.g, grad)
+        refs = (R.network_backward_loops(self.g, self.ref_fwd, self.weights, *self.loop_neuron,
+                                         reading=reading, bound=grad.sensitivity_bound,
+                                         warmup=grad.warmup) if R else None)
+        for l in reversed(LAYERS):
+            self.layer_backward(reading, grad, l, walk[l], refs)
+
+    def layer_backward(self, reading, grad, l, walk, refs):
+        """g, S, ∂t/∂u, the φ terms, φ, δ, ∂L/∂W of layer l in one reading."""
+        R, neuron, section = self.R, self.example.neuron, f"backward {reading}"
+        tau_s, v_th = neuron.tau_s, neuron.v_th
+        st = self.cache.states[l - 1]
+        u, du, s = st.u[:, 0, :], st.du[:, 0, :], st.s[:, 0, :]            # (T, N)
+        n = u.shape[-1]
+        exact = grad == EXACT_TIMING
+        tag = f"{reading} l={l}"
+        g_l = walk["g"]
+        if l < LAYERS[-1]:
+            self.add(Quantity(f"g {tag}", f"g^({l})[t] = ∂L/∂a^({l})[t]",
+                              f"error reaching layer {l}: (W^({l + 1}))ᵀ δ^({l + 1})[t]", "(10), (S 12)",
+                              "snnsim.layers.delta_hidden", "dense_backward_loops",
+                              "none here: δ, of which it is a linear map, is checked",
+                              g_l[:, 0, :], "time", section),
+                     oracle=("dense_backward_loops: g_prev", lambda: R.dense_backward_loops(
+                         refs[1][l], self.ref_fwd["layers"][l - 1]["a"], self.weights[l])[0][:, 0, :]))
+
+        S = tsslbp.psc_reverse_sum(g_l, neuron.theta_s)
+        self.add(Quantity(f"S {tag}", f"S^({l})[t]", "Σ_{k≥t} κ[k-t] g[k]: the error a spike at t "
+                          "carries through its own PSC (recursion θs g[t] + (1-θs) S[t+1])",
+                          "not numbered: the κ-sum of (9) through (12)", "snnsim.tsslbp.psc_reverse_sum",
+                          "psc_reverse_sum (double loop)", "none: a sum by definition",
+                          S[:, 0, :], "time", section),
+                 oracle=("psc_reverse_sum", lambda: np.array(
+                     [R.psc_reverse_sum(g_l[:, 0, i], tau_s) for i in range(n)]).T))
+
+        bound = grad.sensitivity_bound
+        dt_du = tsslbp.spike_time_sensitivity(st.du, st.s, bound)
+        self.add(Quantity(f"dt_du {tag}", f"∂t_m/∂u^({l})[t_m]", "spike-time sensitivity -1/Δu at a "
+                          "spike, 0 elsewhere" + (f"; |·| bounded by {bound:g} (S 2.3)" if bound else
+                                                  ", unbounded"),
+                          "(12), (S 15)" + (", (S 2.3)" if bound else ""),
+                          "snnsim.tsslbp.spike_time_sensitivity", "bounded_inverse (negated: -1/Δu, bounded)",
+                          "central differences of the spike time τ(u) = m - (u - u⁰)/Δu⁰ "
+                          "(snnsim.eventshift.spike_time)" if bound is None else
+                          "none: the bound clips; the unbounded value is checked in the timing section",
+                          dt_du[:, 0, :], "time", section),
+                 oracle=("-bounded_inverse", lambda: np.array(
+                     [[-R.bounded_inverse(du[t, i], bound) if s[t, i] else 0.0 for i in range(n)]
+                      for t in range(len(du))])),
+                 fd=("central differences of eventshift.spike_time", lambda: np.array(
+                     [[central_difference(_spike_time_of(u[:, i], du[:, i], t)) if s[t, i] else 0.0
+                       for i in range(n)] for t in range(len(u))])) if bound is None else None)
+
+        # the φ matrix by terms, and the recursion's per-step terms they must sum to
+        parts = {name: m[0] for name, m in tsslbp.phi_matrix(st, neuron, grad, terms=True).items()}
+        phi = sum(parts.values())                                          # (N, T, T) [i, k, m]
+        ref_terms = ([R.phi_matrix_loops(u[:, i], du[:, i], s[:, i], st.a[:, 0, i], *self.loop_neuron,
+                                         reading, bound, grad.warmup, terms=True) for i in range(n)]
+                     if R else None)
+        fd_terms = [fd_phi_terms(st, neuron, i) for i in range(n)] if exact else None
+        carry = walk["carry"][:, 0, :]
+        G_next = np.concatenate([carry[1:], np.zeros_like(carry[:1])])  # G[t+1], 0 after the last step
+        warm = tsslbp.warmup_mask(st.a, neuron.theta_s)[:, 0, :] if grad.warmup else np.zeros_like(s)
+        kept = ~warm                                                       # columns warm-up leaves alone
+        b = tsslbp.reset_shift_coefficient(neuron, reading)
+        leak_step = tsslbp.leak_path(G_next, neuron.theta_m)
+        c = tsslbp.psc_shift_scale(neuron.theta_s, reading)
+
+        def summed(term):                                                  # Σ_k term[i, k, m] g[k, i]
+            return np.einsum("ikm,ki->mi", term, g_l[:, 0, :])
+
+        terms = [
+            ("phi_1", "φ<1>", "inter-neuron term: ∂a[t_k]/∂t_m · ∂t_m/∂u[t_m], at a spike t_m; "
+             f"∂a[t_k]/∂t_m = -c κ[k-m], c = {c:+.4f} ({C_NOTE[reading]})", "(11), (12), (S 13), (S 14)",
+             "central differences of spike m's PSC θs (1-θs)^{k-τ(u[m])}",
+             "Σ_k φ<1> g = tsslbp.phi_inter(S, ∂t/∂u) (the recursion's term)",
+             tsslbp.phi_inter(S[:, 0, :], dt_du[:, 0, :], neuron.theta_s, reading) * kept),
+            ("phi_2", "φ<2>", "intra-neuron term: the reset at t_m moves u at the next spike t_p: "
+             f"φ(t_k, t_p) · b R (1-θm)^(p-m-1) · ∂t_m/∂u[t_m], b = {b:+.4f}", "(13), (S 16)",
+             "central differences of the reset's -R (1-θm)^{t_p-τ(u[m])}, times φ(·, p) by central "
+             "differences", "Σ_k φ<2> g = tsslbp.phi_intra(G[t+1], R, ∂t/∂u, b) (the recursion's term)",
+             tsslbp.phi_intra(G_next, tsslbp.reset_size(u, neuron), dt_du[:, 0, :], b) * kept),
+            ("leak", "leak", "the leak path (1-θm)^(p-m) φ(t_k, t_p) at a silent t_m (and through a "
+             "subtract reset); the paper's φ sets it to 0, the authors' code keeps it",
+             "not in the paper; from (4)", "central differences of the whole event-shift model at a silent m",
+             "Σ_k leak g = tsslbp.leak_path(G[t+1]) (silent steps; × pass-through at spikes)",
+             np.where(s, tsslbp.reset_passthrough(neuron) * leak_step, leak_step) * kept),
+        ]
+        if grad.warmup:
+            terms.append(("warmup", "warm-up", "κ[k-m] σ'(u[m]) replaces column m where a[m] < 1/(4τs) "
+                          "(no spike lately): the sigmoid surrogate", "(S 2.3)",
+                          "none: a surrogate, not a derivative of the network",
+                          "Σ_k warm-up g = tsslbp.warmup_surrogate(u) S where warm",
+                          np.where(warm, tsslbp.warmup_surrogate(u, v_th) * S[:, 0, :], 0.0)))
+        for name, sym, meaning, label, fd_text, identity, per_step in terms:
+            has_fd = exact and name != "warmup"
+            self.add(Quantity(f"{name} {tag}", f"{sym}(t_k, t_m) of layer {l}", meaning, label,
+                              f"snnsim.tsslbp.phi_matrix(terms=True)['{name}']",
+                              f"phi_matrix_loops(terms=True)['{name}']",
+                              fd_text if has_fd or name == "warmup" else NO_FD_AUTHORS,
+                              parts[name], "phi", section,
+                              checks=[identity_check(identity, summed(parts[name]), per_step)]),
+                     oracle=(f"phi_matrix_loops(terms=True)['{name}']",
+                             lambda name=name: np.array([ref[name] for ref in ref_terms])),
+                     fd=(f"event-shift model, term {name}",
+                         lambda name=name: np.array([fd[name] for fd in fd_terms])) if has_fd else None)
+        self.add(Quantity(f"phi {tag}", f"φ(t_k, t_m) of layer {l}",
+                          "∂a[t_k]/∂u[t_m] as the backward uses it: the sum of the terms above",
+                          "(14), (S 17)", "snnsim.tsslbp.phi_matrix", "phi_matrix_loops",
+                          "central differences of the event-shift model's a[·] in x[m] (= u[m])"
+                          if exact else NO_FD_AUTHORS, phi, "phi", section),
+                 oracle=("phi_matrix_loops", lambda: np.array(
+                     [sum(np.asarray(term) for term in ref.values()) for ref in ref_terms])),
+                 fd=("event-shift model, whole column", lambda: np.array(
+                     [fd["phi"] for fd in fd_terms])) if exact else None)
+
+        delta = walk["delta"][:, 0, :]
+        self.add(Quantity(f"delta {tag}", f"δ^({l})[t] = ∂L/∂u^({l})[t]",
+                          "the error leaving the neuron, by the O(T) reverse recursion",
+                          "(9), (S 9)" if l == LAYERS[-1] else "(10), (S 12)",
+                          "snnsim.tsslbp.lif_backward (via Network.deltas)",
+                          "network_backward_loops (authors_backward / timing_backward)",
+                          "central differences of the event-shift loss in x[t] (= u[t])"
+                          if exact else NO_FD_AUTHORS, delta, "time", section,
+                          checks=[identity_check("Σ_k φ(t_k, t_m) g[t_k] with φ = phi_matrix (9)",
+                                                 delta, summed(phi))]),
+                 oracle=("network_backward_loops: delta", lambda: refs[1][l - 1][:, 0, :]),
+                 fd=("event-shift model", lambda: fd_delta(self.net, self.x_in, self.cache, self.a_hat,
+                                                           l)[:, 0, :]) if exact else None)
+        self.add(Quantity(f"dW {tag}", f"∂L/∂W^({l})", f"Σ_t δ^({l})[t] a^({l - 1})[t]ᵀ",
+                          "(8), (S 8)", "snnsim.layers.weight_grad (via Network.backward)",
+                          "network_backward_loops: dW (dense_backward_loops)",
+                          "central differences of the event-shift loss in each weight"
+                          if exact else NO_FD_AUTHORS, walk["dW"], "matrix", section),
+                 oracle=("network_backward_loops: dW", lambda: refs[0][l - 1]),
+                 fd=("event-shift model", lambda: fd_weight_grad(self.net, self.x_in, self.cache,
+                                                                 self.a_hat, l)) if exact else None)
 
 
 def compute(example: Example = EXAMPLE, use_oracle: bool = True) -> Walkthrough:
-    """Run the example through the engine and check every quantity."""
-    R, oracle_note = load_oracle() if use_oracle else (None, "the oracle was turned off (--no-oracle)")
-    neuron = example.neuron
-    tau_m, tau_s, v_th, reset = neuron.tau_m, neuron.tau_s, neuron.v_th, neuron.reset
-    net, x_in, a_out, cache, a_hat, L, g = forward(example)
-    weights = [np.asarray(W, dtype=np.float64) for W in example.weights]
-    Q: list[Quantity] = []
-    skip = Check("oracle", "reference/loops.py", skipped=oracle_note)
-
-    def add(q: Quantity, oracle=None, fd=None, identities=()):
-        """``oracle``/``fd``: (against, expected-thunk) or None; thunks run only when used."""
-        if oracle is not None:
-            q.checks.append(oracle_check(oracle[0], q.value, oracle[1]()) if R is not None
-                            else dataclasses.replace(skip, against=oracle[0]))
-        if fd is not None:
-            q.checks.append(fd_check(fd[0], q.value, fd[1]()))
-        for against, expected in identities:
-            q.checks.append(identity_check(against, q.value, expected))
-        Q.append(q)
-
-    # ---- forward ----
-    ref_fwd = R.network_forward_loops(x_in, weights, tau_m, tau_s, v_th, reset) if R else None
-    add(Quantity("a0", "a^(0)[t]", "input PSC: the input currents through the synapse, a⁰ = κ * x_in",
-                 "(2), (3)", "snnsim.neuron.psc_filter (in Network.forward)",
-                 "input_filter (in network_forward_loops)", "none: not a derivative",
-                 cache.input_psc[:, 0, :], "time", "forward"),
-        oracle=("network_forward_loops: input_psc", lambda: ref_fwd["input_psc"][:, 0, :]))
-    for l in LAYERS:
-        st = cache.states[l - 1]
-        ref = (lambda name, l=l: ref_fwd["layers"][l - 1][name][:, 0, :])
-        rows = [
-            ("x", "x^l[t]", f"input current W^({l}) a^({l - 1})[t]", "(4), (6)",
-             "snnsim.layers.dense_forward", "dense_forward_loops", st.x),
-            ("u", "u^l[t]", "membrane after integration, before the reset: (1-θm) ū[t-1] + x[t]",
-             "(4), (6)", "snnsim.neuron.membrane_update (in lif_forward)", "lif_neuron_forward", st.u),
-            ("du", "Δu^l[t]", "one-step rise u[t] - ū[t-1] (the slope of the spike-time sensitivity)",
-             "(4)", "snnsim.neuron.membrane_update (in lif_forward)", "lif_neuron_forward", st.du),
-            ("s", "s^l[t]", "spike: 1 where u[t] > V_th (then ū[t] = 0, zero reset)", "(5)",
-             "snnsim.neuron.fire (in lif_forward)", "lif_neuron_forward", st.s),
-            ("a", "a^l[t]", "PSC: a[t] = (1-θs) a[t-1] + θs s[t] = (κ * s)[t]", "(2), (3)",
-             "snnsim.neuron.psc_update (in lif_forward)", "lif_neuron_forward", st.a),
-        ]
-        for name, sym, meaning, label, engine, reference, value in rows:
-            add(Quantity(f"{name} l={l}", sym.replace("^l", f"^({l})"), meaning, label, engine,
-                         reference, "none: the forward pass", np.asarray(value[:, 0, :]), "time",
-                         "forward"),
-                oracle=(f"network_forward_loops: layers[{l - 1}]['{name}']", lambda ref=ref, n=name: ref(n)))
-    add(Quantity("a_hat", "â[t]", "target PSC of the label neuron: κ * (κ * d), d = [0,1,1,1,1]",
-                 "(7), (S 2.4)", "snnsim.loss.kernel_target", "kernel_target_loops",
-                 "none: no derivative", a_hat[:, 0, :], "time", "forward"),
-        oracle=("kernel_target_loops", lambda: R.kernel_target_loops(
-            [example.label], 1, example.n_steps, tau_s, example.desired_train,
-            example.target_filter_passes)[:, 0, :]))
-    add(Quantity("L", "L", "kernel loss ½ Σ_t (a^(2)[t] - â[t])², a^(2) the output PSC", "(7), (S 4)", "snnsim.loss.kernel_loss",
-                 "kernel_loss_loops", "none (its derivative g is checked)", np.asarray(L), "scalar",
-                 "forward"),
-        oracle=("kernel_loss_loops", lambda: np.asarray(R.kernel_loss_loops(a_out, a_hat)[0])))
-
-    def fd_g():
-        return np.stack([central_difference(
-            lambda e, t=t: loss.kernel_loss(a_out + e * (np.arange(len(a_out)) == t)[:, None, None],
-                                            a_hat)[0]) for t in range(len(a_out))])[:, None]
-    add(Quantity("g l=2", "g^(2)[t] = ∂L/∂a^(2)[t]", "error arriving at the output neuron: a^(2) - â",
-                 "(S 10)", "snnsim.loss.kernel_loss", "kernel_loss_loops",
-                 "central differences of L in each a^(2)[t]", g[:, 0, :], "time", "forward"),
-        oracle=("kernel_loss_loops", lambda: R.kernel_loss_loops(a_out, a_hat)[1][:, 0, :]),
-        fd=("central differences of kernel_loss", fd_g))
-
-    # ---- backward, reading by reading ----
+    """Run the example through the engine, every quantity of the forward and backward
+    pass in both readings, and check each one (see the module docstring)."""
+    builder = _Builder(example, use_oracle)
+    builder.forward_quantities()
     for reading, grad in READINGS.items():
-        section = f"backward {reading}"
-        exact = grad == EXACT_TIMING
-        walk = backward(net, cache, g, grad)
-        ref_dW, ref_delta = (R.network_backward_loops(
-            g, ref_fwd, weights, tau_m, tau_s, v_th, reset, reading=reading,
-            bound=grad.sensitivity_bound, warmup=grad.warmup) if R else (None, None))
-        b_shift = tsslbp.reset_shift_coefficient(neuron, reading)
-        no_fd = ("none: the authors' reading is not the derivative of the network nor of any "
-                 "stated smooth function of it")
-        for l in reversed(LAYERS):
-            st, w = cache.states[l - 1], walk[l]
-            n = st.u.shape[-1]
-            tag = f"{reading} l={l}"
-            g_l = w["g"]
-            if l < LAYERS[-1]:
-                add(Quantity(f"g {tag}", f"g^({l})[t] = ∂L/∂a^({l})[t]",
-                             f"error reaching layer {l}: (W^({l + 1}))ᵀ δ^({l + 1})[t]", "(10), (S 12)",
-                             "snnsim.layers.delta_hidden", "dense_backward_loops",
-                             "none here: δ, of which it is a linear map, is checked",
-                             g_l[:, 0, :], "time", section),
-                    oracle=("dense_backward_loops: g_prev", lambda l=l: R.dense_backward_loops(
-                        ref_delta[l], ref_fwd["layers"][l - 1]["a"], weights[l])[0][:, 0, :]))
-            S = tsslbp.psc_reverse_sum(g_l, neuron.theta_s)
-            add(Quantity(f"S {tag}", f"S^({l})[t]",
-                         "Σ_{k≥t} κ[k-t] g[k]: the error a spike at t carries through its own PSC "
-                         "(recursion θs g[t] + (1-θs) S[t+1])",
-                         "not numbered: the κ-sum of (9) through (12)", "snnsim.tsslbp.psc_reverse_sum",
-                         "psc_reverse_sum (double loop)", "none: a sum by definition",
-                         S[:, 0, :], "time", section),
-                oracle=("psc_reverse_sum", lambda g_l=g_l: _per_neuron(
-                    lambda i: R.psc_reverse_sum(g_l[:, 0, i], tau_s), g_l.shape[-1]).T))
-            dt_du = tsslbp.spike_time_sensitivity(st.du, st.s, grad.sensitivity_bound)
-            bound = grad.sensitivity_bound
-            u, du, s = st.u[:, 0, :], st.du[:, 0, :], st.s[:, 0, :]
-            add(Quantity(f"dt_du {tag}", f"∂t_m/∂u^({l})[t_m]",
-                         "spike-time sensitivity -1/Δu at a spike, 0 elsewhere" +
-                         (f"; |·| bounded by {bound:g} (S 2.3)" if bound is not None else ", unbounded"),
-                         "(12), (S 15)" + (", (S 2.3)" if bound is not None else ""),
-                         "snnsim.tsslbp.spike_time_sensitivity", "bounded_inverse (negated: -1/Δu, bounded)",
-                         ("central differences of the spike time τ(u) = m - (u - u⁰)/Δu⁰ "
-                          "(snnsim.eventshift.spike_time)" if bound is None else
-                          "none: the bound clips; the unbounded value is checked in the timing section"),
-                         dt_du[:, 0, :], "time", section),
-                oracle=("-bounded_inverse", lambda du=du, s=s, bound=bound: np.array(
-                    [[-R.bounded_inverse(du[t, i], bound) if s[t, i] else 0.0 for i in range(n)]
-                     for t in range(len(du))])),
-                fd=(("central differences of eventshift.spike_time", lambda u=u, du=du, s=s: np.array(
-                    [[central_difference(_spike_time_of(u[:, i], du[:, i], t)) if s[t, i] else 0.0
-                      for i in range(n)] for t in range(len(u))])) if bound is None else None))
-
-            parts = tsslbp.phi_matrix(st, neuron, grad, terms=True)          # (1, N, T, T) [.., k, m]
-            parts = {name: value[0] for name, value in parts.items()}        # (N, T, T)
-            phi = sum(parts.values())
-            ref_terms = None
-            if R is not None:
-                ref_terms = [R.phi_matrix_loops(st.u[:, 0, i], st.du[:, 0, i], st.s[:, 0, i],
-                                                st.a[:, 0, i], tau_m, tau_s, v_th, reset, reading,
-                                                grad.sensitivity_bound, grad.warmup, terms=True)
-                             for i in range(n)]
-            fd_terms = [fd_phi_terms(st, neuron, i) for i in range(n)] if exact else None
-            G_next = np.concatenate([w["carry"][1:], np.zeros_like(w["carry"][:1])])[:, 0, :]
-            warm = (tsslbp.warmup_mask(st.a, neuron.theta_s)[:, 0, :] if grad.warmup
-                    else np.zeros_like(s))
-            R_size = tsslbp.reset_size(st.u, neuron)[:, 0, :]
-            through = tsslbp.reset_passthrough(neuron)
-            gk = g_l[:, 0, :]                                                # (T, N)
-
-            def summed(term):                                                # Σ_k term[k, m] g[k]
-                return np.einsum("ikm,ki->mi", term, gk)
-
-            leak_step = tsslbp.leak_path(G_next, neuron.theta_m)
-            term_rows = [
-                ("phi_1", "φ<1>", "inter-neuron term: ∂a[t_k]/∂t_m · ∂t_m/∂u[t_m], at a spike t_m; "
-                 f"∂a[t_k]/∂t_m = -c κ[k-m], c = {tsslbp.psc_shift_scale(neuron.theta_s, reading):+.4f} "
-                 f"({C_NOTE[reading]})",
-                 "(11), (12), (S 13), (S 14)", "snnsim.tsslbp.phi_matrix(terms=True)['phi_1']",
-                 "central differences of spike m's PSC θs (1-θs)^{k-τ(u[m])}",
-                 ("Σ_k φ<1> g = tsslbp.phi_inter(S, ∂t/∂u) (the recursion's term)",
-                  tsslbp.phi_inter(S[:, 0, :], dt_du[:, 0, :], neuron.theta_s, reading) * (1 - warm))),
-                ("phi_2", "φ<2>", "intra-neuron term: the reset at t_m moves u at the next spike t_p: "
-                 f"φ(t_k, t_p) · b R (1-θm)^(p-m-1) · ∂t_m/∂u[t_m], b = {b_shift:+.4f}",
-                 "(13), (S 16)", "snnsim.tsslbp.phi_matrix(terms=True)['phi_2']",
-                 "central differences of the reset's -R (1-θm)^{t_p-τ(u[m])} times φ(·, p) by central "
-                 "differences",
-                 ("Σ_k φ<2> g = tsslbp.phi_intra(G[t+1], R, ∂t/∂u, b) (the recursion's term)",
-                  tsslbp.phi_intra(G_next, R_size, dt_du[:, 0, :], b_shift) * (1 - warm))),
-                ("leak", "leak", "the leak path (1-θm)^(p-m) φ(t_k, t_p) at a silent t_m (and through "
-                 "a subtract reset); the paper's φ sets it to 0, the authors' code keeps it",
-                 "not in the paper; from (4)", "snnsim.tsslbp.phi_matrix(terms=True)['leak']",
-                 "central differences of the whole event-shift model at a silent m",
-                 ("Σ_k leak g = tsslbp.leak_path(G[t+1]) (silent steps; × pass-through at spikes)",
-                  np.where(s, through * leak_step, leak_step) * (1 - warm))),
-            ]
-            if grad.warmup:
-                term_rows.append(
-                    ("warmup", "warm-up", "κ[k-m] σ'(u[m]) replaces column m where a[m] < 1/(4τs) "
-                     "(no spike lately): the sigmoid surrogate", "(S 2.3)",
-                     "snnsim.tsslbp.phi_matrix(terms=True)['warmup']",
-                     "none: a surrogate, not a derivative of the network",
-                     ("Σ_k warm-up g = tsslbp.warmup_surrogate(u) S where warm",
-                      np.where(warm, tsslbp.warmup_surrogate(u, v_th) * S[:, 0, :], 0.0))))
-            for name, sym, meaning, label, engine, fd_text, identity in term_rows:
-                add(Quantity(f"{name} {tag}", f"{sym}(t_k, t_m) of layer {l}", meaning, label, engine,
-                             f"phi_matrix_loops(terms=True)['{name}']",
-                             fd_text if exact or name == "warmup" else no_fd,
-                             parts[name], "phi", section,
-                             checks=[identity_check(identity[0], summed(parts[name]), identity[1])]),
-                    oracle=(f"phi_matrix_loops(terms=True)['{name}']",
-                            lambda name=name, ref_terms=ref_terms: np.array(
-                                [ref_terms[i][name] for i in range(n)])),
-                    fd=((f"event-shift model, term {name}",
-                         lambda name=name, fd_terms=fd_terms: np.array([fd_terms[i][name] for i in range(n)]))
-                        if exact and name != "warmup" else None))
-            add(Quantity(f"phi {tag}", f"φ(t_k, t_m) of layer {l}",
-                         "∂a[t_k]/∂u[t_m] as the backward uses it: the sum of the terms above",
-                         "(14), (S 17)", "snnsim.tsslbp.phi_matrix", "phi_matrix_loops",
-                         "central differences of the event-shift model's a[·] in x[m] (= u[m])"
-                         if exact else no_fd, phi, "phi", section),
-                oracle=("phi_matrix_loops", lambda ref_terms=ref_terms: np.array(
-                    [sum(np.asarray(ref_terms[i][t]) for t in ref_terms[i]) for i in range(n)])),
-                fd=(("event-shift model, whole column", lambda fd_terms=fd_terms: np.array(
-                    [fd_terms[i]["phi"] for i in range(n)])) if exact else None))
-            add(Quantity(f"delta {tag}", f"δ^({l})[t] = ∂L/∂u^({l})[t]",
-                         "the error leaving the neuron, by the O(T) reverse recursion",
-                         "(9), (S 9)" if l == LAYERS[-1] else "(10), (S 12)",
-                         "snnsim.tsslbp.lif_backward (via Network.deltas)",
-                         "network_backward_loops (authors_backward / timing_backward)",
-                         "central differences of the event-shift loss in x[t] (= u[t])"
-                         if exact else no_fd, w["delta"][:, 0, :], "time", section,
-                         checks=[identity_check("Σ_k φ(t_k, t_m) g[t_k] with φ = phi_matrix (9)",
-                                                w["delta"][:, 0, :], summed(phi))]),
-                oracle=("network_backward_loops: delta", lambda l=l: ref_delta[l - 1][:, 0, :]),
-                fd=(("event-shift model", lambda l=l: fd_delta(net, x_in, cache, a_hat, l)[:, 0, :])
-                    if exact else None))
-            add(Quantity(f"dW {tag}", f"∂L/∂W^({l})", f"Σ_t δ^({l})[t] a^({l - 1})[t]ᵀ",
-                         "(8), (S 8)", "snnsim.layers.weight_grad (via Network.backward)",
-                         "network_backward_loops: dW (dense_backward_loops)",
-                         "central differences of the event-shift loss in each weight"
-                         if exact else no_fd, w["dW"], "matrix", section),
-                oracle=("network_backward_loops: dW", lambda l=l: ref_dW[l - 1]),
-                fd=(("event-shift model", lambda l=l: fd_weight_grad(net, x_in, cache, a_hat, l))
-                    if exact else None))
-    return Walkthrough(example, Q, oracle_note)
+        builder.backward_quantities(reading, grad)
+    return Walkthrough(example, builder.quantities, builder.oracle_note)
 
 
 # --- printing -------------------------------------------------------------------------------
@@ -656,7 +666,7 @@ def format_example(w: Walkthrough) -> list[str]:
     lines += [f"{t:4d} " + "".join(_cell(float(x)) for x in row) for t, row in enumerate(ex.x_in)]
     for l, W in zip(LAYERS, ex.weights):
         lines.append(f"W^({l}) (rows: neurons of layer {l}, columns: layer {l - 1}):")
-        lines += [f"       " + "".join(_cell(float(x)) for x in row) for row in W]
+        lines += ["       " + "".join(_cell(float(x)) for x in row) for row in W]
     lines += [
         "Readings of the backward pass:",
         "  authors: what the authors' code computes: ∂a[t_k]/∂t_m = -κ[k-m], reset term -θm R,",
