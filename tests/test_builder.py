@@ -12,11 +12,11 @@ import pytest
 
 from snnsim import EXACT_TIMING, Network, NeuronParams
 from snnsim.training.builder import (
-    CONFIG_DIR,
+    CONFIG_DIRS,
     ConfigError,
     build_network,
     count_parameters,
-    find_config,
+    find_config_file,
     layers_from_authors_config,
     list_configs,
     load_authors_yaml,
@@ -71,8 +71,8 @@ def test_every_experiment_has_a_config():
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_shipped_config_matches_table(name):
     net_str, in_shape, T, batch, lr, epochs, loss, tau_m, tau_s, conv_ws, p, n_params = TABLE[name]
-    path = find_config(name)
-    assert path.parent == CONFIG_DIR
+    path = find_config_file(name)
+    assert path.parent == CONFIG_DIRS[0]
     assert path.read_text().startswith("#"), "each config starts with a header comment citing the table"
     layers, neuron, s = layers_from_authors_config(load_authors_yaml(name))
     assert (s["n_steps"], s["batch_size"], s["lr"], s["epochs"], s["loss"]) == (T, batch, lr, epochs, loss)
@@ -264,7 +264,7 @@ def test_config_file_errors(authors_file, tmp_path):
     with pytest.raises(ConfigError, match="missing or empty section 'Layers'"):
         load_authors_yaml(authors_file(AUTHORS_FASHION_CNN.split("Layers:")[0]))
     with pytest.raises(FileNotFoundError, match="fashion_mnist_cnn"):
-        find_config(tmp_path / "nope.yaml")
+        find_config_file(tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="neuron parameters come from"):
         build_network("fashion_mnist_cnn", neuron=NeuronParams())
     count_cfg = load_authors_yaml("nmnist_cnn")

@@ -31,7 +31,7 @@ import numpy as np
 from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchronize
 from ..training.config import TrainConfig, load_config_file
 from ..training.optim import AdamW, clamp_weights, clip_grad_norm
-from ..training.train import build_network, make_loss
+from ..training.train import make_loss, make_network
 from ..tsslbp import lif_backward_explicit
 
 EXPERIMENTS = {
@@ -75,7 +75,7 @@ def step(net, opt, loss_fn, cfg, x, labels, rng, explicit: bool) -> None:
 
 
 def time_steps(cfg: TrainConfig, explicit: bool, batches: int, warmup: int) -> dict:
-    net = build_network(cfg)
+    net = make_network(cfg)
     opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)
     rng = np.random.default_rng(cfg.seed)

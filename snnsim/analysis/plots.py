@@ -32,6 +32,8 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..datasets.errors import DatasetError  # noqa: E402
+from ..datasets.registry import get_spec  # noqa: E402
 from .record import (  # noqa: E402
     DEFAULT_SAMPLES,
     MAX_RATE_BINS,
@@ -52,15 +54,6 @@ from .record import (  # noqa: E402
     record_dataset,
 )
 
-#: Class names per dataset, for the confusion matrix and the output traces.
-CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-    "mnist": [str(i) for i in range(10)],
-    "nmnist": [str(i) for i in range(10)],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"],
-}
 NETWORK_KEY = "network"
 NETWORK_COLOR = "0.2"
 FORMATS = ("png", "pdf")
@@ -398,7 +391,11 @@ Example:
 
 
 def _class_names(dataset):
-    return CLASS_NAMES.get(dataset or "")
+    """The dataset's class names (its spec's), or None for an unknown dataset."""
+    try:
+        return list(get_spec(dataset).class_names) or None
+    except DatasetError:
+        return None
 
 
 def _load_source(args, full: bool, n_samples, indices=None, counts: bool = True):
@@ -558,7 +555,7 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["CLASS_NAMES", "main", "plot_confusion", "plot_count_distribution", "plot_raster",
+__all__ = ["main", "plot_confusion", "plot_count_distribution", "plot_raster",
            "plot_rate_histogram", "plot_training_curves", "rate_bin_labels", "rate_bins",
            "read_metrics", "save_figure", "trace_neurons"]
 

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import to_numpy
+from ..datasets.registry import DATASETS
 from ..loss import predict
 
 FORMAT_NAME = "snnsim-recording"
@@ -493,14 +494,14 @@ def network_from_checkpoint(path, backend: str | None = None, dtype: str | None 
     """
     from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
     from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import build_network, set_weights  # noqa: PLC0415
+    from ..training.train import make_network, set_weights  # noqa: PLC0415
     path = resolve_checkpoint_path(path)
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"], source=str(path))
     changes = {k: v for k, v in (("backend", backend), ("dtype", dtype)) if v is not None}
     if changes:
         cfg = cfg.replace(source="network_from_checkpoint", **changes)
-    net = build_network(cfg)
+    net = make_network(cfg)
     set_weights(net, ckpt["weights"])
     return net, cfg, ckpt
 
@@ -522,9 +523,9 @@ def network_from_spec(spec: str = "784-400-400-10", **config):
     ``seed``, ``preset``, ``reading``, ``backend``, ``dtype``, ...) given as keywords.
     Returns ``(net, cfg)``."""
     from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import build_network  # noqa: PLC0415
+    from ..training.train import make_network  # noqa: PLC0415
     cfg = TrainConfig().replace(source="network_from_spec", network=spec, **config)
-    return build_network(cfg), cfg
+    return make_network(cfg), cfg
 
 
 def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices=None,
@@ -593,7 +594,7 @@ def add_source_arguments(p: argparse.ArgumentParser, samples_default: int | None
     p.add_argument("--network", metavar="SPEC", help="instead of a checkpoint: a freshly "
                    "initialised network in the paper's notation, e.g. 784-400-400-10")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of --network (a "
-                   "checkpoint uses its own): mnist | fashion-mnist | cifar10 | nmnist")
+                   "checkpoint uses its own): " + " | ".join(DATASETS))
     p.add_argument("--n-steps", type=int, default=None, metavar="T",
                    help="time steps T (default: the checkpoint's, or 5 with --network)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of --network")
