@@ -22,7 +22,7 @@ slow, for inspection and as the oracle of :func:`lif_backward`.
 from __future__ import annotations
 
 from .backend import array_module
-from .neuron import LIFState
+from .neuron import LIFState, NeuronModel, lif_forward
 from .params import (
     WARMUP_PSC_FRACTION,
     WARMUP_WIDTH,
@@ -194,8 +194,18 @@ def lif_backward(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientPar
         G[t] = carry
     if not grad.warmup:
         return G
-    warm = warmup_mask(state.a, theta_s)
-    return xp.where(warm, warmup_surrogate(state.u, neuron.v_th) * S, G)
+    return warmup_replace(G, S, state, neuron)
+
+
+def warmup_replace(delta, S, state: LIFState, neuron: NeuronParams):
+    """δ[t] = σ'(u[t]) S[t] where a[t] < 1/(4τs), ``delta`` elsewhere   (S 2.3).
+
+    The warm-up replaces δ, not the carry of the recursion: the steps before
+    still chain through the un-replaced G.
+    """
+    xp = array_module(delta)
+    warm = warmup_mask(state.a, neuron.theta_s)
+    return xp.where(warm, warmup_surrogate(state.u, neuron.v_th) * S, delta)
 
 
 # --- φ explicitly, for inspection and as a test oracle -------------------------
@@ -277,3 +287,10 @@ def lif_backward_explicit(dL_da, state: LIFState, neuron: NeuronParams, grad: Gr
     g = xp.moveaxis(dL_da, 0, -1)                                         # (B, ..., T) over k
     delta = (phi * g[..., :, None]).sum(axis=-2)                          # (B, ..., T) over m
     return xp.moveaxis(delta, -1, 0)
+
+
+#: LIF neurons (:func:`snnsim.neuron.lif_forward`) with the TSSL-BP backward
+#: (:func:`lif_backward`): the default neuron model of :class:`~snnsim.network.Network`.
+LIF = NeuronModel(forward=lif_forward, backward=lif_backward)
+#: LIF neurons with the explicit-φ backward (:func:`lif_backward_explicit`, O(T²)).
+LIF_EXPLICIT = NeuronModel(forward=lif_forward, backward=lif_backward_explicit)

@@ -366,8 +366,8 @@ def test_gpu_fused_backward_equals_engine(cupy, dtype, reset, grad):
 @pytest.mark.gpu
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_gpu_network_through_fused_hooks(cupy, reset):
-    """A whole network on CuPy with the fused kernels in Network's neuron_forward and
-    lif_backward_fn hooks equals the same network through the NumPy-style engine on
+    """A whole network on CuPy with the fused kernels as its neuron model
+    (kernels.FUSED_LIF, both hooks) equals the same network through the NumPy-style engine on
     CuPy (float64; warm-up entries differ by exp's ulps only)."""
     from snnsim import Dense, Network
     rng = np.random.default_rng(13)
@@ -381,8 +381,8 @@ def test_gpu_network_through_fused_hooks(cupy, reset):
     g = rng.standard_normal((12, 4, 10))
     a_ref, cache_ref = net.forward(x)
     grads_ref = net.backward(g, cache_ref)
-    a, cache = net_gpu.forward(cupy.asarray(x), neuron_forward=kernels.fused_neuron_forward)
-    grads = net_gpu.backward(cupy.asarray(g), cache, lif_backward_fn=kernels.fused_backward_fn(net_gpu.grad))
+    a, cache = net_gpu.forward(cupy.asarray(x), model=kernels.FUSED_LIF)
+    grads = net_gpu.backward(cupy.asarray(g), cache, model=kernels.FUSED_LIF)
     np.testing.assert_array_equal(cupy.asnumpy(a), a_ref)
     for gr, gr_ref in zip(grads, grads_ref):
         for k in gr_ref:

@@ -390,7 +390,7 @@ def network_cases(draw):
        loss=st.sampled_from(("kernel", "count")))
 def test_network_dW_matches_reference(reading, case, warmup, bound, loss):
     """Network.forward states = network_forward_loops; Network.backward ∂L/∂W (8) and
-    Network.deltas δ (9), (10) = network_backward_loops, 2-3 dense layers."""
+    Network.backward_pass δ (9), (10) = network_backward_loops, 2-3 dense layers."""
     T, sizes, neuron, weight_scale, seed, x_in, labels = case
     grad = GradientParams(reading, bound, warmup)
     net = Network([Dense(n, weight_scale=weight_scale) for n in sizes[1:]], (sizes[0],),
@@ -417,7 +417,7 @@ def test_network_dW_matches_reference(reading, case, warmup, bound, loss):
         _, g = ref.count_loss_loops(a_ref, labels, 0.6 * T, 0.1 * T)
     dWs, deltas = ref.network_backward_loops(g, fwd, weights, *args, reading=reading, bound=bound,
                                              warmup=warmup)
-    for l, delta in enumerate(net.deltas(g, cache)):
+    for l, delta in enumerate(net.backward_pass(g, cache).deltas):
         close(delta, deltas[l], f"δ of layer {l}")
     for l, grads in enumerate(net.backward(g, cache)):
         close(grads["W"], dWs[l], f"∂L/∂W of layer {l}")

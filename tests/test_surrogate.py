@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snnsim import Dense, Network, NeuronParams, kernel_loss, lif_backward, lif_forward, repeat_static
+from snnsim.neuron import NeuronModel
 from snnsim.params import GradientParams
 from snnsim.surrogate import (
     network_backward,
@@ -114,13 +115,12 @@ def test_whole_network_surrogate_matches_fd_of_smooth_network():
     x_in = rng.random((6, 2, 4)) * 2
     a_hat = rng.random((6, 2, 3)) * 0.3
 
-    def smooth(x, i, neuron):
-        return smooth_lif_forward(x, neuron)
+    smooth = NeuronModel(forward=smooth_lif_forward, backward=None)
 
     def loss():
-        return kernel_loss(net.forward(x_in, neuron_forward=smooth)[0], a_hat)[0]
+        return kernel_loss(net.forward(x_in, model=smooth)[0], a_hat)[0]
 
-    a, cache = net.forward(x_in, neuron_forward=smooth)
+    a, cache = net.forward(x_in, model=smooth)
     _, g = kernel_loss(a, a_hat)
     grads = surrogate_backward(net, g, cache, detach_reset=False, surrogate=sigmoid_surrogate)
     for p, dp in zip(net.params, grads):

@@ -32,7 +32,8 @@ from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchroni
 from ..training.config import TrainConfig, load_config_file
 from ..training.optim import AdamW, clamp_weights, clip_grad_norm
 from ..training.train import make_loss, make_network
-from ..tsslbp import lif_backward_explicit
+from ..datasets.registry import get_spec
+from ..tsslbp import LIF_EXPLICIT
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
@@ -57,7 +58,7 @@ def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
     else:
         from ..network import repeat_static  # noqa: PLC0415
         x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype), T)
-    labels = xp.asarray(rng.integers(0, 10, size=B))
+    labels = xp.asarray(rng.integers(0, get_spec(cfg.dataset).n_classes, size=B))
     return x, labels
 
 
@@ -65,8 +66,7 @@ def step(net, opt, loss_fn, cfg, x, labels, rng, explicit: bool) -> None:
     """One training step as snnsim.train.train_step, with a choice of LIF backward."""
     a, cache = net.forward(x, train=True, rng=rng)
     _, g = loss_fn(a, labels)
-    fn = (lambda g_, s_, n_: lif_backward_explicit(g_, s_, n_, net.grad)) if explicit else None
-    grads = net.backward(g, cache, lif_backward_fn=fn)
+    grads = net.backward(g, cache, model=LIF_EXPLICIT if explicit else None)
     if cfg.grad_clip:
         clip_grad_norm(grads, cfg.grad_clip)
     opt.step(grads)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..datasets.registry import DATASETS
+from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
 
 FORMAT_NAME = "snnsim-recording"
@@ -135,10 +136,6 @@ class Recording:
                        + ", ".join(lr.name for lr in self.layers))
 
 
-def _layer_name(i: int) -> str:
-    return f"layer_{i:02d}"
-
-
 def _unpack_batch(item):
     if isinstance(item, (tuple, list)):
         if len(item) != 2:
@@ -209,7 +206,7 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
         layer = net.layers[i]
         neuron = net.neuron_of(layer)
         layers.append(LayerRecord(
-            name=_layer_name(i), describe=layer.describe(), index=i,
+            name=layer_name(i), describe=layer.describe(), index=i,
             shape=tuple(int(n) for n in net.shapes[i + 1]), v_th=float(neuron.v_th),
             counts=np.concatenate(n_spikes[i], axis=0),
             spikes=np.concatenate(spikes[i], axis=1) if full and kept else None,
@@ -368,11 +365,6 @@ def unpack_spikes(packed, n_neurons: int, shape: tuple) -> np.ndarray:
     return bits.astype(bool).reshape(p.shape[0], p.shape[1], *shape)
 
 
-def _snnsim_version() -> str:
-    from .. import __version__  # noqa: PLC0415
-    return __version__
-
-
 def save_recording(path, rec: Recording) -> Path:
     """Write ``rec`` to HDF5 at ``path`` atomically (``<path>.tmp`` then
     :func:`os.replace`). Layout: ``docs/recording_format.md``."""
@@ -382,9 +374,7 @@ def save_recording(path, rec: Recording) -> Path:
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["snnsim_version"] = _snnsim_version()
+            write_header(f, FORMAT_NAME, FORMAT_VERSION)
             f.attrs["n_steps"] = int(rec.n_steps)
             f.attrs["step_ms"] = float(rec.step_ms)
             f.attrs["n_samples"] = rec.n_samples
@@ -433,7 +423,7 @@ def is_recording(path) -> bool:
     """True if ``path`` is an HDF5 file written by :func:`save_recording`."""
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT_NAME
+            return has_format(f, FORMAT_NAME)
     except OSError:
         return False
 
@@ -445,13 +435,7 @@ def load_recording(path) -> Recording:
         raise RecordingError(f"{path}: no such recording file")
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise RecordingError(f"{path}: not an snnsim recording (format attribute "
-                                     f"{f.attrs.get('format')!r}, expected {FORMAT_NAME!r})")
-            if int(f.attrs["format_version"]) != FORMAT_VERSION:
-                raise RecordingError(f"{path}: recording format version "
-                                     f"{int(f.attrs['format_version'])}; this snnsim reads "
-                                     f"{FORMAT_VERSION}")
+            check_header(f, path, FORMAT_NAME, FORMAT_VERSION, "recording", RecordingError)
             layers = []
             for name in json.loads(f.attrs["layer_names"]):
                 g = f["layers"][name]
