@@ -28,6 +28,8 @@ from snnsim.eventshift import event_shift_forward
 from snnsim.layers import Dense
 from snnsim.pool import Pool2d
 
+from fdiff import H_FD, directional, random_direction, richardson, weights_along
+
 
 def shapes_of(layers, input_shape):
     shape, shapes = tuple(input_shape), []
@@ -337,7 +339,6 @@ def test_paper_notation_errors(spec, in_shape, match):
 
 
 # --- a whole conv network against central differences ---------------------------------
-H_FD = 1e-6
 #: The event-shift model is smooth and evaluated in float64, but its curvature grows like
 #: 1/Δu at the spikes (the spike time t* = m - (u - u⁰)/Δu⁰) and with the gain of the
 #: layers above: the plain central difference at h = 1e-6 has a truncation error
@@ -384,23 +385,19 @@ def test_conv_network_gradient_matches_event_shift_fd(reset, spec, train, seed):
     net, x, mask_seed, a_out, cache, rng = _active_case(spec, reset, train, seed)
     v = rng.standard_normal(a_out.shape)
     grads = net.backward(v, cache)
-    U = [{k: rng.standard_normal(w.shape) for k, w in p.items()} for p in net.params]
-    W0 = [dict(p) for p in net.params]
+    U = random_direction(rng, net.params)
+    move = weights_along(net, U)
 
     def f(eps):
-        for layer, p, u in zip(net.layers, W0, U):
-            layer.params = {k: p[k] + eps * u[k] for k in p}
+        move(eps)
         try:
             out = event_shift_forward(net, x, cache, train=train, rng=np.random.default_rng(mask_seed))
             return float((v * out).sum())
         finally:
-            for layer, p in zip(net.layers, W0):
-                layer.params = p
+            move(0.0)
 
     assert f(0.0) == pytest.approx(float((v * a_out).sum()), rel=1e-12)   # the model reproduces the run
-    fd_h = (f(H_FD) - f(-H_FD)) / (2 * H_FD)
-    fd_h2 = (f(H_FD / 2) - f(-H_FD / 2)) / H_FD
-    fd = (4.0 * fd_h2 - fd_h) / 3.0                                     # Richardson: the h² term cancels
-    vjp = sum(float((g[k] * u[k]).sum()) for g, u in zip(grads, U) for k in g)
+    fd, fd_h, fd_h2 = richardson(f, H_FD)                               # Richardson: the h² term cancels
+    vjp = directional(grads, U)
     assert vjp == pytest.approx(fd, rel=RTOL_NET), \
         f"<grad, U> = {vjp!r}, FD = {fd!r} (central h: {fd_h!r}, h/2: {fd_h2!r})"

@@ -31,18 +31,11 @@ from snnsim.tsslbp import (
     warmup_surrogate,
 )
 
-H = 1e-6
-RTOL = 1e-7
+from fdiff import H_FD as H
+from fdiff import RTOL_FD as RTOL
+from fdiff import central, fd_atol, rounding
+
 taus = st.floats(1.5, 20.0)
-
-
-def rounding(f_value, h=H):
-    """100 × the rounding error of a central difference of a function of size |f|: ε |f| / h."""
-    return 100 * np.finfo(float).eps * max(abs(f_value), 1.0) / h
-
-
-def central(f, x0, h=H):
-    return (f(x0 + h) - f(x0 - h)) / (2 * h)
 
 
 # --- spike-time sensitivity (15) with its bound (S 2.3) -------------------------
@@ -145,7 +138,7 @@ def test_phi_timing_vs_event_shift(T, reset, seed, tau_m, tau_s, drive):
     for m in range(T):
         e = np.zeros_like(x)
         e[m] = 1.0
-        fd = (event_shift_lif(x + H * e, state, neuron) - event_shift_lif(x - H * e, state, neuron)) / (2 * H)
+        fd = central(lambda h: event_shift_lif(x + h * e, state, neuron))
         # rounding of the central difference: ~ε·T·max|a|/h ≈ 2e-16·30/1e-6 ≈ 6e-9
         np.testing.assert_allclose(np.moveaxis(phi[..., m], -1, 0), fd, rtol=1e-6, atol=2e-8,
                                    err_msg=f"column m={m}")
@@ -193,8 +186,8 @@ def test_dense_layer_fd(seed, T, B, n_in, n_out):
     fd_W = central(lambda e: float((dense_forward(a, W + e * dW_dir)[0] * v).sum()), 0.0)
     fd_a = central(lambda e: float((dense_forward(a + e * da_dir, W)[0] * v).sum()), 0.0)
     # rounding of a central difference: ~ ε Σ|terms| / h; allow 100 times that
-    round_W = 100 * np.finfo(float).eps * float(np.abs(x * v).sum() + np.abs(np.einsum("tbi,oi->tbo", a, dW_dir) * v).sum()) / H
-    round_a = 100 * np.finfo(float).eps * float(np.abs(x * v).sum() + np.abs(np.einsum("tbi,oi->tbo", da_dir, W) * v).sum()) / H
+    round_W = fd_atol(v, x) + fd_atol(v, np.einsum("tbi,oi->tbo", a, dW_dir))
+    round_a = fd_atol(v, x) + fd_atol(v, np.einsum("tbi,oi->tbo", da_dir, W))
     assert float((dW * dW_dir).sum()) == pytest.approx(fd_W, rel=1e-7, abs=round_W)
     assert float((da * da_dir).sum()) == pytest.approx(fd_a, rel=1e-7, abs=round_a)
 
