@@ -89,11 +89,6 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def asarray(a, xp: ModuleType, dtype=None):
-    """``a`` as an array of module ``xp`` (host-to-device copy when xp is CuPy)."""
-    return xp.asarray(a, dtype=dtype)
-
-
 def synchronize(xp: ModuleType) -> None:
     """Wait for the device to finish queued work (CuPy); nothing for NumPy.
     Call it only where a number is read: timings, printed figures."""

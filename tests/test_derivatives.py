@@ -31,7 +31,6 @@ from snnsim.tsslbp import (
     warmup_surrogate,
 )
 
-from fdiff import H_FD as H
 from fdiff import RTOL_FD as RTOL
 from fdiff import central, fd_atol, rounding
 

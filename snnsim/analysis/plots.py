@@ -131,11 +131,6 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
 # =============================================================================
 # Fig. 8: firing-rate histogram
 # =============================================================================
-def rate_bins(n_steps: int, step_ms: float = 1.0, max_bins: int = MAX_RATE_BINS) -> np.ndarray:
-    """Bin edges (Hz) of the rates plot: :func:`snnsim.record.default_rate_bins`."""
-    return default_rate_bins(n_steps, step_ms, max_bins)
-
-
 def rate_bin_labels(edges, n_steps: int, step_ms: float = 1.0) -> list[str]:
     """Tick labels: the rates (Hz) that a spike count can give inside each bin,
     e.g. ``"0"``, ``"33-67"``; ``"-"`` for a bin no count reaches."""
@@ -431,7 +426,7 @@ def cmd_sparsity(args):
 def cmd_rates(args):
     rec, _, label = _load_source(args, False, args.samples)
     chosen = rec.layers if not args.layers else [rec.layer(x) for x in _layers_selected(rec, args.layers)]
-    edges = rate_bins(rec.n_steps, rec.step_ms, args.bins)
+    edges = default_rate_bins(rec.n_steps, rec.step_ms, args.bins)
     hists = {layer_label(lr): firing_rate_histogram(lr.counts, rec.n_steps, edges, rec.step_ms)[1]
              for lr in chosen}
     hists["network"] = firing_rate_histogram([lr.counts for lr in chosen], rec.n_steps, edges,
@@ -556,7 +551,7 @@ def main(argv=None) -> int:
 
 
 __all__ = ["main", "plot_confusion", "plot_count_distribution", "plot_raster",
-           "plot_rate_histogram", "plot_training_curves", "rate_bin_labels", "rate_bins",
+           "plot_rate_histogram", "plot_training_curves", "rate_bin_labels",
            "read_metrics", "save_figure", "trace_neurons"]
 
 if __name__ == "__main__":
