@@ -1,8 +1,8 @@
 """TSSL-BP written out one neuron and one time step at a time: the test oracle.
 
 Everything here is plain Python floats and ``for`` loops, meant to be stepped
-through in a debugger (``python3 -m pdb``) with the paper and
-``shared/design/tsslbp.md`` open beside it. Every line names the equation it
+through in a debugger (``python3 -m pdb``) with the paper and the design doc
+open beside it. Every line names the equation it
 implements: "(n)" is the paper's main text, "(S n)" its supplementary
 material, "§n" a section of the design doc.
 
@@ -143,7 +143,9 @@ def input_filter(x, tau_s):
 # Backward of one neuron: the pieces
 # =============================================================================
 def psc_reverse_sum(g, tau_s):
-    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 10), §5.
+    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 9), (S 14), §5.
+
+    The sum over k of (S 9) with the PSC kernel of ∂a[t_k]/∂t_m (S 14).
 
     (The engine uses the equivalent recursion S[t] = θs g[t] + (1-θs) S[t+1].)
     """
@@ -177,7 +179,7 @@ def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVIT
     g, u, du, a = _floats(g), _floats(u), _floats(du), _floats(a)
     theta_m = 1.0 / tau_m                                   # θm = 1/τm
     T = len(g)
-    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 10)
+    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 9), (S 14)
     delta = [0.0] * T
     rho = 0.0                                               # ρ = G[t+1], the un-replaced carry
     for t in reversed(range(T)):
@@ -227,7 +229,7 @@ def timing_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=None, warmu
     ln_leak = math.log(1.0 - theta_m)                       # ln(1-θm) < 0: continuous membrane decay rate
     ln_syn = math.log(1.0 - theta_s)                        # ln(1-θs) < 0: continuous PSC decay rate
     T = len(g)
-    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 10)
+    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 9), (S 14)
     delta = [0.0] * T
     delta_next = 0.0                                        # G[t+1] = ∂L/∂u[t+1] (0 beyond T-1)
     for t in reversed(range(T)):

@@ -37,7 +37,7 @@ from fdiff import central, fd_atol, rounding
 taus = st.floats(1.5, 20.0)
 
 
-# --- spike-time sensitivity (15) with its bound (S 2.3) -------------------------
+# --- spike-time sensitivity (12) with its bound (S 2.3) -------------------------
 @given(v_th=st.floats(0.2, 2.0), du0=st.floats(0.02, 3.0), frac=st.floats(0.01, 0.99),
        bound=st.one_of(st.none(), st.floats(0.5, 20.0)), m=st.integers(0, 30))
 def test_spike_time_sensitivity_fd(v_th, du0, frac, bound, m):
@@ -51,7 +51,7 @@ def test_spike_time_sensitivity_fd(v_th, du0, frac, bound, m):
     assert spike_time_sensitivity(np.array([du0]), np.array([False]), bound)[0] == 0.0
 
 
-# --- PSC shift (14) ------------------------------------------------------------
+# --- PSC shift (12) ------------------------------------------------------------
 @given(tau_s=taus, m=st.integers(0, 10), lag=st.integers(0, 20))
 def test_psc_shift_fd(tau_s, m, lag):
     """A spike of step m at real time τ contributes θs (1-θs)^{k-τ} at k ≥ m;
@@ -67,7 +67,7 @@ def test_psc_shift_fd(tau_s, m, lag):
     assert np.sign(-psc_shift_scale(theta_s, "authors") * kap) == -np.sign(fd)
 
 
-# --- reset shift (16) -----------------------------------------------------------
+# --- reset shift (13) -----------------------------------------------------------
 @given(tau_m=taus, R=st.floats(0.1, 3.0), m=st.integers(0, 10), gap=st.integers(1, 20))
 def test_reset_shift_fd(tau_m, R, m, gap):
     """A reset of size R at real time τ contributes -R (1-θm)^{t_p-τ} at step t_p;

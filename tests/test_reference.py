@@ -157,7 +157,7 @@ def test_kappa_and_kernel_matrix():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 30), taus, st.integers(0, 2**32 - 1))
 def test_psc_reverse_sum_matches_definition(T, tau_s, seed):
-    """psc_reverse_sum (recursion) = Σ_{k≥t} κ[k-t] g[k] by a double loop   (S 10)."""
+    """psc_reverse_sum (recursion) = Σ_{k≥t} κ[k-t] g[k] by a double loop   (9), (12)."""
     g = np.random.default_rng(seed).normal(size=(T, 3))
     expected = np.stack([ref.psc_reverse_sum(g[:, j], tau_s) for j in range(3)], axis=1)
     close(psc_reverse_sum(g, 1.0 / tau_s), expected)

@@ -6,7 +6,7 @@ one launch with O(1) state per neuron (no (T, T) anything):
 
 - ``lif_forward_kernel``: for t = 0..T-1, charge (4), fire (5), reset, PSC (2),
   in the arithmetic order of :func:`snnsim.neuron.lif_forward`;
-- ``lif_backward_kernel``: for t = T-1..0, S[t] = θs g[t] + (1-θs) S[t+1] (S 10),
+- ``lif_backward_kernel``: for t = T-1..0, S[t] = θs g[t] + (1-θs) S[t+1] ((9), (12)),
   the spike / silent step of the carry G and the warm-up replacement of δ (S 2.3),
   in the arithmetic order of :func:`snnsim.tsslbp.lif_backward`.
 

@@ -206,7 +206,7 @@ class ConfigNotFoundError(ConfigError, FileNotFoundError):
 
 
 def find_config_file(name_or_path) -> Path:
-    """A config file path, or the shipped config ``configs/<name>.yaml``."""
+    """A config file path, or the shipped config ``snnsim/configs/<name>.yaml``."""
     p = Path(name_or_path).expanduser()
     if p.is_file():
         return p

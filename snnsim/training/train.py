@@ -368,7 +368,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH_OR_NAME",
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
                         "(e.g. a run's config.json), or the name of a shipped config in "
-                        "configs/ such as fashion_mnist_mlp")
+                        "snnsim/configs/ such as fashion_mnist_mlp")
     p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
