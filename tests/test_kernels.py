@@ -92,29 +92,18 @@ grads = st.builds(GradientParams, reading=st.sampled_from(["authors", "timing"])
 
 
 # --- forward ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
 @given(case=lif_cases())
-def test_forward_float64_bit_identical(mode, case):
+def test_forward_bit_identical(mode, dtype, case):
     rng, shape, neuron, quantized = case
-    x = draw_input(rng, shape, quantized, np.float64)
+    x = draw_input(rng, shape, quantized, dtype)
     a_ref, ref = lif_forward(x, neuron)
     a, state = emu.emulated_lif_forward(x, neuron, mode)
-    assert state.s.dtype == np.bool_
+    assert state.s.dtype == np.bool_ and state.u.dtype == dtype and a.dtype == dtype
     for name in ("u", "du", "s", "a"):
         np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
     np.testing.assert_array_equal(a, a_ref)
     assert state.x is x
-
-
-@given(case=lif_cases())
-def test_forward_float32(mode, case):
-    rng, shape, neuron, quantized = case
-    x = draw_input(rng, shape, quantized, np.float32)
-    a_ref, ref = lif_forward(x, neuron)
-    a, state = emu.emulated_lif_forward(x, neuron, mode)
-    assert state.u.dtype == np.float32 and a.dtype == np.float32
-    for name in ("u", "du", "s", "a"):
-        np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
-    np.testing.assert_array_equal(a, a_ref)
 
 
 # --- backward -------------------------------------------------------------------------
