@@ -31,12 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnsim.training import data as data_mod  # noqa: E402
-from snnsim.training.config import TrainConfig, load_config_file  # noqa: E402
-from snnsim.loss import predict  # noqa: E402
-from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm  # noqa: E402
-from snnsim.datasets.registry import get_spec  # noqa: E402
-from snnsim.training.train import make_loss, make_network, train_step  # noqa: E402
+from snnsim.datasets.registry import get_spec
+from snnsim.loss import predict
+from snnsim.training import data as data_mod
+from snnsim.training.config import TrainConfig, load_config_file
+from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm
+from snnsim.training.train import make_loss, make_network, train_step
 
 EPOCH_SAMPLES = 60_000
 
@@ -46,7 +46,7 @@ def get_split(cfg: TrainConfig, n: int):
     try:
         split = data_mod.load_split(cfg.dataset, "train", cfg.replace(train_subset=n))
         return split, "real"
-    except Exception as exc:  # noqa: BLE001 - any missing-data error: fall back, say so
+    except Exception as exc:  # any missing-data error: fall back, say so
         rng = np.random.default_rng(0)
         spec = get_spec(cfg.dataset)
         x = rng.standard_normal((n, *spec.input_shape)).astype(cfg.dtype)

@@ -23,7 +23,7 @@ class BackendError(RuntimeError):
 
 def _cupy() -> ModuleType:
     try:
-        import cupy  # noqa: PLC0415  (the one CuPy import of snnsim)
+        import cupy  # the one CuPy import of snnsim
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise BackendError(
             "the 'cupy' backend needs CuPy: install the wheel matching your CUDA "
@@ -111,7 +111,7 @@ class PeakMemory:
 
     def __enter__(self):
         if self.xp is np:
-            import tracemalloc  # noqa: PLC0415
+            import tracemalloc
             self._tm = tracemalloc
             self._was_tracing = tracemalloc.is_tracing()
             if not self._was_tracing:

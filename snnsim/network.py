@@ -146,7 +146,8 @@ class Network:
         if xp is not self.xp:
             raise TypeError(f"input is a {xp.__name__} array but the network lives on {self.backend}")
         if tuple(x_in.shape[2:]) != self.input_shape:
-            raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), got {x_in.shape}")
+            raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), "
+                             f"got {x_in.shape}")
         T = x_in.shape[0]
         gain = None
         if T > 1 and x_in.strides[0] == 0:                                 # repeat_static view

@@ -8,7 +8,8 @@ quantity (x, u, Δu, s, a) for the backward pass and for inspection.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .backend import array_module
 from .params import NeuronParams

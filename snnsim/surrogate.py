@@ -32,7 +32,7 @@ an independent per-neuron loop.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .backend import array_module
 from .neuron import LIFState, NeuronModel, lif_forward, membrane_update, psc_update

@@ -27,7 +27,7 @@ def fashion_mnist_available() -> bool:
     try:
         from snnsim.datasets import load_idx_dataset
         load_idx_dataset("fashion-mnist", "test")
-    except Exception:  # noqa: BLE001 - any reason the data cannot be read
+    except Exception:  # any reason the data cannot be read
         return False
     return True
 

@@ -14,15 +14,14 @@ import math
 
 import numpy as np
 import pytest
+from fdiff import RTOL_FD, central, fd_atol
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from reference.conv_loops import conv_backward_loops, conv_forward_loops  # noqa: E402
-from snnsim.backend import cupy_available, get_backend, to_numpy  # noqa: E402
-from snnsim.conv import Conv2d, conv_backward, conv_forward, conv_output_size  # noqa: E402
-from snnsim.network import repeat_static  # noqa: E402
-
-from fdiff import RTOL_FD, central, fd_atol  # noqa: E402
+from reference.conv_loops import conv_backward_loops, conv_forward_loops
+from snnsim.backend import cupy_available, get_backend, to_numpy
+from snnsim.conv import Conv2d, conv_backward, conv_forward, conv_output_size
+from snnsim.network import repeat_static
 
 
 @st.composite
@@ -107,7 +106,8 @@ def test_conv_known_values():
     a = np.arange(9.0).reshape(1, 1, 1, 3, 3)
     w = np.ones((1, 1, 2, 2))
     x, _ = conv_forward(a, w)
-    np.testing.assert_array_equal(x[0, 0, 0], [[0 + 1 + 3 + 4, 1 + 2 + 4 + 5], [3 + 4 + 6 + 7, 4 + 5 + 7 + 8]])
+    np.testing.assert_array_equal(x[0, 0, 0], [[0 + 1 + 3 + 4, 1 + 2 + 4 + 5],
+                                               [3 + 4 + 6 + 7, 4 + 5 + 7 + 8]])
     x_pad, _ = conv_forward(a, w, stride=2, padding=1)                  # windows at (-1,-1), (-1,1), ...
     np.testing.assert_array_equal(x_pad[0, 0, 0], [[0, 1 + 2], [3 + 6, 4 + 5 + 7 + 8]])
 

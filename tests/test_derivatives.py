@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from fdiff import RTOL_FD as RTOL
+from fdiff import central, fd_atol, rounding
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -30,9 +32,6 @@ from snnsim.tsslbp import (
     warmup_mask,
     warmup_surrogate,
 )
-
-from fdiff import RTOL_FD as RTOL
-from fdiff import central, fd_atol, rounding
 
 taus = st.floats(1.5, 20.0)
 
@@ -137,7 +136,7 @@ def test_phi_timing_vs_event_shift(T, reset, seed, tau_m, tau_s, drive):
     for m in range(T):
         e = np.zeros_like(x)
         e[m] = 1.0
-        fd = central(lambda h: event_shift_lif(x + h * e, state, neuron))
+        fd = central(lambda h, e=e: event_shift_lif(x + h * e, state, neuron))
         # rounding of the central difference: ~ε·T·max|a|/h ≈ 2e-16·30/1e-6 ≈ 6e-9
         np.testing.assert_allclose(np.moveaxis(phi[..., m], -1, 0), fd, rtol=1e-6, atol=2e-8,
                                    err_msg=f"column m={m}")

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_dense_net
+from fdiff import directional, random_direction, richardson, weights_along
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from snnsim.eventshift import event_shift_forward
 from snnsim.loss import count_loss, kernel_loss, kernel_target
 from snnsim.params import EXACT_TIMING
-
-from conftest import random_dense_net
-from fdiff import directional, random_direction, richardson, weights_along
 
 H = 1e-6
 

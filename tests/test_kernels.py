@@ -26,12 +26,12 @@ import shutil
 import sys
 import types
 
+import cuda_emulation as emu
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
-import cuda_emulation as emu
 from snnsim.cuda import kernels
 from snnsim.neuron import lif_forward
 from snnsim.params import GradientParams, NeuronParams
@@ -55,7 +55,8 @@ def mode(request):
     """The CPU build of the kernel source; skips only if the compiler is missing
     (a compile error fails the test)."""
     if shutil.which(_compiler(request.param)) is None:
-        pytest.skip(f"{_compiler(request.param)} is not installed: cannot compile the kernel source for the CPU")
+        pytest.skip(f"{_compiler(request.param)} is not installed: cannot compile the kernel source "
+                    "for the CPU")
     return request.param
 
 
@@ -69,7 +70,8 @@ def lif_cases(draw):
     tau_m = draw(st.one_of(st.sampled_from([2.0, 4.0, 5.0, 8.0]), st.floats(1.2, 12.0)))
     tau_s = draw(st.one_of(st.sampled_from([2.0, 3.0, 4.0]), st.floats(1.2, 12.0)))
     v_th = draw(st.one_of(st.sampled_from([1.0, 0.5, 2.0]), st.floats(0.2, 3.0)))
-    neuron = NeuronParams(tau_m=tau_m, tau_s=tau_s, v_th=v_th, reset=draw(st.sampled_from(["zero", "subtract"])))
+    reset = draw(st.sampled_from(["zero", "subtract"]))
+    neuron = NeuronParams(tau_m=tau_m, tau_s=tau_s, v_th=v_th, reset=reset)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng, shape, neuron, draw(st.booleans())
 

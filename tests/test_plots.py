@@ -59,7 +59,7 @@ def test_count_distribution_bars_are_the_percentages(rec):
     fig = plot_count_distribution(dists, T, n_samples=rec.n_samples)
     ax = fig.axes[0]
     assert [c.get_label() for c in ax.containers] == list(dists)
-    for container, (label, pct) in zip(ax.containers, dists.items()):
+    for container, pct in zip(ax.containers, dists.values()):
         np.testing.assert_allclose(bar_heights(container), pct)
         assert bar_heights(container).sum() == pytest.approx(100.0)
     # bars of k = 0..T sit around x = k

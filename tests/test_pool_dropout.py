@@ -8,17 +8,15 @@ tolerance is 100 times that (:func:`fd_atol`), the relative one 1e-7.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from fdiff import RTOL_FD, central, fd_atol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference.conv_loops import pool_backward_loops, pool_forward_loops  # noqa: E402
-from snnsim.dropout import Dropout  # noqa: E402
-from snnsim.pool import POOL_GAIN, Pool2d, pool_backward, pool_forward  # noqa: E402
-
-from fdiff import RTOL_FD, central, fd_atol  # noqa: E402
+from reference.conv_loops import pool_backward_loops, pool_forward_loops
+from snnsim.dropout import Dropout
+from snnsim.pool import POOL_GAIN, Pool2d, pool_backward, pool_forward
 
 
 @st.composite

@@ -3,7 +3,7 @@ recursion against the explicit φ matrix, equivariance, no mutation, precision."
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from conftest import random_dense_net
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -11,8 +11,6 @@ from snnsim.loss import kernel_loss, kernel_target
 from snnsim.neuron import lif_forward, psc_filter
 from snnsim.params import GradientParams, NeuronParams
 from snnsim.tsslbp import lif_backward, phi_matrix
-
-from conftest import random_dense_net
 
 grad_params = st.builds(GradientParams, reading=st.sampled_from(["authors", "timing"]),
                         sensitivity_bound=st.sampled_from([None, 8.0, 2.0]), warmup=st.booleans())

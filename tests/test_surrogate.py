@@ -11,6 +11,7 @@ Two independent checks:
 """
 import numpy as np
 import pytest
+from fdiff import central, directional, fd_along
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +26,6 @@ from snnsim.surrogate import (
     surrogate_lif_backward,
 )
 from snnsim.tsslbp import warmup_surrogate
-
-from fdiff import central, directional, fd_along
 
 FD_STEP = 1e-6          # central-difference step in float64
 FD_RTOL = 1e-6          # relative tolerance of FD against the analytic derivative
@@ -99,7 +98,7 @@ def test_attached_surrogate_is_exact_derivative_of_smooth_network(reset):
     delta = surrogate_lif_backward(g, state, neuron, detach_reset=False, surrogate=sigmoid_surrogate)
     for _ in range(5):
         v = rng.standard_normal(x.shape)
-        fd = central(lambda e: (g * smooth_lif_forward(x + e * v, neuron)[0]).sum(), 0.0, FD_STEP)
+        fd = central(lambda e, v=v: (g * smooth_lif_forward(x + e * v, neuron)[0]).sum(), 0.0, FD_STEP)
         an = (delta * v).sum()
         assert abs(fd - an) <= FD_RTOL * max(abs(fd), abs(an)), (fd, an)
     # the detached backward is NOT this derivative (so the check above can fail)

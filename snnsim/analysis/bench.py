@@ -29,10 +29,10 @@ import time
 import numpy as np
 
 from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchronize
+from ..datasets.registry import get_spec
 from ..training.config import TrainConfig, load_config_file
 from ..training.optim import AdamW, clamp_weights, clip_grad_norm
 from ..training.train import make_loss, make_network
-from ..datasets.registry import get_spec
 from ..tsslbp import LIF_EXPLICIT
 
 EXPERIMENTS = {
@@ -56,7 +56,7 @@ def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
     if cfg.dataset == "nmnist":
         x = xp.asarray(rng.random((T, B) + net.input_shape) < 0.05, dtype=net.dtype)
     else:
-        from ..network import repeat_static  # noqa: PLC0415
+        from ..network import repeat_static
         x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype), T)
     labels = xp.asarray(rng.integers(0, get_spec(cfg.dataset).n_classes, size=B))
     return x, labels
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m snnsim.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
-    p.add_argument("--experiments", default="mlp,cnn,nmnist", help=f"comma-separated of {sorted(EXPERIMENTS)}")
+    p.add_argument("--experiments", default="mlp,cnn,nmnist",
+                   help=f"comma-separated of {sorted(EXPERIMENTS)}")
     p.add_argument("--batches", type=int, default=20, help="timed batches per figure (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
     p.add_argument("--max-batches-slow", type=int, default=3,
@@ -140,14 +141,17 @@ def main(argv=None) -> int:
                 probe = time_steps(vcfg, explicit, batches=1, warmup=0)
                 slow = time.perf_counter() - t0 > 2.0
                 n = min(args.batches, args.max_batches_slow) if slow else args.batches
-                row[label] = probe if slow and n <= 1 else time_steps(vcfg, explicit, n, 0 if slow else args.warmup)
+                row[label] = (probe if slow and n <= 1
+                              else time_steps(vcfg, explicit, n, 0 if slow else args.warmup))
                 r = row[label]
                 print(f"  {name:7s} {label:13s} {r['s_per_batch'] * 1e3:9.2f} ms/batch  "
                       f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
                       f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
             if "explicit_phi" in row:
-                row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
-                print(f"  {name:7s} recursion is {row['speedup_vs_explicit']:.2f}x the O(T²) baseline's speed")
+                row["speedup_vs_explicit"] = (row["explicit_phi"]["s_per_batch"]
+                                              / row["recursion"]["s_per_batch"])
+                print(f"  {name:7s} recursion is {row['speedup_vs_explicit']:.2f}x the O(T²) "
+                      "baseline's speed")
             results["runs"].append(row)
         for T in [int(t) for t in args.steps_sweep.split(",") if t]:
             cfg = experiment_config("mlp", backend, n_steps=T)

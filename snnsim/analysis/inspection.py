@@ -158,7 +158,7 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
 def write_inspection(path, result: dict, extra_attrs: dict | None = None) -> Path:
     """Write :func:`inspect_pass`'s result to HDF5 atomically (layout:
     ``docs/inspect_format.md``)."""
-    from ..training.checkpoint import atomic_write  # noqa: PLC0415
+    from ..training.checkpoint import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -258,9 +258,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from ..training import data as data_mod  # noqa: PLC0415
-    from .record import load_samples, network_from_checkpoint, network_from_spec  # noqa: PLC0415
-    from ..training.train import make_loss  # noqa: PLC0415
+    from ..training import data as data_mod
+    from ..training.train import make_loss
+    from .record import load_samples, network_from_checkpoint, network_from_spec
     args = make_parser().parse_args(argv)
     indices = parse_samples(args.samples)
     if args.checkpoint:

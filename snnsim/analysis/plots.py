@@ -28,13 +28,13 @@ import matplotlib
 
 matplotlib.use("Agg")          # headless; set before anything of matplotlib draws
 
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from ..datasets.errors import DatasetError  # noqa: E402
-from ..datasets.registry import get_spec  # noqa: E402
-from .record import (  # noqa: E402
+from ..datasets.errors import DatasetError
+from ..datasets.registry import get_spec
+from .record import (
     DEFAULT_SAMPLES,
     MAX_RATE_BINS,
     MS_PER_S,
@@ -49,8 +49,8 @@ from .record import (  # noqa: E402
     is_recording,
     layer_label,
     load_recording,
-    rate_bin_index,
     network_from_args,
+    rate_bin_index,
     record_dataset,
 )
 
@@ -285,7 +285,7 @@ def read_metrics(source) -> list[dict]:
     if p.suffix == ".jsonl":
         rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
     else:
-        from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
+        from ..training.checkpoint import load_checkpoint
         rows = load_checkpoint(p)["metrics"]
     if not rows:
         raise ValueError(f"{source}: no completed epoch in the metrics")

@@ -368,7 +368,7 @@ def unpack_spikes(packed, n_neurons: int, shape: tuple) -> np.ndarray:
 def save_recording(path, rec: Recording) -> Path:
     """Write ``rec`` to HDF5 at ``path`` atomically (``<path>.tmp`` then
     :func:`os.replace`). Layout: ``docs/recording_format.md``."""
-    from ..training.checkpoint import atomic_write  # noqa: PLC0415
+    from ..training.checkpoint import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -476,9 +476,9 @@ def network_from_checkpoint(path, backend: str | None = None, dtype: str | None 
     ``dtype`` replaced when given) and the dict of
     :func:`snnsim.checkpoint.load_checkpoint`.
     """
-    from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
-    from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import make_network, set_weights  # noqa: PLC0415
+    from ..training.checkpoint import load_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.train import make_network, set_weights
     path = resolve_checkpoint_path(path)
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"], source=str(path))
@@ -506,8 +506,8 @@ def network_from_spec(spec: str = "784-400-400-10", **config):
     settings of :class:`~snnsim.config.TrainConfig` (``dataset``, ``n_steps``,
     ``seed``, ``preset``, ``reading``, ``backend``, ``dtype``, ...) given as keywords.
     Returns ``(net, cfg)``."""
-    from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import make_network  # noqa: PLC0415
+    from ..training.config import TrainConfig
+    from ..training.train import make_network
     cfg = TrainConfig().replace(source="network_from_spec", network=spec, **config)
     return make_network(cfg), cfg
 
@@ -520,7 +520,7 @@ def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices
     ``n_samples`` (None: all; N-MNIST: spread evenly over its label-ordered files).
     Returns ``(split, sample_index)``.
     """
-    from ..training import data as data_mod  # noqa: PLC0415
+    from ..training import data as data_mod
     changes = {"data_dir": data_dir} if data_dir is not None else {}
     subset = None if indices is not None else n_samples
     changes["train_subset" if split == "train" else "test_subset"] = subset
@@ -541,7 +541,7 @@ def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices
 
 def sample_batches(net, split, n_steps: int, batch_size: int):
     """``(x_in (T, B, ...), labels)`` on the network's backend, in order."""
-    from ..training import data as data_mod  # noqa: PLC0415
+    from ..training import data as data_mod
     return data_mod.batches(split, batch_size, net.xp, net.dtype, n_steps)
 
 

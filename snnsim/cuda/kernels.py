@@ -124,7 +124,7 @@ def _backward_args(g, u, du, s, a, delta, neuron: NeuronParams, grad: GradientPa
             real(WARMUP_WIDTH), real(WARMUP_Z_CLIP))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_signature(name: str) -> tuple[tuple[str, str], ...]:
     """The parameters ``(C type, name)`` of a kernel, read from :data:`LIF_KERNEL_SOURCE`
     (``const`` and ``RESTRICT`` dropped; the emulation's thread index left out)."""
@@ -200,7 +200,7 @@ def _device_module(*arrays):
     return xp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_kernel(xp, name: str, dtype_name: str):
     """The compiled ``xp.RawKernel`` for (kernel name, dtype), built once per process
     (CuPy also caches the binary on disk)."""

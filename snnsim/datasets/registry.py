@@ -38,7 +38,6 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .errors import DatasetError, DatasetNotFoundError
 
@@ -88,11 +87,11 @@ class FileEntry:
     role: str  # "images", "labels" or "batch"
     filename: str
     count: int
-    size: Optional[int] = None
-    sha256: Optional[str] = None
-    md5: Optional[str] = None
-    url: Optional[str] = None
-    gz_md5: Optional[str] = None
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    url: str | None = None
+    gz_md5: str | None = None
 
 
 #: The preprocessings of :mod:`snnsim.training.data`, by the name a spec gives.
@@ -114,14 +113,14 @@ class DatasetSpec:
     counts: dict
     input_shape: tuple = ()        # (channels, height, width) of one sample
     class_names: tuple = ()        # in label order
-    preprocessing: Optional[str] = None   # a key of PREPROCESSINGS
+    preprocessing: str | None = None   # a key of PREPROCESSINGS
     authors_names: tuple = ()      # the ``dataset:`` values of the authors' files
     files: tuple = ()
-    archive_url: Optional[str] = None
-    archive_md5: Optional[str] = None
-    apt_package: Optional[str] = None
+    archive_url: str | None = None
+    archive_md5: str | None = None
+    apt_package: str | None = None
     downloadable: bool = True
-    manual: Optional[str] = None
+    manual: str | None = None
     aliases: tuple = field(default=())
 
     @property

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
+from ..conv import Conv2d
 from ..datasets.errors import DatasetError
 from ..datasets.registry import authors_dataset, get_spec
-from ..conv import Conv2d
 from ..dropout import Dropout
 from ..layers import Dense, Layer
 from ..network import Network
@@ -119,7 +119,8 @@ def parse_paper_notation(spec: str, input_shape=None, *, conv_padding: int = 0,
         prefix, body = body.split(":", 1)
         declared = _parse_shape_prefix(prefix)
         if input_shape is not None and tuple(input_shape) != declared:
-            raise ValueError(f"spec {spec!r} declares input {declared} but input_shape is {tuple(input_shape)}")
+            raise ValueError(f"spec {spec!r} declares input {declared} but input_shape is "
+                             f"{tuple(input_shape)}")
         input_shape = declared
     if input_shape is None:
         raise ValueError("parse_paper_notation needs input_shape (or a 'CxHxW:' prefix in the spec)")
@@ -262,7 +263,8 @@ def load_authors_yaml(path) -> dict:
     path, cfg = read_config_file(path)
     extra = set(cfg) - {"Network", "Layers"}
     if extra:
-        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(extra)}; expected 'Network' and 'Layers'")
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(extra)}; expected 'Network' "
+                          "and 'Layers'")
     for section in ("Network", "Layers"):
         if not isinstance(cfg.get(section), dict) or not cfg[section]:
             raise ConfigError(f"{path}: missing or empty section {section!r}")
@@ -289,14 +291,15 @@ def authors_settings(net: dict, extra_keys=()) -> dict:
     unknown = (set(net) - set(NETWORK_KEYS_REQUIRED) - set(NETWORK_KEYS_OPTIONAL) - set(NETWORK_KEYS_IGNORED)
                - set(extra_keys))
     if unknown:
-        raise ConfigError(f"Network: unknown key {sorted(unknown)[0]!r} (known: "
-                          f"{sorted(NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL + tuple(NETWORK_KEYS_IGNORED))})")
+        known = sorted(NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL + tuple(NETWORK_KEYS_IGNORED))
+        raise ConfigError(f"Network: unknown key {sorted(unknown)[0]!r} (known: {known})")
     missing = [k for k in NETWORK_KEYS_REQUIRED if k not in net]
     if missing:
         raise ConfigError(f"Network: missing key {missing[0]!r}")
     for key, expected in NETWORK_KEYS_IGNORED.items():
         if expected is not None and key in net and net[key] != expected:
-            raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements {expected!r})")
+            raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements "
+                              f"{expected!r})")
     try:
         dataset = authors_dataset(net["dataset"])
     except DatasetError as exc:

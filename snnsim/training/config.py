@@ -22,11 +22,17 @@ from dataclasses import dataclass, field
 
 from ..datasets.errors import DatasetError
 from ..datasets.registry import DATASETS, canonical_name
-from .builder import (ConfigError, authors_settings, find_config_file, is_authors_yaml,
-                      names_config_file, read_config_file)
-from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 from ..params import READINGS, RESETS, SENSITIVITY_BOUND
 from ..presets import PRESETS
+from .builder import (
+    ConfigError,
+    authors_settings,
+    find_config_file,
+    is_authors_yaml,
+    names_config_file,
+    read_config_file,
+)
+from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 
 LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
@@ -34,7 +40,7 @@ BACKENDS = ("numpy", "cupy")
 DESIRED_TRAINS = ("paper", "authors")
 
 
-def _f(default, help: str):  # noqa: A002 - "help" reads best in the table below
+def _f(default, help: str):  # "help" reads best in the table below
     return field(default=default, metadata={"help": help})
 
 

@@ -61,7 +61,7 @@ class Split:
             if self.augment:
                 if rng is None:
                     raise ValueError("augmentation needs the run's rng")
-                from ..datasets.transforms import CIFAR10_BLACK, random_crop_flip  # noqa: PLC0415
+                from ..datasets.transforms import CIFAR10_BLACK, random_crop_flip
                 x = random_crop_flip(x, rng, pad=CIFAR10_CROP_PAD, fill=CIFAR10_BLACK)
         return x, self.y[idx]
 
@@ -75,8 +75,8 @@ def _subset_index(n: int, subset: int | None, evenly: bool = False) -> np.ndarra
 
 
 def _load_mnist(dataset: str, split: str, cfg, subset, dtype) -> Split:
-    from ..datasets.idx import load_idx_dataset  # noqa: PLC0415
-    from ..datasets.transforms import normalize_mnist  # noqa: PLC0415
+    from ..datasets.idx import load_idx_dataset
+    from ..datasets.transforms import normalize_mnist
     images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
     x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
@@ -84,8 +84,8 @@ def _load_mnist(dataset: str, split: str, cfg, subset, dtype) -> Split:
 
 
 def _load_cifar10(dataset: str, split: str, cfg, subset, dtype) -> Split:
-    from ..datasets.cifar import load_cifar10  # noqa: PLC0415
-    from ..datasets.transforms import normalize_cifar10  # noqa: PLC0415
+    from ..datasets.cifar import load_cifar10
+    from ..datasets.transforms import normalize_cifar10
     images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
     x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
@@ -94,7 +94,7 @@ def _load_cifar10(dataset: str, split: str, cfg, subset, dtype) -> Split:
 
 
 def _load_events(dataset: str, split: str, cfg, subset, dtype) -> Split:
-    from ..datasets.nmnist import NMNISTDataset  # noqa: PLC0415
+    from ..datasets.nmnist import NMNISTDataset
     frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
                            dtype=np.uint8, strict=False)
     idx = _subset_index(len(frames), subset, evenly=True)

@@ -31,19 +31,33 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as data_mod
 from ..backend import get_backend
-from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
-                         load_checkpoint, restore_rng, save_checkpoint)
-from .builder import count_parameters, layers_from_spec, names_config_file
-from .config import (ConfigError, TrainConfig, check_key, describe_fields, field_names,
-                     load_config_file, normalize_key)
 from ..datasets.registry import get_spec
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
-from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
+from . import data as data_mod
+from .builder import count_parameters, layers_from_spec, names_config_file
+from .checkpoint import (
+    CheckpointError,
+    atomic_copy,
+    atomic_write,
+    checkpoint_epoch,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import (
+    ConfigError,
+    TrainConfig,
+    check_key,
+    describe_fields,
+    field_names,
+    load_config_file,
+    normalize_key,
+)
+from .optim import AdamW, clamp_weights, clip_grad_norm
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
@@ -214,7 +228,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
     ``interrupted`` (True after Ctrl-C), ``epochs_done``.
     """
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
     xp = get_backend(cfg.backend)
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
@@ -459,7 +473,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
 
 
 def main(argv=None) -> int:
-    from ..datasets.errors import DatasetError  # noqa: PLC0415
+    from ..datasets.errors import DatasetError
     cfg, ckpt = parse_args(argv)
     try:
         result = run(cfg, resume=ckpt)
