@@ -31,11 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnsim.training import data as data_mod  # noqa: E402
-from snnsim.training.config import TrainConfig, load_config_file  # noqa: E402
-from snnsim.loss import predict  # noqa: E402
-from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm  # noqa: E402
-from snnsim.training.train import build_network, make_loss, train_step  # noqa: E402
+from snnsim.datasets.registry import get_spec
+from snnsim.loss import predict
+from snnsim.training import data as data_mod
+from snnsim.training.config import TrainConfig, load_config_file
+from snnsim.training.optim import AdamW, clamp_weights, clip_grad_norm
+from snnsim.training.train import make_loss, make_network, train_step
 
 EPOCH_SAMPLES = 60_000
 
@@ -45,11 +46,11 @@ def get_split(cfg: TrainConfig, n: int):
     try:
         split = data_mod.load_split(cfg.dataset, "train", cfg.replace(train_subset=n))
         return split, "real"
-    except Exception as exc:  # noqa: BLE001 - any missing-data error: fall back, say so
+    except Exception as exc:  # any missing-data error: fall back, say so
         rng = np.random.default_rng(0)
-        shape = data_mod.INPUT_SHAPES[cfg.dataset]
-        x = rng.standard_normal((n, *shape)).astype(cfg.dtype)
-        y = rng.integers(0, data_mod.N_CLASSES, n)
+        spec = get_spec(cfg.dataset)
+        x = rng.standard_normal((n, *spec.input_shape)).astype(cfg.dtype)
+        y = rng.integers(0, spec.n_classes, n)
         return data_mod.Split("train", "static", y, x=x), f"synthetic ({type(exc).__name__})"
 
 
@@ -99,7 +100,7 @@ def main(argv=None):
                       data_dir=args.data_dir)
     n_samples = (args.batches + args.warmup) * args.batch_size
     split, source = get_split(cfg, n_samples)
-    net = build_network(cfg)
+    net = make_network(cfg)
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)
     rng = np.random.default_rng([cfg.seed, 1])

@@ -1,8 +1,8 @@
 """TSSL-BP written out one neuron and one time step at a time: the test oracle.
 
 Everything here is plain Python floats and ``for`` loops, meant to be stepped
-through in a debugger (``python3 -m pdb``) with the paper and
-``shared/design/tsslbp.md`` open beside it. Every line names the equation it
+through in a debugger (``python3 -m pdb``) with the paper and the design doc
+open beside it. Every line names the equation it
 implements: "(n)" is the paper's main text, "(S n)" its supplementary
 material, "§n" a section of the design doc.
 
@@ -143,7 +143,9 @@ def input_filter(x, tau_s):
 # Backward of one neuron: the pieces
 # =============================================================================
 def psc_reverse_sum(g, tau_s):
-    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 10), §5.
+    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 9), (S 14), §5.
+
+    The sum over k of (S 9) with the PSC kernel of ∂a[t_k]/∂t_m (S 14).
 
     (The engine uses the equivalent recursion S[t] = θs g[t] + (1-θs) S[t+1].)
     """
@@ -177,7 +179,7 @@ def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVIT
     g, u, du, a = _floats(g), _floats(u), _floats(du), _floats(a)
     theta_m = 1.0 / tau_m                                   # θm = 1/τm
     T = len(g)
-    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 10)
+    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 9), (S 14)
     delta = [0.0] * T
     rho = 0.0                                               # ρ = G[t+1], the un-replaced carry
     for t in reversed(range(T)):
@@ -227,11 +229,12 @@ def timing_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=None, warmu
     ln_leak = math.log(1.0 - theta_m)                       # ln(1-θm) < 0: continuous membrane decay rate
     ln_syn = math.log(1.0 - theta_s)                        # ln(1-θs) < 0: continuous PSC decay rate
     T = len(g)
-    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 10)
+    S = psc_reverse_sum(g, tau_s)                           # S[t] = Σ_{k≥t} κ[k-t] g[k]   (S 9), (S 14)
     delta = [0.0] * T
     delta_next = 0.0                                        # G[t+1] = ∂L/∂u[t+1] (0 beyond T-1)
     for t in reversed(range(T)):
-        B = (1.0 - theta_m) * delta_next                    # ∂L/∂ū[t], from u[t+1] = (1-θm) ū[t] + x[t+1]   (4)
+        # ∂L/∂ū[t], from u[t+1] = (1-θm) ū[t] + x[t+1]   (4)
+        B = (1.0 - theta_m) * delta_next
         if s[t]:
             r = bounded_inverse(du[t], bound)               # 1/Δu[t] = ∂λ/∂u[t] = -∂τ/∂u[t]   (S 15), §6
             if reset == "zero":
@@ -313,7 +316,7 @@ def phi_matrix_loops(u, du, s, a, tau_m, tau_s, v_th, reset, reading="authors",
         return [[0.0] * T for _ in range(T)]                # a fresh T×T matrix of zeros
 
     phi_1, phi_2, leak, warm = zeros(), zeros(), zeros(), zeros()
-    chain = zeros()                                         # un-replaced φ, what earlier columns chain through
+    chain = zeros()                                         # un-replaced φ: earlier columns chain through it
     for m in reversed(range(T)):
         p = m + 1                                           # the next spike after m ...
         while p < T and not s[p]:
@@ -371,7 +374,7 @@ def event_shift_neuron(x, s0, u0, du0, tau_m, tau_s, v_th, reset):
         else:
             u_reset_prev = u_t                              # no spike: ū[t] = u[t]
         a_t = 0.0
-        for m_j, tau_j in spike_times:                      # every spike with m_j ≤ t
+        for _m_j, tau_j in spike_times:                     # every spike with m_j ≤ t
             a_t += theta_s * (1.0 - theta_s) ** (t - tau_j)  # θs (1-θs)^{t-τ_j}   (2), §6
         a.append(a_t)
     return a
@@ -561,8 +564,8 @@ def network_backward_loops(dL_da, forward, weights, tau_m, tau_s, v_th, reset, r
     n_layers = len(weights)
     dWs, deltas = [None] * n_layers, [None] * n_layers
     g = np.asarray(dL_da, dtype=np.float64)                 # g^L = ∂L/∂a^L, (T, B, C)
-    for l in reversed(range(n_layers)):
-        layer = forward["layers"][l]
+    for li in reversed(range(n_layers)):
+        layer = forward["layers"][li]
         T, B, n = layer["u"].shape
         delta = np.zeros((T, B, n), dtype=np.float64)       # δ^l, (T, B, N_l)
         for b in range(B):
@@ -571,9 +574,9 @@ def network_backward_loops(dL_da, forward, weights, tau_m, tau_s, v_th, reset, r
                     g[:, b, i], layer["u"][:, b, i], layer["du"][:, b, i], layer["s"][:, b, i],
                     layer["a"][:, b, i], tau_m, tau_s, v_th, reset,
                     reading=reading, bound=bound, warmup=warmup)           # (9), (S 17)
-        a_prev = forward["layers"][l - 1]["a"] if l > 0 else forward["input_psc"]
-        g, dWs[l] = dense_backward_loops(delta, a_prev, weights[l])        # (8), (10)
-        deltas[l] = delta
+        a_prev = forward["layers"][li - 1]["a"] if li > 0 else forward["input_psc"]
+        g, dWs[li] = dense_backward_loops(delta, a_prev, weights[li])      # (8), (10)
+        deltas[li] = delta
     return dWs, deltas
 
 

@@ -116,7 +116,8 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str) -> str:
                      if r["experiment"] == exp.split("+")[0] and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
         lines += [f"## {exp}", "",
-                  f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), {s['epochs']} epochs, "
+                  f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), "
+                  f"{s['epochs']} epochs, "
                   f"`{s['command']}`, on {device}; {s['wall_s_per_run']:.0f} s per run; "
                   f"commit {', '.join(s['commit'])}.", "",
                   "| source | final (mean ± std) | best (mean ± std) | best (max) |", "|---|---|---|---|"]
@@ -134,7 +135,8 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str) -> str:
         lines += ["", "| seed | final | best | best epoch | wall s |", "|---|---|---|---|---|"]
         for r in sorted(runs, key=lambda r: r["cfg"]["seed"]):
             best_epoch = max(r["rows"], key=lambda row: row["test_acc"])["epoch"]
-            lines.append(f"| {r['cfg']['seed']} | {r['final']:.2f} | {r['best']:.2f} | {best_epoch} | {r['wall_s']:.0f} |")
+            lines.append(f"| {r['cfg']['seed']} | {r['final']:.2f} | {r['best']:.2f} | {best_epoch} "
+                         f"| {r['wall_s']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 

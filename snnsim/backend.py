@@ -23,7 +23,7 @@ class BackendError(RuntimeError):
 
 def _cupy() -> ModuleType:
     try:
-        import cupy  # noqa: PLC0415  (the one CuPy import of snnsim)
+        import cupy  # the one CuPy import of snnsim
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise BackendError(
             "the 'cupy' backend needs CuPy: install the wheel matching your CUDA "
@@ -89,11 +89,6 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def asarray(a, xp: ModuleType, dtype=None):
-    """``a`` as an array of module ``xp`` (host-to-device copy when xp is CuPy)."""
-    return xp.asarray(a, dtype=dtype)
-
-
 def synchronize(xp: ModuleType) -> None:
     """Wait for the device to finish queued work (CuPy); nothing for NumPy.
     Call it only where a number is read: timings, printed figures."""
@@ -116,7 +111,7 @@ class PeakMemory:
 
     def __enter__(self):
         if self.xp is np:
-            import tracemalloc  # noqa: PLC0415
+            import tracemalloc
             self._tm = tracemalloc
             self._was_tracing = tracemalloc.is_tracing()
             if not self._was_tracing:

@@ -54,7 +54,8 @@ def _check_conv_args(in_shape, w_shape, stride: int, padding: int):
         raise ValueError(f"Conv2d needs padding >= 0, got {padding}")
     C, H, W = in_shape
     if C != c_in:
-        raise ValueError(f"Conv2d kernel expects {c_in} input channels, got {C} (input shape {tuple(in_shape)})")
+        raise ValueError(f"Conv2d kernel expects {c_in} input channels, got {C} "
+                         f"(input shape {tuple(in_shape)})")
     H_out = conv_output_size(H, kh, stride, padding)
     W_out = conv_output_size(W, kw, stride, padding)
     if H_out < 1 or W_out < 1:

@@ -19,7 +19,7 @@ warmup=False)`` computes.
 from __future__ import annotations
 
 from .backend import array_module
-from .neuron import LIFState
+from .neuron import LIFState, NeuronModel
 from .params import NeuronParams
 
 
@@ -50,7 +50,14 @@ def event_shift_lif(x, nominal: LIFState, neuron: NeuronParams):
 
 def event_shift_forward(net, x_in, nominal_cache, train: bool = False, rng=None):
     """Output PSC of ``net`` under the event-shift model around ``nominal_cache``
-    (a :class:`~snnsim.network.NetworkCache` of a discrete forward pass)."""
-    def neuron_forward(x, i, neuron):
-        return event_shift_lif(x, nominal_cache.states[i], neuron), None
-    return net.forward(x_in, train=train, rng=rng, neuron_forward=neuron_forward)[0]
+    (a :class:`~snnsim.network.NetworkCache` of a discrete forward pass).
+
+    The model's ``forward`` is called once per spiking layer, in order; it takes
+    each layer's nominal state in that order. It has no backward (its gradient
+    is what the ``timing`` reading computes)."""
+    nominal = iter([state for state in nominal_cache.states if state is not None])
+
+    def forward(x, neuron):
+        return event_shift_lif(x, next(nominal), neuron), None
+
+    return net.forward(x_in, train=train, rng=rng, model=NeuronModel(forward, None))[0]

@@ -9,20 +9,36 @@ The input is filtered once by the synapse (a^0 = κ * x_in). Each spiking layer
 (dense, conv) turns the PSC below into currents x = W a, and its LIF neurons
 turn x into spikes and a PSC; non-spiking layers (pool, dropout) act on PSCs.
 The cache keeps every layer's :class:`~snnsim.neuron.LIFState` (x, u, Δu, s, a)
-for the backward pass and for inspection.
+for the backward pass and for inspection. The neuron model is a pair of hooks,
+:class:`~snnsim.neuron.NeuronModel` (default :data:`snnsim.tsslbp.LIF`).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from .backend import array_module, get_backend
 from .layers import Layer
-from .neuron import LIFState, lif_forward, psc_filter
+from .neuron import LIFState, NeuronModel, psc_filter
 from .params import GradientParams, NeuronParams
-from .cuda.kernels import fused_lif_backward, fused_lif_forward
-from .tsslbp import lif_backward
+from .tsslbp import LIF
+
+
+class BackwardPass(NamedTuple):
+    """Everything one backward pass computed, per layer i (input side first):
+
+    grads[i] : ∂L/∂θ, a dict keyed like ``layers[i].params``;
+    g[i] : ∂L/∂a^i, the error handed to layer i at its output ``(T, B, ...)``;
+    deltas[i] : δ^i = ∂L/∂u^i of a spiking layer (None for the others).
+
+    For a static input the first layer's own backward receives Σ_t γ[t] δ[t]
+    ``(1, B, ...)`` (see :meth:`Network.forward`); ``deltas[0]`` is δ over time.
+    """
+
+    grads: list
+    g: list
+    deltas: list
 
 
 class NetworkCache(NamedTuple):
@@ -72,17 +88,23 @@ class Network:
     seed : seed of the initialisation (a NumPy Generator; the same weights on
         both backends).
     fused : run each LIF layer's forward and backward as one CUDA kernel per
-        pass (:mod:`snnsim.kernels`); needs ``backend="cupy"``.
+        pass (:data:`snnsim.cuda.kernels.FUSED_LIF`); needs ``backend="cupy"``.
+    model : the :class:`~snnsim.neuron.NeuronModel` of every spiking layer
+        (default :data:`snnsim.tsslbp.LIF`; with ``fused``, its CUDA twin).
     """
 
     def __init__(self, layers: list[Layer], input_shape: tuple, neuron: NeuronParams = NeuronParams(),
                  grad: GradientParams = GradientParams(), backend: str = "numpy",
-                 dtype: str = "float32", seed: int = 0, fused: bool = False):
+                 dtype: str = "float32", seed: int = 0, fused: bool = False,
+                 model: NeuronModel | None = None):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if fused and backend != "cupy":
             raise ValueError("fused=True needs backend='cupy' (the fused LIF kernels are CUDA kernels)")
+        if fused and model is not None:
+            raise ValueError("fused=True chooses the fused LIF model; do not pass model= too")
         self.fused = fused
+        self.model = _fused().FUSED_LIF if fused else (model or LIF)
         self.layers = list(layers)
         self.input_shape = tuple(int(n) for n in input_shape)
         self.neuron = neuron
@@ -111,13 +133,12 @@ class Network:
         return "-".join(layer.describe() for layer in self.layers)
 
     # --- forward ---------------------------------------------------------------
-    def forward(self, x_in, train: bool = False, rng=None,
-                neuron_forward: Callable | None = None):
+    def forward(self, x_in, train: bool = False, rng=None, model: NeuronModel | None = None):
         """Run the network on ``x_in`` ``(T, B, *input_shape)``.
 
-        ``train`` enables dropout, drawing masks from ``rng``. ``neuron_forward``
-        replaces :func:`lif_forward` — ``f(x, layer_index, neuron) -> (a, state)``
-        — e.g. by the event-shift model (:mod:`snnsim.eventshift`).
+        ``train`` enables dropout, drawing masks from ``rng``. ``model`` replaces
+        the network's neuron model for this call (its ``forward`` is used), e.g.
+        by the event-shift model (:mod:`snnsim.eventshift`).
         Returns ``(a_out, cache)``: the output PSC ``(T, B, C)`` and a
         :class:`NetworkCache`.
         """
@@ -125,7 +146,8 @@ class Network:
         if xp is not self.xp:
             raise TypeError(f"input is a {xp.__name__} array but the network lives on {self.backend}")
         if tuple(x_in.shape[2:]) != self.input_shape:
-            raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), got {x_in.shape}")
+            raise ValueError(f"expected input (T, B, {', '.join(map(str, self.input_shape))}), "
+                             f"got {x_in.shape}")
         T = x_in.shape[0]
         gain = None
         if T > 1 and x_in.strides[0] == 0:                                 # repeat_static view
@@ -135,6 +157,7 @@ class Network:
         else:
             a = psc_filter(x_in.astype(self.dtype, copy=False), self.neuron.theta_s)  # a^0, (T, B, ...)
         input_psc = a
+        model = model or self.model
         layer_caches, states = [], []
         for i, layer in enumerate(self.layers):
             if i == 0 and gain is not None:
@@ -144,11 +167,7 @@ class Network:
                 out, cache = layer.forward(a, train=train, rng=rng)
             state = None
             if layer.spiking:
-                if neuron_forward is None:
-                    lif = _fused().fused_lif_forward if self.fused else lif_forward
-                    a, state = lif(out, self.neuron_of(layer))
-                else:
-                    a, state = neuron_forward(out, i, self.neuron_of(layer))
+                a, state = model.forward(out, self.neuron_of(layer))
             else:
                 a = out
             layer_caches.append(cache)
@@ -157,41 +176,37 @@ class Network:
 
     # --- backward --------------------------------------------------------------
     def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
-                 lif_backward_fn: Callable | None = None) -> list[dict]:
-        """∂L/∂θ for every layer from g^L = ∂L/∂a^L ``(T, B, C)``.
+                 model: NeuronModel | None = None) -> list[dict]:
+        """∂L/∂θ for every layer from g^L = ∂L/∂a^L ``(T, B, C)``: the ``grads`` of
+        :meth:`backward_pass`. Returns one dict per layer, keyed like ``layer.params``."""
+        return self.backward_pass(dL_da, cache, grad, model).grads
 
-        Per spiking layer, top down: δ^l = lif_backward(g^l) (9), then
+    def backward_pass(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
+                      model: NeuronModel | None = None) -> BackwardPass:
+        """The backward walk, every intermediate kept (:class:`BackwardPass`).
+
+        Per spiking layer, top down: δ^l = backward(g^l) (9), then
         ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8) and g^{l-1} = W^lᵀ δ^l (10).
-        ``grad`` overrides the network's reading for this call;
-        ``lif_backward_fn(g, state, neuron) -> δ`` replaces TSSL-BP's LIF backward
-        altogether (e.g. a surrogate gradient, or the O(T²) explicit-φ baseline).
-        Returns one dict per layer, keyed like ``layer.params``.
+        ``grad`` overrides the network's reading for this call; ``model``
+        the neuron model (its ``backward(g, state, neuron, grad) -> δ``), e.g. a
+        surrogate gradient or the O(T²) explicit-φ baseline.
         """
-        return self._backward(dL_da, cache, grad or self.grad, lif_backward_fn)[0]
-
-    def deltas(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
-               lif_backward_fn: Callable | None = None) -> list:
-        """δ^l = ∂L/∂u^l of every spiking layer (None for the others), for inspection."""
-        return self._backward(dL_da, cache, grad or self.grad, lif_backward_fn)[1]
-
-    def _backward(self, dL_da, cache, grad, lif_backward_fn=None):
+        grad = grad or self.grad
+        model = model or self.model
         xp = array_module(dL_da)
-        if lif_backward_fn is None:
-            lif = _fused().fused_lif_backward if self.fused else lif_backward
-
-            def lif_backward_fn(g, state, neuron):
-                return lif(g, state, neuron, grad)
-        grads: list[dict] = [{} for _ in self.layers]
-        deltas: list = [None] * len(self.layers)
+        n = len(self.layers)
+        grads: list[dict] = [{} for _ in range(n)]
+        gs, deltas = [None] * n, [None] * n
         g = dL_da
-        for i in reversed(range(len(self.layers))):
+        for i in reversed(range(n)):
             layer, state = self.layers[i], cache.states[i]
+            gs[i] = g
             if layer.spiking:
-                g = deltas[i] = lif_backward_fn(g, state, self.neuron_of(layer))
+                g = deltas[i] = model.backward(g, state, self.neuron_of(layer), grad)
             if i == 0 and cache.input_gain is not None:                   # static input: Σ_t γ[t] g[t]
                 g = xp.tensordot(cache.input_gain, g, axes=(0, 0))[None]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
-        return grads, deltas
+        return BackwardPass(grads, gs, deltas)
 
 
 def _fused():
@@ -205,4 +220,4 @@ def _expand(gain, n_trailing: int):
     return gain.reshape(gain.shape + (1,) * n_trailing)
 
 
-__all__ = ["Network", "NetworkCache", "repeat_static", "LIFState"]
+__all__ = ["BackwardPass", "LIFState", "Network", "NetworkCache", "repeat_static"]

@@ -8,6 +8,7 @@ quantity (x, u, Δu, s, a) for the backward pass and for inspection.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .backend import array_module
@@ -26,6 +27,23 @@ class LIFState(NamedTuple):
     du: object
     s: object
     a: object
+
+
+class NeuronModel(NamedTuple):
+    """A neuron model for :class:`~snnsim.network.Network`: two hooks with
+    matching arguments, the layer's parameters last but one::
+
+        forward(x, neuron) -> (a, state)         currents (T, B, ...) -> PSC, state
+        backward(g, state, neuron, grad) -> δ    g = ∂L/∂a -> δ = ∂L/∂u (= ∂L/∂x)
+
+    ``state`` is whatever ``forward`` keeps for ``backward`` (LIF: a
+    :class:`LIFState`); ``neuron`` the layer's :class:`NeuronParams`; ``grad`` the
+    :class:`~snnsim.params.GradientParams` of the pass. LIF with TSSL-BP is
+    :data:`snnsim.tsslbp.LIF`; a second model is one module defining its pair.
+    """
+
+    forward: Callable
+    backward: Callable
 
 
 def membrane_update(u_reset_prev, x_t, theta_m: float):

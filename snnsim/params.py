@@ -73,9 +73,10 @@ class GradientParams:
     Attributes
     ----------
     reading : ``"authors"`` — what the public code computes: ∂a[t_k]/∂t_m = -κ[k-m]
-        and the reset moves u[t_p] by -θm R (1-θm)^{p-m-1}; or ``"timing"`` — the
-        exact derivative of the event-shift model: ∂a[t_k]/∂t_m = -ln(1-θs) κ[k-m]
-        and -R ln(1-θm) (1-θm)^{p-m}.
+        and ∂u[t_p]/∂t_m = -θm R (1-θm)^{p-m-1} (the reset at t_m moves the membrane
+        at the next spike t_p); or ``"timing"`` — the exact derivative of the
+        event-shift model: ∂a[t_k]/∂t_m = -ln(1-θs) κ[k-m] and
+        ∂u[t_p]/∂t_m = R ln(1-θm) (1-θm)^{p-m} (< 0: a later reset leaves less charge).
     sensitivity_bound : bound on |∂t_m/∂u[t_m]| (S 2.3), or None for the exact value.
     warmup : replace δ[t] by the sigmoid surrogate where a[t] < 1/(4τs) (S 2.3).
     """

@@ -30,7 +30,7 @@ PRESETS = {
                       target_filter_passes=2, reading="authors"),
     # The paper's text: reset by V_th (6), [0,1,0,1,1] (S 2.4) filtered once (7).
     # The φ reading stays the training default, `authors`: read literally, the
-    # text's (S 14)-(15) give the `timing` sign of φ<1>, which does not train
+    # text's (S 14)-(S 15) give the `timing` sign of φ<1>, which does not train
     # (chance accuracy on Fashion-MNIST; reference/fidelity.md says why), so it
     # is a separate switch (--reading timing), not part of a preset.
     "paper": Preset("paper", reset="subtract", desired_train="paper",

@@ -32,10 +32,10 @@ an independent per-neuron loop.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .backend import array_module
-from .neuron import LIFState, membrane_update, psc_update
+from .neuron import LIFState, NeuronModel, lif_forward, membrane_update, psc_update
 from .params import WARMUP_WIDTH, NeuronParams
 from .tsslbp import leak_path, psc_reverse_sum, warmup_surrogate
 
@@ -127,23 +127,35 @@ def smooth_lif_forward(x, neuron: NeuronParams, width: float = DEFAULT_SURROGATE
     return a, LIFState(x=x, u=u, du=du, s=s, a=a)
 
 
+def surrogate_model(detach_reset: bool = True, surrogate: Callable | None = None) -> NeuronModel:
+    """LIF neurons with the surrogate-gradient BPTT backward, as a neuron model for
+    :class:`~snnsim.network.Network` (the gradient reading ``grad`` has no meaning here)."""
+    def backward(dL_da, state, neuron, grad):
+        return surrogate_lif_backward(dL_da, state, neuron, detach_reset=detach_reset,
+                                      surrogate=surrogate)
+    return NeuronModel(forward=lif_forward, backward=backward)
+
+
 def network_backward(net, dL_da, cache, lif_backward_fn: Callable) -> list[dict]:
     """∂L/∂θ for every layer of ``net`` with ``lif_backward_fn(g, state, neuron) -> δ`` in
-    place of TSSL-BP's LIF backward: :meth:`snnsim.network.Network.backward` (top down:
-    δ^l = f(g^l), ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8), g^{l-1} = W^lᵀ δ^l (10)).
-    Returns one dict per layer, keyed like ``layer.params``.
+    place of the network's neuron backward: :meth:`snnsim.network.Network.backward`
+    with that function as the model's backward. The interface of the fidelity
+    study's variants; new code passes a :class:`~snnsim.neuron.NeuronModel` to
+    ``Network.backward`` itself.
     """
-    return net.backward(dL_da, cache, lif_backward_fn=lif_backward_fn)
+    def backward(g, state, neuron, grad):
+        return lif_backward_fn(g, state, neuron)
+    return net.backward(dL_da, cache, model=net.model._replace(backward=backward))
 
 
 def surrogate_backward(net, dL_da, cache, detach_reset: bool = True,
                        surrogate: Callable | None = None) -> list[dict]:
-    """Whole-network surrogate-gradient BPTT: :func:`network_backward` with
-    :func:`surrogate_lif_backward` in every spiking layer."""
-    def fn(g, state, neuron):
-        return surrogate_lif_backward(g, state, neuron, detach_reset=detach_reset, surrogate=surrogate)
-    return network_backward(net, dL_da, cache, fn)
+    """Whole-network surrogate-gradient BPTT: :meth:`snnsim.network.Network.backward`
+    with :func:`surrogate_model` (top down: δ^l by :func:`surrogate_lif_backward`,
+    ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8), g^{l-1} = W^lᵀ δ^l (10))."""
+    return net.backward(dL_da, cache, model=surrogate_model(detach_reset, surrogate))
 
 
 __all__ = ["DEFAULT_SURROGATE_WIDTH", "network_backward", "reset_derivatives", "sigmoid",
-           "sigmoid_surrogate", "smooth_lif_forward", "surrogate_backward", "surrogate_lif_backward"]
+           "sigmoid_surrogate", "smooth_lif_forward", "surrogate_backward", "surrogate_lif_backward",
+           "surrogate_model"]

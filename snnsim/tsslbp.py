@@ -8,7 +8,7 @@ Notation (design doc section 1): g[t] = ∂L/∂a[t] arrives at a layer (``dL_da
 and this module computes the sum without forming φ, by one reverse recursion
 per neuron (O(T) time, O(1) carry):
 
-    S[t] = Σ_{k≥t} κ[k-t] g[k] = θs g[t] + (1-θs) S[t+1]                (S 10)
+    S[t] = Σ_{k≥t} κ[k-t] g[k] = θs g[t] + (1-θs) S[t+1]          (9) with (12)
     spike step m:  G[m] = φ<1>-sum + φ<2>-sum + (pass-through of the reset)
     silent step t: G[t] = (1-θm) G[t+1]                                    (leak)
     δ[t] = G[t], or σ'(u[t]) S[t] where warm-up applies                     (S 2.3)
@@ -16,13 +16,13 @@ per neuron (O(T) time, O(1) carry):
 Each term has two readings (``GradientParams.reading``): ``authors`` — what the
 authors' public code computes (design doc section 5) — and ``timing`` — the
 exact derivative of the event-shift model (section 6). :func:`phi_matrix`
-builds φ explicitly, term by term, from the paper's next-spike form (16); it is
+builds φ explicitly, term by term, from the paper's next-spike form (13), (14); it is
 slow, for inspection and as the oracle of :func:`lif_backward`.
 """
 from __future__ import annotations
 
 from .backend import array_module
-from .neuron import LIFState
+from .neuron import LIFState, NeuronModel, lif_forward
 from .params import (
     WARMUP_PSC_FRACTION,
     WARMUP_WIDTH,
@@ -48,7 +48,8 @@ def kernel_matrix(n_steps: int, theta_s: float, xp, dtype):
 
 
 def psc_reverse_sum(dL_da, theta_s: float):
-    """S[t] = Σ_{k≥t} κ[k-t] g[k], by S[t] = θs g[t] + (1-θs) S[t+1]   (S 10).
+    """S[t] = Σ_{k≥t} κ[k-t] g[k], by S[t] = θs g[t] + (1-θs) S[t+1]: the sum over
+    k of (9) with the PSC kernel of ∂a[t_k]/∂t_m (12).
 
     The error a spike at t would carry through its own PSC: Σ_k ∂a[k]/∂s[t] g[k].
     ``dL_da`` is ``(T, ...)``; returns the same shape.
@@ -62,9 +63,9 @@ def psc_reverse_sum(dL_da, theta_s: float):
     return S
 
 
-# --- φ<1>: the inter-neuron term, (13)-(15) ---------------------------------
+# --- φ<1>: the inter-neuron term, (11)-(12) ---------------------------------
 def spike_time_sensitivity(du, s, bound: float | None):
-    """∂t_m/∂u[t_m] = -1 / (∂u/∂t at t_m) = -1/Δu[t_m] at a spike, 0 elsewhere   (15).
+    """∂t_m/∂u[t_m] = -1 / (∂u/∂t at t_m) = -1/Δu[t_m] at a spike, 0 elsewhere   (12).
 
     Within step m the membrane is taken to rise linearly by Δu[m], so the
     threshold crossing is at t* = m - (u[m] - V_th)/Δu[m] (design doc section 6).
@@ -79,7 +80,7 @@ def spike_time_sensitivity(du, s, bound: float | None):
 
 
 def psc_shift_scale(theta_s: float, reading: str) -> float:
-    """c in ∂a[t_k]/∂t_m = -c κ[k-m] (k ≥ m): how a spike's PSC moves with its time   (14).
+    """c in ∂a[t_k]/∂t_m = -c κ[k-m] (k ≥ m): how a spike's PSC moves with its time   (12).
 
     ``timing``: a spike at real time τ adds θs (1-θs)^{k-τ} at step k, so
     ∂a[k]/∂τ = -ln(1-θs) κ[k-m] and c = ln(1-θs) < 0 (a later spike has decayed
@@ -90,7 +91,7 @@ def psc_shift_scale(theta_s: float, reading: str) -> float:
 
 
 def phi_inter(S_t, dt_du_t, theta_s: float, reading: str):
-    """Σ_k φ<1>(t_k, t_m) g[t_k] at step m, φ<1> = ∂a[t_k]/∂t_m · ∂t_m/∂u[t_m]   (13).
+    """Σ_k φ<1>(t_k, t_m) g[t_k] at step m, φ<1> = ∂a[t_k]/∂t_m · ∂t_m/∂u[t_m]   (11).
 
     = -c S[m] ∂t_m/∂u[m] with c from :func:`psc_shift_scale`; zero where no spike
     (``dt_du_t`` is zero there).
@@ -98,7 +99,7 @@ def phi_inter(S_t, dt_du_t, theta_s: float, reading: str):
     return -psc_shift_scale(theta_s, reading) * S_t * dt_du_t
 
 
-# --- φ<2>: the intra-neuron (reset) term, (16) --------------------------------
+# --- φ<2>: the intra-neuron (reset) term, (13) --------------------------------
 def reset_size(u, neuron: NeuronParams):
     """R, what a reset removes: u[t_m] for the ``zero`` reset, V_th for ``subtract``."""
     xp = array_module(u)
@@ -111,7 +112,7 @@ def reset_shift_coefficient(neuron: NeuronParams, reading: str) -> float:
     """b in ∂u[t_m + 1]/∂t_m = b R: how the reset at t_m moves the next membrane value.
 
     Carried on through the leak, ∂u[t_p]/∂t_m = b R (1-θm)^{p-m-1}, the factor
-    ∂(ν * s[t_m])[t_p]/∂t_m of (16) with ν the reset kernel.
+    ∂(ν * s[t_m])[t_p]/∂t_m of (13) with ν the reset kernel.
     ``timing``: a reset of size R at real time τ contributes -R (1-θm)^{t-τ} at
     step t, so b = (1-θm) ln(1-θm). ``authors``: b = -θm (one step less of decay
     and θm for -ln(1-θm); design doc section 5).
@@ -123,11 +124,11 @@ def reset_shift_coefficient(neuron: NeuronParams, reading: str) -> float:
 
 
 def phi_intra(dL_du_next, R_t, dt_du_t, b: float):
-    """Σ_k φ<2>(t_k, t_m) g[t_k] at step m   (16):
+    """Σ_k φ<2>(t_k, t_m) g[t_k] at step m   (13):
     ∂L/∂u[m+1] · ∂u[m+1]/∂t_m · ∂t_m/∂u[m] = G[m+1] · b R · ∂t_m/∂u[m].
 
     Through G[m+1] (= (1-θm)^{p-m-1} G[p] for the next spike p) it chains over all
-    later spikes, as φ(t_k, t_p) does in (16).
+    later spikes, as φ(t_k, t_p) does in (13).
     """
     return dL_du_next * b * R_t * dt_du_t
 
@@ -194,8 +195,18 @@ def lif_backward(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientPar
         G[t] = carry
     if not grad.warmup:
         return G
-    warm = warmup_mask(state.a, theta_s)
-    return xp.where(warm, warmup_surrogate(state.u, neuron.v_th) * S, G)
+    return warmup_replace(G, S, state, neuron)
+
+
+def warmup_replace(delta, S, state: LIFState, neuron: NeuronParams):
+    """δ[t] = σ'(u[t]) S[t] where a[t] < 1/(4τs), ``delta`` elsewhere   (S 2.3).
+
+    The warm-up replaces δ, not the carry of the recursion: the steps before
+    still chain through the un-replaced G.
+    """
+    xp = array_module(delta)
+    warm = warmup_mask(state.a, neuron.theta_s)
+    return xp.where(warm, warmup_surrogate(state.u, neuron.v_th) * S, delta)
 
 
 # --- φ explicitly, for inspection and as a test oracle -------------------------
@@ -218,8 +229,8 @@ def phi_matrix(state: LIFState, neuron: NeuronParams, grad: GradientParams, term
     Built column by column from the next-spike form of the paper, independent of
     the recursion in :func:`lif_backward`; p is the next spike after m:
 
-    - φ<1>(k, m) = -c κ[k-m] ∂t_m/∂u[m]                          spike at m   (13)
-    - φ<2>(k, m) = φ(k, p) · b R[m] (1-θm)^{p-m-1} · ∂t_m/∂u[m]   spike at m   (16)
+    - φ<1>(k, m) = -c κ[k-m] ∂t_m/∂u[m]                          spike at m   (11)
+    - φ<2>(k, m) = φ(k, p) · b R[m] (1-θm)^{p-m-1} · ∂t_m/∂u[m]   spike at m   (13)
     - leak(k, m) = (1-θm)^{p-m} φ(k, p)     silent m; also a spike at m with the
       ``subtract`` reset (the membrane passes the reset)
     - warm-up(k, m) = κ[k-m] σ'(u[m]) replaces the whole column where a[m] < 1/(4τs);
@@ -277,3 +288,10 @@ def lif_backward_explicit(dL_da, state: LIFState, neuron: NeuronParams, grad: Gr
     g = xp.moveaxis(dL_da, 0, -1)                                         # (B, ..., T) over k
     delta = (phi * g[..., :, None]).sum(axis=-2)                          # (B, ..., T) over m
     return xp.moveaxis(delta, -1, 0)
+
+
+#: LIF neurons (:func:`snnsim.neuron.lif_forward`) with the TSSL-BP backward
+#: (:func:`lif_backward`): the default neuron model of :class:`~snnsim.network.Network`.
+LIF = NeuronModel(forward=lif_forward, backward=lif_backward)
+#: LIF neurons with the explicit-φ backward (:func:`lif_backward_explicit`, O(T²)).
+LIF_EXPLICIT = NeuronModel(forward=lif_forward, backward=lif_backward_explicit)

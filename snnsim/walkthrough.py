@@ -42,6 +42,7 @@ import numpy as np
 from . import eventshift, layers, loss, tsslbp
 from .layers import Dense
 from .network import Network
+from .neuron import NeuronModel
 from .params import EXACT_TIMING, GradientParams, NeuronParams
 
 # --- the example -----------------------------------------------------------------
@@ -179,7 +180,7 @@ def load_oracle():
     ``PYTHONPATH``).
     """
     try:
-        from reference import loops  # noqa: PLC0415 - optional, outside the package
+        from reference import loops
     except ImportError as exc:
         return None, (f"reference/ is not importable ({exc}); it is not part of the installed "
                       "package: run from the repository root to include the loop oracle")
@@ -257,8 +258,8 @@ def backward(net, cache, g, grad: GradientParams):
     (W²)ᵀ δ² (10). ``carry`` is the recursion's G before warm-up replaces δ
     (the same call with ``warmup=False``: warm-up never changes the carry).
     """
-    deltas = net.deltas(g, cache, grad)
-    grads = net.backward(g, cache, grad)
+    walk = net.backward_pass(g, cache, grad)
+    deltas, grads = walk.deltas, walk.grads
     no_warmup = dataclasses.replace(grad, warmup=False)
     out = {}
     g_l = g
@@ -328,11 +329,14 @@ def fd_phi_terms(state, neuron: NeuronParams, i: int):
 def _event_shift_loss(net, x_in, cache, a_hat, perturb=None):
     """L of the event-shift model around ``cache``; ``perturb(x, l) -> x`` may change the
     current of layer l."""
-    def neuron_forward(x, j, neuron):
+    spiking = iter([j for j, layer in enumerate(net.layers) if layer.spiking])
+
+    def forward(x, neuron):                    # the neuron model's forward hook, layer by layer
+        j = next(spiking)
         if perturb is not None:
             x = perturb(x, j + 1)
         return eventshift.event_shift_lif(x, cache.states[j], neuron), None
-    a_out = net.forward(x_in, neuron_forward=neuron_forward)[0]
+    a_out = net.forward(x_in, model=NeuronModel(forward, None))[0]
     return loss.kernel_loss(a_out, a_hat)[0]
 
 
@@ -573,7 +577,7 @@ class _Builder:
         self.add(Quantity(f"delta {tag}", f"δ^({l})[t] = ∂L/∂u^({l})[t]",
                           "the error leaving the neuron, by the O(T) reverse recursion",
                           "(9), (S 9)" if l == LAYERS[-1] else "(10), (S 12)",
-                          "snnsim.tsslbp.lif_backward (via Network.deltas)",
+                          "snnsim.tsslbp.lif_backward (via Network.backward_pass)",
                           "network_backward_loops (authors_backward / timing_backward)",
                           "central differences of the event-shift loss in x[t] (= u[t])"
                           if exact else NO_FD_AUTHORS, delta, "time", section,
@@ -655,10 +659,11 @@ def format_example(w: Walkthrough) -> list[str]:
     ex = w.example
     n = ex.neuron
     lines = [
-        "A 2-2-1 LIF network, T = %d steps of 1 ms, one sample, float64." % ex.n_steps,
+        f"A 2-2-1 LIF network, T = {ex.n_steps} steps of 1 ms, one sample, float64.",
         f"Neurons: τm = {n.tau_m:g} (θm = {n.theta_m:g}), τs = {n.tau_s:g} (θs = {n.theta_s:.4f}), "
         f"V_th = {n.v_th:g}, reset = {n.reset} (ū = 0 after a spike).",
-        f"Loss: kernel loss (7) against â = κ * (κ * d), d = {loss.desired_spike_train(ex.n_steps, ex.desired_train)} "
+        f"Loss: kernel loss (7) against â = κ * (κ * d), "
+        f"d = {loss.desired_spike_train(ex.n_steps, ex.desired_train)} "
         f"({ex.desired_train} convention), label neuron {ex.label}.",
         "Input currents x_in[t] (filtered by the synapse into a^(0)):",
     ]
@@ -675,10 +680,10 @@ def format_example(w: Walkthrough) -> list[str]:
         "           (1-θm) ln(1-θm) R, no bound, no warm-up   (EXACT_TIMING)",
         "Each block: symbol, equation label ((n) main text, (S n) supplement), meaning, the engine",
         "function, the loop oracle, the finite-difference check (or why there is none), the value,",
-        "and the checks: oracle (reference/loops.py), fd (central differences, h = %g)," % FD_STEP,
+        f"and the checks: oracle (reference/loops.py), fd (central differences, h = {FD_STEP:g}),",
         "identity (the O(T) recursion against the explicit φ matrix).",
-        f"Tolerances: oracle {ORACLE_RTOL:g}·max|ref| + {ORACLE_ATOL:g}; fd {FD_RTOL:g}·max|fd| + {FD_ATOL:g}; "
-        f"identity {IDENTITY_RTOL:g}·max + {IDENTITY_ATOL:g}.",
+        f"Tolerances: oracle {ORACLE_RTOL:g}·max|ref| + {ORACLE_ATOL:g}; "
+        f"fd {FD_RTOL:g}·max|fd| + {FD_ATOL:g}; identity {IDENTITY_RTOL:g}·max + {IDENTITY_ATOL:g}.",
     ]
     if w.oracle_note:
         lines.append(f"Oracle checks SKIPPED: {w.oracle_note}.")
@@ -736,7 +741,7 @@ BREAKABLE = ("lif_forward", "kernel_loss", "psc_reverse_sum", "spike_time_sensit
 def engine_call(name: str, layer: int = 2, reading: str = "authors", example: Example = EXAMPLE):
     """``(function, args)``: one engine function with the example's arguments, for
     ``pdb.runcall`` (``--break``) or for calling it by hand."""
-    from .neuron import lif_forward  # noqa: PLC0415
+    from .neuron import lif_forward
     net, x_in, a_out, cache, a_hat, L, g = forward(example)
     grad = READINGS[reading]
     st, neuron = cache.states[layer - 1], example.neuron
@@ -795,7 +800,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     if args.break_at:
-        import pdb  # noqa: PLC0415
+        import pdb
         fn, call_args = engine_call(args.break_at, args.layer, args.reading)
         print(f"pdb stops at the first line of {fn.__module__}.{fn.__qualname__} "
               f"(layer {args.layer}, reading {args.reading}); see docs/walkthrough.md for what to print. "

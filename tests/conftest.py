@@ -22,25 +22,12 @@ settings.register_profile("stress", max_examples=1000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-#: Central-difference step and relative tolerance of the layer FD tests (float64).
-H_FD = 1e-6
-RTOL_FD = 1e-7
-#: Safety factor over the rounding bound ε Σ|v ⊙ y| / h of a central difference.
-ROUNDING_SAFETY = 100.0
-
-
-def fd_atol(v, y) -> float:
-    """Absolute tolerance of a central difference of f = Σ v ⊙ y: the rounding
-    error of each evaluation is at most ε Σ|v ⊙ y|, divided by the step h."""
-    return ROUNDING_SAFETY * np.finfo(np.float64).eps * float(np.abs(v * y).sum()) / H_FD
-
-
 def fashion_mnist_available() -> bool:
     """True when the real Fashion-MNIST test split can be read (tests that need it skip otherwise)."""
     try:
         from snnsim.datasets import load_idx_dataset
         load_idx_dataset("fashion-mnist", "test")
-    except Exception:  # noqa: BLE001 - any reason the data cannot be read
+    except Exception:  # any reason the data cannot be read
         return False
     return True
 

@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from snnsim.backend import array_module
-from snnsim.cuda.kernels import (BACKWARD_KERNEL, FORWARD_KERNEL, THREADS_PER_BLOCK, _real_dtype,
-                                 _run_backward, _run_forward, check_kernel_args, kernel_source)
+from snnsim.cuda.kernels import (
+    BACKWARD_KERNEL,
+    FORWARD_KERNEL,
+    THREADS_PER_BLOCK,
+    _real_dtype,
+    _run_backward,
+    _run_forward,
+    check_kernel_args,
+    kernel_source,
+)
 from snnsim.neuron import LIFState
 from snnsim.params import GradientParams, NeuronParams
 
@@ -118,7 +126,7 @@ def cpu_emulation_library(dtype, mode: str = "c") -> ctypes.CDLL:
     return _build_library(_real_dtype(dtype).name, mode)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_library(dtype_name: str, mode: str) -> ctypes.CDLL:
     dtype = np.dtype(dtype_name)
     compiler = "gcc" if mode == "c" else "g++"

@@ -9,24 +9,25 @@ import textwrap
 
 import numpy as np
 import pytest
+from fdiff import H_FD, directional, random_direction, richardson, weights_along
 
 from snnsim import EXACT_TIMING, Network, NeuronParams
-from snnsim.training.builder import (
-    CONFIG_DIR,
-    ConfigError,
-    build_network,
-    count_parameters,
-    find_config,
-    layers_from_authors_config,
-    list_configs,
-    load_authors_yaml,
-    parse_paper_notation,
-)
 from snnsim.conv import Conv2d
 from snnsim.dropout import Dropout
 from snnsim.eventshift import event_shift_forward
 from snnsim.layers import Dense
 from snnsim.pool import Pool2d
+from snnsim.training.builder import (
+    CONFIG_DIRS,
+    ConfigError,
+    build_network,
+    count_parameters,
+    find_config_file,
+    layers_from_authors_config,
+    list_configs,
+    load_authors_yaml,
+    parse_paper_notation,
+)
 
 
 def shapes_of(layers, input_shape):
@@ -71,8 +72,8 @@ def test_every_experiment_has_a_config():
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_shipped_config_matches_table(name):
     net_str, in_shape, T, batch, lr, epochs, loss, tau_m, tau_s, conv_ws, p, n_params = TABLE[name]
-    path = find_config(name)
-    assert path.parent == CONFIG_DIR
+    path = find_config_file(name)
+    assert path.parent == CONFIG_DIRS[0]
     assert path.read_text().startswith("#"), "each config starts with a header comment citing the table"
     layers, neuron, s = layers_from_authors_config(load_authors_yaml(name))
     assert (s["n_steps"], s["batch_size"], s["lr"], s["epochs"], s["loss"]) == (T, batch, lr, epochs, loss)
@@ -197,7 +198,8 @@ def test_authors_file_loads_unchanged(authors_file):
 
 
 def test_layer_threshold_becomes_its_v_th(authors_file):
-    text = AUTHORS_FASHION_CNN.replace("    padding: 2\n    threshold: 1", "    padding: 2\n    threshold: 0.8", 1)
+    text = AUTHORS_FASHION_CNN.replace("    padding: 2\n    threshold: 1",
+                                       "    padding: 2\n    threshold: 0.8", 1)
     layers, neuron, _ = layers_from_authors_config(load_authors_yaml(authors_file(text)), reset="subtract")
     assert layers[0].neuron == NeuronParams(tau_m=5, tau_s=3, v_th=0.8, reset="subtract")
     assert layers[2].neuron is None and neuron.v_th == 1.0
@@ -219,14 +221,16 @@ def test_authors_dropout_and_mlp(authors_file):
     assert [type(layer) for layer in layers] == [Dense, Dropout, Dropout, Dense]
     assert layers[1].p == 0.25 and layers[2].p == 0.5                    # authors' default p
     # the same layers on a (1, 28, 28) input: Dense flattens
-    layers2, _, s2 = layers_from_authors_config(load_authors_yaml(authors_file(text)), input_shape=(1, 28, 28))
+    layers2, _, s2 = layers_from_authors_config(load_authors_yaml(authors_file(text)),
+                                                input_shape=(1, 28, 28))
     assert s2["input_shape"] == (1, 28, 28)
 
 
 @pytest.mark.parametrize("old, new, match", [
     ("    n_inputs: 3136", "    n_inputs: 3000", r"layer 'FC_1': n_inputs is 3000 .* 3136 features"),
     ("    in_channels: 32", "    in_channels: 16", r"layer 'conv_2': in_channels is 16 .* 32 channels"),
-    ("    weight_scale: 1\n    padding: 2", "    weight_scal: 1\n    padding: 2", r"layer 'conv_1' .*'weight_scal'"),
+    ("    weight_scale: 1\n    padding: 2", "    weight_scal: 1\n    padding: 2",
+     r"layer 'conv_1' .*'weight_scal'"),
     ('    type: "pooling"', '    type: "maxpool"', r"layer 'pooling_1': unknown type 'maxpool'"),
     ("  tau_s: 3\n", "  tau_s: 3\n  momentum: 0.9\n", r"Network: unknown key 'momentum'"),
     ("  lr: 0.0005\n", "", r"Network: missing key 'lr'"),
@@ -239,7 +243,8 @@ def test_authors_dropout_and_mlp(authors_file):
     ("    kernel_size: 2\n    threshold: 0.75", "    kernel_size: 2\n    stride: 1\n    threshold: 0.75",
      r"layer 'pooling_1': pooling supports only stride = kernel_size"),
     ("    padding: 2\n    threshold: 1", "    padding: -1\n    threshold: 1", r"layer 'conv_1': .*padding"),
-    ("    out_channels: 32", "    out_channels: 0", r"layer 'conv_1': out_channels must be a positive integer"),
+    ("    out_channels: 32", "    out_channels: 0",
+     r"layer 'conv_1': out_channels must be a positive integer"),
 ])
 def test_config_errors_name_the_fault(authors_file, old, new, match):
     assert old in AUTHORS_FASHION_CNN
@@ -250,7 +255,8 @@ def test_config_errors_name_the_fault(authors_file, old, new, match):
 
 def test_extra_network_keys(authors_file):
     """Keys of the authors' older files are accepted; a caller's own keys only when named."""
-    text = AUTHORS_FASHION_CNN.replace("  tau_s: 3\n", "  tau_s: 3\n  SpikeBasedBPTT: True\n  preset: paper\n")
+    text = AUTHORS_FASHION_CNN.replace("  tau_s: 3\n",
+                                       "  tau_s: 3\n  SpikeBasedBPTT: True\n  preset: paper\n")
     cfg = load_authors_yaml(authors_file(text))
     with pytest.raises(ConfigError, match="Network: unknown key 'preset'"):
         layers_from_authors_config(cfg)
@@ -264,7 +270,7 @@ def test_config_file_errors(authors_file, tmp_path):
     with pytest.raises(ConfigError, match="missing or empty section 'Layers'"):
         load_authors_yaml(authors_file(AUTHORS_FASHION_CNN.split("Layers:")[0]))
     with pytest.raises(FileNotFoundError, match="fashion_mnist_cnn"):
-        find_config(tmp_path / "nope.yaml")
+        find_config_file(tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="neuron parameters come from"):
         build_network("fashion_mnist_cnn", neuron=NeuronParams())
     count_cfg = load_authors_yaml("nmnist_cnn")
@@ -279,13 +285,16 @@ def test_config_file_errors(authors_file, tmp_path):
     ("784-400-400-10", (1, 28, 28), [(400,), (400,), (10,)]),
     ("400-400-10", (784,), [(400,), (400,), (10,)]),
     ("400 − 400", (784,), [(400,), (400,)]),                                # the paper's minus sign
-    ("15C5-P2-40C5-P2-300-10", (1, 28, 28), [(15, 24, 24), (15, 12, 12), (40, 8, 8), (40, 4, 4), (300,), (10,)]),
+    ("15C5-P2-40C5-P2-300-10", (1, 28, 28),
+     [(15, 24, 24), (15, 12, 12), (40, 8, 8), (40, 4, 4), (300,), (10,)]),
     ("32C5(pad 2)-P2-64C5(pad 2)-P2-1024-10", (1, 28, 28),
      [(32, 28, 28), (32, 14, 14), (64, 14, 14), (64, 7, 7), (1024,), (10,)]),
     ("32C5p2-P2-64C5p2-P2-1024-10", (1, 28, 28),
      [(32, 28, 28), (32, 14, 14), (64, 14, 14), (64, 7, 7), (1024,), (10,)]),
-    ("2x34x34: 12C5(pad 1)-p2-64C5-p2-10", (2, 34, 34), [(12, 32, 32), (12, 16, 16), (64, 12, 12), (64, 6, 6), (10,)]),
-    ("2×34×34: 12C5(pad 1)-P2-64C5-P2-10", None, [(12, 32, 32), (12, 16, 16), (64, 12, 12), (64, 6, 6), (10,)]),
+    ("2x34x34: 12C5(pad 1)-p2-64C5-p2-10", (2, 34, 34),
+     [(12, 32, 32), (12, 16, 16), (64, 12, 12), (64, 6, 6), (10,)]),
+    ("2×34×34: 12C5(pad 1)-P2-64C5-P2-10", None,
+     [(12, 32, 32), (12, 16, 16), (64, 12, 12), (64, 6, 6), (10,)]),
     ("8C3(pad 1, stride 2)-8C3s2-D0.2-10", (1, 9, 9), [(8, 5, 5), (8, 2, 2), (8, 2, 2), (10,)]),
     ("8C3(padding=1)-8c3p0s2-d.5-10", (1, 9, 9), [(8, 9, 9), (8, 4, 4), (8, 4, 4), (10,)]),
     ("10", (10,), [(10,)]),                                                  # a lone number is a layer
@@ -337,7 +346,6 @@ def test_paper_notation_errors(spec, in_shape, match):
 
 
 # --- a whole conv network against central differences ---------------------------------
-H_FD = 1e-6
 #: The event-shift model is smooth and evaluated in float64, but its curvature grows like
 #: 1/Δu at the spikes (the spike time t* = m - (u - u⁰)/Δu⁰) and with the gain of the
 #: layers above: the plain central difference at h = 1e-6 has a truncation error
@@ -384,23 +392,19 @@ def test_conv_network_gradient_matches_event_shift_fd(reset, spec, train, seed):
     net, x, mask_seed, a_out, cache, rng = _active_case(spec, reset, train, seed)
     v = rng.standard_normal(a_out.shape)
     grads = net.backward(v, cache)
-    U = [{k: rng.standard_normal(w.shape) for k, w in p.items()} for p in net.params]
-    W0 = [dict(p) for p in net.params]
+    U = random_direction(rng, net.params)
+    move = weights_along(net, U)
 
     def f(eps):
-        for layer, p, u in zip(net.layers, W0, U):
-            layer.params = {k: p[k] + eps * u[k] for k in p}
+        move(eps)
         try:
             out = event_shift_forward(net, x, cache, train=train, rng=np.random.default_rng(mask_seed))
             return float((v * out).sum())
         finally:
-            for layer, p in zip(net.layers, W0):
-                layer.params = p
+            move(0.0)
 
     assert f(0.0) == pytest.approx(float((v * a_out).sum()), rel=1e-12)   # the model reproduces the run
-    fd_h = (f(H_FD) - f(-H_FD)) / (2 * H_FD)
-    fd_h2 = (f(H_FD / 2) - f(-H_FD / 2)) / H_FD
-    fd = (4.0 * fd_h2 - fd_h) / 3.0                                     # Richardson: the h² term cancels
-    vjp = sum(float((g[k] * u[k]).sum()) for g, u in zip(grads, U) for k in g)
+    fd, fd_h, fd_h2 = richardson(f, H_FD)                               # Richardson: the h² term cancels
+    vjp = directional(grads, U)
     assert vjp == pytest.approx(fd, rel=RTOL_NET), \
         f"<grad, U> = {vjp!r}, FD = {fd!r} (central h: {fd_h!r}, h/2: {fd_h2!r})"

@@ -9,8 +9,15 @@ import h5py
 import numpy as np
 import pytest
 
-from snnsim.training.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METRIC_COLUMNS, CheckpointError,
-                               load_checkpoint, restore_rng, save_checkpoint)
+from snnsim.training.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    METRIC_COLUMNS,
+    CheckpointError,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from snnsim.training.config import TrainConfig
 from snnsim.training.optim import AdamW
 

@@ -10,13 +10,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from snnsim.datasets import (DatasetError, NMNISTDataset, bin_events, encode_nmnist_events,
-                             load_cifar10, load_idx_dataset, load_nmnist, normalize_cifar10,
-                             normalize_mnist, random_crop_flip, read_cifar_batch, read_idx,
-                             read_nmnist_events, verify_dataset_files, write_idx)
-from snnsim.datasets import registry
+from snnsim.datasets import (
+    DatasetError,
+    NMNISTDataset,
+    bin_events,
+    encode_nmnist_events,
+    load_cifar10,
+    load_idx_dataset,
+    load_nmnist,
+    normalize_cifar10,
+    normalize_mnist,
+    random_crop_flip,
+    read_cifar_batch,
+    read_idx,
+    read_nmnist_events,
+    registry,
+    verify_dataset_files,
+    write_idx,
+)
 from snnsim.datasets.errors import DatasetNotFoundError
 from snnsim.datasets.transforms import CIFAR10_BLACK
 

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from fdiff import RTOL_FD as RTOL
+from fdiff import central, fd_atol, rounding
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -31,21 +33,10 @@ from snnsim.tsslbp import (
     warmup_surrogate,
 )
 
-H = 1e-6
-RTOL = 1e-7
 taus = st.floats(1.5, 20.0)
 
 
-def rounding(f_value, h=H):
-    """100 × the rounding error of a central difference of a function of size |f|: ε |f| / h."""
-    return 100 * np.finfo(float).eps * max(abs(f_value), 1.0) / h
-
-
-def central(f, x0, h=H):
-    return (f(x0 + h) - f(x0 - h)) / (2 * h)
-
-
-# --- spike-time sensitivity (15) with its bound (S 2.3) -------------------------
+# --- spike-time sensitivity (12) with its bound (S 2.3) -------------------------
 @given(v_th=st.floats(0.2, 2.0), du0=st.floats(0.02, 3.0), frac=st.floats(0.01, 0.99),
        bound=st.one_of(st.none(), st.floats(0.5, 20.0)), m=st.integers(0, 30))
 def test_spike_time_sensitivity_fd(v_th, du0, frac, bound, m):
@@ -59,7 +50,7 @@ def test_spike_time_sensitivity_fd(v_th, du0, frac, bound, m):
     assert spike_time_sensitivity(np.array([du0]), np.array([False]), bound)[0] == 0.0
 
 
-# --- PSC shift (14) ------------------------------------------------------------
+# --- PSC shift (12) ------------------------------------------------------------
 @given(tau_s=taus, m=st.integers(0, 10), lag=st.integers(0, 20))
 def test_psc_shift_fd(tau_s, m, lag):
     """A spike of step m at real time τ contributes θs (1-θs)^{k-τ} at k ≥ m;
@@ -75,7 +66,7 @@ def test_psc_shift_fd(tau_s, m, lag):
     assert np.sign(-psc_shift_scale(theta_s, "authors") * kap) == -np.sign(fd)
 
 
-# --- reset shift (16) -----------------------------------------------------------
+# --- reset shift (13) -----------------------------------------------------------
 @given(tau_m=taus, R=st.floats(0.1, 3.0), m=st.integers(0, 10), gap=st.integers(1, 20))
 def test_reset_shift_fd(tau_m, R, m, gap):
     """A reset of size R at real time τ contributes -R (1-θm)^{t_p-τ} at step t_p;
@@ -145,7 +136,7 @@ def test_phi_timing_vs_event_shift(T, reset, seed, tau_m, tau_s, drive):
     for m in range(T):
         e = np.zeros_like(x)
         e[m] = 1.0
-        fd = (event_shift_lif(x + H * e, state, neuron) - event_shift_lif(x - H * e, state, neuron)) / (2 * H)
+        fd = central(lambda h, e=e: event_shift_lif(x + h * e, state, neuron))
         # rounding of the central difference: ~ε·T·max|a|/h ≈ 2e-16·30/1e-6 ≈ 6e-9
         np.testing.assert_allclose(np.moveaxis(phi[..., m], -1, 0), fd, rtol=1e-6, atol=2e-8,
                                    err_msg=f"column m={m}")
@@ -193,8 +184,8 @@ def test_dense_layer_fd(seed, T, B, n_in, n_out):
     fd_W = central(lambda e: float((dense_forward(a, W + e * dW_dir)[0] * v).sum()), 0.0)
     fd_a = central(lambda e: float((dense_forward(a + e * da_dir, W)[0] * v).sum()), 0.0)
     # rounding of a central difference: ~ ε Σ|terms| / h; allow 100 times that
-    round_W = 100 * np.finfo(float).eps * float(np.abs(x * v).sum() + np.abs(np.einsum("tbi,oi->tbo", a, dW_dir) * v).sum()) / H
-    round_a = 100 * np.finfo(float).eps * float(np.abs(x * v).sum() + np.abs(np.einsum("tbi,oi->tbo", da_dir, W) * v).sum()) / H
+    round_W = fd_atol(v, x) + fd_atol(v, np.einsum("tbi,oi->tbo", a, dW_dir))
+    round_a = fd_atol(v, x) + fd_atol(v, np.einsum("tbi,oi->tbo", da_dir, W))
     assert float((dW * dW_dir).sum()) == pytest.approx(fd_W, rel=1e-7, abs=round_W)
     assert float((da * da_dir).sum()) == pytest.approx(fd_a, rel=1e-7, abs=round_a)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snnsim.datasets import DatasetError, DownloadError, load_cifar10, load_idx_dataset
-from snnsim.datasets import download, registry
+from snnsim.datasets import DatasetError, DownloadError, download, load_cifar10, load_idx_dataset, registry
 from snnsim.datasets.registry import DatasetSpec, FileEntry
 
 REPO = Path(__file__).resolve().parents[1]

@@ -83,9 +83,9 @@ def test_flipped_sign_compounds_once_per_layer():
     timing, _ = _layer_grads(net, x_in, a_hat, "timing")
     flipped, _ = _layer_grads(net, x_in, a_hat, "timing-flipped")
     L = len(timing)
-    for l, (gt, gf) in enumerate(zip(timing, flipped)):             # l = 0 is the first layer
+    for li, (gt, gf) in enumerate(zip(timing, flipped)):             # li = 0 is the first layer
         assert np.abs(gt).max() > 0
-        np.testing.assert_allclose(gf, (-1.0) ** (L - l) * gt, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(gf, (-1.0) ** (L - li) * gt, rtol=1e-12, atol=1e-15)
 
 
 def test_authors_raw_is_timing_times_predicted_factor_without_second_spikes():

@@ -26,12 +26,12 @@ import shutil
 import sys
 import types
 
+import cuda_emulation as emu
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
-import cuda_emulation as emu
 from snnsim.cuda import kernels
 from snnsim.neuron import lif_forward
 from snnsim.params import GradientParams, NeuronParams
@@ -55,7 +55,8 @@ def mode(request):
     """The CPU build of the kernel source; skips only if the compiler is missing
     (a compile error fails the test)."""
     if shutil.which(_compiler(request.param)) is None:
-        pytest.skip(f"{_compiler(request.param)} is not installed: cannot compile the kernel source for the CPU")
+        pytest.skip(f"{_compiler(request.param)} is not installed: cannot compile the kernel source "
+                    "for the CPU")
     return request.param
 
 
@@ -69,7 +70,8 @@ def lif_cases(draw):
     tau_m = draw(st.one_of(st.sampled_from([2.0, 4.0, 5.0, 8.0]), st.floats(1.2, 12.0)))
     tau_s = draw(st.one_of(st.sampled_from([2.0, 3.0, 4.0]), st.floats(1.2, 12.0)))
     v_th = draw(st.one_of(st.sampled_from([1.0, 0.5, 2.0]), st.floats(0.2, 3.0)))
-    neuron = NeuronParams(tau_m=tau_m, tau_s=tau_s, v_th=v_th, reset=draw(st.sampled_from(["zero", "subtract"])))
+    reset = draw(st.sampled_from(["zero", "subtract"]))
+    neuron = NeuronParams(tau_m=tau_m, tau_s=tau_s, v_th=v_th, reset=reset)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return rng, shape, neuron, draw(st.booleans())
 
@@ -92,29 +94,18 @@ grads = st.builds(GradientParams, reading=st.sampled_from(["authors", "timing"])
 
 
 # --- forward ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
 @given(case=lif_cases())
-def test_forward_float64_bit_identical(mode, case):
+def test_forward_bit_identical(mode, dtype, case):
     rng, shape, neuron, quantized = case
-    x = draw_input(rng, shape, quantized, np.float64)
+    x = draw_input(rng, shape, quantized, dtype)
     a_ref, ref = lif_forward(x, neuron)
     a, state = emu.emulated_lif_forward(x, neuron, mode)
-    assert state.s.dtype == np.bool_
+    assert state.s.dtype == np.bool_ and state.u.dtype == dtype and a.dtype == dtype
     for name in ("u", "du", "s", "a"):
         np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
     np.testing.assert_array_equal(a, a_ref)
     assert state.x is x
-
-
-@given(case=lif_cases())
-def test_forward_float32(mode, case):
-    rng, shape, neuron, quantized = case
-    x = draw_input(rng, shape, quantized, np.float32)
-    a_ref, ref = lif_forward(x, neuron)
-    a, state = emu.emulated_lif_forward(x, neuron, mode)
-    assert state.u.dtype == np.float32 and a.dtype == np.float32
-    for name in ("u", "du", "s", "a"):
-        np.testing.assert_array_equal(getattr(state, name), getattr(ref, name), err_msg=name)
-    np.testing.assert_array_equal(a, a_ref)
 
 
 # --- backward -------------------------------------------------------------------------
@@ -366,8 +357,8 @@ def test_gpu_fused_backward_equals_engine(cupy, dtype, reset, grad):
 @pytest.mark.gpu
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_gpu_network_through_fused_hooks(cupy, reset):
-    """A whole network on CuPy with the fused kernels in Network's neuron_forward and
-    lif_backward_fn hooks equals the same network through the NumPy-style engine on
+    """A whole network on CuPy with the fused kernels as its neuron model
+    (kernels.FUSED_LIF, both hooks) equals the same network through the NumPy-style engine on
     CuPy (float64; warm-up entries differ by exp's ulps only)."""
     from snnsim import Dense, Network
     rng = np.random.default_rng(13)
@@ -381,8 +372,8 @@ def test_gpu_network_through_fused_hooks(cupy, reset):
     g = rng.standard_normal((12, 4, 10))
     a_ref, cache_ref = net.forward(x)
     grads_ref = net.backward(g, cache_ref)
-    a, cache = net_gpu.forward(cupy.asarray(x), neuron_forward=kernels.fused_neuron_forward)
-    grads = net_gpu.backward(cupy.asarray(g), cache, lif_backward_fn=kernels.fused_backward_fn(net_gpu.grad))
+    a, cache = net_gpu.forward(cupy.asarray(x), model=kernels.FUSED_LIF)
+    grads = net_gpu.backward(cupy.asarray(g), cache, model=kernels.FUSED_LIF)
     np.testing.assert_array_equal(cupy.asnumpy(a), a_ref)
     for gr, gr_ref in zip(grads, grads_ref):
         for k in gr_ref:

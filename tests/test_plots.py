@@ -21,13 +21,13 @@ from snnsim.analysis.plots import (
     plot_rate_histogram,
     plot_training_curves,
     rate_bin_labels,
-    rate_bins,
     save_figure,
     trace_neurons,
 )
 from snnsim.analysis.record import (
     confusion_matrix,
     count_distributions,
+    default_rate_bins,
     firing_rate_histogram,
     record,
     save_recording,
@@ -59,7 +59,7 @@ def test_count_distribution_bars_are_the_percentages(rec):
     fig = plot_count_distribution(dists, T, n_samples=rec.n_samples)
     ax = fig.axes[0]
     assert [c.get_label() for c in ax.containers] == list(dists)
-    for container, (label, pct) in zip(ax.containers, dists.items()):
+    for container, pct in zip(ax.containers, dists.values()):
         np.testing.assert_allclose(bar_heights(container), pct)
         assert bar_heights(container).sum() == pytest.approx(100.0)
     # bars of k = 0..T sit around x = k
@@ -74,7 +74,7 @@ def test_count_distribution_rejects_wrong_length():
 
 
 def test_rate_histogram_bars_are_the_percentages(rec):
-    edges = rate_bins(rec.n_steps)
+    edges = default_rate_bins(rec.n_steps)
     hists = {lr.name: firing_rate_histogram(lr.counts, rec.n_steps, edges)[1] for lr in rec.layers}
     fig = plot_rate_histogram(edges, hists, rec.n_steps)
     assert len(fig.axes) == len(hists)
@@ -86,7 +86,7 @@ def test_rate_histogram_bars_are_the_percentages(rec):
 
 
 def test_rate_bin_labels_long_run():
-    edges = rate_bins(100, max_bins=5)                 # silent, then 4 bins up to 1000 Hz
+    edges = default_rate_bins(100, max_bins=5)                 # silent, then 4 bins up to 1000 Hz
     labels = rate_bin_labels(edges, 100)
     assert labels[0] == "0" and labels[-1].endswith("-1000") and len(labels) == 5
 
@@ -205,7 +205,7 @@ def test_cli_fresh_network_on_fashion_mnist(tmp_path, capsys):
 @pytest.mark.parametrize("n_steps", [5, 30, 100])
 def test_rate_bin_labels_cover_every_count_once(n_steps):
     # every count 0..T lands in exactly one labelled bin, including T (1000 Hz)
-    edges = rate_bins(n_steps)
+    edges = default_rate_bins(n_steps)
     labels = rate_bin_labels(edges, n_steps)
     covered = []
     for lab in labels:

@@ -3,7 +3,7 @@ recursion against the explicit φ matrix, equivariance, no mutation, precision."
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from conftest import random_dense_net
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -11,8 +11,6 @@ from snnsim.loss import kernel_loss, kernel_target
 from snnsim.neuron import lif_forward, psc_filter
 from snnsim.params import GradientParams, NeuronParams
 from snnsim.tsslbp import lif_backward, phi_matrix
-
-from conftest import random_dense_net
 
 grad_params = st.builds(GradientParams, reading=st.sampled_from(["authors", "timing"]),
                         sensitivity_bound=st.sampled_from([None, 8.0, 2.0]), warmup=st.booleans())
@@ -161,13 +159,13 @@ def test_static_input_path_equals_time_varying_path(seed, T, reset, gp):
 @given(seed=st.integers(0, 2**31), T=st.integers(1, 12), reset=resets, gp=grad_params)
 def test_explicit_backward_equals_recursion_in_a_network(seed, T, reset, gp):
     """The O(T²) baseline (explicit φ) gives the recursion's weight gradients."""
-    from snnsim.tsslbp import lif_backward_explicit
+    from snnsim.tsslbp import LIF_EXPLICIT
     rng = np.random.default_rng(seed)
     net = random_dense_net(rng, [5, 6, 4], reset=reset, grad=gp)
     x = rng.uniform(0, 1.5, size=(T, 3, 5))
     a, cache = net.forward(x)
     g = rng.standard_normal(a.shape)
     fast = net.backward(g, cache)
-    slow = net.backward(g, cache, lif_backward_fn=lambda g_, s_, n_: lif_backward_explicit(g_, s_, n_, gp))
+    slow = net.backward(g, cache, model=LIF_EXPLICIT)
     for w1, w2 in zip(fast, slow):
         np.testing.assert_allclose(w1["W"], w2["W"], rtol=1e-10, atol=1e-12)

@@ -248,9 +248,9 @@ def test_confusion_matrix():
 # --- checkpoints -----------------------------------------------------------------------------
 def test_network_from_checkpoint(tmp_path):
     pytest.importorskip("snnsim.training.train")
+    from snnsim.analysis.record import network_from_checkpoint, network_from_spec
     from snnsim.training.checkpoint import save_checkpoint
     from snnsim.training.optim import AdamW
-    from snnsim.analysis.record import network_from_checkpoint, network_from_spec
     net, cfg = network_from_spec("784-7-10", seed=3)
     for p in net.params:
         p["W"] *= -2.0                                                   # not the initial weights

@@ -31,13 +31,15 @@ from hypothesis import strategies as st
 if importlib.util.find_spec("reference") is None:                # `reference/` lives at the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reference import loops as ref  # noqa: E402
-from snnsim import Dense, GradientParams, Network, NeuronParams  # noqa: E402
-from snnsim.layers import dense_backward, dense_forward  # noqa: E402
-from snnsim.loss import count_loss, desired_spike_train, kernel_loss, kernel_target, predict  # noqa: E402
-from snnsim.eventshift import event_shift_lif  # noqa: E402
-from snnsim.neuron import lif_forward, psc_filter  # noqa: E402
-from snnsim.tsslbp import (  # noqa: E402
+from fdiff import central
+
+from reference import loops as ref
+from snnsim import Dense, GradientParams, Network, NeuronParams
+from snnsim.eventshift import event_shift_lif
+from snnsim.layers import dense_backward, dense_forward
+from snnsim.loss import count_loss, desired_spike_train, kernel_loss, kernel_target, predict
+from snnsim.neuron import lif_forward, psc_filter
+from snnsim.tsslbp import (
     kappa,
     kernel_matrix,
     lif_backward,
@@ -156,7 +158,7 @@ def test_kappa_and_kernel_matrix():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 30), taus, st.integers(0, 2**32 - 1))
 def test_psc_reverse_sum_matches_definition(T, tau_s, seed):
-    """psc_reverse_sum (recursion) = Σ_{k≥t} κ[k-t] g[k] by a double loop   (S 10)."""
+    """psc_reverse_sum (recursion) = Σ_{k≥t} κ[k-t] g[k] by a double loop   (9), (12)."""
     g = np.random.default_rng(seed).normal(size=(T, 3))
     expected = np.stack([ref.psc_reverse_sum(g[:, j], tau_s) for j in range(3)], axis=1)
     close(psc_reverse_sum(g, 1.0 / tau_s), expected)
@@ -298,9 +300,8 @@ def test_timing_reference_vs_event_shift_fd(reset, data):
     delta = np.array(ref.timing_backward(g, f["u"], f["du"], f["s"], f["a"], *args))
     fd = np.zeros_like(delta)
     for m in range(len(x)):
-        e = np.zeros_like(x)
-        e[m] = FD_STEP
-        fd[m] = (loss(x + e) - loss(x - e)) / (2 * FD_STEP)
+        e = np.eye(len(x))[m]
+        fd[m] = central(lambda h, e=e: loss(x + h * e), 0.0, FD_STEP)
     tol = FD_RTOL * np.abs(delta).max() + FD_ROUNDOFF * np.abs(g).sum()
     assert np.abs(fd - delta).max() <= tol, f"fd {fd}\nreference {delta}\ntolerance {tol}"
 
@@ -328,7 +329,8 @@ def test_event_shift_lif_matches_reference(reset, data):
 def test_dense_forward_backward_matches_reference(T, B, n_in, n_out, seed):
     """dense_forward x = W a (4); dense_backward: ∂L/∂W = Σ_t δ aᵀ (8), g = Wᵀ δ (10)."""
     rng = np.random.default_rng(seed)
-    a_prev, W, dL_dx = rng.normal(size=(T, B, n_in)), rng.normal(size=(n_out, n_in)), rng.normal(size=(T, B, n_out))
+    a_prev, W = rng.normal(size=(T, B, n_in)), rng.normal(size=(n_out, n_in))
+    dL_dx = rng.normal(size=(T, B, n_out))
     x, cache = dense_forward(a_prev, W)
     close(x, ref.dense_forward_loops(a_prev, W))
     g_prev, dW = dense_backward(dL_dx, cache)
@@ -390,7 +392,7 @@ def network_cases(draw):
        loss=st.sampled_from(("kernel", "count")))
 def test_network_dW_matches_reference(reading, case, warmup, bound, loss):
     """Network.forward states = network_forward_loops; Network.backward ∂L/∂W (8) and
-    Network.deltas δ (9), (10) = network_backward_loops, 2-3 dense layers."""
+    Network.backward_pass δ (9), (10) = network_backward_loops, 2-3 dense layers."""
     T, sizes, neuron, weight_scale, seed, x_in, labels = case
     grad = GradientParams(reading, bound, warmup)
     net = Network([Dense(n, weight_scale=weight_scale) for n in sizes[1:]], (sizes[0],),
@@ -404,10 +406,10 @@ def test_network_dW_matches_reference(reading, case, warmup, bound, loss):
 
     a_out, cache = net.forward(x_in)
     close(cache.input_psc, fwd["input_psc"], "input PSC")
-    for l, (state, layer) in enumerate(zip(cache.states, fwd["layers"])):
-        np.testing.assert_array_equal(state.s, layer["s"], err_msg=f"spikes of layer {l}")
+    for li, (state, layer) in enumerate(zip(cache.states, fwd["layers"])):
+        np.testing.assert_array_equal(state.s, layer["s"], err_msg=f"spikes of layer {li}")
         for k in ("x", "u", "du", "a"):
-            close(getattr(state, k), layer[k], f"{k} of layer {l}")
+            close(getattr(state, k), layer[k], f"{k} of layer {li}")
 
     a_ref = fwd["layers"][-1]["a"]
     if loss == "kernel":
@@ -417,7 +419,7 @@ def test_network_dW_matches_reference(reading, case, warmup, bound, loss):
         _, g = ref.count_loss_loops(a_ref, labels, 0.6 * T, 0.1 * T)
     dWs, deltas = ref.network_backward_loops(g, fwd, weights, *args, reading=reading, bound=bound,
                                              warmup=warmup)
-    for l, delta in enumerate(net.deltas(g, cache)):
-        close(delta, deltas[l], f"δ of layer {l}")
-    for l, grads in enumerate(net.backward(g, cache)):
-        close(grads["W"], dWs[l], f"∂L/∂W of layer {l}")
+    for li, delta in enumerate(net.backward_pass(g, cache).deltas):
+        close(delta, deltas[li], f"δ of layer {li}")
+    for li, grads in enumerate(net.backward(g, cache)):
+        close(grads["W"], dWs[li], f"∂L/∂W of layer {li}")

@@ -54,4 +54,5 @@ def test_variants_are_their_own_experiment(tmp_path):
     assert exps == {("fashion_mnist_mlp", "paper"), ("fashion_mnist_mlp", "snnsim"),
                     ("fashion_mnist_mlp+preset=paper", "snnsim")}
     variant = next(r for r in recs if r["experiment"] == "fashion_mnist_mlp+preset=paper")
-    assert variant["command"].endswith("--preset=paper") and variant["config"] == "configs/fashion_mnist_mlp.yaml"
+    assert variant["command"].endswith("--preset=paper")
+    assert variant["config"] == "configs/fashion_mnist_mlp.yaml"

@@ -139,7 +139,7 @@ def test_defaults_are_the_fashion_mnist_mlp():
     assert (cfg.preset, cfg.loss, cfg.grad_clip, cfg.weight_clamp, cfg.weight_decay) == \
         ("authors", "kernel", 1.0, 4.0, 0.01)
     assert (cfg.backend, cfg.dtype, cfg.tau_m, cfg.tau_s) == ("numpy", "float32", 5.0, 3.0)
-    net = train_mod.build_network(cfg)
+    net = train_mod.make_network(cfg)
     assert net.describe() == "400-400-10" and net.neuron.reset == "zero"
     assert net.grad.reading == "authors"
 
@@ -181,7 +181,7 @@ Layers:
     assert (cfg.loss, cfg.desired_count, cfg.undesired_count, cfg.tau_m, cfg.tau_s) == \
         ("count", 6.0, 2.0, 8.0, 4.0)
     assert cfg.network == str(path.resolve()) and cfg.name == "mine"
-    net = train_mod.build_network(cfg.replace(preset="paper"))
+    net = train_mod.make_network(cfg.replace(preset="paper"))
     assert net.describe().startswith("12")
     # a layer's own threshold, with the run's reset and time constants
     assert net.layers[0].neuron.v_th == 1.5 and net.layers[0].neuron.reset == "subtract"
@@ -204,7 +204,7 @@ def test_a_runs_config_json_starts_a_new_run(data_dir, tmp_path):
 def test_shipped_config_by_name():
     cfg = load_config_file("fashion_mnist_mlp")
     assert cfg.dataset == "fashion-mnist" and cfg.name == "fashion_mnist_mlp"
-    assert train_mod.build_network(cfg).describe() == "400-400-10"
+    assert train_mod.make_network(cfg).describe() == "400-400-10"
 
 
 # --- data ---------------------------------------------------------------------------------

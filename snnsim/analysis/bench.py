@@ -29,10 +29,11 @@ import time
 import numpy as np
 
 from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchronize
+from ..datasets.registry import get_spec
 from ..training.config import TrainConfig, load_config_file
 from ..training.optim import AdamW, clamp_weights, clip_grad_norm
-from ..training.train import build_network, make_loss
-from ..tsslbp import lif_backward_explicit
+from ..training.train import make_loss, make_network
+from ..tsslbp import LIF_EXPLICIT
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
@@ -55,9 +56,9 @@ def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
     if cfg.dataset == "nmnist":
         x = xp.asarray(rng.random((T, B) + net.input_shape) < 0.05, dtype=net.dtype)
     else:
-        from ..network import repeat_static  # noqa: PLC0415
+        from ..network import repeat_static
         x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype), T)
-    labels = xp.asarray(rng.integers(0, 10, size=B))
+    labels = xp.asarray(rng.integers(0, get_spec(cfg.dataset).n_classes, size=B))
     return x, labels
 
 
@@ -65,8 +66,7 @@ def step(net, opt, loss_fn, cfg, x, labels, rng, explicit: bool) -> None:
     """One training step as snnsim.train.train_step, with a choice of LIF backward."""
     a, cache = net.forward(x, train=True, rng=rng)
     _, g = loss_fn(a, labels)
-    fn = (lambda g_, s_, n_: lif_backward_explicit(g_, s_, n_, net.grad)) if explicit else None
-    grads = net.backward(g, cache, lif_backward_fn=fn)
+    grads = net.backward(g, cache, model=LIF_EXPLICIT if explicit else None)
     if cfg.grad_clip:
         clip_grad_norm(grads, cfg.grad_clip)
     opt.step(grads)
@@ -75,7 +75,7 @@ def step(net, opt, loss_fn, cfg, x, labels, rng, explicit: bool) -> None:
 
 
 def time_steps(cfg: TrainConfig, explicit: bool, batches: int, warmup: int) -> dict:
-    net = build_network(cfg)
+    net = make_network(cfg)
     opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)
     rng = np.random.default_rng(cfg.seed)
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m snnsim.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
-    p.add_argument("--experiments", default="mlp,cnn,nmnist", help=f"comma-separated of {sorted(EXPERIMENTS)}")
+    p.add_argument("--experiments", default="mlp,cnn,nmnist",
+                   help=f"comma-separated of {sorted(EXPERIMENTS)}")
     p.add_argument("--batches", type=int, default=20, help="timed batches per figure (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
     p.add_argument("--max-batches-slow", type=int, default=3,
@@ -140,14 +141,17 @@ def main(argv=None) -> int:
                 probe = time_steps(vcfg, explicit, batches=1, warmup=0)
                 slow = time.perf_counter() - t0 > 2.0
                 n = min(args.batches, args.max_batches_slow) if slow else args.batches
-                row[label] = probe if slow and n <= 1 else time_steps(vcfg, explicit, n, 0 if slow else args.warmup)
+                row[label] = (probe if slow and n <= 1
+                              else time_steps(vcfg, explicit, n, 0 if slow else args.warmup))
                 r = row[label]
                 print(f"  {name:7s} {label:13s} {r['s_per_batch'] * 1e3:9.2f} ms/batch  "
                       f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
                       f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
             if "explicit_phi" in row:
-                row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
-                print(f"  {name:7s} recursion is {row['speedup_vs_explicit']:.2f}x the O(T²) baseline's speed")
+                row["speedup_vs_explicit"] = (row["explicit_phi"]["s_per_batch"]
+                                              / row["recursion"]["s_per_batch"])
+                print(f"  {name:7s} recursion is {row['speedup_vs_explicit']:.2f}x the O(T²) "
+                      "baseline's speed")
             results["runs"].append(row)
         for T in [int(t) for t in args.steps_sweep.split(",") if t]:
             cfg = experiment_config("mlp", backend, n_steps=T)

@@ -15,11 +15,10 @@ with a derivation by hand or with another implementation:
     python3 -m snnsim.inspection --network 784-400-400-10 --samples 0,1,2 --out inspect.h5
     python3 -m snnsim.inspection --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing
 
-Everything is computed with the engine's own functions (``lif_backward``,
-``phi_matrix``, each layer's ``backward``); the backward is walked layer by
-layer as :meth:`snnsim.network.Network.backward` does, keeping g at every
-layer, and the file's ∂L/∂W are checked equal to ``Network.backward``'s before
-it is written. The pass runs in inference mode (dropout off).
+Everything is computed with the engine's own functions: the backward is
+:meth:`snnsim.network.Network.backward_pass`, the walk of ``Network.backward``
+that keeps g, δ and ∂L/∂θ at every layer; φ comes from ``phi_matrix``. The pass
+runs in inference mode (dropout off).
 """
 from __future__ import annotations
 
@@ -33,10 +32,11 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
 from ..params import GradientParams
-from ..tsslbp import lif_backward, phi_matrix, warmup_mask
+from ..tsslbp import phi_matrix, warmup_mask
 
 FORMAT_NAME = "snnsim-inspect"
 FORMAT_VERSION = 1
@@ -44,9 +44,6 @@ FORMAT_VERSION = 1
 DEFAULT_MAX_NEURONS = 64
 PHI_TERMS = ("phi_1", "phi_2", "leak", "warmup")
 PHI_SELECT = ("first", "active")
-#: Relative tolerance of the check of the walked ∂L/∂W against Network.backward
-#: (the same operations in the same order: they agree to rounding).
-SELF_CHECK_RTOL = 1e-5
 
 
 def _np(a):
@@ -109,27 +106,25 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
         else:                                   # non-spiking: deterministic in inference mode
             a_ins.append(layer.forward(a_ins[i], train=False)[0])
 
-    layers = [None] * len(net.layers)
-    g = dL_da_out
-    for i in reversed(range(len(net.layers))):
-        layer, state = net.layers[i], cache.states[i]
-        neuron = net.neuron_of(layer)
+    walk = net.backward_pass(dL_da_out, cache, grad)                   # the engine's own walk
+    layers = []
+    for i, layer in enumerate(net.layers):
+        state, neuron = cache.states[i], net.neuron_of(layer)
         rec = {"attrs": {"kind": type(layer).__name__, "describe": layer.describe(), "index": i,
                          "spiking": bool(layer.spiking),
                          "in_shape": list(net.shapes[i]), "out_shape": list(net.shapes[i + 1])},
-               "data": {"a_in": _np(a_ins[i]), "g": _np(g)}}
+               "data": {"a_in": _np(a_ins[i]), "g": _np(walk.g[i])}}
         for name, p in layer.params.items():
             rec["data"][name] = _np(p)
         if layer.spiking:
             rec["attrs"].update(neuron.to_dict())
-            delta = lif_backward(g, state, neuron, grad)                  # (T, B, ...)
             warm = warmup_mask(state.a, neuron.theta_s) if grad.warmup else xp.zeros(
                 state.a.shape, dtype=bool)
             rec["data"].update({
                 "x": _np(state.x), "u": _np(state.u), "du": _np(state.du),
                 "s": _np(state.s).astype(np.uint8), "a": _np(state.a),
                 "counts": _np(state.s.sum(axis=0, dtype=np.int32)),
-                "delta": _np(delta), "warmup_mask": _np(warm).astype(np.uint8)})
+                "delta": _np(walk.deltas[i]), "warmup_mask": _np(warm).astype(np.uint8)})
             if max_neurons > 0:
                 s_flat = rec["data"]["s"].reshape(state.s.shape[0], state.s.shape[1], -1)
                 neurons = select_neurons(s_flat, max_neurons, phi_select)
@@ -138,34 +133,11 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
                 phi["total"] = sum(phi[name] for name in PHI_TERMS)
                 phi["neurons"] = neurons.astype(np.int64)
                 rec["phi"] = phi
-            g_x = delta
         else:
             rec["data"]["a_out"] = _np(a_ins[i + 1] if i + 1 < len(net.layers) else a_out)
-            g_x = g
-        if i == 0 and static:                   # static input: Σ_t γ[t] g[t] (Network._backward)
-            g_x = xp.tensordot(cache.input_gain, g_x, axes=(0, 0))[None]
-        g, grads = layer.backward(g_x, cache.layer_caches[i], need_input_grad=i > 0)
-        for name, d in grads.items():
+        for name, d in walk.grads[i].items():
             rec["data"][f"dL_d{name}"] = _np(d)
-        layers[i] = rec
-
-    # the file's g and gradients must be the engine's: Network.backward, with a
-    # LIF backward that notes the g it is handed at each spiking layer
-    handed = {}
-
-    def noting_lif_backward(g_in, state, neuron):
-        handed[id(state)] = _np(g_in)
-        return lif_backward(g_in, state, neuron, grad)
-
-    reference = net.backward(dL_da_out, cache, grad, lif_backward_fn=noting_lif_backward)
-    for i, ref in enumerate(reference):
-        checks = [(f"dL_d{name}", d) for name, d in ref.items()]
-        if cache.states[i] is not None:
-            checks.append(("g", handed[id(cache.states[i])]))
-        for key, d in checks:
-            if not np.allclose(layers[i]["data"][key], _np(d), rtol=SELF_CHECK_RTOL, atol=0):
-                raise AssertionError(f"layer {i} {key}: walked backward differs from "
-                                     "Network.backward")
+        layers.append(rec)
 
     data = {"input": _np(x_in), "input_psc": _np(cache.input_psc), "output": _np(a_out),
             "g_out": _np(dL_da_out), "labels": _np(labels).astype(np.int64),
@@ -179,38 +151,27 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
              "neuron": json.dumps(net.neuron.to_dict()), "grad": json.dumps(grad.to_dict()),
              "network": net.describe(), "max_neurons": int(max_neurons), "phi_select": phi_select,
              "dtype": str(net.dtype),
-             "layer_names": json.dumps([_layer_name(i) for i in range(len(net.layers))])}
+             "layer_names": json.dumps([layer_name(i) for i in range(len(net.layers))])}
     return {"attrs": attrs, "data": data, "layers": layers}
-
-
-def _layer_name(i: int) -> str:
-    return f"layer_{i:02d}"
-
-
-def _snnsim_version() -> str:
-    from .. import __version__  # noqa: PLC0415
-    return __version__
 
 
 def write_inspection(path, result: dict, extra_attrs: dict | None = None) -> Path:
     """Write :func:`inspect_pass`'s result to HDF5 atomically (layout:
     ``docs/inspect_format.md``)."""
-    from ..training.checkpoint import atomic_write  # noqa: PLC0415
+    from ..training.checkpoint import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["snnsim_version"] = _snnsim_version()
+            write_header(f, FORMAT_NAME, FORMAT_VERSION)
             for k, v in {**result["attrs"], **(extra_attrs or {})}.items():
                 f.attrs[k] = v
             for k, v in result["data"].items():
                 f.create_dataset(k, data=v)
             lg = f.create_group("layers")
             for i, rec in enumerate(result["layers"]):
-                g = lg.create_group(_layer_name(i))
+                g = lg.create_group(layer_name(i))
                 for k, v in rec["attrs"].items():
                     g.attrs[k] = np.asarray(v, np.int64) if isinstance(v, list) else v
                 for k, v in rec["data"].items():
@@ -297,9 +258,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from ..training import data as data_mod  # noqa: PLC0415
-    from .record import load_samples, network_from_checkpoint, network_from_spec  # noqa: PLC0415
-    from ..training.train import make_loss  # noqa: PLC0415
+    from ..training import data as data_mod
+    from ..training.train import make_loss
+    from .record import load_samples, network_from_checkpoint, network_from_spec
     args = make_parser().parse_args(argv)
     indices = parse_samples(args.samples)
     if args.checkpoint:
@@ -346,11 +307,11 @@ def main(argv=None) -> int:
     for i, rec in enumerate(result["layers"]):
         d = rec["data"]
         if rec["attrs"]["spiking"]:
-            print(f"  {_layer_name(i)} {rec['attrs']['describe']:>12}: {int(d['s'].sum())} "
+            print(f"  {layer_name(i)} {rec['attrs']['describe']:>12}: {int(d['s'].sum())} "
                   f"spikes, warm-up on {100.0 * d['warmup_mask'].mean():.1f} % of (t, b, n), "
                   f"|dL/dW| = {float(np.linalg.norm(d['dL_dW'])) if 'dL_dW' in d else 0:.4g}")
         else:
-            print(f"  {_layer_name(i)} {rec['attrs']['describe']:>12}: (no neurons)")
+            print(f"  {layer_name(i)} {rec['attrs']['describe']:>12}: (no neurons)")
     return 0
 
 

@@ -28,11 +28,13 @@ import matplotlib
 
 matplotlib.use("Agg")          # headless; set before anything of matplotlib draws
 
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .record import (  # noqa: E402
+from ..datasets.errors import DatasetError
+from ..datasets.registry import get_spec
+from .record import (
     DEFAULT_SAMPLES,
     MAX_RATE_BINS,
     MS_PER_S,
@@ -47,20 +49,11 @@ from .record import (  # noqa: E402
     is_recording,
     layer_label,
     load_recording,
-    rate_bin_index,
     network_from_args,
+    rate_bin_index,
     record_dataset,
 )
 
-#: Class names per dataset, for the confusion matrix and the output traces.
-CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-    "mnist": [str(i) for i in range(10)],
-    "nmnist": [str(i) for i in range(10)],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"],
-}
 NETWORK_KEY = "network"
 NETWORK_COLOR = "0.2"
 FORMATS = ("png", "pdf")
@@ -138,11 +131,6 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
 # =============================================================================
 # Fig. 8: firing-rate histogram
 # =============================================================================
-def rate_bins(n_steps: int, step_ms: float = 1.0, max_bins: int = MAX_RATE_BINS) -> np.ndarray:
-    """Bin edges (Hz) of the rates plot: :func:`snnsim.record.default_rate_bins`."""
-    return default_rate_bins(n_steps, step_ms, max_bins)
-
-
 def rate_bin_labels(edges, n_steps: int, step_ms: float = 1.0) -> list[str]:
     """Tick labels: the rates (Hz) that a spike count can give inside each bin,
     e.g. ``"0"``, ``"33-67"``; ``"-"`` for a bin no count reaches."""
@@ -297,7 +285,7 @@ def read_metrics(source) -> list[dict]:
     if p.suffix == ".jsonl":
         rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
     else:
-        from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
+        from ..training.checkpoint import load_checkpoint
         rows = load_checkpoint(p)["metrics"]
     if not rows:
         raise ValueError(f"{source}: no completed epoch in the metrics")
@@ -398,7 +386,11 @@ Example:
 
 
 def _class_names(dataset):
-    return CLASS_NAMES.get(dataset or "")
+    """The dataset's class names (its spec's), or None for an unknown dataset."""
+    try:
+        return list(get_spec(dataset).class_names) or None
+    except DatasetError:
+        return None
 
 
 def _load_source(args, full: bool, n_samples, indices=None, counts: bool = True):
@@ -434,7 +426,7 @@ def cmd_sparsity(args):
 def cmd_rates(args):
     rec, _, label = _load_source(args, False, args.samples)
     chosen = rec.layers if not args.layers else [rec.layer(x) for x in _layers_selected(rec, args.layers)]
-    edges = rate_bins(rec.n_steps, rec.step_ms, args.bins)
+    edges = default_rate_bins(rec.n_steps, rec.step_ms, args.bins)
     hists = {layer_label(lr): firing_rate_histogram(lr.counts, rec.n_steps, edges, rec.step_ms)[1]
              for lr in chosen}
     hists["network"] = firing_rate_histogram([lr.counts for lr in chosen], rec.n_steps, edges,
@@ -558,8 +550,8 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["CLASS_NAMES", "main", "plot_confusion", "plot_count_distribution", "plot_raster",
-           "plot_rate_histogram", "plot_training_curves", "rate_bin_labels", "rate_bins",
+__all__ = ["main", "plot_confusion", "plot_count_distribution", "plot_raster",
+           "plot_rate_histogram", "plot_training_curves", "rate_bin_labels",
            "read_metrics", "save_figure", "trace_neurons"]
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import h5py
 import numpy as np
 
 from ..backend import to_numpy
+from ..datasets.registry import DATASETS
+from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
 
 FORMAT_NAME = "snnsim-recording"
@@ -134,10 +136,6 @@ class Recording:
                        + ", ".join(lr.name for lr in self.layers))
 
 
-def _layer_name(i: int) -> str:
-    return f"layer_{i:02d}"
-
-
 def _unpack_batch(item):
     if isinstance(item, (tuple, list)):
         if len(item) != 2:
@@ -208,7 +206,7 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
         layer = net.layers[i]
         neuron = net.neuron_of(layer)
         layers.append(LayerRecord(
-            name=_layer_name(i), describe=layer.describe(), index=i,
+            name=layer_name(i), describe=layer.describe(), index=i,
             shape=tuple(int(n) for n in net.shapes[i + 1]), v_th=float(neuron.v_th),
             counts=np.concatenate(n_spikes[i], axis=0),
             spikes=np.concatenate(spikes[i], axis=1) if full and kept else None,
@@ -367,23 +365,16 @@ def unpack_spikes(packed, n_neurons: int, shape: tuple) -> np.ndarray:
     return bits.astype(bool).reshape(p.shape[0], p.shape[1], *shape)
 
 
-def _snnsim_version() -> str:
-    from .. import __version__  # noqa: PLC0415
-    return __version__
-
-
 def save_recording(path, rec: Recording) -> Path:
     """Write ``rec`` to HDF5 at ``path`` atomically (``<path>.tmp`` then
     :func:`os.replace`). Layout: ``docs/recording_format.md``."""
-    from ..training.checkpoint import atomic_write  # noqa: PLC0415
+    from ..training.checkpoint import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["snnsim_version"] = _snnsim_version()
+            write_header(f, FORMAT_NAME, FORMAT_VERSION)
             f.attrs["n_steps"] = int(rec.n_steps)
             f.attrs["step_ms"] = float(rec.step_ms)
             f.attrs["n_samples"] = rec.n_samples
@@ -432,7 +423,7 @@ def is_recording(path) -> bool:
     """True if ``path`` is an HDF5 file written by :func:`save_recording`."""
     try:
         with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT_NAME
+            return has_format(f, FORMAT_NAME)
     except OSError:
         return False
 
@@ -444,13 +435,7 @@ def load_recording(path) -> Recording:
         raise RecordingError(f"{path}: no such recording file")
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise RecordingError(f"{path}: not an snnsim recording (format attribute "
-                                     f"{f.attrs.get('format')!r}, expected {FORMAT_NAME!r})")
-            if int(f.attrs["format_version"]) != FORMAT_VERSION:
-                raise RecordingError(f"{path}: recording format version "
-                                     f"{int(f.attrs['format_version'])}; this snnsim reads "
-                                     f"{FORMAT_VERSION}")
+            check_header(f, path, FORMAT_NAME, FORMAT_VERSION, "recording", RecordingError)
             layers = []
             for name in json.loads(f.attrs["layer_names"]):
                 g = f["layers"][name]
@@ -491,16 +476,16 @@ def network_from_checkpoint(path, backend: str | None = None, dtype: str | None 
     ``dtype`` replaced when given) and the dict of
     :func:`snnsim.checkpoint.load_checkpoint`.
     """
-    from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
-    from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import build_network, set_weights  # noqa: PLC0415
+    from ..training.checkpoint import load_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.train import make_network, set_weights
     path = resolve_checkpoint_path(path)
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"], source=str(path))
     changes = {k: v for k, v in (("backend", backend), ("dtype", dtype)) if v is not None}
     if changes:
         cfg = cfg.replace(source="network_from_checkpoint", **changes)
-    net = build_network(cfg)
+    net = make_network(cfg)
     set_weights(net, ckpt["weights"])
     return net, cfg, ckpt
 
@@ -521,10 +506,10 @@ def network_from_spec(spec: str = "784-400-400-10", **config):
     settings of :class:`~snnsim.config.TrainConfig` (``dataset``, ``n_steps``,
     ``seed``, ``preset``, ``reading``, ``backend``, ``dtype``, ...) given as keywords.
     Returns ``(net, cfg)``."""
-    from ..training.config import TrainConfig  # noqa: PLC0415
-    from ..training.train import build_network  # noqa: PLC0415
+    from ..training.config import TrainConfig
+    from ..training.train import make_network
     cfg = TrainConfig().replace(source="network_from_spec", network=spec, **config)
-    return build_network(cfg), cfg
+    return make_network(cfg), cfg
 
 
 def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices=None,
@@ -535,7 +520,7 @@ def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices
     ``n_samples`` (None: all; N-MNIST: spread evenly over its label-ordered files).
     Returns ``(split, sample_index)``.
     """
-    from ..training import data as data_mod  # noqa: PLC0415
+    from ..training import data as data_mod
     changes = {"data_dir": data_dir} if data_dir is not None else {}
     subset = None if indices is not None else n_samples
     changes["train_subset" if split == "train" else "test_subset"] = subset
@@ -556,7 +541,7 @@ def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices
 
 def sample_batches(net, split, n_steps: int, batch_size: int):
     """``(x_in (T, B, ...), labels)`` on the network's backend, in order."""
-    from ..training import data as data_mod  # noqa: PLC0415
+    from ..training import data as data_mod
     return data_mod.batches(split, batch_size, net.xp, net.dtype, n_steps)
 
 
@@ -593,7 +578,7 @@ def add_source_arguments(p: argparse.ArgumentParser, samples_default: int | None
     p.add_argument("--network", metavar="SPEC", help="instead of a checkpoint: a freshly "
                    "initialised network in the paper's notation, e.g. 784-400-400-10")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of --network (a "
-                   "checkpoint uses its own): mnist | fashion-mnist | cifar10 | nmnist")
+                   "checkpoint uses its own): " + " | ".join(DATASETS))
     p.add_argument("--n-steps", type=int, default=None, metavar="T",
                    help="time steps T (default: the checkpoint's, or 5 with --network)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of --network")

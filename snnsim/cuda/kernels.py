@@ -6,7 +6,7 @@ one launch with O(1) state per neuron (no (T, T) anything):
 
 - ``lif_forward_kernel``: for t = 0..T-1, charge (4), fire (5), reset, PSC (2),
   in the arithmetic order of :func:`snnsim.neuron.lif_forward`;
-- ``lif_backward_kernel``: for t = T-1..0, S[t] = θs g[t] + (1-θs) S[t+1] (S 10),
+- ``lif_backward_kernel``: for t = T-1..0, S[t] = θs g[t] + (1-θs) S[t+1] ((9), (12)),
   the spike / silent step of the carry G and the warm-up replacement of δ (S 2.3),
   in the arithmetic order of :func:`snnsim.tsslbp.lif_backward`.
 
@@ -29,19 +29,18 @@ by a two-line preamble (:func:`kernel_source`), that compiles three ways:
   arithmetic are compiled and run on a machine without a GPU.
 
 The NumPy engine stays :mod:`snnsim.neuron` / :mod:`snnsim.tsslbp`; the fused
-functions refuse NumPy arrays. :func:`emulated_lif_forward` /
-:func:`emulated_lif_backward` run the kernel source on NumPy arrays through the
-gcc build, with the same argument marshalling as the CuPy path, for tests.
+functions refuse NumPy arrays; :data:`FUSED_LIF` is the pair as a neuron model.
+The tests' ``emulated_lif_forward`` / ``emulated_lif_backward``
+(``tests/cuda_emulation.py``) run the kernel source on NumPy arrays through the
+gcc build, with the same argument marshalling as the CuPy path.
 
 Compilation uses ``--fmad=false`` under NVRTC: CUDA contracts a*b + c into one
 fused multiply-add by default, which rounds once instead of twice and so would
 not reproduce the NumPy engine's float64 results bit for bit.
 
 Agreement with the NumPy engine (measured and asserted in tests/test_kernels.py):
-float64 forward and float64/float32 backward outside warm-up bit-identical;
-warm-up entries within a few ulp (exp differs between libraries); float32 forward
-within stated tolerances, because the NumPy engine promotes ``θs * s`` (and
-``V_th * s`` of the subtract reset) to float64 — a Python float times a bool array.
+the forward (float64 and float32, both resets) and the backward outside warm-up
+bit-identical; warm-up entries within a few ulp (exp differs between libraries).
 
 The derived constants (1-θm, 1-θs, WARMUP_PSC_FRACTION·θs, ...) are computed in
 float64 on the host and rounded once to the array dtype, exactly as NumPy rounds
@@ -57,7 +56,7 @@ from importlib import resources
 import numpy as np
 
 from ..backend import array_module
-from ..neuron import LIFState
+from ..neuron import LIFState, NeuronModel
 from ..params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
 from ..tsslbp import psc_shift_scale, reset_passthrough, reset_shift_coefficient
 
@@ -125,7 +124,7 @@ def _backward_args(g, u, du, s, a, delta, neuron: NeuronParams, grad: GradientPa
             real(WARMUP_WIDTH), real(WARMUP_Z_CLIP))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_signature(name: str) -> tuple[tuple[str, str], ...]:
     """The parameters ``(C type, name)`` of a kernel, read from :data:`LIF_KERNEL_SOURCE`
     (``const`` and ``RESTRICT`` dropped; the emulation's thread index left out)."""
@@ -201,7 +200,7 @@ def _device_module(*arrays):
     return xp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_kernel(xp, name: str, dtype_name: str):
     """The compiled ``xp.RawKernel`` for (kernel name, dtype), built once per process
     (CuPy also caches the binary on disk)."""
@@ -230,22 +229,12 @@ def fused_lif_backward(dL_da, state: LIFState, neuron: NeuronParams, grad: Gradi
     return _run_backward(dL_da, state, neuron, grad, xp, _cuda_launcher(xp))
 
 
-def fused_neuron_forward(x, layer_index: int, neuron: NeuronParams):
-    """:func:`fused_lif_forward` in the form of the ``neuron_forward`` hook of
-    :meth:`snnsim.network.Network.forward`."""
-    return fused_lif_forward(x, neuron)
-
-
-def fused_backward_fn(grad: GradientParams):
-    """:func:`fused_lif_backward` in the form of the ``lif_backward_fn`` hook of
-    :meth:`snnsim.network.Network.backward`, for the reading ``grad``."""
-    def lif_backward_fn(dL_da, state, neuron):
-        return fused_lif_backward(dL_da, state, neuron, grad)
-    return lif_backward_fn
+#: LIF with TSSL-BP as fused kernels: the CUDA twin of :data:`snnsim.tsslbp.LIF`,
+#: the neuron model of ``Network(..., fused=True)``.
+FUSED_LIF = NeuronModel(forward=fused_lif_forward, backward=fused_lif_backward)
 
 
 __all__ = [
     "LIF_KERNEL_SOURCE", "THREADS_PER_BLOCK", "NVRTC_OPTIONS", "kernel_source", "kernel_signature",
-    "check_kernel_args", "fused_lif_forward", "fused_lif_backward", "fused_neuron_forward",
-    "fused_backward_fn",
+    "check_kernel_args", "fused_lif_forward", "fused_lif_backward", "FUSED_LIF",
 ]

@@ -55,10 +55,10 @@ KERNEL void lif_forward_kernel(
 }
 
 /* TSSL-BP backward, design doc section 5, per neuron i, t = T-1..0, carry G[t+1]:
- *   S[t] = theta_s g[t] + (1-theta_s) S[t+1]                               (S 10)
+ *   S[t] = theta_s g[t] + (1-theta_s) S[t+1]                         (9), (12)
  *   leak = (1-theta_m) G[t+1]
- *   spike:  dt_du = -1/du[t] (clipped to +-bound if bound > 0)             (15)
- *           G[t] = -c S[t] dt_du + G[t+1] b R dt_du + through leak   (13), (16)
+ *   spike:  dt_du = -1/du[t] (clipped to +-bound if bound > 0)             (12)
+ *           G[t] = -c S[t] dt_du + G[t+1] b R dt_du + through leak   (11), (13)
  *           R = u[t] (reset_zero) | v_th (subtract)
  *   silent: G[t] = leak
  *   delta[t] = G[t], or where warmup and a[t] < warm_threshold:           (S 2.3)
@@ -78,16 +78,16 @@ KERNEL void lif_backward_kernel(
     real_t carry = (real_t)0;                           /* G[T] = 0 */
     for (int t = T - 1; t >= 0; --t) {
         const long long k = (long long)t * M + i;
-        S = theta_s * g[k] + decay_s * S;               /* (S 10) */
+        S = theta_s * g[k] + decay_s * S;               /* (9), (12) */
         const real_t leak = decay_m * carry;            /* leak path of (4) */
         if (s[k]) {
-            real_t dt_du = (real_t)(-1) / du[k];        /* (15) */
+            real_t dt_du = (real_t)(-1) / du[k];        /* (12) */
             if (bound > (real_t)0) {                    /* NaN passes, as np.clip */
                 dt_du = dt_du < -bound ? -bound : (dt_du > bound ? bound : dt_du);
             }
             const real_t R = reset_zero ? u[k] : v_th;
-            const real_t phi_1 = -c * S * dt_du;                /* (13) */
-            const real_t phi_2 = carry * b * R * dt_du;         /* (16) */
+            const real_t phi_1 = -c * S * dt_du;                /* (11) */
+            const real_t phi_2 = carry * b * R * dt_du;         /* (13) */
             carry = phi_1 + phi_2 + through * leak;
         } else {
             carry = leak;

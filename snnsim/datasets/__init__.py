@@ -17,13 +17,19 @@ Every malformed or missing file raises :class:`DatasetError` (a ``ValueError``) 
 message names the file and the problem.
 """
 
+from .cifar import load_cifar10, read_cifar_batch
 from .errors import DatasetError, DatasetNotFoundError, DownloadError
 from .idx import find_idx_files, load_idx_dataset, read_idx, write_idx
-from .cifar import load_cifar10, read_cifar_batch
-from .nmnist import (NMNISTDataset, bin_events, decode_nmnist_events, encode_nmnist_events,
-                     load_nmnist, read_nmnist_events)
-from .transforms import normalize_cifar10, normalize_mnist, random_crop_flip
+from .nmnist import (
+    NMNISTDataset,
+    bin_events,
+    decode_nmnist_events,
+    encode_nmnist_events,
+    load_nmnist,
+    read_nmnist_events,
+)
 from .registry import DATASETS, search_dirs, verify_dataset_files
+from .transforms import normalize_cifar10, normalize_mnist, random_crop_flip
 
 __all__ = [
     "DatasetError", "DatasetNotFoundError", "DownloadError",

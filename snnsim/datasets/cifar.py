@@ -129,7 +129,7 @@ def read_cifar_batch(path):
                            f"{data.dtype} {data.shape}")
     try:
         lab = np.asarray(labels)
-    except Exception as exc:  # noqa: BLE001 - any malformed label container
+    except Exception as exc:  # any malformed label container
         raise DatasetError(f"{path}: labels are not a list of ints: {exc}") from exc
     if lab.ndim != 1 or (lab.size and not np.issubdtype(lab.dtype, np.integer)):
         raise DatasetError(f"{path}: labels must be a flat list of ints, got "

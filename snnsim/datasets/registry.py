@@ -38,7 +38,6 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .errors import DatasetError, DatasetNotFoundError
 
@@ -46,6 +45,9 @@ __all__ = [
     "FileEntry",
     "DatasetSpec",
     "DATASETS",
+    "PREPROCESSINGS",
+    "authors_dataset",
+    "authors_dataset_names",
     "ENV_VAR",
     "REPO_DATA_ROOT",
     "SYSTEM_DATA_ROOT",
@@ -85,26 +87,45 @@ class FileEntry:
     role: str  # "images", "labels" or "batch"
     filename: str
     count: int
-    size: Optional[int] = None
-    sha256: Optional[str] = None
-    md5: Optional[str] = None
-    url: Optional[str] = None
-    gz_md5: Optional[str] = None
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    url: str | None = None
+    gz_md5: str | None = None
+
+
+#: The preprocessings of :mod:`snnsim.training.data`, by the name a spec gives.
+PREPROCESSINGS = {
+    "mnist": "(x/255 - 0.1307)/0.3081, a static current repeated at every step",
+    "cifar10": "per-channel normalisation, a static current; training batches get a random "
+               "crop of the 4-padded image and a horizontal flip",
+    "events": "0/1 event frames in time bins, (T, B, 2, 34, 34)",
+}
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: its files, official split sizes and how to obtain it."""
+    """A dataset: what a sample is (feature shape, classes, preprocessing), the
+    names the authors' configuration files give it, its files, official split
+    sizes and how to obtain it. A new dataset is one entry of :data:`DATASETS`."""
 
     name: str
     counts: dict
+    input_shape: tuple = ()        # (channels, height, width) of one sample
+    class_names: tuple = ()        # in label order
+    preprocessing: str | None = None   # a key of PREPROCESSINGS
+    authors_names: tuple = ()      # the ``dataset:`` values of the authors' files
     files: tuple = ()
-    archive_url: Optional[str] = None
-    archive_md5: Optional[str] = None
-    apt_package: Optional[str] = None
+    archive_url: str | None = None
+    archive_md5: str | None = None
+    apt_package: str | None = None
     downloadable: bool = True
-    manual: Optional[str] = None
+    manual: str | None = None
     aliases: tuple = field(default=())
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
 
     def entries(self, split=None, role=None):
         """File entries, optionally filtered by split and role."""
@@ -161,17 +182,27 @@ _CIFAR_MD5 = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
 
+_DIGITS = tuple(str(i) for i in range(10))
+
 DATASETS = {
     "mnist": DatasetSpec(
         name="mnist", counts={"train": 60000, "test": 10000},
+        input_shape=(1, 28, 28), class_names=_DIGITS, preprocessing="mnist",
+        authors_names=("MNIST",),
         files=_idx_entries("mnist", _MNIST_URL, _MNIST_GZ_MD5, {})),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist", counts={"train": 60000, "test": 10000},
+        input_shape=(1, 28, 28), preprocessing="mnist", authors_names=("FashionMNIST",),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot"),
         files=_idx_entries("fashion-mnist", _FASHION_URL, _FASHION_GZ_MD5, _FASHION_SHA256),
         apt_package="dataset-fashion-mnist",
         aliases=("fashion_mnist", "fashionmnist", "fmnist")),
     "cifar10": DatasetSpec(
         name="cifar10", counts={"train": 50000, "test": 10000},
+        input_shape=(3, 32, 32), preprocessing="cifar10", authors_names=("CIFAR10",),
+        class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                     "ship", "truck"),
         files=tuple(FileEntry("cifar10", "test" if b == "test_batch" else "train", "batch",
                               "cifar-10-batches-py/" + b, 10000, md5=m)
                     for b, m in _CIFAR_MD5.items()),
@@ -180,6 +211,8 @@ DATASETS = {
         aliases=("cifar-10", "cifar_10")),
     "nmnist": DatasetSpec(
         name="nmnist", counts={"train": 60000, "test": 10000},
+        input_shape=(2, 34, 34), class_names=_DIGITS, preprocessing="events",
+        authors_names=("NMNIST_Spiking", "NMNIST"),
         downloadable=False,
         manual=("download Train.zip and Test.zip from the N-MNIST page "
                 "(https://www.garrickorchard.com/datasets/n-mnist, files hosted on "
@@ -196,6 +229,20 @@ def canonical_name(name: str) -> str:
         if key == spec.name or key in spec.aliases:
             return spec.name
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+
+
+def authors_dataset(name: str) -> DatasetSpec:
+    """The spec of the dataset the authors' configuration files call ``name``
+    (``"FashionMNIST"``, ``"NMNIST_Spiking"``, ...); DatasetError if none."""
+    for spec in DATASETS.values():
+        if name in spec.authors_names:
+            return spec
+    raise DatasetError(f"unknown dataset {name!r}; known: {sorted(authors_dataset_names())}")
+
+
+def authors_dataset_names() -> list[str]:
+    """Every dataset name of the authors' configuration files."""
+    return [n for spec in DATASETS.values() for n in spec.authors_names]
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -5,31 +5,37 @@ Two ways to describe a network:
 - the paper's notation, e.g. ``"15C5-P2-40C5-P2-300-10"`` (:func:`parse_paper_notation`);
 - the authors' configuration files, a ``Network:`` section of run settings and a
   ``Layers:`` section of layers in order (:func:`load_authors_yaml`,
-  :func:`layers_from_authors_config`). The files in ``configs/`` at the
-  repository root are in this format, one per experiment of the design doc's
-  table (section 5); files from the authors' repository load unchanged.
+  :func:`layers_from_authors_config`). The shipped configs in ``snnsim/configs/``
+  are in this format, one per experiment of the design doc's table (section 5);
+  files from the authors' repository load unchanged.
 
-:func:`build_network` turns either into a :class:`~snnsim.network.Network`.
+This module is the one reader of that dialect: finding a config file
+(:func:`find_config_file`), reading it (:func:`read_config_file`, once per
+process), checking its ``Network:`` section (:func:`authors_settings`, used by
+:mod:`snnsim.training.config` too) and its ``Layers:``.
+:func:`build_network` turns either description into a :class:`~snnsim.network.Network`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import json
 import math
+import os
 import re
 from pathlib import Path
 
 import yaml
 
 from ..conv import Conv2d
+from ..datasets.errors import DatasetError
+from ..datasets.registry import authors_dataset, get_spec
 from ..dropout import Dropout
 from ..layers import Dense, Layer
 from ..network import Network
 from ..params import NeuronParams
 from ..pool import POOL_GAIN, Pool2d
-
-#: Where the shipped configuration files live (``<repository>/configs``).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
 
 # =============================================================================
 # The paper's notation
@@ -113,7 +119,8 @@ def parse_paper_notation(spec: str, input_shape=None, *, conv_padding: int = 0,
         prefix, body = body.split(":", 1)
         declared = _parse_shape_prefix(prefix)
         if input_shape is not None and tuple(input_shape) != declared:
-            raise ValueError(f"spec {spec!r} declares input {declared} but input_shape is {tuple(input_shape)}")
+            raise ValueError(f"spec {spec!r} declares input {declared} but input_shape is "
+                             f"{tuple(input_shape)}")
         input_shape = declared
     if input_shape is None:
         raise ValueError("parse_paper_notation needs input_shape (or a 'CxHxW:' prefix in the spec)")
@@ -158,15 +165,6 @@ def _layer_from_token(token, conv_padding, conv_weight_scale, dense_weight_scale
 # =============================================================================
 # The authors' configuration files
 # =============================================================================
-#: Input feature shape and snnsim dataset name of each ``dataset`` value of the
-#: authors' files.
-AUTHORS_DATASETS = {
-    "MNIST": ((1, 28, 28), "mnist"),
-    "FashionMNIST": ((1, 28, 28), "fashion-mnist"),
-    "NMNIST_Spiking": ((2, 34, 34), "nmnist"),
-    "NMNIST": ((2, 34, 34), "nmnist"),
-    "CIFAR10": ((3, 32, 32), "cifar10"),
-}
 AUTHORS_LOSSES = ("kernel", "count")
 
 #: ``Network:`` keys that snnsim uses (all become run settings; tau_m, tau_s the neuron).
@@ -196,40 +194,77 @@ LAYER_KEYS = {
 #: Dropout p when a ``dropout`` layer has no ``p`` (authors' code default).
 AUTHORS_DROPOUT_DEFAULT = 0.5
 
+#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
+CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
+
 
 class ConfigError(ValueError):
-    """A configuration file that snnsim cannot read as written."""
+    """A config file, key or value that snnsim cannot read as written; the message names it."""
 
 
-def find_config(name_or_path) -> Path:
-    """A config file: an existing path, or the name of a shipped config in
-    :data:`CONFIG_DIR` (``"fashion_mnist_cnn"`` or ``"fashion_mnist_cnn.yaml"``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for candidate in (CONFIG_DIR / str(name_or_path), CONFIG_DIR / f"{name_or_path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no config file {str(name_or_path)!r}; shipped configs in {CONFIG_DIR}: "
-                            f"{', '.join(list_configs()) or '(none)'}")
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """No config file of that name or path."""
+
+
+def find_config_file(name_or_path) -> Path:
+    """A config file path, or the shipped config ``snnsim/configs/<name>.yaml``."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    tried = [p]
+    if p.suffix == "" and os.sep not in str(name_or_path):
+        for d in CONFIG_DIRS:
+            for ext in (".yaml", ".yml", ".json"):
+                cand = d / (str(name_or_path) + ext)
+                tried.append(cand)
+                if cand.is_file():
+                    return cand
+    shipped = list_configs()
+    raise ConfigNotFoundError(f"config {str(name_or_path)!r} not found (tried: "
+                              + ", ".join(map(str, tried)) + ")"
+                              + (f"; shipped configs: {', '.join(shipped)}" if shipped else ""))
 
 
 def list_configs() -> list[str]:
     """Names of the shipped configs (without ``.yaml``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    return sorted({q.stem for d in CONFIG_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+
+
+def read_config_file(name_or_path) -> tuple[Path, dict]:
+    """``(path, mapping)`` of a config file (JSON or YAML; a path or a shipped
+    config's name). The file is read and parsed once per process (while it is
+    unchanged); each call returns a fresh copy of the mapping."""
+    path = find_config_file(name_or_path)
+    stat = path.stat()
+    doc = _parse_config(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return path, copy.deepcopy(doc)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_config(path: str, mtime_ns: int, size: int) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(doc).__name__}")
+    return doc
+
+
+def is_authors_yaml(doc) -> bool:
+    """An authors'-format config: top-level ``Network:`` and ``Layers:``."""
+    return isinstance(doc, dict) and "Network" in doc and "Layers" in doc
 
 
 def load_authors_yaml(path) -> dict:
     """Read an authors'-format config (a path or a shipped config's name):
     a dict with ``"Network"`` and ``"Layers"`` (layers in file order)."""
-    path = find_config(path)
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'Network' and 'Layers', got {type(cfg).__name__}")
+    path, cfg = read_config_file(path)
     extra = set(cfg) - {"Network", "Layers"}
     if extra:
-        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(extra)}; expected 'Network' and 'Layers'")
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(extra)}; expected 'Network' "
+                          "and 'Layers'")
     for section in ("Network", "Layers"):
         if not isinstance(cfg.get(section), dict) or not cfg[section]:
             raise ConfigError(f"{path}: missing or empty section {section!r}")
@@ -248,20 +283,27 @@ def _nonnegative_int(value, what: str) -> int:
     return value
 
 
-def _run_settings(net: dict, extra_keys=()) -> dict:
+def authors_settings(net: dict, extra_keys=()) -> dict:
+    """The run settings of an authors' ``Network:`` section, checked: every
+    required key present, none unknown (``extra_keys`` are accepted without use),
+    each value of a usable type. ``dataset`` becomes the snnsim name (the
+    authors' in ``dataset_authors``)."""
     unknown = (set(net) - set(NETWORK_KEYS_REQUIRED) - set(NETWORK_KEYS_OPTIONAL) - set(NETWORK_KEYS_IGNORED)
                - set(extra_keys))
     if unknown:
-        raise ConfigError(f"Network: unknown key {sorted(unknown)[0]!r} (known: "
-                          f"{sorted(NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL + tuple(NETWORK_KEYS_IGNORED))})")
+        known = sorted(NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL + tuple(NETWORK_KEYS_IGNORED))
+        raise ConfigError(f"Network: unknown key {sorted(unknown)[0]!r} (known: {known})")
     missing = [k for k in NETWORK_KEYS_REQUIRED if k not in net]
     if missing:
         raise ConfigError(f"Network: missing key {missing[0]!r}")
     for key, expected in NETWORK_KEYS_IGNORED.items():
         if expected is not None and key in net and net[key] != expected:
-            raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements {expected!r})")
-    if net["dataset"] not in AUTHORS_DATASETS:
-        raise ConfigError(f"Network: unknown dataset {net['dataset']!r}; known: {sorted(AUTHORS_DATASETS)}")
+            raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements "
+                              f"{expected!r})")
+    try:
+        dataset = authors_dataset(net["dataset"])
+    except DatasetError as exc:
+        raise ConfigError(f"Network: {exc}") from None
     if net["loss"] not in AUTHORS_LOSSES:
         raise ConfigError(f"Network: unknown loss {net['loss']!r}; known: {AUTHORS_LOSSES}")
     if net["loss"] == "count":
@@ -272,10 +314,13 @@ def _run_settings(net: dict, extra_keys=()) -> dict:
         _positive_int(net[key], f"Network: {key}")
     if not float(net["lr"]) > 0:
         raise ConfigError(f"Network: lr must be positive, got {net['lr']!r}")
+    if net["n_class"] != dataset.n_classes:
+        raise ConfigError(f"Network: n_class {net['n_class']} is not supported ({dataset.name} "
+                          f"has {dataset.n_classes} classes)")
     settings = {key: net[key] for key in NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL if key in net}
     settings["lr"] = float(net["lr"])
     settings["dataset_authors"] = net["dataset"]
-    settings["dataset"] = AUTHORS_DATASETS[net["dataset"]][1]
+    settings["dataset"] = dataset.name
     return settings
 
 
@@ -335,7 +380,7 @@ def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero",
     """Layers, neuron parameters and run settings of an authors'-format config.
 
     ``cfg``: the dict of :func:`load_authors_yaml`. ``input_shape`` overrides
-    the dataset's feature shape (:data:`AUTHORS_DATASETS`); by default an MLP
+    the dataset's feature shape (its spec in :mod:`snnsim.datasets.registry`); by default an MLP
     (first layer ``linear``) gets the flat shape ``(n_inputs,)``. ``reset``
     (``"zero"`` authors, ``"subtract"`` paper) goes into every NeuronParams.
     ``extra_network_keys``: further ``Network:`` keys to accept without use
@@ -351,7 +396,7 @@ def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero",
     """
     if not isinstance(cfg, dict) or set(cfg) != {"Network", "Layers"}:
         raise ConfigError("an authors' config is a mapping with exactly 'Network' and 'Layers'")
-    settings = _run_settings(cfg["Network"], extra_network_keys)
+    settings = authors_settings(cfg["Network"], extra_network_keys)
     try:
         neuron = NeuronParams(tau_m=float(cfg["Network"]["tau_m"]), tau_s=float(cfg["Network"]["tau_s"]),
                               reset=reset)
@@ -359,7 +404,7 @@ def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero",
         raise ConfigError(f"Network: {exc}") from None
     layer_cfgs = list(cfg["Layers"].items())
     if input_shape is None:
-        input_shape = AUTHORS_DATASETS[settings["dataset_authors"]][0]
+        input_shape = get_spec(settings["dataset"]).input_shape
         first = layer_cfgs[0][1] if layer_cfgs else {}
         if isinstance(first, dict) and first.get("type") == "linear":
             input_shape = (math.prod(input_shape),)
@@ -385,8 +430,7 @@ def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero",
 
 def build_network(spec_or_cfg, input_shape=None, *, reset: str | None = None, **network_kwargs) -> Network:
     """A :class:`Network` from the paper's notation, an authors' config dict,
-    or a config file (path or shipped name, ending in ``.yaml``/``.yml`` or
-    found in :data:`CONFIG_DIR`).
+    or a config file (path or shipped name, see :func:`names_config_file`).
 
     Notation: ``input_shape`` is required (or a ``CxHxW:`` prefix);
     ``network_kwargs`` go to :class:`Network` (neuron, grad, backend, dtype,
@@ -395,7 +439,7 @@ def build_network(spec_or_cfg, input_shape=None, *, reset: str | None = None, **
     Config: the neuron comes from the config (pass ``reset`` to choose the
     reset, default ``"zero"``); ``neuron`` may not be passed.
     """
-    if isinstance(spec_or_cfg, (str, Path)) and _looks_like_config(spec_or_cfg):
+    if isinstance(spec_or_cfg, (str, Path)) and names_config_file(spec_or_cfg):
         spec_or_cfg = load_authors_yaml(spec_or_cfg)
     if isinstance(spec_or_cfg, dict):
         if "neuron" in network_kwargs:
@@ -417,11 +461,27 @@ def build_network(spec_or_cfg, input_shape=None, *, reset: str | None = None, **
     return Network(layers, input_shape, **network_kwargs)
 
 
-def _looks_like_config(name) -> bool:
-    text = str(name)
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+def names_config_file(name) -> bool:
+    """Whether a network string names a config file rather than the paper's
+    notation: it ends in ``.yaml``/``.yml``, or :func:`find_config_file` finds it."""
+    if str(name).lower().endswith((".yaml", ".yml")):
         return True
-    return (CONFIG_DIR / f"{text}.yaml").is_file()
+    try:
+        find_config_file(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def layers_from_spec(network: str, input_shape, extra_network_keys=()) -> list[Layer]:
+    """The layers a network string names: the ``Layers:`` of an authors' config
+    (:func:`layers_from_authors_config`) or the paper's notation
+    (:func:`parse_paper_notation`), checked against ``input_shape``."""
+    if names_config_file(network):
+        layers, _, _ = layers_from_authors_config(load_authors_yaml(network), input_shape,
+                                                  extra_network_keys=extra_network_keys)
+        return list(layers)
+    return parse_paper_notation(network, input_shape)
 
 
 def count_parameters(net: Network) -> int:
@@ -429,6 +489,7 @@ def count_parameters(net: Network) -> int:
     return sum(int(math.prod(p.shape)) for params in net.params for p in params.values())
 
 
-__all__ = ["AUTHORS_DATASETS", "CONFIG_DIR", "ConfigError", "build_network", "count_parameters",
-           "find_config", "layers_from_authors_config", "list_configs", "load_authors_yaml",
-           "parse_paper_notation"]
+__all__ = ["CONFIG_DIRS", "ConfigError", "ConfigNotFoundError", "authors_settings",
+           "build_network", "count_parameters", "find_config_file", "is_authors_yaml",
+           "layers_from_authors_config", "layers_from_spec", "list_configs", "load_authors_yaml",
+           "names_config_file", "parse_paper_notation", "read_config_file"]

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from ..backend import to_numpy
+from ..h5header import check_header, has_format, layer_name, write_header
 
 FORMAT_NAME = "snnsim-checkpoint"
 FORMAT_VERSION = 1
@@ -41,10 +42,6 @@ METRIC_COLUMNS = {"epoch": np.int64, "train_loss": np.float64, "train_acc": np.f
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, truncated or not an snnsim checkpoint.
     The message names the file."""
-
-
-def layer_key(i: int) -> str:
-    return f"layer_{i:02d}"
 
 
 @lru_cache(maxsize=1)
@@ -61,11 +58,6 @@ def git_commit() -> str:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def _snnsim_version() -> str:
-    from .. import __version__  # noqa: PLC0415
-    return __version__
 
 
 # --- atomic writes ---------------------------------------------------------------
@@ -141,9 +133,7 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["snnsim_version"] = _snnsim_version()
+            write_header(f, FORMAT_NAME, FORMAT_VERSION)
             f.attrs["git_commit"] = git_commit()
             f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             f.attrs["epoch"] = int(epoch)
@@ -155,7 +145,7 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
                 f.attrs[k] = v
             g = f.create_group("weights")
             for i, layer in enumerate(weights):
-                lg = g.create_group(layer_key(i))
+                lg = g.create_group(layer_name(i))
                 lg.attrs["layer"] = i
                 lg.attrs["describe"] = layer_names[i] if layer_names else ""
                 for name, a in layer.items():
@@ -169,7 +159,7 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
             for moment in ("m", "v"):
                 mg = og.create_group(moment)
                 for i, layer in enumerate(optimizer[moment]):
-                    lg = mg.create_group(layer_key(i))
+                    lg = mg.create_group(layer_name(i))
                     for name, a in layer.items():
                         lg.create_dataset(name, data=to_numpy(a))
             rg = f.create_group("rng")
@@ -186,7 +176,7 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
 # --- load ------------------------------------------------------------------------
 def _read_layers(group) -> list[dict]:
     keys = sorted(group.keys())
-    expected = [layer_key(i) for i in range(len(keys))]
+    expected = [layer_name(i) for i in range(len(keys))]
     if keys != expected:
         raise KeyError(f"{group.name}: layer groups {keys}, expected {expected}")
     return [{name: ds[()] for name, ds in group[k].items()} for k in keys]
@@ -212,14 +202,7 @@ def load_checkpoint(path) -> dict:
                               f"checkpoint?): {exc}") from exc
     try:
         with f:
-            fmt = f.attrs.get("format")
-            if fmt != FORMAT_NAME:
-                raise CheckpointError(f"{path}: not an snnsim checkpoint (format attribute "
-                                      f"{fmt!r}, expected {FORMAT_NAME!r})")
-            version = int(f.attrs["format_version"])
-            if version != FORMAT_VERSION:
-                raise CheckpointError(f"{path}: checkpoint format version {version}; this "
-                                      f"snnsim reads version {FORMAT_VERSION}")
+            check_header(f, path, FORMAT_NAME, FORMAT_VERSION, "checkpoint", CheckpointError)
             og = f["optimizer"]
             out = {
                 "path": str(path),
@@ -260,7 +243,7 @@ def checkpoint_epoch(path) -> int:
     """The ``epoch`` attribute of a checkpoint, without reading its arrays."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_NAME:
+            if not has_format(f, FORMAT_NAME):
                 raise CheckpointError(f"{path}: not an snnsim checkpoint")
             return int(f.attrs["epoch"])
     except (OSError, KeyError) as exc:
@@ -279,5 +262,5 @@ def restore_rng(rng_state: dict) -> np.random.Generator:
 
 
 __all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS",
-           "atomic_copy", "atomic_write", "checkpoint_epoch", "git_commit", "layer_key",
+           "atomic_copy", "atomic_write", "checkpoint_epoch", "git_commit",
            "load_checkpoint", "restore_rng", "save_checkpoint"]

@@ -4,11 +4,11 @@ in the run folder and inside every checkpoint.
 Where a value comes from, lowest precedence first:
 
 1. the defaults below (the Fashion-MNIST MLP of the paper, authors' setup);
-2. a config file (``--config``): an authors' YAML (top-level ``Network:`` and
-   ``Layers:`` keys; the ``Network:`` keys map onto these fields through
-   :data:`AUTHORS_NETWORK_KEYS`, the ``Layers:`` are built by
-   :mod:`snnsim.builder`), or a flat snnsim config (JSON or YAML, e.g. a run's
-   ``config.json``);
+2. a config file (``--config``, a path or the name of a shipped config in
+   ``snnsim/configs/``): an authors' YAML (top-level ``Network:`` and ``Layers:``
+   keys, read and checked by :mod:`snnsim.training.builder`; the ``Network:``
+   settings that are fields here set them, the ``Layers:`` are the network), or
+   a flat snnsim config (JSON or YAML, e.g. a run's ``config.json``);
 3. command-line options and ``--key=value`` overrides, parsed to the field's type.
 
 An unknown key is an error naming the key and listing the valid ones.
@@ -17,31 +17,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-
-from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
+from ..datasets.errors import DatasetError
+from ..datasets.registry import DATASETS, canonical_name
 from ..params import READINGS, RESETS, SENSITIVITY_BOUND
 from ..presets import PRESETS
+from .builder import (
+    ConfigError,
+    authors_settings,
+    find_config_file,
+    is_authors_yaml,
+    names_config_file,
+    read_config_file,
+)
+from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 
 LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy")
 DESIRED_TRAINS = ("paper", "authors")
 
-#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
-CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
 
-
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names it."""
-
-
-def _f(default, help: str):  # noqa: A002 - "help" reads best in the table below
+def _f(default, help: str):  # "help" reads best in the table below
     return field(default=default, metadata={"help": help})
 
 
@@ -53,7 +52,7 @@ class TrainConfig:
     network: str = _f("784-400-400-10",
                       "paper notation (e.g. 784-400-400-10, 32C5-P2-64C5-P2-1024-10) or the "
                       "path of an authors' YAML whose Layers: define the network")
-    dataset: str = _f("fashion-mnist", "mnist | fashion-mnist | cifar10 | nmnist")
+    dataset: str = _f("fashion-mnist", " | ".join(DATASETS))
     data_dir: str | None = _f(None, "directory holding the dataset (None: the standard search "
                                     "path, see snnsim.datasets)")
     train_subset: int | None = _f(None, "use only the first N training samples (quick runs)")
@@ -259,8 +258,6 @@ def _type_name(tp) -> str:
 
 
 def _canonical_dataset(name: str) -> str:
-    from ..datasets.registry import canonical_name  # noqa: PLC0415
-    from ..datasets.errors import DatasetError  # noqa: PLC0415
     try:
         return canonical_name(name)
     except DatasetError as exc:
@@ -286,82 +283,19 @@ def describe_fields() -> str:
     return "\n".join(rows)
 
 
-# --- the authors' YAML --------------------------------------------------------
-#: The authors' ``Network:`` keys -> TrainConfig fields (None: read but not used).
-AUTHORS_NETWORK_KEYS = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "n_steps": "n_steps",
-    "dataset": "dataset",
-    "lr": "lr",
-    "loss": "loss",
-    "desired_count": "desired_count",
-    "undesired_count": "undesired_count",
-    "tau_m": "tau_m",
-    "tau_s": "tau_s",
-    "n_class": None,          # checked: every dataset here has 10 classes
-    "data_path": None,        # their relative path; use --data-dir
-    "rule": None,             # checked: "TSSLBP"
-    "model": None,            # checked: "LIF"
-    "SpikeBasedBPTT": None,   # an old key of theirs, without effect
-}
-#: The authors' dataset names -> snnsim dataset names.
-AUTHORS_DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion-mnist", "CIFAR10": "cifar10",
-                    "NMNIST_Spiking": "nmnist", "NMNIST": "nmnist"}
-N_CLASSES = 10
-
-
-def is_authors_yaml(doc) -> bool:
-    return isinstance(doc, dict) and "Network" in doc and "Layers" in doc
-
-
-def authors_network_to_fields(network: dict, source: str) -> dict:
-    """Map an authors' ``Network:`` section onto TrainConfig fields."""
-    out = {}
-    for key, value in network.items():
-        if key in AUTHORS_NETWORK_KEYS:
-            target = AUTHORS_NETWORK_KEYS[key]
-        elif key in field_names():        # an snnsim field written in the Network: section
-            target = key
-        else:
-            raise ConfigError(f"{source}: unknown key {key!r} in Network:; known keys: "
-                              + ", ".join(AUTHORS_NETWORK_KEYS) + ", or any of: "
-                              + ", ".join(field_names()))
-        if key == "n_class" and int(value) != N_CLASSES:
-            raise ConfigError(f"{source}: n_class {value} is not supported (datasets have "
-                              f"{N_CLASSES} classes)")
-        if key == "rule" and value != "TSSLBP":
-            raise ConfigError(f"{source}: rule {value!r}: only TSSLBP is implemented")
-        if key == "model" and value != "LIF":
-            raise ConfigError(f"{source}: model {value!r}: only LIF is implemented")
-        if target is None:
-            continue
-        if key == "dataset" and value not in AUTHORS_DATASETS.values():
-            if value not in AUTHORS_DATASETS:
-                raise ConfigError(f"{source}: dataset {value!r}; known: "
-                                  + ", ".join(AUTHORS_DATASETS))
-            value = AUTHORS_DATASETS[value]
-        out[target] = value
-    return out
-
-
-def find_config_file(name_or_path: str) -> Path:
-    """A config file path, or the shipped config ``configs/<name>.yaml``."""
-    p = Path(name_or_path).expanduser()
-    if p.is_file():
-        return p
-    tried = [p]
-    if p.suffix == "" and os.sep not in str(name_or_path):
-        for d in CONFIG_DIRS:
-            for ext in (".yaml", ".yml", ".json"):
-                cand = d / (str(name_or_path) + ext)
-                tried.append(cand)
-                if cand.is_file():
-                    return cand
-    shipped = sorted({q.stem for d in CONFIG_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
-    raise ConfigError(f"config {name_or_path!r} not found (tried: "
-                      + ", ".join(map(str, tried)) + ")"
-                      + (f"; shipped configs: {', '.join(shipped)}" if shipped else ""))
+# --- config files -----------------------------------------------------------------
+def authors_network_fields(network: dict, source: str) -> dict:
+    """The fields an authors' ``Network:`` section sets: its settings
+    (:func:`snnsim.training.builder.authors_settings`) that are fields here, and
+    any field of this config written there too."""
+    names = field_names()
+    try:
+        settings = authors_settings(network, extra_keys=names)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    fields = {k: v for k, v in settings.items() if k in names}
+    fields.update({k: v for k, v in network.items() if k in names and k not in settings})
+    return fields
 
 
 def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> TrainConfig:
@@ -372,18 +306,11 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
     except ``out`` (a run's ``config.json`` reused for a new run must not point
     at the old run's folder).
     """
-    path = find_config_file(name_or_path)
+    path, doc = read_config_file(name_or_path)
     base = base or TrainConfig()
-    try:
-        text = path.read_text()
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(doc).__name__}")
     source = str(path)
     if is_authors_yaml(doc):
-        fields = authors_network_to_fields(doc["Network"] or {}, source)
+        fields = authors_network_fields(doc["Network"] or {}, source)
         fields["network"] = str(path.resolve())
         if not base.name:
             fields["name"] = path.stem
@@ -392,10 +319,6 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
     return base.replace(source=source, **doc)
 
 
-def network_is_yaml(network: str) -> bool:
-    return str(network).lower().endswith((".yaml", ".yml"))
-
-
-__all__ = ["AUTHORS_DATASETS", "AUTHORS_NETWORK_KEYS", "ConfigError", "TrainConfig",
-           "check_key", "coerce", "describe_fields", "field_names", "find_config_file",
-           "load_config_file", "normalize_key"]
+__all__ = ["ConfigError", "TrainConfig", "authors_network_fields", "check_key", "coerce",
+           "describe_fields", "field_names", "find_config_file", "load_config_file",
+           "names_config_file", "normalize_key"]

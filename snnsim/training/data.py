@@ -1,5 +1,6 @@
 """From datasets to batches: preprocessing as the authors did (design doc
-section 5), a seeded shuffle, and one host-to-backend copy per batch.
+section 5; each dataset's spec in :mod:`snnsim.datasets.registry` names its
+preprocessing), a seeded shuffle, and one host-to-backend copy per batch.
 
     train, test = load_splits(cfg)                   # host (NumPy) arrays
     for x_in, labels in batches(train, 100, xp, cfg.dtype, cfg.n_steps, rng, shuffle=True):
@@ -23,12 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..datasets.registry import get_spec
 from ..network import repeat_static
 
-#: Feature shape of one sample, (channels, height, width), per dataset.
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                "nmnist": (2, 34, 34)}
-N_CLASSES = 10
 #: CIFAR-10 training augmentation (authors: RandomCrop(32, padding=4), RandomHorizontalFlip).
 CIFAR10_CROP_PAD = 4
 
@@ -63,7 +61,7 @@ class Split:
             if self.augment:
                 if rng is None:
                     raise ValueError("augmentation needs the run's rng")
-                from ..datasets.transforms import CIFAR10_BLACK, random_crop_flip  # noqa: PLC0415
+                from ..datasets.transforms import CIFAR10_BLACK, random_crop_flip
                 x = random_crop_flip(x, rng, pad=CIFAR10_CROP_PAD, fill=CIFAR10_BLACK)
         return x, self.y[idx]
 
@@ -76,33 +74,48 @@ def _subset_index(n: int, subset: int | None, evenly: bool = False) -> np.ndarra
     return np.arange(subset)
 
 
+def _load_mnist(dataset: str, split: str, cfg, subset, dtype) -> Split:
+    from ..datasets.idx import load_idx_dataset
+    from ..datasets.transforms import normalize_mnist
+    images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
+    idx = _subset_index(len(labels), subset)
+    x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
+    return Split(split, "static", labels[idx].astype(np.int64), x=x)
+
+
+def _load_cifar10(dataset: str, split: str, cfg, subset, dtype) -> Split:
+    from ..datasets.cifar import load_cifar10
+    from ..datasets.transforms import normalize_cifar10
+    images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
+    idx = _subset_index(len(labels), subset)
+    x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
+    return Split(split, "static", labels[idx].astype(np.int64), x=x,
+                 augment=bool(cfg.augment and split == "train"))
+
+
+def _load_events(dataset: str, split: str, cfg, subset, dtype) -> Split:
+    from ..datasets.nmnist import NMNISTDataset
+    frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
+                           dtype=np.uint8, strict=False)
+    idx = _subset_index(len(frames), subset, evenly=True)
+    return Split(split, "events", np.asarray(frames.labels)[idx].astype(np.int64),
+                 frames=frames, index=idx)
+
+
+#: The loader of each preprocessing a dataset spec names
+#: (:data:`snnsim.datasets.registry.PREPROCESSINGS`).
+LOADERS = {"mnist": _load_mnist, "cifar10": _load_cifar10, "events": _load_events}
+
+
 def load_split(dataset: str, split: str, cfg) -> Split:
-    """Load and preprocess ``split`` ("train"|"test") of ``dataset`` for config ``cfg``."""
-    dtype = np.dtype(cfg.dtype)
+    """Load and preprocess ``split`` ("train"|"test") of ``dataset`` for config ``cfg``,
+    as its spec's ``preprocessing`` says."""
+    spec = get_spec(dataset)
+    if spec.preprocessing not in LOADERS:
+        raise ValueError(f"no loader for dataset {dataset!r} (preprocessing "
+                         f"{spec.preprocessing!r}; known: {sorted(LOADERS)})")
     subset = cfg.train_subset if split == "train" else cfg.test_subset
-    if dataset in ("mnist", "fashion-mnist"):
-        from ..datasets.idx import load_idx_dataset  # noqa: PLC0415
-        from ..datasets.transforms import normalize_mnist  # noqa: PLC0415
-        images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
-        idx = _subset_index(len(labels), subset)
-        x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
-        return Split(split, "static", labels[idx].astype(np.int64), x=x)
-    if dataset == "cifar10":
-        from ..datasets.cifar import load_cifar10  # noqa: PLC0415
-        from ..datasets.transforms import normalize_cifar10  # noqa: PLC0415
-        images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
-        idx = _subset_index(len(labels), subset)
-        x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
-        return Split(split, "static", labels[idx].astype(np.int64), x=x,
-                     augment=bool(cfg.augment and split == "train"))
-    if dataset == "nmnist":
-        from ..datasets.nmnist import NMNISTDataset  # noqa: PLC0415
-        frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
-                               dtype=np.uint8, strict=False)
-        idx = _subset_index(len(frames), subset, evenly=True)
-        return Split(split, "events", np.asarray(frames.labels)[idx].astype(np.int64),
-                     frames=frames, index=idx)
-    raise ValueError(f"no loader for dataset {dataset!r}; known: {sorted(INPUT_SHAPES)}")
+    return LOADERS[spec.preprocessing](spec.name, split, cfg, subset, np.dtype(cfg.dtype))
 
 
 def load_splits(cfg) -> tuple[Split, Split]:
@@ -151,5 +164,5 @@ def batches(split: Split, batch_size: int, xp, dtype, n_steps: int,
         yield to_backend(x_host, split.kind, xp, dtype, n_steps), xp.asarray(y_host)
 
 
-__all__ = ["CIFAR10_CROP_PAD", "INPUT_SHAPES", "N_CLASSES", "Split", "batch_order", "batches",
+__all__ = ["CIFAR10_CROP_PAD", "LOADERS", "Split", "batch_order", "batches",
            "load_split", "load_splits", "n_batches", "to_backend"]

@@ -31,17 +31,33 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as data_mod
 from ..backend import get_backend
-from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
-                         load_checkpoint, restore_rng, save_checkpoint)
-from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
-                     network_is_yaml, normalize_key)
+from ..datasets.registry import get_spec
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
-from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
+from . import data as data_mod
+from .builder import count_parameters, layers_from_spec, names_config_file
+from .checkpoint import (
+    CheckpointError,
+    atomic_copy,
+    atomic_write,
+    checkpoint_epoch,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import (
+    ConfigError,
+    TrainConfig,
+    check_key,
+    describe_fields,
+    field_names,
+    load_config_file,
+    normalize_key,
+)
+from .optim import AdamW, clamp_weights, clip_grad_norm
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
@@ -57,18 +73,10 @@ EXIT_INTERRUPTED = 130
 
 # --- the network ----------------------------------------------------------------------
 def build_layers(cfg: TrainConfig, input_shape: tuple) -> list[Layer]:
-    """The layers named by ``cfg.network``: paper notation
-    (:func:`snnsim.builder.parse_paper_notation`), or an authors' YAML path whose
-    ``Layers:`` section is read by :func:`snnsim.builder.layers_from_authors_config`."""
-    from . import builder  # noqa: PLC0415
+    """The layers named by ``cfg.network`` (:func:`snnsim.training.builder.layers_from_spec`:
+    the paper's notation or an authors' YAML whose ``Layers:`` section is the network)."""
     try:
-        if network_is_yaml(cfg.network):
-            doc = builder.load_authors_yaml(cfg.network)
-            from .config import field_names  # noqa: PLC0415
-            layers, _, _ = builder.layers_from_authors_config(
-                doc, input_shape=input_shape, extra_network_keys=tuple(field_names()))
-            return list(layers)
-        return list(builder.parse_paper_notation(cfg.network, input_shape))
+        return layers_from_spec(cfg.network, input_shape, extra_network_keys=tuple(field_names()))
     except (ValueError, OSError) as exc:
         raise ConfigError(f"network {cfg.network!r}: {exc}") from exc
 
@@ -82,13 +90,13 @@ def neuron_and_grad(cfg: TrainConfig) -> tuple[NeuronParams, GradientParams]:
     return neuron, grad
 
 
-def build_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network:
+def make_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network:
     """The network of ``cfg``, initialised from ``cfg.seed``, on ``cfg.backend``.
 
     A layer may carry its own threshold (authors' YAML ``threshold``); its other
     neuron parameters (τm, τs, reset) are the run's, as in the authors' code.
     """
-    input_shape = tuple(input_shape or data_mod.INPUT_SHAPES[cfg.dataset])
+    input_shape = tuple(input_shape or get_spec(cfg.dataset).input_shape)
     layers = build_layers(cfg, input_shape)
     neuron, grad = neuron_and_grad(cfg)
     for layer in layers:
@@ -113,16 +121,12 @@ def set_weights(net: Network, weights: list[dict]) -> None:
             p[...] = net.xp.asarray(saved[name], dtype=p.dtype)
 
 
-def count_params(net: Network) -> int:
-    return int(sum(p.size for layer in net.params for p in layer.values()))
-
-
 # --- loss and one step ------------------------------------------------------------------
 def make_loss(cfg: TrainConfig, net: Network):
     """``loss_fn(a, labels) -> (L, g)``: the kernel loss against the preset's target, or
     the count loss."""
     res = cfg.resolved()
-    n_classes = data_mod.N_CLASSES
+    n_classes = get_spec(cfg.dataset).n_classes
     theta_s = net.neuron.theta_s
     if cfg.loss == "count":
         def loss_fn(a, labels):
@@ -164,7 +168,7 @@ def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig) -> float:
 def default_name(cfg: TrainConfig) -> str:
     if cfg.name:
         return cfg.name
-    net = Path(cfg.network).stem if network_is_yaml(cfg.network) else cfg.network
+    net = Path(cfg.network).stem if names_config_file(cfg.network) else cfg.network
     return re.sub(r"[^A-Za-z0-9_.-]+", "", f"{cfg.dataset}_{net}")[:80]
 
 
@@ -224,7 +228,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
     ``interrupted`` (True after Ctrl-C), ``epochs_done``.
     """
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
     xp = get_backend(cfg.backend)
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
@@ -246,7 +250,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
 
     train_split, test_split = data_mod.load_splits(cfg)
-    net = build_network(cfg)
+    net = make_network(cfg)
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)
     rng = np.random.default_rng([cfg.seed, 1])      # shuffling, dropout, augmentation
@@ -263,7 +267,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
 
     n_train, n_test = len(train_split), len(test_split)
     per_epoch = data_mod.n_batches(n_train, cfg.batch_size)
-    log(f"network {net.describe()} on input {net.input_shape}: {count_params(net):,} parameters; "
+    log(f"network {net.describe()} on input {net.input_shape}: {count_parameters(net):,} parameters; "
         f"neuron {net.neuron}; gradient {net.grad}")
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
@@ -378,7 +382,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH_OR_NAME",
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
                         "(e.g. a run's config.json), or the name of a shipped config in "
-                        "configs/ such as fashion_mnist_mlp")
+                        "snnsim/configs/ such as fashion_mnist_mlp")
     p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
@@ -469,7 +473,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
 
 
 def main(argv=None) -> int:
-    from ..datasets.errors import DatasetError  # noqa: PLC0415
+    from ..datasets.errors import DatasetError
     cfg, ckpt = parse_args(argv)
     try:
         result = run(cfg, resume=ckpt)
@@ -480,7 +484,7 @@ def main(argv=None) -> int:
 
 
 __all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "build_layers",
-           "build_network", "evaluate", "main", "make_loss", "make_parser", "neuron_and_grad",
+           "evaluate", "main", "make_loss", "make_network", "make_parser", "neuron_and_grad",
            "parse_args", "run", "set_weights", "train_step"]
 
 if __name__ == "__main__":
