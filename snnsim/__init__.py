@@ -15,8 +15,7 @@ from .params import EXACT_TIMING, GradientParams, NeuronParams
 from .pool import POOL_GAIN, Pool2d
 from .presets import PRESETS, Preset, get_preset
 from .tsslbp import lif_backward, phi_matrix
-
-__version__ = "0.1.0"
+from .version import __version__  # the one place the version is written: snnsim/version.py
 
 __all__ = [
     "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "POOL_GAIN", "Pool2d", "build_network",

@@ -9,6 +9,9 @@ stops cleanly and ``--resume`` continues. See ``--help`` for every option.
 A run folder holds::
 
     config.json       the resolved flat config (also inside every checkpoint)
+    run.json          which snnsim ran it: version, git commit (null outside a
+                      checkout: an installed package has none), source, Python,
+                      NumPy, start time; each resume appends its own
     metrics.jsonl     one JSON line per epoch: epoch, train_loss, train_acc,
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
@@ -24,6 +27,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import platform
 import re
 import sys
 import time
@@ -42,11 +46,13 @@ from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
 from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
+from ..version import current_source_info
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
 BEST_NAME = "best.h5"
 CONFIG_NAME = "config.json"
+RUN_INFO_NAME = "run.json"
 METRICS_NAME = "metrics.jsonl"
 #: Batches timed before the time estimate is printed (the first one is not counted).
 ESTIMATE_AFTER_BATCHES = 10
@@ -179,6 +185,29 @@ def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+def run_info(previous: dict | None = None, resumed_after: int | None = None) -> dict:
+    """The content of ``run.json``: which snnsim (version, git commit or None, source;
+    :func:`snnsim.version.source_info`), Python and NumPy started the run. A resume
+    (``resumed_after`` = the checkpoint's epoch) keeps ``previous`` and appends its
+    own entry to ``previous["resumed"]``."""
+    now = {**current_source_info(), "python": platform.python_version(), "numpy": np.__version__,
+           "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if resumed_after is None:
+        return now
+    previous = previous or {}
+    return {**previous, "resumed": [*previous.get("resumed", []),
+                                    {**now, "after_epoch": int(resumed_after)}]}
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """A run folder's ``run.json``, or None when it has none (runs of snnsim 0.1.0)
+    or it cannot be read."""
+    try:
+        return json.loads((Path(run_dir) / RUN_INFO_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(row) + "\n" for row in history)))
@@ -244,6 +273,11 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     log("snnsim.train: resolved config")
     log(cfg.format())
     write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
+    if resume is None:
+        write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
+    else:
+        write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
+            read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
 
     train_split, test_split = data_mod.load_splits(cfg)
     net = build_network(cfg)
@@ -358,6 +392,7 @@ times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
+run.json (snnsim version and git commit, or none for an installed package),
 metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch) and best.h5
 (best test accuracy); the HDF5 layout is in docs/checkpoint_format.md.
 
@@ -479,7 +514,8 @@ def main(argv=None) -> int:
     return EXIT_INTERRUPTED if result["interrupted"] else 0
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "build_layers",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "RUN_INFO_NAME",
+           "build_layers",
            "build_network", "evaluate", "main", "make_loss", "make_parser", "neuron_and_grad",
            "parse_args", "run", "set_weights", "train_step"]
 
