@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..cli import prog_name
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
 from ..params import GradientParams
@@ -262,7 +263,7 @@ def _bound(text: str):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.inspection", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint .h5 or run folder")

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..cli import prog_name  # noqa: E402
 from .record import (  # noqa: E402
     DEFAULT_SAMPLES,
     MAX_RATE_BINS,
@@ -515,7 +516,7 @@ COMMANDS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.plots", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text, samples) in COMMANDS.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -27,8 +28,9 @@ from ..network import Network
 from ..params import NeuronParams
 from ..pool import POOL_GAIN, Pool2d
 
-#: Where the shipped configuration files live (``<repository>/configs``).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: Where the shipped configuration files live: the package data folder ``snnsim/configs``,
+#: found through importlib.resources (in a source checkout and an installed package alike).
+CONFIG_DIR = resources.files("snnsim") / "configs"
 
 
 # =============================================================================

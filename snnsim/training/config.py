@@ -20,6 +20,7 @@ import json
 import os
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -33,8 +34,10 @@ DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy")
 DESIRED_TRAINS = ("paper", "authors")
 
-#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
-CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
+#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here): the
+#: package data folder ``snnsim/configs``, found through importlib.resources, so that an
+#: installed wheel or sdist finds it as a source checkout does.
+CONFIG_DIRS = (resources.files("snnsim") / "configs",)
 
 
 class ConfigError(ValueError):

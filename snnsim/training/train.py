@@ -37,6 +37,7 @@ import numpy as np
 
 from . import data as data_mod
 from ..backend import get_backend
+from ..cli import prog_name
 from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
                          load_checkpoint, restore_rng, save_checkpoint)
 from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
@@ -406,14 +407,14 @@ Config fields:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.train", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
                                 epilog=EPILOG_HEAD + describe_fields(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--config", metavar="PATH_OR_NAME",
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
-                        "(e.g. a run's config.json), or the name of a shipped config in "
-                        "configs/ such as fashion_mnist_mlp")
+                        "(e.g. a run's config.json), or the name of a config shipped in the "
+                        "package (snnsim/configs/) such as fashion_mnist_mlp")
     p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
