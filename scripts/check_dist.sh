@@ -98,7 +98,7 @@ for mod in train record plots inspection bench fidelity datasets.download; do
   python3 -m "snnsim.$mod" --help | head -1 | grep -q "^usage: python3 -m snnsim.$mod " \
     || fail "python3 -m snnsim.$mod --help"
 done
-echo "   $(echo $COMMANDS | wc -w) commands, 3 ways each; 7 modules"
+echo "   $(echo $COMMANDS | wc -w) command names (aliases included), as snnsim NAME and python3 -m snnsim NAME; 7 modules as python3 -m snnsim.MODULE"
 
 step "one epoch of the shipped config fashion_mnist_mlp on 500/200 Fashion-MNIST samples"
 snnsim train --config fashion_mnist_mlp --epochs 1 --train_subset 500 --test_subset 200 \
