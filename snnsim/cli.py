@@ -46,7 +46,7 @@ COMMANDS: dict[str, Command] = {
                         "the authors' gradient against the exact one and surrogate BPTT"),
     "walkthrough": Command("snnsim.walkthrough", "a guided tour of one network, step by step",
                            optional=True),
-    "study": Command("snnsim.study", "hyper-parameter study", optional=True),
+    "study": Command("snnsim.study", "hyper-parameter study (Optuna)", optional=True),
     "datasets-download": Command("snnsim.datasets.download",
                                  "download a dataset and verify its checksums"),
 }
