@@ -18,6 +18,7 @@ from .tsslbp import lif_backward, phi_matrix
 from .version import __version__  # the one place the version is written: snnsim/version.py
 
 __all__ = [
+    "__version__",
     "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "POOL_GAIN", "Pool2d", "build_network",
     "layers_from_authors_config", "load_authors_yaml", "parse_paper_notation", "GradientParams", "LIFState", "Layer", "Network", "NetworkCache",
     "NeuronParams", "PRESETS", "Preset", "count_loss", "desired_spike_train", "get_backend",

@@ -20,6 +20,9 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+from .version import current_source_info
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,21 @@ def prog_name(default: str) -> str:
     return _PROG.get() or default
 
 
+def _present(module: str) -> bool:
+    """True when ``module`` is a file of this very package (not one that some other
+    import hook, such as another checkout's editable install, would supply)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ImportError:
+        return False
+    if spec is None or spec.origin is None:
+        return False
+    return Path(spec.origin).resolve().is_relative_to(Path(__file__).resolve().parent)
+
+
 def available() -> dict[str, Command]:
     """The commands whose modules are present (optional ones only once they exist)."""
-    out = {}
-    for name, cmd in COMMANDS.items():
-        if cmd.optional:
-            try:
-                if importlib.util.find_spec(cmd.module) is None:
-                    continue
-            except ImportError:
-                continue
-        out[name] = cmd
-    return out
+    return {name: cmd for name, cmd in COMMANDS.items() if not cmd.optional or _present(cmd.module)}
 
 
 def resolve(name: str) -> str | None:
@@ -117,7 +123,6 @@ def usage(prog: str) -> str:
 
 
 def version_text() -> str:
-    from .version import current_source_info  # noqa: PLC0415
     info = current_source_info()
     commit = info["git_commit"] or "none"
     return f"snnsim {info['snnsim_version']} ({info['source']}; git commit: {commit})"

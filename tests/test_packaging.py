@@ -16,13 +16,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from test_package_data import PKG, RUNTIME_FILES
 
 import snnsim
 from snnsim import cli
 from snnsim.training import train as train_mod
 from snnsim.version import is_source_tree, source_info
-
-from test_package_data import PKG, RUNTIME_FILES
 
 SOURCE_ROOT = PKG.parent
 in_source_tree = pytest.mark.skipif(
