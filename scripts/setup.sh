@@ -54,4 +54,4 @@ fi
 echo "== installing snnsim$extras into $VENV"
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --upgrade pip
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".$extras"
-echo "== ready: $VENV/bin/python3 -m snnsim.train --help"
+echo "== ready: $VENV/bin/snnsim --help (or $VENV/bin/python3 -m snnsim.train --help)"

@@ -20,11 +20,10 @@ from .training.builder import (
     parse_paper_notation,
 )
 from .tsslbp import LIF, lif_backward, phi_matrix
-
-__version__ = "0.1.0"
+from .version import __version__  # the one place the version is written: snnsim/version.py
 
 __all__ = [
-    "LIF", "BackwardPass", "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "GradientParams",
+    "__version__", "LIF", "BackwardPass", "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "GradientParams",
     "LIFState", "Layer", "Network", "NetworkCache", "NeuronModel", "NeuronParams", "POOL_GAIN",
     "PRESETS", "Pool2d", "Preset", "build_network", "count_loss", "desired_spike_train",
     "get_backend", "get_preset", "kernel_loss", "kernel_target", "layers_from_authors_config",

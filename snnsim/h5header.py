@@ -19,7 +19,7 @@ def layer_name(i: int) -> str:
 
 
 def snnsim_version() -> str:
-    from . import __version__
+    from .version import __version__
     return __version__
 
 

@@ -53,3 +53,13 @@ def random_dense_net(rng: np.random.Generator, sizes, reset="zero", grad=None, w
     layers = [Dense(n, weight_scale=weight_scale) for n in sizes[1:]]
     return Network(layers, (sizes[0],), neuron=NeuronParams(tau_m=tau_m, tau_s=tau_s, reset=reset),
                    grad=grad or GradientParams(), dtype=dtype, seed=int(rng.integers(2**31)))
+
+
+def pytest_report_header(config):
+    """Which snnsim the suite tests: the source tree's, or an installed package's
+    (scripts/check_dist.sh checks this line)."""
+    import snnsim
+    from snnsim.version import current_source_info
+    info = current_source_info()
+    return (f"snnsim: {snnsim.__version__} from {os.path.dirname(snnsim.__file__)} "
+            f"({info['source']}; git commit: {info['git_commit'] or 'none'})")

@@ -69,7 +69,7 @@ def test_documented_layout(tmp_path):
     path = save_checkpoint(tmp_path / "c.h5", **state)
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == FORMAT_NAME and f.attrs["format_version"] == FORMAT_VERSION
-        for key in ("snnsim_version", "git_commit", "created", "network", "config"):
+        for key in ("snnsim_version", "git_commit", "source", "created", "network", "config"):
             assert isinstance(f.attrs[key], str)
         assert json.loads(f.attrs["config"])["seed"] == 0
         assert int(f.attrs["epoch"]) == 2 and int(f.attrs["best_epoch"]) == 2

@@ -18,11 +18,13 @@ import h5py
 import numpy as np
 import pytest
 
+import snnsim
 from snnsim.training import data as data_mod
 from snnsim.training import train as train_mod
 from snnsim.training.checkpoint import METRIC_COLUMNS, load_checkpoint
 from snnsim.training.config import ConfigError, TrainConfig, field_names, load_config_file
 from snnsim.training.optim import AdamW
+from snnsim.version import current_source_info
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 60, 30
@@ -301,7 +303,7 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run.json"]
     saved = json.loads((out / "config.json").read_text())
     cfg = TrainConfig.from_dict(saved)
     assert (cfg.epochs, cfg.batch_size, cfg.network, cfg.out) == (1, 10, "784-24-10", str(out))
@@ -318,6 +320,11 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
         assert sorted(f) == ["metrics", "optimizer", "rng", "weights"]
         assert f["metrics/test_acc"][0] == pytest.approx(rows[0]["test_acc"])
     assert load_checkpoint(out / "best.h5")["epoch"] == 1
+    info = json.loads((out / "run.json").read_text())
+    assert {k: info[k] for k in ("snnsim_version", "git_commit", "source")} == current_source_info()
+    assert info["snnsim_version"] == snnsim.__version__ and "resumed" not in info
+    assert (ck["snnsim_version"], ck["git_commit"] or None, ck["source"]) == (
+        info["snnsim_version"], info["git_commit"], info["source"])
 
 
 def test_refuses_to_overwrite_a_run(data_dir, tmp_path, capsys):
@@ -419,10 +426,13 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert "interrupted during epoch 2" in text and f"--resume {out}" in text
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run.json"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
+    started = json.loads((out / "run.json").read_text())["started"]
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 3
+    info = json.loads((out / "run.json").read_text())           # the first start kept, the resume added
+    assert info["started"] == started and [r["after_epoch"] for r in info["resumed"]] == [1]
 
 
 def test_training_learns_a_separable_problem(data_dir, tmp_path):

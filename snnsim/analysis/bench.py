@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchronize
+from ..cli import prog_name
 from ..datasets.registry import get_spec
 from ..training.config import TrainConfig, load_config_file
 from ..training.optim import AdamW, clamp_weights, clip_grad_norm
@@ -104,7 +105,7 @@ def device_name(xp) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--experiments", default="mlp,cnn,nmnist",

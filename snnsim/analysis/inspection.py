@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..cli import prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
@@ -223,7 +224,7 @@ def _bound(text: str):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.inspection", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint .h5 or run folder")

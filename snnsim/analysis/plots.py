@@ -32,6 +32,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..cli import prog_name
 from ..datasets.errors import DatasetError
 from ..datasets.registry import get_spec
 from .record import (
@@ -507,7 +508,7 @@ COMMANDS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.plots", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text, samples) in COMMANDS.items():

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import to_numpy
+from ..cli import prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
@@ -611,7 +612,7 @@ def network_from_args(args, source: str | None):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.record", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="checkpoint .h5 or run folder")
     add_source_arguments(p)

@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..cli import prog_name
 from . import registry
 from .errors import DatasetError, DownloadError
 
@@ -227,7 +228,7 @@ def download_dataset(name: str, dest=None, base_url=None, *, progress: bool = Tr
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog="python3 -m snnsim.datasets.download",
+        prog=prog_name("python3 -m snnsim.datasets.download"),
         description="Download a dataset for snnsim and verify its checksums. Known "
                     f"datasets: {', '.join(sorted(registry.DATASETS))} (nmnist must be "
                     "fetched by hand; see data/README.md). Fashion-MNIST is also "

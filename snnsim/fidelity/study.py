@@ -52,6 +52,7 @@ from typing import Callable
 import numpy as np
 
 from ..backend import array_module, to_numpy
+from ..cli import prog_name
 from ..eventshift import event_shift_forward
 from ..layers import Dense
 from ..loss import kernel_loss, kernel_target, predict
@@ -1317,7 +1318,7 @@ def build_report(out: Path, plots: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m snnsim.fidelity", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.fidelity"), description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="JSON and markdown (default reference/)")
     ap.add_argument("--plot-dir", type=Path, default=DEFAULT_PLOTS, help="PNG figures (default plots/)")
     sub = ap.add_subparsers(dest="cmd", required=True)

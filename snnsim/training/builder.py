@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -195,7 +196,10 @@ LAYER_KEYS = {
 AUTHORS_DROPOUT_DEFAULT = 0.5
 
 #: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
-CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
+#: Where the shipped configs live: the package data folder ``snnsim/configs``, found
+#: through importlib.resources, so that an installed wheel or sdist finds it as a source
+#: checkout does.
+CONFIG_DIRS = (resources.files("snnsim") / "configs",)
 
 
 class ConfigError(ValueError):
@@ -227,7 +231,8 @@ def find_config_file(name_or_path) -> Path:
 
 def list_configs() -> list[str]:
     """Names of the shipped configs (without ``.yaml``)."""
-    return sorted({q.stem for d in CONFIG_DIRS if d.is_dir() for q in d.glob("*.y*ml")})
+    return sorted({q.name.rsplit(".", 1)[0] for d in CONFIG_DIRS if d.is_dir() for q in d.iterdir()
+                   if q.name.endswith((".yaml", ".yml"))})
 
 
 def read_config_file(name_or_path) -> tuple[Path, dict]:

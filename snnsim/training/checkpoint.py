@@ -3,7 +3,7 @@
 Layout (documented in ``docs/checkpoint_format.md``)::
 
     /                     attrs: format, format_version, snnsim_version, git_commit,
-                                 created, epoch, config (JSON), network, best_test_acc,
+                                 source, created, epoch, config (JSON), network, best_test_acc,
                                  best_epoch
     /weights/layer_NN/    one dataset per parameter ("W", ...); attrs: layer, describe
     /optimizer            attrs: name, step, lr, betas, eps, weight_decay
@@ -21,8 +21,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import subprocess
-from functools import lru_cache
 from pathlib import Path
 
 import h5py
@@ -30,6 +28,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..h5header import check_header, has_format, layer_name, write_header
+from ..version import current_source_info
 
 FORMAT_NAME = "snnsim-checkpoint"
 FORMAT_VERSION = 1
@@ -44,20 +43,6 @@ class CheckpointError(RuntimeError):
     The message names the file."""
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the snnsim source tree ("" if not a git checkout); ``-dirty`` if modified."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=5)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 # --- atomic writes ---------------------------------------------------------------
@@ -134,7 +119,9 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
     def write(tmp):
         with h5py.File(tmp, "w") as f:
             write_header(f, FORMAT_NAME, FORMAT_VERSION)
-            f.attrs["git_commit"] = git_commit()
+            info = current_source_info()     # commit or none, and where the code came from
+            f.attrs["git_commit"] = info["git_commit"] or ""
+            f.attrs["source"] = info["source"]
             f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             f.attrs["epoch"] = int(epoch)
             f.attrs["config"] = json.dumps(config, sort_keys=False)
@@ -188,7 +175,7 @@ def load_checkpoint(path) -> dict:
     Returns a dict: ``epoch``, ``config`` (dict), ``weights`` (list of dicts of
     NumPy arrays), ``optimizer`` (like ``AdamW.state_dict()``), ``rng_state``,
     ``metrics`` (list of per-epoch dicts), ``snnsim_version``, ``git_commit``,
-    ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``path``.
+    ``source``, ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``path``.
     Raises :class:`CheckpointError` naming the file if it is missing, corrupt,
     truncated, not HDF5, or not an snnsim checkpoint of a known version.
     """
@@ -211,6 +198,7 @@ def load_checkpoint(path) -> dict:
                 "network": str(f.attrs["network"]),
                 "snnsim_version": str(f.attrs["snnsim_version"]),
                 "git_commit": str(f.attrs["git_commit"]),
+                "source": str(f.attrs.get("source", "")),
                 "created": str(f.attrs["created"]),
                 "best_test_acc": float(f.attrs["best_test_acc"]),
                 "best_epoch": int(f.attrs["best_epoch"]),
@@ -262,5 +250,5 @@ def restore_rng(rng_state: dict) -> np.random.Generator:
 
 
 __all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS",
-           "atomic_copy", "atomic_write", "checkpoint_epoch", "git_commit",
+           "atomic_copy", "atomic_write", "checkpoint_epoch",
            "load_checkpoint", "restore_rng", "save_checkpoint"]

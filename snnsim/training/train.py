@@ -9,6 +9,9 @@ stops cleanly and ``--resume`` continues. See ``--help`` for every option.
 A run folder holds::
 
     config.json       the resolved flat config (also inside every checkpoint)
+    run.json          which snnsim ran it: version, git commit (null outside a
+                      checkout: an installed package has none), source, Python,
+                      NumPy, start time; each resume appends its own
     metrics.jsonl     one JSON line per epoch: epoch, train_loss, train_acc,
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
@@ -24,6 +27,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import platform
 import re
 import sys
 import time
@@ -32,11 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import get_backend
+from ..cli import prog_name
 from ..datasets.registry import get_spec
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
 from ..params import GradientParams, NeuronParams
+from ..version import current_source_info
 from . import data as data_mod
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
@@ -63,6 +69,7 @@ RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
 BEST_NAME = "best.h5"
 CONFIG_NAME = "config.json"
+RUN_INFO_NAME = "run.json"
 METRICS_NAME = "metrics.jsonl"
 #: Batches timed before the time estimate is printed (the first one is not counted).
 ESTIMATE_AFTER_BATCHES = 10
@@ -183,6 +190,29 @@ def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+def run_info(previous: dict | None = None, resumed_after: int | None = None) -> dict:
+    """The content of ``run.json``: which snnsim (version, git commit or None, source;
+    :func:`snnsim.version.source_info`), Python and NumPy started the run. A resume
+    (``resumed_after`` = the checkpoint's epoch) keeps ``previous`` and appends its
+    own entry to ``previous["resumed"]``."""
+    now = {**current_source_info(), "python": platform.python_version(), "numpy": np.__version__,
+           "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if resumed_after is None:
+        return now
+    previous = previous or {}
+    return {**previous, "resumed": [*previous.get("resumed", []),
+                                    {**now, "after_epoch": int(resumed_after)}]}
+
+
+def read_run_info(run_dir: Path) -> dict | None:
+    """A run folder's ``run.json``, or None when it has none (runs of snnsim 0.1.0)
+    or it cannot be read."""
+    try:
+        return json.loads((Path(run_dir) / RUN_INFO_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(row) + "\n" for row in history)))
@@ -248,6 +278,11 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     log("snnsim.train: resolved config")
     log(cfg.format())
     write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
+    if resume is None:
+        write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
+    else:
+        write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
+            read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
 
     train_split, test_split = data_mod.load_splits(cfg)
     net = make_network(cfg)
@@ -362,6 +397,7 @@ times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
+run.json (snnsim version and git commit, or none for an installed package),
 metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch) and best.h5
 (best test accuracy); the HDF5 layout is in docs/checkpoint_format.md.
 
@@ -375,14 +411,14 @@ Config fields:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m snnsim.train", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
                                 epilog=EPILOG_HEAD + describe_fields(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--config", metavar="PATH_OR_NAME",
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
-                        "(e.g. a run's config.json), or the name of a shipped config in "
-                        "snnsim/configs/ such as fashion_mnist_mlp")
+                        "(e.g. a run's config.json), or the name of a config shipped in the "
+                        "package (snnsim/configs/) such as fashion_mnist_mlp")
     p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
@@ -483,7 +519,7 @@ def main(argv=None) -> int:
     return EXIT_INTERRUPTED if result["interrupted"] else 0
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "build_layers",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "RUN_INFO_NAME", "build_layers",
            "evaluate", "main", "make_loss", "make_network", "make_parser", "neuron_and_grad",
            "parse_args", "run", "set_weights", "train_step"]
 

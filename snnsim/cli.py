@@ -1,0 +1,154 @@
+"""``snnsim <command> ...``: one console command for every tool of the package.
+
+Installed with the package (``pyproject.toml``, ``[project.scripts]``), also as
+``python3 -m snnsim <command> ...``; each command is the ``main(argv)`` of its
+module, so ``python3 -m snnsim.<command>`` keeps working and means the same::
+
+    snnsim train --config fashion_mnist_mlp --epochs 1
+    snnsim plots curves runs/<run>
+    snnsim --help                    # the list of commands
+    snnsim train --help              # one command's options
+
+A command's usage line names how it was invoked (:func:`prog_name`): ``snnsim
+train`` from here, ``python3 -m snnsim.train`` when run as a module.
+"""
+from __future__ import annotations
+
+import contextvars
+import difflib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .version import current_source_info
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: the module whose ``main(argv) -> int`` runs it, and a summary line."""
+    module: str
+    summary: str
+    #: A command whose module another change brings: listed only once it exists.
+    optional: bool = False
+
+
+#: The commands, in the order ``snnsim --help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "train": Command("snnsim.training.train",
+                     "train a network with TSSL-BP (config files, checkpoints, resume)"),
+    "record": Command("snnsim.analysis.record",
+                      "record a trained network's spikes on test samples (HDF5)"),
+    "plots": Command("snnsim.analysis.plots",
+                     "figures: sparsity (Fig. 7), rates (Fig. 8), raster, curves, confusion"),
+    "inspection": Command("snnsim.analysis.inspection",
+                          "every intermediate of one forward and backward pass (HDF5)"),
+    "bench": Command("snnsim.analysis.bench", "training speed and memory per backend"),
+    "fidelity": Command("snnsim.fidelity.study",
+                        "the authors' gradient against the exact one and surrogate BPTT"),
+    "walkthrough": Command("snnsim.walkthrough", "a guided tour of one network, step by step",
+                           optional=True),
+    "study": Command("snnsim.study", "hyper-parameter study (Optuna)", optional=True),
+    "datasets-download": Command("snnsim.datasets.download",
+                                 "download a dataset and verify its checksums"),
+}
+#: Other names of commands.
+ALIASES = {"inspect": "inspection"}
+
+#: The program name the running command shows in its usage line; set by :func:`run_command`.
+_PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("snnsim_prog", default=None)
+
+
+def prog_name(default: str) -> str:
+    """The program name for a command's ``argparse`` parser: how it was invoked
+    (``snnsim train``, ``python3 -m snnsim train``) when started through this
+    dispatcher, else ``default`` (``python3 -m snnsim.train``)."""
+    return _PROG.get() or default
+
+
+def _present(module: str) -> bool:
+    """True when ``module`` is a file of this very package (not one that some other
+    import hook, such as another checkout's editable install, would supply)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ImportError:
+        return False
+    if spec is None or spec.origin is None:
+        return False
+    return Path(spec.origin).resolve().is_relative_to(Path(__file__).resolve().parent)
+
+
+def available() -> dict[str, Command]:
+    """The commands whose modules are present (optional ones only once they exist)."""
+    return {name: cmd for name, cmd in COMMANDS.items() if not cmd.optional or _present(cmd.module)}
+
+
+def resolve(name: str) -> str | None:
+    """A command name (aliases resolved), or None when there is no such command."""
+    name = ALIASES.get(name, name)
+    return name if name in available() else None
+
+
+def run_command(name: str, argv: list[str], prog: str) -> int:
+    """Run the command ``name`` with ``argv``; its usage line says ``prog``
+    (``snnsim inspect`` when invoked by that alias)."""
+    module = importlib.import_module(COMMANDS[name].module)
+    token = _PROG.set(prog)
+    try:
+        status = module.main(argv)
+    finally:
+        _PROG.reset(token)
+    return int(status or 0)
+
+
+def usage(prog: str) -> str:
+    cmds = available()
+    width = max(map(len, cmds))
+    aliases = {target: alias for alias, target in ALIASES.items()}
+    lines = [f"usage: {prog} <command> [options ...]",
+             f"       {prog} <command> --help      (the options of one command)",
+             f"       {prog} --version",
+             "",
+             "snnsim: TSSL-BP (Zhang & Li, NeurIPS 2020) simulated step by step on NumPy or CuPy.",
+             "",
+             "commands:"]
+    for name, cmd in cmds.items():
+        alias = f" (alias: {aliases[name]})" if name in aliases else ""
+        lines.append(f"  {name:<{width}}  {cmd.summary}{alias}")
+    lines += ["",
+              "Each command is also a module: python3 -m snnsim.<command> (datasets-download:",
+              "python3 -m snnsim.datasets.download)."]
+    return "\n".join(lines)
+
+
+def version_text() -> str:
+    info = current_source_info()
+    commit = info["git_commit"] or "none"
+    return f"snnsim {info['snnsim_version']} ({info['source']}; git commit: {commit})"
+
+
+def main(argv: list[str] | None = None, prog: str = "snnsim") -> int:
+    """``snnsim <command> [options ...]``: run one command; returns its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(usage(prog), file=sys.stderr)
+        print(f"{prog}: error: a command is required", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help") or argv == ["help"]:
+        print(usage(prog))
+        return 0
+    if argv[0] == "help":                                     # snnsim help train
+        argv = [argv[1], "--help"]
+    if argv[0] in ("-V", "--version"):
+        print(version_text())
+        return 0
+    name = resolve(argv[0])
+    if name is None:
+        known = sorted(available()) + sorted(ALIASES)
+        close = difflib.get_close_matches(argv[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"{prog}: error: unknown command {argv[0]!r}{hint} (commands: "
+              f"{', '.join(sorted(available()))}; {prog} --help says more)", file=sys.stderr)
+        return 2
+    return run_command(name, argv[1:], f"{prog} {argv[0]}")
