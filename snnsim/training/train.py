@@ -38,7 +38,7 @@ from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_
 from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
                      network_is_yaml, normalize_key)
 from ..layers import Layer
-from ..loss import count_loss, kernel_loss, kernel_target, predict
+from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
@@ -147,16 +147,16 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
     opt.step(grads)
     if cfg.weight_clamp:
         clamp_weights(net.params, -cfg.weight_clamp, cfg.weight_clamp)
-    return L, int((predict(a) == labels).sum())
+    return L, n_correct(a, labels)
 
 
 def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig) -> float:
     """Test accuracy: argmax of the summed output PSC (ties to the lowest index)."""
     correct = 0
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
-                                         cfg.n_steps):
+                                         cfg.n_steps, device=net.device):
         a, _ = net.forward(x_in, train=False)
-        correct += int((predict(a) == labels).sum())
+        correct += n_correct(a, labels)
     return correct / max(len(split), 1)
 
 
