@@ -20,14 +20,30 @@ import subprocess
 import sys
 
 #: A worker: one process per checkout, kept for the whole run; each line on stdin asks for
-#: one round (a fresh network, warm-up, timed steps), answered by the median on stdout.
+#: one round (warm-up, timed steps of the step of snnsim.analysis.bench), answered by the
+#: median CPU time of the process per step (with OPENBLAS_NUM_THREADS=1: the step's own
+#: work, less disturbed by other processes than wall time; waits are not counted).
 WORKER = """
-import json, sys
-from snnsim.analysis.bench import experiment_config, time_steps
+import json, statistics, sys, time
+import numpy as np
+from snnsim.analysis.bench import experiment_config, make_batch, step
+from snnsim.training.optim import AdamW
+from snnsim.training.train import build_network, make_loss
 cfg = experiment_config(sys.argv[1], "numpy")
+net = build_network(cfg)
+opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+loss_fn = make_loss(cfg, net)
+rng = np.random.default_rng(cfg.seed)
+x, labels = make_batch(cfg, net, rng)
+batches, warmup = int(sys.argv[2]), int(sys.argv[3])
 for line in sys.stdin:
-    r = time_steps(cfg, explicit=False, batches=int(sys.argv[2]), warmup=int(sys.argv[3]))
-    print(json.dumps(r["s_per_batch"]), flush=True)
+    cpu = []
+    for i in range(warmup + batches):
+        t0 = time.process_time()
+        step(net, opt, loss_fn, cfg, x, labels, rng, False)
+        if i >= warmup:
+            cpu.append(time.process_time() - t0)
+    print(json.dumps(statistics.median(cpu)), flush=True)
 """
 
 

@@ -80,6 +80,12 @@ def array_module(*arrays) -> ModuleType:
     in a NumPy-only program. Mixing arrays of two libraries is a TypeError, not a
     silent copy.
     """
+    for a in arrays:                                  # the inner loops' case: all NumPy arrays
+        if type(a) is not np.ndarray:
+            break
+    else:
+        if _NUMPY_IS_STANDARD:
+            return np
     arrays = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool))]
     if _NUMPY_IS_STANDARD and all(isinstance(a, (np.ndarray, np.generic)) for a in arrays):
         return np
@@ -92,6 +98,8 @@ def array_module(*arrays) -> ModuleType:
 def device(x):
     """The device of array ``x``: create new arrays with ``device=device(x)`` so that
     they live beside it (``"cpu"`` for NumPy)."""
+    if type(x) is np.ndarray:
+        return "cpu"
     return array_api_compat.device(x)
 
 
