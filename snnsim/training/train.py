@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
-from ..backend import get_backend
+from ..backend import device, get_backend
 from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
                          load_checkpoint, restore_rng, save_checkpoint)
 from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
@@ -110,7 +110,7 @@ def set_weights(net: Network, weights: list[dict]) -> None:
             if tuple(saved[name].shape) != tuple(p.shape):
                 raise CheckpointError(f"layer {i} {name}: checkpoint shape {saved[name].shape}, "
                                       f"network {p.shape}")
-            p[...] = net.xp.asarray(saved[name], dtype=p.dtype)
+            p[...] = net.xp.asarray(saved[name], dtype=p.dtype, device=device(p))
 
 
 def count_params(net: Network) -> int:
