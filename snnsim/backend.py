@@ -1,4 +1,5 @@
-"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU, any array API library in tests.
+"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU, PyTorch tensors (its CPU, or its
+CUDA device where present), and any array API library in tests.
 
 The engine is written in the Python array API standard: it takes its namespace
 ``xp`` from the arrays it is given (:func:`array_module`) and creates new arrays on
@@ -7,13 +8,13 @@ and nothing is copied between host and device behind the user's back. Conversion
 NumPy happens only at the edges (plots, HDF5 files) through :func:`to_numpy`.
 
 Namespaces: NumPy itself for NumPy arrays (NumPy ≥ 2 implements the standard
-functions the engine uses, at NumPy's own speed), ``array_api_compat``'s wrapper of
-CuPy for CuPy arrays, and the library's own namespace for a standard library such as
+functions the engine uses, at NumPy's own speed), ``array_api_compat``'s wrappers of
+CuPy and PyTorch for theirs, and the library's own namespace for a standard library such as
 ``array_api_strict`` (the test suite runs the engine on it, on a non-default device:
 it refuses implicit NumPy conversion, mixed devices and mixed-kind promotions).
 
-This is the only module of snnsim that imports CuPy, and it does so lazily, only
-when the ``cupy`` backend is asked for by name.
+This is the only module of snnsim that imports CuPy or PyTorch, and it does so
+lazily, only when the ``cupy`` or ``torch`` backend is asked for by name.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from types import ModuleType
 import array_api_compat
 import numpy as np
 
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy", "torch")
 #: NumPy's own namespace speaks the standard from NumPy 2.0 on.
 _NUMPY_IS_STANDARD = int(np.__version__.split(".")[0]) >= 2
 
@@ -49,8 +50,26 @@ def _cupy() -> ModuleType:
     return cupy
 
 
+def _torch() -> ModuleType:
+    try:
+        import torch  # noqa: PLC0415  (the one PyTorch import of snnsim)
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise BackendError("the 'torch' backend needs PyTorch (`pip install torch`), "
+                           "or use --backend numpy") from exc
+    return torch
+
+
+def default_device(name: str):
+    """Where a backend puts new parameters: PyTorch's CUDA device when it has one, else
+    its CPU; None (the library's own default) for NumPy and CuPy."""
+    if name != "torch":
+        return None
+    torch = _torch()
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
 def get_backend(name: str) -> ModuleType:
-    """Return the array namespace for a backend name, ``"numpy"`` or ``"cupy"``.
+    """Return the array namespace for a backend name, ``"numpy"``, ``"cupy"`` or ``"torch"``.
 
     The choice is explicit: asking for ``"cupy"`` on a machine without CuPy or
     without a GPU raises :class:`BackendError`; it never falls back to NumPy.
@@ -59,6 +78,8 @@ def get_backend(name: str) -> ModuleType:
         return np if _NUMPY_IS_STANDARD else array_api_compat.array_namespace(np.empty(0))
     if name == "cupy":
         return array_api_compat.array_namespace(_cupy().empty(0))
+    if name == "torch":
+        return array_api_compat.array_namespace(_torch().empty(0))
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
@@ -123,6 +144,8 @@ def to_numpy(a):
         return np.asarray(a)
     if hasattr(a, "get"):
         return a.get()
+    if array_api_compat.is_torch_array(a):
+        return a.detach().cpu().numpy()
     if array_api_compat.is_array_api_strict_namespace(array_module(a)):
         import array_api_strict  # noqa: PLC0415
         a = a.to_device(array_api_strict.Device("CPU_DEVICE"))
@@ -140,6 +163,8 @@ def synchronize(xp: ModuleType) -> None:
     Call it only where a number is read: timings, printed figures."""
     if backend_name(xp) == "cupy":
         _cupy().cuda.get_current_stream().synchronize()
+    elif backend_name(xp) == "torch" and _torch().cuda.is_available():
+        _torch().cuda.synchronize()
 
 
 class PeakMemory:

@@ -5,8 +5,8 @@ module instead of the arrays:
 
 - :func:`is_time_broadcast`: is ``x`` a read-only view repeated over time (stride 0
   along axis 0, as :func:`snnsim.network.repeat_static` makes on NumPy and CuPy)?
-  Other libraries answer False, and the network takes the general path (same
-  result, T times more work in the first layer).
+  PyTorch answers from its strides too; other libraries answer False, and the
+  network takes the general path (same result, T times more work in the first layer).
 - :func:`ascontiguous`: a C-contiguous copy where the array is not (NumPy, CuPy),
   so that later products and the fused kernels read neighbouring addresses;
   elsewhere the array itself (layout is the library's business).
@@ -23,7 +23,9 @@ def _has_layout(xp) -> bool:
 
 
 def is_time_broadcast(x, xp) -> bool:
-    """True for a NumPy/CuPy view ``(T, ...)`` with T > 1 whose axis 0 has stride 0."""
+    """True for a NumPy/CuPy/PyTorch view ``(T, ...)`` with T > 1 whose axis 0 has stride 0."""
+    if backend_name(xp) == "torch":
+        return x.ndim > 0 and x.shape[0] > 1 and x.stride(0) == 0
     return _has_layout(xp) and x.shape[0] > 1 and x.strides[0] == 0
 
 

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .backend import array_module, backend_name, device, get_backend, to_numpy
+from .backend import array_module, backend_name, default_device, device, get_backend, to_numpy
 from .layers import Layer
 from .layout import is_time_broadcast
 from .neuron import LIFState, lif_forward, psc_filter
@@ -69,7 +69,8 @@ class Network:
     input_shape : feature shape of one input sample, e.g. ``(784,)`` or ``(1, 28, 28)``.
     neuron : default :class:`NeuronParams` (a layer's own ``neuron`` overrides it).
     grad : :class:`GradientParams`, the reading of the backward pass.
-    backend : ``"numpy"`` or ``"cupy"``, chosen explicitly.
+    backend : ``"numpy"``, ``"cupy"`` or ``"torch"`` (PyTorch tensors, on CUDA where
+        PyTorch has it), chosen explicitly.
     dtype : ``"float32"`` (default) or ``"float64"``.
     seed : seed of the initialisation (a NumPy Generator; the same weights on
         both backends).
@@ -91,8 +92,8 @@ class Network:
         self.grad = grad
         self.backend = backend
         self.xp = get_backend(backend)
-        self.dtype = np.dtype(dtype)
         self.dtype_name, self.device = dtype, None
+        self.dtype = _namespace_dtype(self.xp, dtype)
         rng = np.random.default_rng(seed)
         shape = self.input_shape
         self.shapes = [shape]
@@ -100,14 +101,15 @@ class Network:
             layer.init_params(shape, rng, self.xp, self.dtype)
             shape = tuple(layer.output_shape(shape))
             self.shapes.append(shape)
+        if default_device(backend) is not None:
+            self.move_to(self.xp, default_device(backend))
 
     def move_to(self, xp, device=None) -> Network:
         """Move the parameters to array API namespace ``xp`` on ``device`` (e.g.
         ``array_api_strict`` in the tests); build the optimizer afterwards."""
         self.xp, self.device = xp, device
         self.backend = backend_name(xp)
-        name = self.dtype_name
-        self.dtype = np.dtype(name) if self.backend in ("numpy", "cupy") else getattr(xp, name)
+        self.dtype = _namespace_dtype(xp, self.dtype_name)
         for layer in self.layers:
             layer.params = {k: xp.asarray(to_numpy(v), device=device) for k, v in layer.params.items()}
         return self
@@ -206,6 +208,12 @@ class Network:
                 g = xp.tensordot(cache.input_gain, g, axes=((0,), (0,)))[None, ...]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
         return grads, deltas
+
+
+def _namespace_dtype(xp, name: str):
+    """The dtype ``name`` as namespace ``xp`` spells it (a NumPy dtype for NumPy and CuPy,
+    which share NumPy's dtypes)."""
+    return np.dtype(name) if backend_name(xp) in ("numpy", "cupy") else getattr(xp, name)
 
 
 def _fused():

@@ -30,7 +30,7 @@ from ..presets import PRESETS
 
 LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy", "torch")
 DESIRED_TRAINS = ("paper", "authors")
 
 #: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
@@ -91,7 +91,7 @@ class TrainConfig:
     weight_clamp: float | None = _f(WEIGHT_CLAMP, "clamp weights to [-c, c] after every step "
                                                   "(0 or None: off)")
     # --- machinery -----------------------------------------------------------
-    backend: str = _f("numpy", "numpy | cupy")
+    backend: str = _f("numpy", "numpy | cupy | torch")
     dtype: str = _f("float32", "float32 | float64")
     fused: bool = _f(False, "cupy only: one CUDA kernel per LIF layer and pass (snnsim.kernels)")
     seed: int = _f(0, "seed of the initialisation, shuffling, dropout and augmentation")

@@ -114,7 +114,7 @@ def set_weights(net: Network, weights: list[dict]) -> None:
 
 
 def count_params(net: Network) -> int:
-    return int(sum(p.size for layer in net.params for p in layer.values()))
+    return int(sum(np.prod(p.shape, dtype=np.int64) for layer in net.params for p in layer.values()))
 
 
 # --- loss and one step ------------------------------------------------------------------
@@ -283,7 +283,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
             loss_sum, correct, seen = 0.0, 0, 0
             t0 = time.perf_counter()
             for i, (x_in, labels) in enumerate(data_mod.batches(
-                    train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True)):
+                    train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
+                    device=net.device)):
                 tb = time.perf_counter()
                 L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
                 loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
@@ -379,7 +380,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
                         "(e.g. a run's config.json), or the name of a shipped config in "
                         "configs/ such as fashion_mnist_mlp")
-    p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy", "torch"),
+                   help="array backend (default numpy; torch: PyTorch tensors, CUDA where present)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
     p.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
