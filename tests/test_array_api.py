@@ -17,8 +17,8 @@ recursion and the explicit φ (terms, δ); dense, conv (stride, padding), pool
 (floor), dropout; the network's forward/backward for an MLP and a CNN, on the
 general and the static-input path; kernel and count losses, prediction; the
 surrogate backward and smooth forward; the event-shift model; AdamW, clipping,
-clamping; the training step and evaluation; checkpoint save and load; recording.
-Not yet: inspection, the fidelity study and the benchmark (each being reworked
+clamping; the training step and evaluation; checkpoint save and load; recording;
+inspection. Not yet: the fidelity study and the benchmark (both being reworked
 elsewhere; they call the paths above).
 """
 from __future__ import annotations
@@ -239,8 +239,9 @@ def test_dropout(dtype):
 # --- network -------------------------------------------------------------------------
 @pytest.fixture
 def strict_static_views(monkeypatch):
-    """Strict arrays have no strides: let the network's one layout hook take a strict
-    (T, ...) input for a repeat_static view (NumPy arrays are still asked of their strides)."""
+    """Strict arrays have no strides: let the network's one layout hook take every strict
+    (T, ...) input for a repeat_static view (NumPy arrays are still asked of their strides).
+    Only for tests whose strict inputs are all repeat_static views."""
     real = network_mod.is_time_broadcast
 
     def is_time_broadcast(x, xp):
@@ -478,3 +479,37 @@ def test_record(make):
     for lx, ln in zip(rec_xs.layers, rec_np.layers):
         for name in ("counts", "spikes", "membrane"):
             np.testing.assert_array_equal(getattr(lx, name), getattr(ln, name), err_msg=name)
+
+
+@pytest.mark.parametrize("static", (False, True), ids=("frames", "static"))
+def test_inspection(static, request):
+    """snnsim.analysis.inspection.inspect_pass (every intermediate, φ of chosen neurons,
+    the backward walk checked against Network.backward) on strict arrays: every array
+    of its result as on NumPy."""
+    from snnsim.analysis.inspection import inspect_pass
+    if static:
+        request.getfixturevalue("strict_static_views")
+
+    net_np, net_xs = both(lambda d: Network([Dense(10, weight_scale=2.5), Dense(10, weight_scale=2.5)],
+                                            (1, 4, 4), dtype=d, seed=0), "float64")
+    rng = np.random.default_rng(14)
+    images = rng.random((3, 1, 4, 4))
+    x_np = network_mod.repeat_static(images, 5) if static else rng.random((5, 3, 1, 4, 4))
+    x_xs = network_mod.repeat_static(strict(images), 5) if static else strict(x_np)
+    labels = np.array([1, 7, 3])
+
+    def loss_fn(a, y):
+        xp = array_module(a)
+        dtype = np.dtype("float64") if xp is np else xp.float64
+        return kernel_loss(a, kernel_target(y, 10, a.shape[0], net_np.neuron.theta_s, dtype=dtype))
+    r_np = inspect_pass(net_np, x_np, labels, loss_fn, max_neurons=4, phi_select="active")
+    r_xs = inspect_pass(net_xs, x_xs, strict(labels), loss_fn, max_neurons=4, phi_select="active")
+    assert r_xs["attrs"]["loss"] == r_np["attrs"]["loss"]
+    assert r_xs["attrs"]["static_input"] == r_np["attrs"]["static_input"] == static
+    for key, value in r_np["data"].items():
+        np.testing.assert_array_equal(r_xs["data"][key], value, err_msg=key)
+    for lx, ln in zip(r_xs["layers"], r_np["layers"]):
+        for key, value in ln["data"].items():
+            np.testing.assert_array_equal(lx["data"][key], value, err_msg=key)
+        for key, value in ln.get("phi", {}).items():
+            np.testing.assert_array_equal(lx["phi"][key], value, err_msg=f"phi {key}")

@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..backend import array_module, to_numpy
+from ..backend import array_module, device, to_numpy
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
 from ..params import GradientParams
@@ -77,8 +77,8 @@ def state_subset(state: LIFState, neurons) -> LIFState:
     ``(T, B, M)`` and indexed with ``neurons`` (flat indices)."""
     def pick(a):
         xp = array_module(a)
-        flat = a.reshape(a.shape[0], a.shape[1], -1)
-        return flat[..., xp.asarray(neurons)]
+        flat = xp.reshape(a, (a.shape[0], a.shape[1], -1))
+        return xp.take(flat, xp.asarray(neurons, device=device(a)), axis=-1)
     return LIFState(*(pick(f) for f in state))
 
 
@@ -124,11 +124,11 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
             rec["attrs"].update(neuron.to_dict())
             delta = lif_backward(g, state, neuron, grad)                  # (T, B, ...)
             warm = warmup_mask(state.a, neuron.theta_s) if grad.warmup else xp.zeros(
-                state.a.shape, dtype=bool)
+                state.a.shape, dtype=xp.bool, device=device(state.a))
             rec["data"].update({
                 "x": _np(state.x), "u": _np(state.u), "du": _np(state.du),
                 "s": _np(state.s).astype(np.uint8), "a": _np(state.a),
-                "counts": _np(state.s.sum(axis=0, dtype=np.int32)),
+                "counts": _np(xp.sum(xp.astype(state.s, xp.int32), axis=0)),
                 "delta": _np(delta), "warmup_mask": _np(warm).astype(np.uint8)})
             if max_neurons > 0:
                 s_flat = rec["data"]["s"].reshape(state.s.shape[0], state.s.shape[1], -1)
@@ -143,7 +143,7 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
             rec["data"]["a_out"] = _np(a_ins[i + 1] if i + 1 < len(net.layers) else a_out)
             g_x = g
         if i == 0 and static:                   # static input: Σ_t γ[t] g[t] (Network._backward)
-            g_x = xp.tensordot(cache.input_gain, g_x, axes=(0, 0))[None]
+            g_x = xp.tensordot(cache.input_gain, g_x, axes=((0,), (0,)))[None, ...]
         g, grads = layer.backward(g_x, cache.layer_caches[i], need_input_grad=i > 0)
         for name, d in grads.items():
             rec["data"][f"dL_d{name}"] = _np(d)
