@@ -177,6 +177,8 @@ class PeakMemory:
     """
 
     def __init__(self, xp: ModuleType):
+        if backend_name(xp) not in ("numpy", "cupy"):
+            raise ValueError(f"peak memory is measured on numpy and cupy, not {backend_name(xp)}")
         self.xp = np if is_numpy_namespace(xp) else _cupy()
         self.peak_bytes = 0
 
