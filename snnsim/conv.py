@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 
-from .backend import array_module
+from .backend import array_module, device
 from .layers import Layer
+from .layout import ascontiguous
 from .params import NeuronParams
 
 
@@ -75,10 +76,10 @@ def im2col(a_pad, kernel_size: int, stride: int, H_out: int, W_out: int):
     xp = array_module(a_pad)
     C, N = a_pad.shape[:2]
     k, s = kernel_size, stride
-    cols = xp.empty((C, k, k, N, H_out, W_out), dtype=a_pad.dtype)
+    cols = xp.empty((C, k, k, N, H_out, W_out), dtype=a_pad.dtype, device=device(a_pad))
     for p in range(k):
         for q in range(k):
-            cols[:, p, q] = a_pad[:, :, p:p + s * H_out:s, q:q + s * W_out:s]
+            cols[:, p, q, ...] = a_pad[:, :, p:p + s * (H_out - 1) + 1:s, q:q + s * (W_out - 1) + 1:s]
     return cols
 
 
@@ -89,11 +90,20 @@ def col2im(dcols, padded_hw: tuple, stride: int):
     xp = array_module(dcols)
     C, k, _, N, H_out, W_out = dcols.shape
     s = stride
-    da_pad = xp.zeros((C, N) + tuple(padded_hw), dtype=dcols.dtype)
+    da_pad = xp.zeros((C, N) + tuple(padded_hw), dtype=dcols.dtype, device=device(dcols))
     for p in range(k):
         for q in range(k):
-            da_pad[:, :, p:p + s * H_out:s, q:q + s * W_out:s] += dcols[:, p, q]
+            da_pad[:, :, p:p + s * (H_out - 1) + 1:s, q:q + s * (W_out - 1) + 1:s] += dcols[:, p, q, ...]
     return da_pad
+
+
+def zero_pad(a, padding: int):
+    """``a`` ``(C, N, H, W)`` with ``padding`` zeros on each side of H and W."""
+    xp = array_module(a)
+    C, N, H, W = a.shape
+    a_pad = xp.zeros((C, N, H + 2 * padding, W + 2 * padding), dtype=a.dtype, device=device(a))
+    a_pad[:, :, padding:padding + H, padding:padding + W] = a
+    return a_pad
 
 
 # --- forward / backward ------------------------------------------------------
@@ -114,14 +124,13 @@ def conv_forward(a_prev, W, stride: int = 1, padding: int = 0):
     C_in, k = W.shape[1], W.shape[2]
     N = T * B
     # channels first: (C, N, H, W), then zero padding
-    a_cn = xp.moveaxis(a_prev.reshape((N,) + a_prev.shape[2:]), 1, 0)            # (C, N, H, W)
-    pad = ((0, 0), (0, 0), (padding, padding), (padding, padding))
-    a_pad = xp.pad(a_cn, pad) if padding else a_cn                               # (C, N, Hp, Wp)
+    a_cn = xp.moveaxis(xp.reshape(a_prev, (N,) + a_prev.shape[2:]), 1, 0)        # (C, N, H, W)
+    a_pad = zero_pad(a_cn, padding) if padding else a_cn                         # (C, N, Hp, Wp)
     cols = im2col(a_pad, k, stride, H_out, W_out)                                # (C, k, k, N, Ho, Wo)
-    cols_2d = cols.reshape(C_in * k * k, N * H_out * W_out)                      # (C·k·k, N·Ho·Wo)
-    x_2d = W.reshape(C_out, C_in * k * k) @ cols_2d                              # (C_out, N·Ho·Wo)
-    x = x_2d.reshape(C_out, T, B, H_out, W_out)                                  # (C_out, T, B, Ho, Wo)
-    x = xp.ascontiguousarray(xp.moveaxis(x, 0, 2))                               # (T, B, C_out, Ho, Wo)
+    cols_2d = xp.reshape(cols, (C_in * k * k, N * H_out * W_out))                # (C·k·k, N·Ho·Wo)
+    x_2d = xp.reshape(W, (C_out, C_in * k * k)) @ cols_2d                        # (C_out, N·Ho·Wo)
+    x = xp.reshape(x_2d, (C_out, T, B, H_out, W_out))                            # (C_out, T, B, Ho, Wo)
+    x = ascontiguous(xp.moveaxis(x, 0, 2), xp)                                   # (T, B, C_out, Ho, Wo)
     cache = (cols_2d, W, a_prev.shape, a_pad.shape[2:], stride, padding)
     return x, cache
 
@@ -136,7 +145,7 @@ def conv_weight_grad(dL_dx_2d, cols_2d, w_shape):
     # computed as (cols δᵀ)ᵀ: the same product, but OpenBLAS splits a long reduction
     # over N·Ho·Wo better with the big operand on the left (2-3x faster multi-threaded)
     dW_t = cols_2d @ dL_dx_2d.T                                                  # (C·k·k, C_out)
-    return dW_t.T.reshape(w_shape)                                               # (C_out, C_in, k, k)
+    return array_module(dW_t).reshape(dW_t.T, w_shape)                           # (C_out, C_in, k, k)
 
 
 def conv_delta_hidden(dL_dx_2d, W, in_shape, padded_hw, out_hw, stride: int, padding: int):
@@ -152,11 +161,11 @@ def conv_delta_hidden(dL_dx_2d, W, in_shape, padded_hw, out_hw, stride: int, pad
     C_out, C_in, k = W.shape[0], W.shape[1], W.shape[2]
     T, B, _, H, W_in = in_shape
     H_out, W_out = out_hw
-    dcols_2d = W.reshape(C_out, C_in * k * k).T @ dL_dx_2d                       # (C·k·k, N·Ho·Wo)
-    dcols = dcols_2d.reshape(C_in, k, k, T * B, H_out, W_out)                    # (C, k, k, N, Ho, Wo)
+    dcols_2d = xp.reshape(W, (C_out, C_in * k * k)).T @ dL_dx_2d                 # (C·k·k, N·Ho·Wo)
+    dcols = xp.reshape(dcols_2d, (C_in, k, k, T * B, H_out, W_out))              # (C, k, k, N, Ho, Wo)
     da_pad = col2im(dcols, padded_hw, stride)                                    # (C, N, Hp, Wp)
     da_cn = da_pad[:, :, padding:padding + H, padding:padding + W_in]            # (C, N, H, W)
-    return xp.ascontiguousarray(xp.moveaxis(da_cn, 0, 1)).reshape(in_shape)      # (T, B, C, H, W)
+    return xp.reshape(ascontiguous(xp.moveaxis(da_cn, 0, 1), xp), in_shape)      # (T, B, C, H, W)
 
 
 def conv_backward(dL_dx, cache, need_input_grad: bool = True):
@@ -169,7 +178,7 @@ def conv_backward(dL_dx, cache, need_input_grad: bool = True):
     cols_2d, W, in_shape, padded_hw, stride, padding = cache
     xp = array_module(dL_dx, W)
     C_out = W.shape[0]
-    dL_dx_2d = xp.moveaxis(dL_dx, 2, 0).reshape(C_out, -1)                       # (C_out, N·Ho·Wo)
+    dL_dx_2d = xp.reshape(xp.moveaxis(dL_dx, 2, 0), (C_out, -1))                 # (C_out, N·Ho·Wo)
     dW = conv_weight_grad(dL_dx_2d, cols_2d, W.shape)
     if not need_input_grad:
         return None, dW

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, device
 from .layers import Layer
 
 
@@ -72,7 +72,7 @@ class Dropout(Layer):
                              f"(got {type(rng).__name__})")
         xp = array_module(a_in)
         m_host = dropout_mask(rng, tuple(a_in.shape[1:]), self.p)                  # (B, ...)
-        mask = xp.asarray(m_host[None], dtype=a_in.dtype)                         # (1, B, ...): one H2D copy
+        mask = xp.asarray(m_host[None], dtype=a_in.dtype, device=device(a_in))  # (1, B, ...): one H2D copy
         return dropout_forward(a_in, mask)
 
     def backward(self, d_out, cache, need_input_grad=True):

@@ -18,7 +18,7 @@ warmup=False)`` computes.
 """
 from __future__ import annotations
 
-from .backend import array_module
+from .backend import array_module, device
 from .neuron import LIFState, NeuronModel
 from .params import NeuronParams
 
@@ -33,18 +33,18 @@ def event_shift_lif(x, nominal: LIFState, neuron: NeuronParams):
     with the spike pattern, u⁰ and Δu⁰ of ``nominal`` held fixed."""
     xp = array_module(x)
     theta_m, theta_s = neuron.theta_m, neuron.theta_s
-    a = xp.empty(x.shape, dtype=x.dtype)
-    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype)
-    a_t = xp.zeros(x.shape[1:], dtype=x.dtype)
+    a = xp.empty(x.shape, dtype=x.dtype, device=device(x))
+    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
+    a_t = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
     for t in range(x.shape[0]):
-        u_t = (1.0 - theta_m) * u_reset + x[t]
-        s_t = nominal.s[t]
-        du0 = xp.where(s_t, nominal.du[t], 1.0)
-        lead = t - spike_time(u_t, nominal.u[t], du0, t)                 # m - τ, 0 at nominal
+        u_t = (1.0 - theta_m) * u_reset + x[t, ...]
+        s_t = nominal.s[t, ...]
+        du0 = xp.where(s_t, nominal.du[t, ...], 1.0)
+        lead = t - spike_time(u_t, nominal.u[t, ...], du0, t)            # m - τ, 0 at nominal
         R = u_t if neuron.reset == "zero" else neuron.v_th
         u_reset = xp.where(s_t, u_t - R * (1.0 - theta_m) ** lead, u_t)
         a_t = (1.0 - theta_s) * a_t + xp.where(s_t, theta_s * (1.0 - theta_s) ** lead, 0.0)
-        a[t] = a_t
+        a[t, ...] = a_t
     return a
 
 

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from .backend import array_module
 from .params import NeuronParams
 
 
@@ -63,8 +64,9 @@ def delta_hidden(dL_dx, W):
 
 def weight_grad(dL_dx, a_prev):
     """∂L/∂W^l = Σ_t Σ_batch δ^l[t] (a^{l-1}[t])^T   (8)."""
+    xp = array_module(dL_dx, a_prev)
     n_out, n_in = dL_dx.shape[-1], a_prev.shape[-1]
-    return dL_dx.reshape(-1, n_out).T @ a_prev.reshape(-1, n_in)          # (N_out, N_in)
+    return xp.reshape(dL_dx, (-1, n_out)).T @ xp.reshape(a_prev, (-1, n_in))   # (N_out, N_in)
 
 
 def dense_backward(dL_dx, cache, need_input_grad: bool = True):
@@ -101,7 +103,7 @@ class Dense(Layer):
 
     def forward(self, a_in, train=False, rng=None):
         T, B = a_in.shape[:2]
-        a_flat = a_in.reshape(T, B, -1)                                   # (T, B, N_in)
+        a_flat = array_module(a_in).reshape(a_in, (T, B, -1))             # (T, B, N_in)
         if a_flat.shape[-1] != self.params["W"].shape[1]:
             raise ValueError(f"Dense expects {self.params['W'].shape[1]} input features, "
                              f"got {a_flat.shape[-1]} (input shape {a_in.shape[2:]})")
@@ -111,7 +113,7 @@ class Dense(Layer):
     def backward(self, d_out, cache, need_input_grad=True):
         dense_cache, in_shape = cache
         d_in, dW = dense_backward(d_out, dense_cache, need_input_grad)
-        return (d_in.reshape(in_shape) if d_in is not None else None), {"W": dW}
+        return (array_module(d_in).reshape(d_in, in_shape) if d_in is not None else None), {"W": dW}
 
     def describe(self):
         return f"{self.n_out}"

@@ -4,7 +4,7 @@ Each loss returns ``(L, dL_da)`` with ``dL_da`` = g^L = ∂L/∂a^L, ``(T, B, C)
 """
 from __future__ import annotations
 
-from .backend import array_module
+from .backend import array_module, device
 from .neuron import psc_filter
 
 DESIRED_TRAINS = ("paper", "authors")
@@ -34,14 +34,15 @@ def kernel_target(labels, n_classes: int, n_steps: int, theta_s: float,
     κ * (κ * d) (authors' code: ``filter_passes=2``); the others' target is 0.
     ``labels`` (B,) integer array on the target backend.
     """
-    xp = array_module(labels)
+    xp, dev = array_module(labels), device(labels)
     dtype = dtype or xp.float32
     if filter_passes not in (1, 2):
         raise ValueError(f"filter_passes must be 1 or 2, got {filter_passes}")
-    d = xp.asarray(desired_spike_train(n_steps, convention), dtype=dtype)[:, None]   # (T, 1)
+    d = xp.asarray(desired_spike_train(n_steps, convention), dtype=dtype, device=dev)[:, None]   # (T, 1)
     for _ in range(filter_passes):
         d = psc_filter(d, theta_s)
-    onehot = (labels[:, None] == xp.arange(n_classes)[None, :]).astype(dtype)      # (B, C)
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=dev)
+    onehot = xp.astype(labels[:, None] == classes[None, :], dtype)                  # (B, C)
     return d[:, :, None] * onehot[None, :, :]                                       # (T, B, C)
 
 
@@ -51,7 +52,7 @@ def kernel_loss(a, a_hat):
     Returns ``(L, g)`` with g = ∂L/∂a = a - â   (S 10).
     """
     diff = a - a_hat
-    return 0.5 * float((diff * diff).sum()), diff
+    return 0.5 * float(array_module(diff).sum(diff * diff)), diff
 
 
 def count_loss(a, labels, desired_count: float, undesired_count: float):
@@ -62,16 +63,24 @@ def count_loss(a, labels, desired_count: float, undesired_count: float):
     """
     xp = array_module(a)
     T, _, C = a.shape
-    c = a.sum(axis=0)                                                               # (B, C)
-    is_label = labels[:, None] == xp.arange(C)[None, :]
-    target = xp.where(is_label, desired_count, undesired_count).astype(a.dtype)
+    c = xp.sum(a, axis=0)                                                           # (B, C)
+    is_label = labels[:, None] == xp.arange(C, dtype=labels.dtype, device=device(a))[None, :]
+    target = xp.where(is_label, xp.asarray(desired_count, dtype=a.dtype, device=device(a)),
+                      xp.asarray(undesired_count, dtype=a.dtype, device=device(a)))
     e = (c - target) / T
     satisfied = xp.where(is_label, c > target, c < target)
-    e = xp.where(satisfied, 0, e).astype(a.dtype)
-    g = xp.broadcast_to(e[None], a.shape).copy()
-    return 0.5 * T * float((e * e).sum()), g
+    e = xp.where(satisfied, 0.0, e)
+    g = xp.asarray(xp.broadcast_to(e[None, ...], a.shape), copy=True)
+    return 0.5 * T * float(xp.sum(e * e)), g
 
 
 def predict(a):
     """Predicted class: argmax_i Σ_t a_i[t]; ties go to the lowest index. ``(B,)``."""
-    return a.sum(axis=0).argmax(axis=-1)
+    xp = array_module(a)
+    return xp.argmax(xp.sum(a, axis=0), axis=-1)
+
+
+def n_correct(a, labels) -> int:
+    """How many samples :func:`predict` gets right."""
+    xp = array_module(a, labels)
+    return int(xp.sum(xp.astype(predict(a) == labels, xp.int64)))

@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import array_module, get_backend
+from .backend import array_module, backend_name, default_device, device, get_backend, to_numpy
 from .layers import Layer
+from .layout import is_time_broadcast
 from .neuron import LIFState, NeuronModel, psc_filter
 from .params import GradientParams, NeuronParams
 from .tsslbp import LIF
@@ -66,12 +67,13 @@ def repeat_static(images, n_steps: int):
     γ[t] · layer(x) exactly — T times fewer operations in the largest layer.
     """
     xp = array_module(images)
-    return xp.broadcast_to(images[None], (n_steps,) + images.shape)
+    return xp.broadcast_to(images[None, ...], (n_steps,) + images.shape)
 
 
-def static_input_gain(n_steps: int, theta_s: float, xp, dtype):
+def static_input_gain(n_steps: int, theta_s: float, xp, dtype, device=None):
     """γ[t] = Σ_{k≤t} κ[k] = 1 - (1-θs)^{t+1}: the input PSC of a unit current held on."""
-    return (1.0 - (1.0 - theta_s) ** xp.arange(1, n_steps + 1, dtype=dtype)).astype(dtype)
+    steps = xp.arange(1, n_steps + 1, dtype=dtype, device=device)
+    return xp.astype(1.0 - (1.0 - theta_s) ** steps, dtype)
 
 
 class Network:
@@ -83,7 +85,8 @@ class Network:
     input_shape : feature shape of one input sample, e.g. ``(784,)`` or ``(1, 28, 28)``.
     neuron : default :class:`NeuronParams` (a layer's own ``neuron`` overrides it).
     grad : :class:`GradientParams`, the reading of the backward pass.
-    backend : ``"numpy"`` or ``"cupy"``, chosen explicitly.
+    backend : ``"numpy"``, ``"cupy"`` or ``"torch"`` (PyTorch tensors, on CUDA where
+        PyTorch has it), chosen explicitly.
     dtype : ``"float32"`` (default) or ``"float64"``.
     seed : seed of the initialisation (a NumPy Generator; the same weights on
         both backends).
@@ -111,7 +114,8 @@ class Network:
         self.grad = grad
         self.backend = backend
         self.xp = get_backend(backend)
-        self.dtype = np.dtype(dtype)
+        self.dtype_name, self.device = dtype, None
+        self.dtype = _namespace_dtype(self.xp, dtype)
         rng = np.random.default_rng(seed)
         shape = self.input_shape
         self.shapes = [shape]
@@ -119,6 +123,18 @@ class Network:
             layer.init_params(shape, rng, self.xp, self.dtype)
             shape = tuple(layer.output_shape(shape))
             self.shapes.append(shape)
+        if default_device(backend) is not None:
+            self.move_to(self.xp, default_device(backend))
+
+    def move_to(self, xp, device=None) -> Network:
+        """Move the parameters to array API namespace ``xp`` on ``device`` (e.g.
+        ``array_api_strict`` in the tests); build the optimizer afterwards."""
+        self.xp, self.device = xp, device
+        self.backend = backend_name(xp)
+        self.dtype = _namespace_dtype(xp, self.dtype_name)
+        for layer in self.layers:
+            layer.params = {k: xp.asarray(to_numpy(v), device=device) for k, v in layer.params.items()}
+        return self
 
     # --- parameters ----------------------------------------------------------
     @property
@@ -150,19 +166,19 @@ class Network:
                              f"got {x_in.shape}")
         T = x_in.shape[0]
         gain = None
-        if T > 1 and x_in.strides[0] == 0:                                 # repeat_static view
-            image = x_in[0].astype(self.dtype, copy=False)                 # (B, ...)
-            gain = static_input_gain(T, self.neuron.theta_s, xp, self.dtype)   # (T,)
+        if is_time_broadcast(x_in, xp):                                     # repeat_static view
+            image = xp.astype(x_in[0, ...], self.dtype, copy=False)        # (B, ...)
+            gain = static_input_gain(T, self.neuron.theta_s, xp, self.dtype, device(x_in))  # (T,)
             a = xp.broadcast_to(_expand(gain, image.ndim) * image, x_in.shape)  # a^0, read-only
         else:
-            a = psc_filter(x_in.astype(self.dtype, copy=False), self.neuron.theta_s)  # a^0, (T, B, ...)
+            a = psc_filter(xp.astype(x_in, self.dtype, copy=False), self.neuron.theta_s)  # a^0, (T, B, ...)
         input_psc = a
         model = model or self.model
         layer_caches, states = [], []
         for i, layer in enumerate(self.layers):
             if i == 0 and gain is not None:
-                out1, cache = layer.forward(image[None], train=train, rng=rng)  # (1, B, ...)
-                out = _expand(gain, out1.ndim - 1) * out1[0]                     # γ[t] layer(x)
+                out1, cache = layer.forward(image[None, ...], train=train, rng=rng)  # (1, B, ...)
+                out = _expand(gain, out1.ndim - 1) * out1[0, ...]                # γ[t] layer(x)
             else:
                 out, cache = layer.forward(a, train=train, rng=rng)
             state = None
@@ -204,9 +220,15 @@ class Network:
             if layer.spiking:
                 g = deltas[i] = model.backward(g, state, self.neuron_of(layer), grad)
             if i == 0 and cache.input_gain is not None:                   # static input: Σ_t γ[t] g[t]
-                g = xp.tensordot(cache.input_gain, g, axes=(0, 0))[None]
+                g = xp.tensordot(cache.input_gain, g, axes=((0,), (0,)))[None, ...]
             g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
         return BackwardPass(grads, gs, deltas)
+
+
+def _namespace_dtype(xp, name: str):
+    """The dtype ``name`` as namespace ``xp`` spells it (a NumPy dtype for NumPy and CuPy,
+    which share NumPy's dtypes)."""
+    return np.dtype(name) if backend_name(xp) in ("numpy", "cupy") else getattr(xp, name)
 
 
 def _fused():
@@ -217,7 +239,7 @@ def _fused():
 
 def _expand(gain, n_trailing: int):
     """γ ``(T,)`` shaped ``(T, 1, ..., 1)`` to broadcast over ``n_trailing`` axes."""
-    return gain.reshape(gain.shape + (1,) * n_trailing)
+    return array_module(gain).reshape(gain, gain.shape + (1,) * n_trailing)
 
 
 __all__ = ["BackwardPass", "LIFState", "Network", "NetworkCache", "repeat_static"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .backend import array_module
+from .backend import array_module, device
 from .params import NeuronParams
 
 
@@ -65,14 +65,15 @@ def reset_membrane(u_t, s_t, v_th: float, reset: str):
     or ū[t] = u[t] - V_th s[t] (``subtract``, paper text)."""
     xp = array_module(u_t)
     if reset == "zero":
-        return xp.where(s_t, 0, u_t).astype(u_t.dtype, copy=False)
-    return u_t - v_th * s_t.astype(u_t.dtype)          # a bool times a float would be float64
+        return xp.where(s_t, 0.0, u_t)
+    return u_t - v_th * xp.astype(s_t, u_t.dtype)      # a bool times a float would be float64
 
 
 def psc_update(a_prev, s_t, theta_s: float):
     """Synapse, eqs. (2)-(3): a[t] = (1-θs) a[t-1] + θs s[t], i.e. a = κ * s
     with κ[k] = θs (1-θs)^k."""
-    return (1.0 - theta_s) * a_prev + theta_s * s_t.astype(a_prev.dtype)   # keeps float32 float32
+    xp = array_module(a_prev)
+    return (1.0 - theta_s) * a_prev + theta_s * xp.astype(s_t, a_prev.dtype)   # keeps float32 float32
 
 
 def psc_filter(x, theta_s: float):
@@ -80,11 +81,11 @@ def psc_filter(x, theta_s: float):
     a[t] = (1-θs) a[t-1] + θs x[t], a[-1] = 0. The network input enters this way
     (design doc section 2); it accepts a broadcast (read-only) view."""
     xp = array_module(x)
-    a = xp.empty(x.shape, dtype=x.dtype)
-    a_t = xp.zeros(x.shape[1:], dtype=x.dtype)
+    a = xp.empty(x.shape, dtype=x.dtype, device=device(x))
+    a_t = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))
     for t in range(x.shape[0]):
-        a_t = psc_update(a_t, x[t], theta_s)
-        a[t] = a_t
+        a_t = psc_update(a_t, x[t, ...], theta_s)
+        a[t, ...] = a_t
     return a
 
 
@@ -95,18 +96,18 @@ def lif_forward(x, neuron: NeuronParams) -> tuple[object, LIFState]:
     Returns ``(a, state)`` with ``a`` the PSC ``(T, B, ...)`` passed to the next
     layer and ``state`` a :class:`LIFState` of every per-step quantity.
     """
-    xp = array_module(x)
+    xp, dev = array_module(x), device(x)
     T = x.shape[0]
-    u = xp.empty(x.shape, dtype=x.dtype)          # (T, B, ...)
-    du = xp.empty(x.shape, dtype=x.dtype)         # (T, B, ...)
-    s = xp.empty(x.shape, dtype=bool)             # (T, B, ...)
-    a = xp.empty(x.shape, dtype=x.dtype)          # (T, B, ...)
-    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype)
-    a_t = xp.zeros(x.shape[1:], dtype=x.dtype)
+    u = xp.empty(x.shape, dtype=x.dtype, device=dev)          # (T, B, ...)
+    du = xp.empty(x.shape, dtype=x.dtype, device=dev)         # (T, B, ...)
+    s = xp.empty(x.shape, dtype=xp.bool, device=dev)          # (T, B, ...)
+    a = xp.empty(x.shape, dtype=x.dtype, device=dev)          # (T, B, ...)
+    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype, device=dev)
+    a_t = xp.zeros(x.shape[1:], dtype=x.dtype, device=dev)
     for t in range(T):
-        u_t, du_t = membrane_update(u_reset, x[t], neuron.theta_m)
+        u_t, du_t = membrane_update(u_reset, x[t, ...], neuron.theta_m)
         s_t = fire(u_t, neuron.v_th)
         u_reset = reset_membrane(u_t, s_t, neuron.v_th, neuron.reset)
         a_t = psc_update(a_t, s_t, neuron.theta_s)
-        u[t], du[t], s[t], a[t] = u_t, du_t, s_t, a_t
+        u[t, ...], du[t, ...], s[t, ...], a[t, ...] = u_t, du_t, s_t, a_t
     return a, LIFState(x=x, u=u, du=du, s=s, a=a)

@@ -15,7 +15,7 @@ H - k·H_out rows (columns) are not read and get zero gradient.
 """
 from __future__ import annotations
 
-from .backend import array_module
+from .backend import array_module, device
 from .layers import Layer
 
 #: Gain of the pooling sum (authors' code: their pooling kernel is all 1.1,
@@ -42,10 +42,11 @@ def pool_forward(a_prev, kernel_size: int, gain: float = POOL_GAIN):
     k = kernel_size
     C, H_out, W_out = _pool_output_shape(a_prev.shape[2:], k)
     T, B = a_prev.shape[:2]
+    xp = array_module(a_prev)
     a_crop = a_prev[..., :k * H_out, :k * W_out]                                 # (T, B, C, k·Ho, k·Wo)
-    windows = a_crop.reshape(T, B, C, H_out, k, W_out, k)                        # (T, B, C, Ho, k, Wo, k)
-    out = gain * windows.sum(axis=(4, 6))                                        # (T, B, C, Ho, Wo)
-    return out.astype(a_prev.dtype, copy=False), (a_prev.shape, k, gain)
+    windows = xp.reshape(a_crop, (T, B, C, H_out, k, W_out, k))                  # (T, B, C, Ho, k, Wo, k)
+    out = gain * xp.sum(windows, axis=(4, 6))                                    # (T, B, C, Ho, Wo)
+    return xp.astype(out, a_prev.dtype, copy=False), (a_prev.shape, k, gain)
 
 
 def pool_backward(d_out, cache):
@@ -56,10 +57,10 @@ def pool_backward(d_out, cache):
     T, B, C, H_out, W_out = d_out.shape
     spread = xp.broadcast_to((gain * d_out)[:, :, :, :, None, :, None],
                              (T, B, C, H_out, k, W_out, k))                       # (T, B, C, Ho, k, Wo, k)
-    spread = spread.reshape(T, B, C, k * H_out, k * W_out).astype(d_out.dtype, copy=False)
+    spread = xp.astype(xp.reshape(spread, (T, B, C, k * H_out, k * W_out)), d_out.dtype, copy=False)
     if tuple(in_shape[3:]) == (k * H_out, k * W_out):
         return spread
-    d_in = xp.zeros(in_shape, dtype=d_out.dtype)                                 # (T, B, C, H, W)
+    d_in = xp.zeros(in_shape, dtype=d_out.dtype, device=device(d_out))          # (T, B, C, H, W)
     d_in[..., :k * H_out, :k * W_out] = spread
     return d_in
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .backend import array_module
+from .backend import array_module, device
 from .neuron import LIFState, NeuronModel, lif_forward, membrane_update, psc_update
 from .params import WARMUP_WIDTH, NeuronParams
 from .tsslbp import leak_path, psc_reverse_sum, warmup_surrogate
@@ -70,7 +70,7 @@ def reset_derivatives(u, s, neuron: NeuronParams):
     ``s`` may be bool (discrete run) or real (the smooth network).
     """
     xp = array_module(u)
-    s = s.astype(u.dtype, copy=False)
+    s = xp.astype(s, u.dtype, copy=False)
     if neuron.reset == "zero":
         return 1.0 - s, -u
     return xp.ones_like(u), xp.full_like(u, -neuron.v_th)
@@ -91,12 +91,12 @@ def surrogate_lif_backward(dL_da, state: LIFState, neuron: NeuronParams, detach_
     ds_du = surrogate(state.u, neuron.v_th)                               # (T, B, ...)
     dreset_du, dreset_ds = reset_derivatives(state.u, state.s, neuron)    # (T, B, ...) each
     dL_du = xp.empty_like(S)
-    carry = xp.zeros(S.shape[1:], dtype=S.dtype)                          # ∂L/∂u[t+1]
+    carry = xp.zeros(S.shape[1:], dtype=S.dtype, device=device(S))        # ∂L/∂u[t+1]
     for t in reversed(range(S.shape[0])):
         dL_dureset = leak_path(carry, neuron.theta_m)                     # ∂L/∂ū[t]
-        dL_ds = S[t] if detach_reset else S[t] + dL_dureset * dreset_ds[t]
-        carry = dL_dureset * dreset_du[t] + dL_ds * ds_du[t]
-        dL_du[t] = carry
+        dL_ds = S[t, ...] if detach_reset else S[t, ...] + dL_dureset * dreset_ds[t, ...]
+        carry = dL_dureset * dreset_du[t, ...] + dL_ds * ds_du[t, ...]
+        dL_du[t, ...] = carry
     return dL_du
 
 
@@ -111,19 +111,19 @@ def smooth_lif_forward(x, neuron: NeuronParams, width: float = DEFAULT_SURROGATE
 
     Returns ``(a, LIFState)`` with real-valued ``s``. Not the discrete network: a test oracle.
     """
-    xp = array_module(x)
-    u = xp.empty(x.shape, dtype=x.dtype)                                  # (T, B, ...)
-    du = xp.empty(x.shape, dtype=x.dtype)
-    s = xp.empty(x.shape, dtype=x.dtype)
-    a = xp.empty(x.shape, dtype=x.dtype)
-    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype)
-    a_t = xp.zeros(x.shape[1:], dtype=x.dtype)
+    xp, dev = array_module(x), device(x)
+    u = xp.empty(x.shape, dtype=x.dtype, device=dev)                      # (T, B, ...)
+    du = xp.empty(x.shape, dtype=x.dtype, device=dev)
+    s = xp.empty(x.shape, dtype=x.dtype, device=dev)
+    a = xp.empty(x.shape, dtype=x.dtype, device=dev)
+    u_reset = xp.zeros(x.shape[1:], dtype=x.dtype, device=dev)
+    a_t = xp.zeros(x.shape[1:], dtype=x.dtype, device=dev)
     for t in range(x.shape[0]):
-        u_t, du_t = membrane_update(u_reset, x[t], neuron.theta_m)
+        u_t, du_t = membrane_update(u_reset, x[t, ...], neuron.theta_m)
         s_t = sigmoid((u_t - neuron.v_th) / width)
         u_reset = u_t * (1.0 - s_t) if neuron.reset == "zero" else u_t - neuron.v_th * s_t
         a_t = psc_update(a_t, s_t, neuron.theta_s)
-        u[t], du[t], s[t], a[t] = u_t, du_t, s_t, a_t
+        u[t, ...], du[t, ...], s[t, ...], a[t, ...] = u_t, du_t, s_t, a_t
     return a, LIFState(x=x, u=u, du=du, s=s, a=a)
 
 

@@ -21,7 +21,7 @@ slow, for inspection and as the oracle of :func:`lif_backward`.
 """
 from __future__ import annotations
 
-from .backend import array_module
+from .backend import array_module, device
 from .neuron import LIFState, NeuronModel, lif_forward
 from .params import (
     WARMUP_PSC_FRACTION,
@@ -34,17 +34,17 @@ from .params import (
 
 
 # --- the PSC kernel ----------------------------------------------------------
-def kappa(n_steps: int, theta_s: float, xp, dtype):
+def kappa(n_steps: int, theta_s: float, xp, dtype, device=None):
     """The discrete PSC kernel of one spike, κ[k] = θs (1-θs)^k, k = 0..T-1   (2)."""
-    k = xp.arange(n_steps, dtype=dtype)
+    k = xp.arange(n_steps, dtype=dtype, device=device)
     return theta_s * (1.0 - theta_s) ** k
 
 
-def kernel_matrix(n_steps: int, theta_s: float, xp, dtype):
+def kernel_matrix(n_steps: int, theta_s: float, xp, dtype, device=None):
     """K[k, m] = κ[k-m] for k ≥ m, else 0: the PSC a = K s as a (T, T) matrix."""
-    k = xp.arange(n_steps)
+    k = xp.arange(n_steps, dtype=xp.float64, device=device)
     lag = k[:, None] - k[None, :]
-    return xp.where(lag >= 0, theta_s * (1.0 - theta_s) ** xp.maximum(lag, 0), 0).astype(dtype)
+    return xp.astype(xp.where(lag >= 0, theta_s * (1.0 - theta_s) ** xp.maximum(lag, 0.0), 0.0), dtype)
 
 
 def psc_reverse_sum(dL_da, theta_s: float):
@@ -56,10 +56,10 @@ def psc_reverse_sum(dL_da, theta_s: float):
     """
     xp = array_module(dL_da)
     S = xp.empty_like(dL_da)
-    S_next = xp.zeros(dL_da.shape[1:], dtype=dL_da.dtype)
+    S_next = xp.zeros(dL_da.shape[1:], dtype=dL_da.dtype, device=device(dL_da))
     for t in reversed(range(dL_da.shape[0])):
-        S_next = theta_s * dL_da[t] + (1.0 - theta_s) * S_next
-        S[t] = S_next
+        S_next = theta_s * dL_da[t, ...] + (1.0 - theta_s) * S_next
+        S[t, ...] = S_next
     return S
 
 
@@ -75,7 +75,7 @@ def spike_time_sensitivity(du, s, bound: float | None):
     xp = array_module(du)
     dt_du = -1.0 / xp.where(s, du, xp.inf)                               # 0 where no spike
     if bound is not None:
-        dt_du = xp.clip(dt_du, -bound, bound, out=dt_du)
+        dt_du = xp.clip(dt_du, -bound, bound)
     return dt_du
 
 
@@ -185,14 +185,14 @@ def lif_backward(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientPar
     b = reset_shift_coefficient(neuron, grad.reading)
     through = reset_passthrough(neuron)
     G = xp.empty_like(S)
-    carry = xp.zeros(S.shape[1:], dtype=S.dtype)                          # G[t+1]
+    carry = xp.zeros(S.shape[1:], dtype=S.dtype, device=device(S))        # G[t+1]
     for t in reversed(range(S.shape[0])):
         leak = leak_path(carry, theta_m)
-        at_spike = (phi_inter(S[t], dt_du[t], theta_s, grad.reading)
-                    + phi_intra(carry, R[t], dt_du[t], b)
+        at_spike = (phi_inter(S[t, ...], dt_du[t, ...], theta_s, grad.reading)
+                    + phi_intra(carry, R[t, ...], dt_du[t, ...], b)
                     + through * leak)
-        carry = xp.where(state.s[t], at_spike, leak)
-        G[t] = carry
+        carry = xp.where(state.s[t, ...], at_spike, leak)
+        G[t, ...] = carry
     if not grad.warmup:
         return G
     return warmup_replace(G, S, state, neuron)
@@ -214,8 +214,8 @@ def next_spike_index(s):
     """p[..., m] = the first step p > m with a spike, or T if none. ``s`` is ``(..., T)``."""
     xp = array_module(s)
     T = s.shape[-1]
-    nxt = xp.empty(s.shape, dtype=xp.int64)
-    p = xp.full(s.shape[:-1], T, dtype=xp.int64)
+    nxt = xp.empty(s.shape, dtype=xp.int64, device=device(s))
+    p = xp.full(s.shape[:-1], T, dtype=xp.int64, device=device(s))
     for m in reversed(range(T)):
         nxt[..., m] = p
         p = xp.where(s[..., m], m, p)
@@ -245,35 +245,36 @@ def phi_matrix(state: LIFState, neuron: NeuronParams, grad: GradientParams, term
     dt_du = xp.moveaxis(spike_time_sensitivity(state.du, state.s, grad.sensitivity_bound), 0, -1)
     R = xp.moveaxis(reset_size(state.u, neuron), 0, -1)
     T, dtype = u.shape[-1], u.dtype
-    K = kernel_matrix(T, theta_s, xp, dtype)                              # (T, T)
+    K = kernel_matrix(T, theta_s, xp, dtype, device(u))                   # (T, T)
     c = psc_shift_scale(theta_s, grad.reading)
     b = reset_shift_coefficient(neuron, grad.reading)
     through = reset_passthrough(neuron)
     nxt = next_spike_index(s)                                             # (..., T)
 
     batch = u.shape[:-1]
-    phi = xp.zeros(batch + (T, T + 1), dtype=dtype)   # column T: "no next spike" = 0
-    parts = {name: xp.zeros(batch + (T, T), dtype=dtype) for name in ("phi_1", "phi_2", "leak")}
+    phi = xp.zeros(batch + (T, T + 1), dtype=dtype, device=device(u))   # column T: "no next spike" = 0
+    parts = {name: xp.zeros(batch + (T, T), dtype=dtype, device=device(u))
+             for name in ("phi_1", "phi_2", "leak")}
     for m in reversed(range(T)):
         p = nxt[..., m]                                                   # (...)
         idx = xp.broadcast_to(p[..., None, None], batch + (T, 1))
         phi_p = xp.take_along_axis(phi, idx, axis=-1)[..., 0]             # (..., T) over k
-        gap = (p - m).astype(dtype)[..., None]
+        gap = xp.astype(p - m, dtype)[..., None]
         spike = s[..., m][..., None]
         phi_1 = -c * K[:, m] * dt_du[..., m][..., None]
         phi_2 = phi_p * (b * R[..., m] * dt_du[..., m])[..., None] * (1.0 - theta_m) ** (gap - 1)
         leak = phi_p * (1.0 - theta_m) ** gap
-        parts["phi_1"][..., m] = xp.where(spike, phi_1, 0)
-        parts["phi_2"][..., m] = xp.where(spike, phi_2, 0)
+        parts["phi_1"][..., m] = xp.where(spike, phi_1, 0.0)
+        parts["phi_2"][..., m] = xp.where(spike, phi_2, 0.0)
         parts["leak"][..., m] = xp.where(spike, through * leak, leak)
         phi[..., m] = parts["phi_1"][..., m] + parts["phi_2"][..., m] + parts["leak"][..., m]
-    parts["warmup"] = xp.zeros(batch + (T, T), dtype=dtype)
+    parts["warmup"] = xp.zeros(batch + (T, T), dtype=dtype, device=device(u))
     if grad.warmup:
         warm = xp.moveaxis(warmup_mask(state.a, theta_s), 0, -1)[..., None, :]   # (..., 1, T)
         surrogate = K * xp.moveaxis(warmup_surrogate(state.u, neuron.v_th), 0, -1)[..., None, :]
         for name in ("phi_1", "phi_2", "leak"):
-            parts[name] = xp.where(warm, 0, parts[name])
-        parts["warmup"] = xp.where(warm, surrogate, 0)
+            parts[name] = xp.where(warm, 0.0, parts[name])
+        parts["warmup"] = xp.where(warm, surrogate, 0.0)
     if terms:
         return parts
     return parts["phi_1"] + parts["phi_2"] + parts["leak"] + parts["warmup"]
@@ -286,7 +287,7 @@ def lif_backward_explicit(dL_da, state: LIFState, neuron: NeuronParams, grad: Gr
     xp = array_module(dL_da)
     phi = phi_matrix(state, neuron, grad)                                 # (B, ..., T, T)
     g = xp.moveaxis(dL_da, 0, -1)                                         # (B, ..., T) over k
-    delta = (phi * g[..., :, None]).sum(axis=-2)                          # (B, ..., T) over m
+    delta = xp.sum(phi * g[..., :, None], axis=-2)                        # (B, ..., T) over m
     return xp.moveaxis(delta, -1, 0)
 
 

@@ -17,7 +17,7 @@ from snnsim.backend import BackendError, array_module, backend_name, cupy_availa
 
 def test_unknown_backend_is_an_error():
     with pytest.raises(ValueError, match="unknown backend"):
-        get_backend("torch")
+        get_backend("jax")
 
 
 def test_numpy_backend_and_array_module():

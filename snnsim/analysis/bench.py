@@ -121,8 +121,8 @@ def main(argv=None) -> int:
 
     results = {"argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": [], "memory_sweep": []}
     for backend in [b for b in args.backends.split(",") if b]:
-        if backend not in BACKENDS:
-            p.error(f"unknown backend {backend!r}")
+        if backend not in BACKENDS or backend == "torch":
+            p.error(f"unknown backend {backend!r}; the benchmark measures numpy and cupy")
         xp = get_backend(backend)
         device = device_name(xp)
         print(f"== backend {backend} on {device}")

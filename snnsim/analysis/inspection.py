@@ -31,7 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..backend import array_module, to_numpy
+from ..backend import array_module, device, to_numpy
 from ..cli import prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
@@ -75,8 +75,8 @@ def state_subset(state: LIFState, neurons) -> LIFState:
     ``(T, B, M)`` and indexed with ``neurons`` (flat indices)."""
     def pick(a):
         xp = array_module(a)
-        flat = a.reshape(a.shape[0], a.shape[1], -1)
-        return flat[..., xp.asarray(neurons)]
+        flat = xp.reshape(a, (a.shape[0], a.shape[1], -1))
+        return xp.take(flat, xp.asarray(neurons, device=device(a)), axis=-1)
     return LIFState(*(pick(f) for f in state))
 
 
@@ -120,11 +120,11 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
         if layer.spiking:
             rec["attrs"].update(neuron.to_dict())
             warm = warmup_mask(state.a, neuron.theta_s) if grad.warmup else xp.zeros(
-                state.a.shape, dtype=bool)
+                state.a.shape, dtype=xp.bool, device=device(state.a))
             rec["data"].update({
                 "x": _np(state.x), "u": _np(state.u), "du": _np(state.du),
                 "s": _np(state.s).astype(np.uint8), "a": _np(state.a),
-                "counts": _np(state.s.sum(axis=0, dtype=np.int32)),
+                "counts": _np(xp.sum(xp.astype(state.s, xp.int32), axis=0)),
                 "delta": _np(walk.deltas[i]), "warmup_mask": _np(warm).astype(np.uint8)})
             if max_neurons > 0:
                 s_flat = rec["data"]["s"].reshape(state.s.shape[0], state.s.shape[1], -1)

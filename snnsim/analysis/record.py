@@ -39,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import array_module, to_numpy
 from ..cli import prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
@@ -179,23 +179,24 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
         x_in, y = _unpack_batch(item)
         take = x_in.shape[1] if n_samples is None else min(x_in.shape[1], n_samples - seen)
         if take < x_in.shape[1]:
-            x_in = x_in[:, :take]
+            x_in = x_in[:, :take, ...]
             y = y[:take] if y is not None else None
         if have_labels is None:
             have_labels = y is not None
         elif have_labels != (y is not None):
             raise ValueError("either every batch has labels or none has")
         a_out, cache = net.forward(x_in, train=False)                    # (T, B, C)
+        xp = array_module(a_out)
         n_steps = int(a_out.shape[0])
         keep = int(max(0, min(take, keep_limit - kept)))
         for i in spiking:
             s = cache.states[i].s                                         # (T, B, ...) bool
-            n_spikes[i].append(to_numpy(s.sum(axis=0, dtype=np.int32)))  # (B, ...)
+            n_spikes[i].append(to_numpy(xp.sum(xp.astype(s, xp.int32), axis=0)))  # (B, ...)
             if keep:
-                spikes[i].append(to_numpy(s[:, :keep]))                  # (T, keep, ...)
-                membrane[i].append(to_numpy(cache.states[i].u[:, :keep]).astype(np.float32))
+                spikes[i].append(to_numpy(s[:, :keep, ...]))             # (T, keep, ...)
+                membrane[i].append(to_numpy(cache.states[i].u[:, :keep, ...]).astype(np.float32))
         preds.append(to_numpy(predict(a_out)).astype(np.int64))
-        scores.append(to_numpy(a_out.sum(axis=0)).astype(np.float32))   # (B, C)
+        scores.append(to_numpy(xp.sum(a_out, axis=0)).astype(np.float32))   # (B, C)
         if y is not None:
             labels.append(to_numpy(y).astype(np.int64))
         seen += take

@@ -55,7 +55,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import cupy_module_of
 from ..neuron import LIFState, NeuronModel
 from ..params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
 from ..tsslbp import psc_shift_scale, reset_passthrough, reset_shift_coefficient
@@ -193,8 +193,8 @@ def _run_backward(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientPa
 
 # --- CuPy ----------------------------------------------------------------------
 def _device_module(*arrays):
-    xp = array_module(*arrays)
-    if xp is np:
+    xp = cupy_module_of(*arrays)
+    if xp is None:
         raise TypeError("the fused LIF kernels run on CuPy arrays only; the NumPy engine is "
                         "snnsim.neuron.lif_forward / snnsim.tsslbp.lif_backward")
     return xp

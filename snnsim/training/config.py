@@ -36,7 +36,7 @@ from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 
 LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy", "torch")
 DESIRED_TRAINS = ("paper", "authors")
 
 
@@ -90,7 +90,7 @@ class TrainConfig:
     weight_clamp: float | None = _f(WEIGHT_CLAMP, "clamp weights to [-c, c] after every step "
                                                   "(0 or None: off)")
     # --- machinery -----------------------------------------------------------
-    backend: str = _f("numpy", "numpy | cupy")
+    backend: str = _f("numpy", "numpy | cupy | torch")
     dtype: str = _f("float32", "float32 | float64")
     fused: bool = _f(False, "cupy only: one CUDA kernel per LIF layer and pass (snnsim.kernels)")
     seed: int = _f(0, "seed of the initialisation, shuffling, dropout and augmentation")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datasets.registry import get_spec
+from ..layout import ascontiguous
 from ..network import repeat_static
 
 #: CIFAR-10 training augmentation (authors: RandomCrop(32, padding=4), RandomHorizontalFlip).
@@ -123,16 +124,16 @@ def load_splits(cfg) -> tuple[Split, Split]:
     return load_split(cfg.dataset, "train", cfg), load_split(cfg.dataset, "test", cfg)
 
 
-def to_backend(x_host, split_kind: str, xp, dtype, n_steps: int):
-    """A host batch as the network input ``(T, B, ...)`` on backend ``xp``.
+def to_backend(x_host, split_kind: str, xp, dtype, n_steps: int, device=None):
+    """A host batch as the network input ``(T, B, ...)`` on backend ``xp`` (on ``device``).
 
     Static images: one copy ``(B, ...)``, then a broadcast view over T steps.
     Event frames ``(B, T, ...)`` (uint8): copied as they are, then time-first in ``dtype``.
     """
     if split_kind == "events":
-        x = xp.asarray(x_host)                                            # (B, T, ...)
-        return xp.ascontiguousarray(xp.moveaxis(x, 1, 0), dtype=dtype)    # (T, B, ...)
-    x = xp.asarray(x_host, dtype=dtype)                                   # (B, ...)
+        x = xp.asarray(x_host, device=device)                             # (B, T, ...)
+        return ascontiguous(xp.moveaxis(x, 1, 0), xp, dtype=dtype)        # (T, B, ...)
+    x = xp.asarray(x_host, dtype=dtype, device=device)                    # (B, ...)
     return repeat_static(x, n_steps)                                      # (T, B, ...)
 
 
@@ -151,7 +152,7 @@ def n_batches(n: int, batch_size: int) -> int:
 
 
 def batches(split: Split, batch_size: int, xp, dtype, n_steps: int,
-            rng: np.random.Generator | None = None, shuffle: bool = False):
+            rng: np.random.Generator | None = None, shuffle: bool = False, device=None):
     """Yield ``(x_in (T, B, ...), labels (B,))`` on backend ``xp`` over one pass of ``split``.
 
     The order is drawn from ``rng`` before the first batch; augmentation draws
@@ -161,7 +162,8 @@ def batches(split: Split, batch_size: int, xp, dtype, n_steps: int,
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         x_host, y_host = split.host_batch(idx, rng)
-        yield to_backend(x_host, split.kind, xp, dtype, n_steps), xp.asarray(y_host)
+        yield (to_backend(x_host, split.kind, xp, dtype, n_steps, device),
+               xp.asarray(y_host, device=device))
 
 
 __all__ = ["CIFAR10_CROP_PAD", "LOADERS", "Split", "batch_order", "batches",

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from ..backend import array_module, to_numpy
+from ..backend import array_module, device, to_numpy
+from ..layout import into
 
 #: PyTorch's AdamW defaults (torch.optim.AdamW), used by the authors' code.
 ADAMW_BETAS = (0.9, 0.999)
@@ -86,19 +87,19 @@ class AdamW:
                 if g.shape != p.shape:
                     raise ValueError(f"gradient of {name!r} has shape {g.shape}, parameter {p.shape}")
                 xp = array_module(p, g)
-                xp.subtract(g, m, out=tmp)                        # g - m
+                into(xp, "subtract", g, m, out=tmp)              # g - m
                 if self.weight_decay:
                     p *= decay                                    # p (1 - lr λ)
                 tmp *= 1.0 - beta1
                 m += tmp                                          # m + (1-β1)(g - m) = β1 m + (1-β1) g
-                xp.multiply(g, g, out=tmp)
+                into(xp, "multiply", g, g, out=tmp)
                 tmp *= 1.0 - beta2
                 v *= beta2
                 v += tmp                                          # β2 v + (1-β2) g²
-                xp.sqrt(v, out=tmp)
+                into(xp, "sqrt", v, out=tmp)
                 tmp *= inv_sqrt_bc2
                 tmp += self.eps                                   # √v̂ + ε
-                xp.divide(m, tmp, out=tmp)
+                into(xp, "divide", m, tmp, out=tmp)
                 tmp *= step_size
                 p -= tmp                                          # p - lr m̂ / (√v̂ + ε)
 
@@ -137,7 +138,7 @@ class AdamW:
                         raise ValueError(f"optimizer state {key!r} of layer {i} {name!r} has "
                                          f"shape {tuple(a.shape)}, parameter {tuple(p.shape)}")
                     xp = array_module(p)
-                    dst[name][...] = xp.asarray(a, dtype=p.dtype)
+                    dst[name][...] = xp.asarray(a, dtype=p.dtype, device=device(p))
         self.step_count = int(state["step"])
 
 
@@ -151,9 +152,9 @@ def global_grad_norm(grads: list[dict]) -> float:
     total = 0.0
     for layer in grads:
         for g in layer.values():
-            flat = g.reshape(-1)
             xp = array_module(g)
-            total += float(xp.dot(flat, flat))
+            flat = xp.reshape(g, (-1,))
+            total += float(flat @ flat)
     return math.sqrt(total)
 
 
@@ -178,7 +179,7 @@ def clamp_weights(params: list[dict], lo: float = -WEIGHT_CLAMP, hi: float = WEI
     for layer in params:
         for p in layer.values():
             xp = array_module(p)
-            xp.clip(p, lo, hi, out=p)
+            into(xp, "clip", p, lo, hi, out=p)
 
 
 __all__ = ["ADAMW_BETAS", "ADAMW_EPS", "ADAMW_WEIGHT_DECAY", "AdamW", "CLIP_NORM_EPS",

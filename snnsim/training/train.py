@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import get_backend
+from ..backend import device, get_backend
 from ..cli import prog_name
 from ..datasets.registry import get_spec
 from ..layers import Layer
-from ..loss import count_loss, kernel_loss, kernel_target, predict
+from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..version import current_source_info
@@ -125,7 +125,7 @@ def set_weights(net: Network, weights: list[dict]) -> None:
             if tuple(saved[name].shape) != tuple(p.shape):
                 raise CheckpointError(f"layer {i} {name}: checkpoint shape {saved[name].shape}, "
                                       f"network {p.shape}")
-            p[...] = net.xp.asarray(saved[name], dtype=p.dtype)
+            p[...] = net.xp.asarray(saved[name], dtype=p.dtype, device=device(p))
 
 
 # --- loss and one step ------------------------------------------------------------------
@@ -158,16 +158,16 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
     opt.step(grads)
     if cfg.weight_clamp:
         clamp_weights(net.params, -cfg.weight_clamp, cfg.weight_clamp)
-    return L, int((predict(a) == labels).sum())
+    return L, n_correct(a, labels)
 
 
 def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig) -> float:
     """Test accuracy: argmax of the summed output PSC (ties to the lowest index)."""
     correct = 0
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
-                                         cfg.n_steps):
+                                         cfg.n_steps, device=net.device):
         a, _ = net.forward(x_in, train=False)
-        correct += int((predict(a) == labels).sum())
+        correct += n_correct(a, labels)
     return correct / max(len(split), 1)
 
 
@@ -322,7 +322,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
             loss_sum, correct, seen = 0.0, 0, 0
             t0 = time.perf_counter()
             for i, (x_in, labels) in enumerate(data_mod.batches(
-                    train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True)):
+                    train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
+                    device=net.device)):
                 tb = time.perf_counter()
                 L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
                 loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
@@ -419,7 +420,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
                         "(e.g. a run's config.json), or the name of a config shipped in the "
                         "package (snnsim/configs/) such as fashion_mnist_mlp")
-    p.add_argument("--backend", choices=("numpy", "cupy"), help="array backend (default numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy", "torch"),
+                   help="array backend (default numpy; torch: PyTorch tensors, CUDA where present)")
     p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
     p.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
