@@ -128,11 +128,10 @@ def suggest(trial, spec: dict) -> dict:
             lo, hi = rest.split(":")
             overrides[key] = (trial.suggest_int(key, int(lo), int(hi)) if kind == "int" else
                               trial.suggest_float(key, float(lo), float(hi), log=kind == "log"))
-    from optuna.storages import RetryHeartbeatStaleTrialCallback  # noqa: PLC0415
-    first = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) or trial.number
+    # A retry carries the user attributes of the trial it retries: the same run folder.
     config = spec["configs"][0]
-    return {"name": f"{config_label(config)}-trial{first}", "experiment":
-            f"{config_label(config)}+trial{first}", "config": config,
+    name = trial.user_attrs.get("name", f"{config_label(config)}-trial{trial.number}")
+    return {"name": name, "experiment": name.replace("-trial", "+trial"), "config": config,
             "seed": spec["seeds"][0], "overrides": overrides}
 
 
@@ -157,11 +156,26 @@ def open_storage(study_dir: Path, url: str | None):
     import optuna  # noqa: PLC0415
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # the study prints its own lines
     if url:
-        return optuna.storages.RDBStorage(url)
+        return _rdb_storage(url)
     from optuna.storages.journal import (JournalFileBackend, JournalFileOpenLock,  # noqa: PLC0415
                                          JournalStorage)
     path = str(study_dir / STORAGE_FILE)
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """Optuna's RDBStorage. Workers that start together on an empty database race to
+    create its tables; the losers' CREATE fails, and a second try finds the tables."""
+    import optuna  # noqa: PLC0415
+    from sqlalchemy.exc import IntegrityError, ProgrammingError  # noqa: PLC0415
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(POLL_S * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: float = 600.0):
@@ -290,7 +304,8 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     ckpt = run_dir / "checkpoint.h5"
     resumed = checkpoint_epoch(ckpt) if ckpt.exists() else 0
     cmd = train_command(run, spec, run_dir, resume=resumed > 0)
-    for key, value in {"run_dir": str(run_dir.relative_to(study_dir)), "experiment":
+    for key, value in {"name": run["name"], "run_dir": str(run_dir.relative_to(study_dir)),
+                       "experiment":
                        run["experiment"], "seed": run["seed"], "resumed_from_epoch": resumed,
                        "worker": f"{socket.gethostname()}:{os.getpid()}",
                        "command": " ".join(cmd[1:])}.items():
@@ -407,9 +422,11 @@ pulls trials until none is left. A killed worker's trial is resumed by another."
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m snnsim.study", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="join (or create) a study and run trials until none is left",
+                       allow_abbrev=False,
                        description="Every --key=value not listed below is a training override "
                                    "passed to every run (see python3 -m snnsim.train --help), "
                                    "e.g. --epochs=3 --train_subset=5000.")
@@ -430,7 +447,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a trial silent this long is retried by another worker (default 120)")
     r.add_argument("--max-retry", type=int, default=3, metavar="N",
                    help="retries of one trial (default 3)")
-    for q in (r, rep := sub.add_parser("report", help="the mean ± std table and the curves")):
+    for q in (r, rep := sub.add_parser("report", help="the mean ± std table and the curves",
+                                        allow_abbrev=False)):
         q.add_argument("--storage", metavar="URL", help="an SQLAlchemy URL (e.g. "
                        "postgresql://user@host/db); default the journal file DIR/journal.log")
         q.add_argument("--name", help="the study's name in the storage (default: DIR's name)")
