@@ -269,11 +269,21 @@ def heartbeat(study, trial, interval_s: float):
 
 
 # --- one trial ------------------------------------------------------------------------------
-def _die_with_parent() -> None:   # pragma: no cover - runs in the child before exec
-    """Linux: the run gets SIGKILL when its worker dies (prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        import ctypes  # noqa: PLC0415
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Linux: a ``preexec_fn`` after which the run gets SIGKILL when its worker dies
+    (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. The function is looked up here, in
+    the worker, so that the child between fork and exec only calls it."""
+    if sys.platform != "linux":
+        return None
+    import ctypes  # noqa: PLC0415
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def train_command(run: dict, spec: dict, run_dir: Path, resume: bool) -> list[str]:
@@ -305,10 +315,10 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     resumed = checkpoint_epoch(ckpt) if ckpt.exists() else 0
     cmd = train_command(run, spec, run_dir, resume=resumed > 0)
     for key, value in {"name": run["name"], "run_dir": str(run_dir.relative_to(study_dir)),
-                       "experiment":
-                       run["experiment"], "seed": run["seed"], "resumed_from_epoch": resumed,
+                       "experiment": run["experiment"], "seed": run["seed"],
+                       "resumed_from_epoch": resumed,
                        "worker": f"{socket.gethostname()}:{os.getpid()}",
-                       "command": " ".join(cmd[1:])}.items():
+                       "command": " ".join(["python3", *cmd[1:]])}.items():
         trial.set_user_attr(key, value)
     log_path = study_dir / LOGS_DIR / f"{run['name']}.trial{trial.number}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,9 +329,10 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
         + (f"resuming after epoch {resumed}" if resumed else "starting") + f" (log {log_path})")
     t0 = time.time()
     interrupted = False
-    with heartbeat(study, trial, opts.heartbeat), open(log_path, "ab") as out:
+    with open(log_path, "ab") as out:    # started before the heartbeat thread: fork, then exec
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                preexec_fn=die_with_parent())
+    with heartbeat(study, trial, opts.heartbeat):
         try:
             rc = proc.wait()
         except KeyboardInterrupt:   # the run got the SIGINT too: it saves and stops
@@ -508,8 +519,8 @@ def main(argv=None) -> int:
         try:
             done = work(study, spec, study_dir, args)
         except KeyboardInterrupt:
-            print("interrupted; the running trial is queued to resume (start a worker again)",
-                  file=sys.stderr)
+            print("interrupted; a trial this worker was running is queued to resume "
+                  "(start a worker again to continue)", file=sys.stderr)
             return EXIT_INTERRUPTED
         print(f"no trial left: this worker ran {dict(done) or 'none'}; "
               f"python3 -m snnsim.study report {study_dir} writes the table")
