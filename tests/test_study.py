@@ -89,6 +89,8 @@ def check_grid_done_once(study_dir, storage=None):
         assert a["epochs"] == 2 and a["resumed_from_epoch"] == 0
         assert 0 <= a["final_test_acc"] <= a["best_test_acc"] <= 100 and a["seconds"] > 0
         assert a["commit"] and t.value == a["best_test_acc"]
+        assert a["command"].startswith("python3 -m snnsim.train --config ")
+        assert f"--out {Path(study_dir) / a['run_dir']} " in a["command"]
     logs = sorted(p.name.split(".trial")[0] for p in (Path(study_dir) / "logs").iterdir())
     assert logs == sorted(points)
     return study
