@@ -8,7 +8,9 @@
 # What it does:
 #   1. Debian packages, when missing: dataset-fashion-mnist (Fashion-MNIST in
 #      /usr/share/datasets/fashion-mnist/) and python3-venv (venv + pip for the
-#      system interpreter). Uses sudo when not root.
+#      system interpreter); with --test also openmpi-bin + libopenmpi-dev (mpi4py,
+#      data-parallel tests) and postgresql (the study's PostgreSQL test). Uses
+#      sudo when not root.
 #   2. A virtual environment in .venv/ (override with SNNSIM_VENV=DIR), made with
 #      $PYTHON (default: python3), and snnsim installed into it in editable mode.
 # Afterwards run commands with .venv/bin/python3 (or `source .venv/bin/activate`).
@@ -39,6 +41,19 @@ apt_install() {
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   apt_install dataset-fashion-mnist \
     || echo "note: put the Fashion-MNIST IDX files in data/fashion-mnist/ (see data/README.md)"
+fi
+
+# --test: data-parallel tests need an MPI (mpi4py builds against it: mpicc), the
+# study's PostgreSQL test a PostgreSQL server (initdb, pg_ctl).
+if [ -n "$extras" ]; then
+  if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpiexec >/dev/null 2>&1; then
+    apt_install openmpi-bin libopenmpi-dev \
+      || echo "note: install an MPI (openmpi-bin libopenmpi-dev); the MPI tests will skip"
+  fi
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql \
+      || echo "note: install postgresql; the study's PostgreSQL test will skip"
+  fi
 fi
 
 # venv needs ensurepip, which Debian ships separately (python3-venv / python3.X-venv).

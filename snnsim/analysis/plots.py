@@ -322,6 +322,27 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
     return fig
 
 
+def plot_study_curves(curves: dict, title: str | None = None) -> Figure:
+    """Test accuracy (%) per epoch of many runs: ``curves`` maps an experiment to its
+    runs' metric rows; one colour per experiment, one line per run (``python3 -m
+    snnsim.study report``). ``fig.axes[0].lines`` are the runs, in order."""
+    fig = _figure(7.0, 4.2)
+    ax = fig.subplots()
+    colors = _colors(len(curves))
+    for i, (experiment, runs) in enumerate(curves.items()):
+        for j, rows in enumerate(runs):
+            ax.plot([r["epoch"] for r in rows], [r["test_acc"] * PERCENT for r in rows], "-o",
+                    ms=3, lw=1, alpha=0.8, color=colors[i],
+                    label=f"{experiment} ({len(runs)} runs)" if j == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "Test accuracy per epoch", fontsize=10)
+    return fig
+
+
 def plot_confusion(cm, class_names=None, title: str | None = None) -> Figure:
     """The confusion matrix as an image of row-normalised percentages (row = true
     class; each row sums to 100 %), each cell annotated with its count.

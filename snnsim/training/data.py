@@ -151,20 +151,34 @@ def n_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def shard_batch(split: Split, idx: np.ndarray, rng, rank: int, size: int):
+    """Part ``rank`` of ``size`` of the batch ``idx`` (contiguous parts, ``np.array_split``;
+    data-parallel training, :mod:`snnsim.training.parallel`). Augmentation is drawn for
+    the whole batch and then sliced, so that ``rng`` advances as in one process."""
+    part = np.array_split(np.arange(len(idx)), size)[rank]
+    if split.augment:
+        x, y = split.host_batch(idx, rng)
+        return x[part], y[part]
+    return split.host_batch(idx[part], rng)
+
+
 def batches(split: Split, batch_size: int, xp, dtype, n_steps: int,
-            rng: np.random.Generator | None = None, shuffle: bool = False, device=None):
+            rng: np.random.Generator | None = None, shuffle: bool = False, device=None,
+            shard: tuple[int, int] | None = None):
     """Yield ``(x_in (T, B, ...), labels (B,))`` on backend ``xp`` over one pass of ``split``.
 
     The order is drawn from ``rng`` before the first batch; augmentation draws
-    from it per batch. Labels are int64 on the backend.
+    from it per batch. Labels are int64 on the backend. ``shard = (rank, size)``:
+    only that rank's part of every batch (:func:`shard_batch`).
     """
     order = batch_order(len(split), rng, shuffle)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        x_host, y_host = split.host_batch(idx, rng)
+        x_host, y_host = (split.host_batch(idx, rng) if shard is None
+                          else shard_batch(split, idx, rng, *shard))
         yield (to_backend(x_host, split.kind, xp, dtype, n_steps, device),
                xp.asarray(y_host, device=device))
 
 
 __all__ = ["CIFAR10_CROP_PAD", "LOADERS", "Split", "batch_order", "batches",
-           "load_split", "load_splits", "n_batches", "to_backend"]
+           "load_split", "load_splits", "n_batches", "shard_batch", "to_backend"]

@@ -23,6 +23,7 @@ loss, TSSL-BP backward, global gradient-norm clip, AdamW, weight clamp.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -148,11 +149,15 @@ def make_loss(cfg: TrainConfig, net: Network):
 
 
 def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig,
-               rng: np.random.Generator) -> tuple[float, int]:
-    """Forward, loss, TSSL-BP backward, clip, AdamW, clamp. Returns (L, n correct)."""
+               rng: np.random.Generator, reduce_grads=None) -> tuple[float, int]:
+    """Forward, loss, TSSL-BP backward, clip, AdamW, clamp. Returns (L, n correct).
+    ``reduce_grads(grads)``: data-parallel training sums the gradients over the ranks
+    there, in place (:mod:`snnsim.training.parallel`)."""
     a, cache = net.forward(x_in, train=True, rng=rng)                      # (T, B, C)
     L, g = loss_fn(a, labels)
     grads = net.backward(g, cache)
+    if reduce_grads is not None:
+        reduce_grads(grads)
     if cfg.grad_clip:
         clip_grad_norm(grads, cfg.grad_clip)
     opt.step(grads)
@@ -161,13 +166,18 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
     return L, n_correct(a, labels)
 
 
-def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig) -> float:
-    """Test accuracy: argmax of the summed output PSC (ties to the lowest index)."""
+def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> float:
+    """Test accuracy: argmax of the summed output PSC (ties to the lowest index).
+    Data-parallel (``dp``): every rank counts its part of every batch, then the sum."""
     correct = 0
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
-                                         cfg.n_steps, device=net.device):
+                                         cfg.n_steps, device=net.device, shard=dp and dp.shard):
+        if labels.shape[0] == 0:      # data-parallel: this rank's part of a small last batch
+            continue
         a, _ = net.forward(x_in, train=False)
         correct += n_correct(a, labels)
+    if dp is not None:
+        correct = dp.sum_counts(correct)[0]
     return correct / max(len(split), 1)
 
 
@@ -243,6 +253,10 @@ def blas_thread_hint(backend: str) -> str | None:
             f"snnsim.train ...")
 
 
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0 in data-parallel training."""
+
+
 def _fmt_seconds(s: float) -> str:
     if s < 120:
         return f"{s:.1f} s"
@@ -252,13 +266,20 @@ def _fmt_seconds(s: float) -> str:
 
 
 # --- the run ------------------------------------------------------------------------------
-def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
+def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dict:
     """Train ``cfg`` (from scratch, or continuing the loaded checkpoint ``resume``).
+    ``dp``: a :class:`snnsim.training.parallel.DataParallel` (one run over MPI ranks;
+    rank 0 alone writes the run folder and prints).
 
     Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
     ``interrupted`` (True after Ctrl-C), ``epochs_done``.
     """
     from tqdm import tqdm
+
+    root = dp is None or dp.root
+    say = tqdm.write if root else _silent
+    if not root:
+        log, cfg = _silent, dataclasses.replace(cfg, progress=False)
 
     xp = get_backend(cfg.backend)
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
@@ -277,12 +298,13 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
 
     log("snnsim.train: resolved config")
     log(cfg.format())
-    write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
-    if resume is None:
-        write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
-    else:
-        write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
-            read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
+    if root:
+        write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
+        if resume is None:
+            write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
+        else:
+            write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
+                read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
 
     train_split, test_split = data_mod.load_splits(cfg)
     net = make_network(cfg)
@@ -298,7 +320,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
         history = [dict(row) for row in resume["metrics"]]
         start_epoch = int(resume["epoch"])
         log(f"resuming {resume['path']} after epoch {start_epoch}")
-    write_metrics(run_dir / METRICS_NAME, history)   # the checkpoint's history is authoritative
+    if root:
+        write_metrics(run_dir / METRICS_NAME, history)   # the checkpoint's history is authoritative
 
     n_train, n_test = len(train_split), len(test_split)
     per_epoch = data_mod.n_batches(n_train, cfg.batch_size)
@@ -306,6 +329,10 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
         f"neuron {net.neuron}; gradient {net.grad}")
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
+    if dp is not None:
+        dp.check_batches(n_train, cfg.batch_size)
+        log(f"data-parallel over {dp.size} MPI ranks: {cfg.batch_size} samples per batch split "
+            f"across them, gradients summed with one Allreduce per step")
     hint = blas_thread_hint(cfg.backend)
     if hint:
         log(hint)
@@ -323,9 +350,13 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
             t0 = time.perf_counter()
             for i, (x_in, labels) in enumerate(data_mod.batches(
                     train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
-                    device=net.device)):
+                    device=net.device, shard=dp and dp.shard)):
                 tb = time.perf_counter()
-                L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+                if dp is None:
+                    L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+                else:
+                    L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
+                                      dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
                 loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -337,29 +368,33 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
                         estimated = True
                         est = timed_seconds / timed_batches * per_epoch
                         left = cfg.epochs - epoch
-                        tqdm.write(f"estimated {_fmt_seconds(est)} of training per epoch, "
+                        say(f"estimated {_fmt_seconds(est)} of training per epoch, "
                                    f"about {_fmt_seconds(est * left)} for the {left} epoch(s) "
                                    f"left (Ctrl-C stops; {resume_hint} continues)")
             train_seconds = time.perf_counter() - t0
             bar.close()
+            if dp is not None:
+                loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
             t1 = time.perf_counter()
-            test_acc = evaluate(net, test_split, cfg)
+            test_acc = evaluate(net, test_split, cfg, dp)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                    "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
                    "eval_seconds": time.perf_counter() - t1}
             history.append(row)
+            is_best = test_acc > best
+            best = max(best, test_acc)
+            if not root:
+                continue
             save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
                             rng_state=rng.bit_generator.state, epoch=epoch + 1,
                             config=cfg.to_dict(), metrics=history,
                             layer_names=[layer.describe() for layer in net.layers],
                             network=net.describe())
-            is_best = test_acc > best
             if is_best:
-                best = test_acc
                 atomic_copy(ckpt_path, run_dir / BEST_NAME)
             append_metrics(run_dir / METRICS_NAME, row)
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+            say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                        f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
                        f"(best {best:.4f}){' *' if is_best else ''} | "
                        f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
@@ -433,6 +468,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="continue from a checkpoint file or a run folder (its checkpoint.h5); "
                         "without a value: --out, else the newest folder in runs/")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="one run over the MPI ranks of mpiexec -n N (mpi4py): each batch split "
+                        "across them, gradients summed; rank 0 writes the run folder "
+                        "(snnsim/training/parallel.py)")
     return p
 
 
@@ -513,8 +552,13 @@ def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
 def main(argv=None) -> int:
     from ..datasets.errors import DatasetError
     cfg, ckpt = parse_args(argv)
+    dp = None
+    if make_parser().parse_known_args(argv)[0].data_parallel:
+        from .parallel import DataParallel
+        dp = DataParallel(get_backend(cfg.backend))
     try:
-        result = run(cfg, resume=ckpt)
+        with dp.abort_on_crash() if dp else contextlib.nullcontext():
+            result = run(cfg, resume=ckpt, dp=dp)
     except (ConfigError, CheckpointError, DatasetError) as exc:
         print(f"snnsim.train: error: {exc}", file=sys.stderr)
         return 2

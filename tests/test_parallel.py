@@ -1,0 +1,147 @@
+"""Data-parallel training (snnsim/training/parallel.py) under a real ``mpiexec -n 2``:
+the same weights as one process at the same global batch, bit-exact resume, and a
+resume with another number of ranks.
+
+The runs are tiny (65 training samples, 784-24-10, float64) so that each takes
+about a second. Skipped, with the reason, where mpi4py or mpiexec is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import write_fashion_mnist
+
+from snnsim.training.checkpoint import load_checkpoint
+from snnsim.training.data import Split, batches, shard_batch
+
+REPO = Path(__file__).resolve().parents[1]
+#: 65 = 6 batches of 10 and a last one of 5 (split 3 + 2); 31 test samples in batches of
+#: 15 leave a last batch of 1, so rank 1's part of it is empty.
+N_TRAIN, N_TEST = 65, 31
+#: Relative tolerance on the weights (Frobenius norm of the difference over the norm) after
+#: 14 steps in float64. The two runs differ only in the order of the batch sum of each
+#: gradient (two partial sums added by Allreduce instead of one BLAS sum): a few ulps
+#: (eps = 2.2e-16) per step, which AdamW's m / sqrt(v) passes on without amplifying
+#: them. Measured: 5e-17. 1e-12 leaves room without hiding a wrong gradient (a missed
+#: or doubled part changes the weights at 1e-2).
+RTOL_WEIGHTS = 1e-12
+
+
+def _mpiexec() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    return shutil.which("mpiexec")
+
+
+needs_mpi = pytest.mark.skipif(_mpiexec() is None,
+                               reason="mpi4py or mpiexec missing (scripts/setup.sh --test "
+                                      "installs openmpi-bin and mpi4py)")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"), n_train=N_TRAIN, n_test=N_TEST)
+
+
+def args(data_dir, out, epochs):
+    return ["--data-dir", str(data_dir), "--out", str(out), f"--epochs={epochs}",
+            "--network=784-24-10", "--batch-size=10", "--dtype=float64", "--eval_batch_size=15",
+            "--progress=false", "--seed=3"]
+
+
+#: OpenMPI refuses root without the first two (CI containers run as root); the third
+#: makes a waiting rank yield its core instead of spinning (2 ranks on 2 busy cores).
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_mpi_yield_when_idle": "1"}
+
+
+def train(argv, n_ranks: int | None):
+    """``python3 -m snnsim.train ARGV``, under ``mpiexec -n n_ranks --data-parallel`` unless
+    n_ranks is None."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **MPI_ENV}
+    cmd = [sys.executable, "-m", "snnsim.train", *argv]
+    if n_ranks is not None:
+        cmd = [_mpiexec(), "-n", str(n_ranks), "--oversubscribe", "--bind-to", "none",
+               *cmd, "--data-parallel"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def weights(run_dir):
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoint.h5")
+    return ckpt, [layer[k] for layer in ckpt["weights"] for k in sorted(layer)]
+
+
+def rel_diff(a, b) -> float:
+    return max(float(np.linalg.norm(x - y) / np.linalg.norm(y)) for x, y in zip(a, b))
+
+
+@needs_mpi
+def test_two_ranks_equal_one_process_and_resume_bit_exactly(data_dir, tmp_path):
+    train(args(data_dir, tmp_path / "one", 2), None)
+    proc = train(args(data_dir, tmp_path / "dp", 2), 2)
+    assert "data-parallel over 2 MPI ranks" in proc.stdout
+    assert proc.stdout.count("epoch 2/2:") == 1          # rank 0 alone prints
+    one, w_one = weights(tmp_path / "one")
+    dp, w_dp = weights(tmp_path / "dp")
+    assert dp["epoch"] == 2
+    assert rel_diff(w_dp, w_one) <= RTOL_WEIGHTS
+    # Every epoch's summed loss, accuracies and test accuracy match too.
+    for r1, r2 in zip(one["metrics"], dp["metrics"]):
+        assert r2["train_acc"] == r1["train_acc"] and r2["test_acc"] == r1["test_acc"]
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-12)
+    assert dp["rng_state"] == one["rng_state"]          # the same shuffles on every rank
+
+    # 1 epoch, then resume to 2 with the same 2 ranks: bit-exact with the straight run.
+    train(args(data_dir, tmp_path / "half", 1), 2)
+    assert load_checkpoint(tmp_path / "half" / "checkpoint.h5")["epoch"] == 1
+    train(["--resume", str(tmp_path / "half"), "--epochs=2", "--progress=false"], 2)
+    _, w_resumed = weights(tmp_path / "half")
+    for a, b in zip(w_resumed, w_dp):
+        np.testing.assert_array_equal(a, b)
+
+    # Resume with another N (here: one process, no MPI): the same run, to the tolerance.
+    train(args(data_dir, tmp_path / "half1", 1), 2)
+    train(["--resume", str(tmp_path / "half1"), "--epochs=2", "--progress=false"], None)
+    assert rel_diff(weights(tmp_path / "half1")[1], w_one) <= RTOL_WEIGHTS
+
+
+@needs_mpi
+def test_a_batch_smaller_than_the_ranks_is_refused(data_dir, tmp_path):
+    """65 samples in batches of 32: the last has 1 sample, too few for 2 ranks (exit 2,
+    one line, no rank left waiting)."""
+    argv = args(data_dir, tmp_path / "r", 1)
+    argv[argv.index("--batch-size=10")] = "--batch-size=32"
+    env = {**os.environ, "PYTHONPATH": str(REPO), **MPI_ENV}
+    proc = subprocess.run([_mpiexec(), "-n", "2", "--oversubscribe", sys.executable, "-m",
+                           "snnsim.train", *argv, "--data-parallel"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "needs at least 2 samples in every batch" in proc.stderr
+
+
+def test_shards_cover_every_batch_once():
+    """The parts of all ranks put together are the batch, in order (no MPI needed)."""
+    x = np.arange(7 * 3, dtype=float).reshape(7, 3)
+    split = Split("train", "static", np.arange(7), x=x)
+    whole = list(batches(split, 4, np, "float64", 1))
+    for size in (1, 2, 3):
+        parts = [list(batches(split, 4, np, "float64", 1, shard=(r, size))) for r in range(size)]
+        for b, (xb, yb) in enumerate(whole):
+            np.testing.assert_array_equal(np.concatenate([p[b][1] for p in parts]), yb)
+            np.testing.assert_array_equal(np.concatenate([p[b][0] for p in parts], axis=1), xb)
+    # Augmented splits draw for the whole batch on every rank: the generator advances alike.
+    aug = Split("train", "static", np.arange(7), x=np.zeros((7, 3, 32, 32)), augment=True)
+    g1, g2 = np.random.default_rng(0), np.random.default_rng(0)
+    shard_batch(aug, np.arange(4), g1, 0, 2)
+    shard_batch(aug, np.arange(4), g2, 1, 2)
+    assert g1.bit_generator.state == g2.bit_generator.state

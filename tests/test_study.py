@@ -1,0 +1,260 @@
+"""``python3 -m snnsim.study`` (snnsim/study.py) with real worker processes: two workers
+share a grid and run every point exactly once (journal file and PostgreSQL), a
+worker killed mid-trial has its trial resumed by another from the checkpoint, a
+search, the report, and one-line errors.
+
+Every trial trains 784-24-10 on a tiny synthetic Fashion-MNIST in float64, so a
+trial takes a second or two (most of it the subprocess starting).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="optuna missing (pip install -e .[test])")
+
+from test_train import write_fashion_mnist  # noqa: E402
+
+from snnsim import study as study_mod  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"network": "784-24-10", "dataset": "fashion-mnist", "batch_size": 10,
+        "dtype": "float64", "eval_batch_size": 15, "epochs": 2}
+GRID = ["--seeds", "0,1", "--vary", "preset=authors,paper"]
+#: Heartbeat every 0.5 s; a trial silent for 3 s is retried (the defaults are 30 s / 120 s).
+FAST_RETRY = ["--heartbeat", "0.5", "--grace", "3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"), n_train=60, n_test=30)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def worker(study_dir, config, data_dir, *extra) -> subprocess.Popen:
+    """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "snnsim.study", "run", str(study_dir), "--config", str(config),
+           f"--data_dir={data_dir}", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout=300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def load(study_dir, storage=None):
+    return optuna.load_study(study_name=Path(study_dir).name,
+                             storage=study_mod.open_storage(Path(study_dir), storage))
+
+
+def metrics_epochs(run_dir) -> list[int]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_grid_done_once(study_dir, storage=None):
+    """Four grid points, four trials, all complete, each in its own run folder with epochs
+    1 and 2 once, each run by one trial (one log per point)."""
+    study = load(study_dir, storage)
+    trials = study.get_trials()
+    points = [p["name"] for p in study_mod.grid_points(study.user_attrs["spec"])]
+    assert len(points) == 4
+    assert len(trials) == 4, [(t.number, t.state, t.params) for t in trials]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.params["point"] for t in trials) == sorted(points)
+    for t in trials:
+        a = t.user_attrs
+        assert a["run_dir"] == f"trials/{t.params['point']}"
+        assert metrics_epochs(Path(study_dir) / a["run_dir"]) == [1, 2]
+        assert a["epochs"] == 2 and a["resumed_from_epoch"] == 0
+        assert 0 <= a["final_test_acc"] <= a["best_test_acc"] <= 100 and a["seconds"] > 0
+        assert a["commit"] and t.value == a["best_test_acc"]
+        assert a["command"].startswith("python3 -m snnsim.train --config ")
+        assert f"--out {Path(study_dir) / a['run_dir']} " in a["command"]
+    logs = sorted(p.name.split(".trial")[0] for p in (Path(study_dir) / "logs").iterdir())
+    assert logs == sorted(points)
+    return study
+
+
+def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
+    """Both workers start together: the study is created and its grid enqueued once."""
+    study_dir = tmp_path / "grid"
+    procs = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
+    outs = [finish(p) for p in procs]
+    assert sum("created study" in out for out in outs) == 1
+    check_grid_done_once(study_dir)
+
+    # The report: one table per variant (results.md format) and the curves.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "snnsim.study", "report", str(study_dir),
+                    "--device", "test machine"], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    text = (study_dir / "report.md").read_text()
+    assert "## tiny+preset=authors" in text and "## tiny+preset=paper" in text
+    assert "| snnsim |" in text and "| paper |" not in text     # not a paper experiment
+    assert "on test machine" in text and "(seeds [0, 1]), 2 epochs" in text
+    records = json.loads((study_dir / "report.json").read_text())
+    study = load(study_dir)
+    for exp in ("tiny+preset=authors", "tiny+preset=paper"):
+        bests = [t.user_attrs["best_test_acc"] for t in study.trials
+                 if t.user_attrs["experiment"] == exp]
+        rec = next(r for r in records if r["experiment"] == exp and r["metric"] == "best_mean")
+        assert rec["value"] == pytest.approx(sum(bests) / 2, abs=5e-4) and rec["n_runs"] == 2
+    assert (study_dir / "curves.png").stat().st_size > 0
+
+    # A worker started after the end finds nothing to do; other arguments are refused.
+    assert "ran none" in finish(worker(study_dir, tiny_config, data_dir, *GRID))
+    proc = worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
+                  "preset=authors,paper")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "created with other arguments" in out
+
+
+def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_dir):
+    """Worker A is SIGKILLed after two epochs of a 30-epoch trial; its run dies with it;
+    worker B retries the trial after the grace period and resumes from the checkpoint:
+    the epochs done before the kill are not trained again."""
+    epochs = 30
+    study_dir = tmp_path / "kill"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    args = ["--seeds", "0", f"--epochs={epochs}", *FAST_RETRY]
+    a = worker(study_dir, tiny_config, data_dir, *args)
+    deadline = time.monotonic() + 120
+    while len(metrics_epochs(run_dir)) < 2:
+        assert a.poll() is None and time.monotonic() < deadline, a.communicate()[0]
+        time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)
+    a.communicate(timeout=30)
+    killed_at = len(metrics_epochs(run_dir))
+    assert 2 <= killed_at < epochs
+    time.sleep(1.5)                         # the run died with its worker: no more epochs
+    assert len(metrics_epochs(run_dir)) == killed_at
+
+    out = finish(worker(study_dir, tiny_config, data_dir, *args))
+    assert "stopped beating; queued to resume" in out
+    study = load(study_dir)
+    failed, retry = study.get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == failed.number
+    resumed = retry.user_attrs["resumed_from_epoch"]
+    assert resumed >= killed_at            # checkpoint epochs >= metric rows seen at the kill
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))   # each epoch once
+    log = (study_dir / "logs" / f"tiny-seed0.trial{retry.number}.log").read_text()
+    assert f"resuming {run_dir / 'checkpoint.h5'} after epoch {resumed}" in log
+    trained = [int(line.split("/")[0].split()[-1]) for line in log.splitlines()
+               if line.startswith("epoch ") and f"/{epochs}:" in line]
+    assert trained == list(range(resumed + 1, epochs + 1))
+
+
+def test_search_runs_n_trials(tmp_path, tiny_config, data_dir):
+    study_dir = tmp_path / "search"
+    finish(worker(study_dir, tiny_config, data_dir, "--search", "lr=log:1e-4:1e-2",
+                  "--search", "preset=cat:authors,paper", "--n-trials", "2", "--epochs=1"))
+    trials = load(study_dir).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t in trials:
+        assert 1e-4 <= t.params["lr"] <= 1e-2 and t.params["preset"] in ("authors", "paper")
+        cfg = json.loads((study_dir / t.user_attrs["run_dir"] / "config.json").read_text())
+        assert cfg["lr"] == t.params["lr"] and cfg["preset"] == t.params["preset"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--vary", "preset=authors,paper", "--search", "lr=log:1e-4:1e-2"], "exclude each other"),
+    (["--nonsense=3"], "nonsense"),
+    (["--search", "lr=gauss:1:2", "--n-trials", "2"], "expected float:LO:HI"),
+    (["--seed=3"], "set by the study itself"),
+    (["--vary", "preset"], "expected KEY=VALUE"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_config, argv, message, capsys):
+    assert study_mod.main(["run", str(tmp_path / "s"), "--config", str(tiny_config), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_report_without_a_study_is_one_line_exit_2(tmp_path, capsys):
+    assert study_mod.main(["report", str(tmp_path)]) == 2
+    assert "holds no study" in capsys.readouterr().err
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(versions[-1]) if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server (Debian's postgresql; scripts/setup.sh --test installs
+    it) on a unix socket in a temporary folder; as root, the server runs as the user
+    ``postgres`` (it refuses root). Skipped, with the reason, where one cannot start."""
+    pytest.importorskip("psycopg2", reason="psycopg2 missing (pip install -e .[test])")
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install "
+                    "postgresql")
+    as_user: list[str] = []
+    root = tempfile.mkdtemp(prefix="snnsim-pg-")       # short: a socket path has <= 107 chars
+    if os.geteuid() == 0:
+        import pwd
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = Path(root) / "data"
+
+    def pg(*cmd):
+        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+    init = pg(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+    start = pg(pg_ctl, "-D", str(data), "-l", str(Path(root) / "server.log"), "-w", "-o",
+               f"-k {root} -c listen_addresses=''", "start")
+    if start.returncode != 0:
+        log = (Path(root) / "server.log")
+        tail = log.read_text()[-300:] if log.exists() else start.stderr[-300:]
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"the PostgreSQL server did not start: {tail.strip()}")
+    try:
+        yield f"postgresql+psycopg2://postgres@/postgres?host={root}"
+    finally:
+        pg(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_on_postgresql(tmp_path, tiny_config, data_dir, postgres_url):
+    study_dir = tmp_path / "pg_grid"
+    procs = [worker(study_dir, tiny_config, data_dir, *GRID, "--storage", postgres_url)
+             for _ in range(2)]
+    outs = [finish(p) for p in procs]
+    assert sum("created study" in out for out in outs) == 1
+    assert not (study_dir / study_mod.STORAGE_FILE).exists()     # the study is in the server
+    check_grid_done_once(study_dir, postgres_url)
