@@ -68,10 +68,10 @@ def data_dir(tmp_path_factory):
     return write_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
-def tiny_args(data_dir, out, *extra, epochs=1, dtype="float64", network="784-24-10"):
+def tiny_args(data_dir, out, *extra, epochs=1, dtype="float64", network="784-24-10", seed=3):
     return ["--data-dir", str(data_dir), "--out", str(out), f"--epochs={epochs}",
             f"--network={network}", "--batch-size=10", f"--dtype={dtype}", "--eval_batch_size=15",
-            "--progress=false", "--seed=3", *extra]
+            "--progress=false", f"--seed={seed}", *extra]
 
 
 def run_cli(argv) -> int:
@@ -301,7 +301,7 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run.lock"]
     saved = json.loads((out / "config.json").read_text())
     cfg = TrainConfig.from_dict(saved)
     assert (cfg.epochs, cfg.batch_size, cfg.network, cfg.out) == (1, 10, "784-24-10", str(out))
@@ -310,7 +310,8 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     assert set(METRIC_COLUMNS) <= set(rows[0])
     assert 0.0 <= rows[0]["test_acc"] <= 1.0 and rows[0]["samples_per_s"] > 0
     ck = load_checkpoint(out / "checkpoint.h5")
-    assert ck["epoch"] == 1 and ck["config"] == saved
+    files = saved.pop("data_files")         # the provenance record: config.json and checkpoint
+    assert ck["epoch"] == 1 and ck["config"] == saved and ck["data_files"] == files
     assert ck["optimizer"]["step"] == N_TRAIN // 10
     assert [w["W"].shape for w in ck["weights"]] == [(24, 784), (10, 24)]
     assert ck["weights"][0]["W"].dtype == np.float64
@@ -393,7 +394,7 @@ def test_resume_from_corrupt_checkpoint_names_the_file(data_dir, tmp_path, capsy
 
 def test_seeded_runs_are_reproducible(data_dir, tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        assert run_cli(tiny_args(data_dir, tmp_path / name, f"--seed={seed}", epochs=1,
+        assert run_cli(tiny_args(data_dir, tmp_path / name, seed=seed, epochs=1,
                                  dtype="float32")) == 0
     assert_same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
     assert not np.array_equal(final_weights(tmp_path / "a")[0]["W"],
@@ -419,7 +420,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert "interrupted during epoch 2" in text and f"--resume {out}" in text
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run.lock"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 3

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from . import yamlstrict
 from ..conv import Conv2d
 from ..dropout import Dropout
 from ..layers import Dense, Layer
@@ -223,8 +224,11 @@ def load_authors_yaml(path) -> dict:
     """Read an authors'-format config (a path or a shipped config's name):
     a dict with ``"Network"`` and ``"Layers"`` (layers in file order)."""
     path = find_config(path)
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yamlstrict.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping with 'Network' and 'Layers', got {type(cfg).__name__}")
     extra = set(cfg) - {"Network", "Layers"}

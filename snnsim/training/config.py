@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from . import yamlstrict
 from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 from ..params import READINGS, RESETS, SENSITIVITY_BOUND
 from ..presets import PRESETS
@@ -35,6 +36,11 @@ DESIRED_TRAINS = ("paper", "authors")
 
 #: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
 CONFIG_DIRS = (Path(__file__).resolve().parent.parent / "configs",)
+
+
+#: Keys of a run's ``config.json`` that record what the run did, not how to run it
+#: (``data_files``: the dataset files read, :mod:`snnsim.training.provenance`).
+RECORD_KEYS = ("data_files",)
 
 
 class ConfigError(ValueError):
@@ -129,6 +135,7 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be positive or None, got {getattr(self, key)}")
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {self.betas}")
+        _check_ranges(self)
 
     # --- conversions ----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -141,8 +148,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
-        """Build from a flat dict (values already typed, or strings to parse)."""
-        return cls().replace(source=source, **d)
+        """Build from a flat dict (values already typed, or strings to parse); the
+        records a run adds to its ``config.json`` (:data:`RECORD_KEYS`) are skipped."""
+        return cls().replace(source=source, **{k: v for k, v in d.items()
+                                                if k not in RECORD_KEYS})
 
     def replace(self, source: str = "override", **changes) -> TrainConfig:
         """A copy with ``changes`` applied; string values are parsed to the field's type."""
@@ -275,6 +284,33 @@ def _check_choice(key, value, choices, optional=False):
                           + (" or None" if optional else "") + f", got {value!r}")
 
 
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Values the types admit but the run cannot use: non-finite numbers, AdamW's
+    eps <= 0, weight decay < 0, betas outside [0, 1), a negative seed, a fused
+    network off CuPy, a run name that is not a plain folder name."""
+    import math  # noqa: PLC0415
+    for key in ("lr", "eps", "weight_decay", "tau_m", "tau_s", "v_th", "desired_count",
+                "undesired_count", "grad_clip", "weight_clamp", "sensitivity_bound"):
+        value = getattr(cfg, key)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if not cfg.eps > 0:
+        raise ConfigError(f"eps must be positive (AdamW divides by sqrt(v) + eps), got {cfg.eps}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(cfg.betas)}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0 (NumPy seeds are non-negative), got {cfg.seed}")
+    if cfg.fused and cfg.backend != "cupy":
+        raise ConfigError("fused needs --backend cupy (one CUDA kernel per LIF layer); "
+                          f"backend is {cfg.backend!r}")
+    if cfg.name and (cfg.name in (".", "..") or not all(c.isalnum() or c in "_.-"
+                                                         for c in cfg.name)):
+        raise ConfigError(f"name {cfg.name!r} must be a plain folder name (letters, digits, "
+                          "'_', '.', '-'); use --out DIR for a folder elsewhere")
+
+
 def describe_fields() -> str:
     """The table of every field, its type, default and meaning, for ``--help``."""
     defaults = TrainConfig().to_dict()
@@ -376,7 +412,7 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
     base = base or TrainConfig()
     try:
         text = path.read_text()
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        doc = yamlstrict.json_loads(text) if path.suffix == ".json" else yamlstrict.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(doc, dict):
@@ -388,7 +424,8 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
         if not base.name:
             fields["name"] = path.stem
         return base.replace(source=source, **fields)
-    doc = {k: v for k, v in doc.items() if normalize_key(k) != "out"}   # a new run, a new folder
+    doc = {k: v for k, v in doc.items()    # a new run: a new folder, its own records
+           if normalize_key(k) not in ("out", *RECORD_KEYS)}
     return base.replace(source=source, **doc)
 
 

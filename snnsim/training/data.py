@@ -19,10 +19,12 @@ enough to resume bit-exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import provenance
+from ..datasets.errors import DatasetError
 from ..network import repeat_static
 
 #: Feature shape of one sample, (channels, height, width), per dataset.
@@ -41,6 +43,7 @@ class Split:
         ``"events"`` (``frames`` is a lazy N-MNIST reader; ``index`` selects its samples).
     y : labels ``(N,)`` int64.
     augment : apply the CIFAR-10 crop and flip to every batch drawn from it.
+    files : what was read, :mod:`snnsim.training.provenance` records (path, sha256).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Split:
     frames: object = None
     index: np.ndarray | None = None
     augment: bool = False
+    files: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -77,36 +81,64 @@ def _subset_index(n: int, subset: int | None, evenly: bool = False) -> np.ndarra
 
 
 def load_split(dataset: str, split: str, cfg) -> Split:
-    """Load and preprocess ``split`` ("train"|"test") of ``dataset`` for config ``cfg``."""
+    """Load and preprocess ``split`` ("train"|"test") of ``dataset`` for config ``cfg``.
+
+    The files read are recorded in ``Split.files`` (path, size, sha256). An empty
+    split is an error, and so is an N-MNIST file that does not decode (every file
+    of the split is checked here, before any training)."""
+    out = _load_split(dataset, split, cfg)
+    if len(out) == 0:
+        where = ", ".join(r["path"] for r in out.files) or dataset
+        raise DatasetError(f"{where}: the {split} split of {dataset} is empty (0 samples)")
+    if out.kind == "events":
+        validate_events(out)
+    return out
+
+
+def _load_split(dataset: str, split: str, cfg) -> Split:
     dtype = np.dtype(cfg.dtype)
     subset = cfg.train_subset if split == "train" else cfg.test_subset
     if dataset in ("mnist", "fashion-mnist"):
-        from ..datasets.idx import load_idx_dataset  # noqa: PLC0415
+        from ..datasets.idx import find_idx_files, load_idx_dataset  # noqa: PLC0415
         from ..datasets.transforms import normalize_mnist  # noqa: PLC0415
+        files = [provenance.file_record(split, p)
+                 for p in find_idx_files(dataset, split, cfg.data_dir)]
         images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
         idx = _subset_index(len(labels), subset)
         x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
-        return Split(split, "static", labels[idx].astype(np.int64), x=x)
+        return Split(split, "static", labels[idx].astype(np.int64), x=x, files=files)
     if dataset == "cifar10":
-        from ..datasets.cifar import load_cifar10  # noqa: PLC0415
+        from ..datasets.cifar import CIFAR10_BATCHES, find_cifar10_dir, load_cifar10  # noqa: PLC0415
         from ..datasets.transforms import normalize_cifar10  # noqa: PLC0415
+        root = find_cifar10_dir(split, cfg.data_dir)
+        files = [provenance.file_record(split, root / b) for b in CIFAR10_BATCHES[split]]
         images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
         idx = _subset_index(len(labels), subset)
         x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
         return Split(split, "static", labels[idx].astype(np.int64), x=x,
-                     augment=bool(cfg.augment and split == "train"))
+                     augment=bool(cfg.augment and split == "train"), files=files)
     if dataset == "nmnist":
         from ..datasets.nmnist import NMNISTDataset  # noqa: PLC0415
         frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
                                dtype=np.uint8, strict=False)
         idx = _subset_index(len(frames), subset, evenly=True)
+        files = [provenance.listing_record(split, frames.root, frames.paths)]
         return Split(split, "events", np.asarray(frames.labels)[idx].astype(np.int64),
-                     frames=frames, index=idx)
+                     frames=frames, index=idx, files=files)
     raise ValueError(f"no loader for dataset {dataset!r}; known: {sorted(INPUT_SHAPES)}")
 
 
+def validate_events(split: Split) -> None:
+    """Decode every event file ``split`` uses, so that a bad file stops the run before
+    training rather than after a whole epoch (DatasetError naming the file)."""
+    from ..datasets.nmnist import read_nmnist_events  # noqa: PLC0415
+    for i in split.index:
+        read_nmnist_events(split.frames.paths[int(i)])
+
+
 def load_splits(cfg) -> tuple[Split, Split]:
-    """(train, test) of ``cfg.dataset``, preprocessed, on the host."""
+    """(train, test) of ``cfg.dataset``, preprocessed, on the host; both checked before
+    either is used."""
     return load_split(cfg.dataset, "train", cfg), load_split(cfg.dataset, "test", cfg)
 
 
