@@ -37,6 +37,7 @@ from ..loss import kernel_target, predict
 from ..neuron import LIFState
 from ..params import GradientParams
 from ..tsslbp import lif_backward, phi_matrix, warmup_mask
+from ..cli import command
 
 FORMAT_NAME = "snnsim-inspect"
 FORMAT_VERSION = 1
@@ -296,6 +297,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("inspection")
 def main(argv=None) -> int:
     from ..training import data as data_mod  # noqa: PLC0415
     from .record import load_samples, network_from_checkpoint, network_from_spec  # noqa: PLC0415

@@ -51,6 +51,7 @@ from .record import (  # noqa: E402
     network_from_args,
     record_dataset,
 )
+from ..cli import command  # noqa: E402
 
 #: Class names per dataset, for the confusion matrix and the output traces.
 CLASS_NAMES = {
@@ -549,6 +550,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("plots")
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..loss import predict
+from ..cli import command
 
 FORMAT_NAME = "snnsim-recording"
 FORMAT_VERSION = 1
@@ -638,6 +639,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("record")
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     net, cfg, label = network_from_args(args, args.checkpoint)
