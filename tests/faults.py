@@ -41,6 +41,27 @@ def kill9(proc: multiprocessing.Process) -> None:
     proc.join()
 
 
+def timed_run(argv) -> float:
+    """Seconds of an uninterrupted forked run of ``argv`` (which must succeed)."""
+    t0 = time.perf_counter()
+    proc = start_run(argv)
+    proc.join()
+    assert proc.exitcode == 0, f"run {argv} exited {proc.exitcode}"
+    return time.perf_counter() - t0
+
+
+def kill_window(make_argv, tmp, epochs: int) -> tuple[float, float]:
+    """(start-up seconds, seconds per epoch) of the run ``make_argv(out, epochs)``, from
+    a 1-epoch run and an ``epochs``-epoch run (the latter, in ``tmp/ref``, is the run
+    never killed that a soak compares its final weights with); the start-up is the
+    longer of a new run's and a resumed one's (a resume of the finished run)."""
+    t1 = timed_run(make_argv(Path(tmp) / "ref1", 1))
+    tn = timed_run(make_argv(Path(tmp) / "ref", epochs))
+    per_epoch = max((tn - t1) / max(epochs - 1, 1), 1e-3)
+    t_resume = timed_run(["--resume", str(Path(tmp) / "ref1"), "--progress=false"])
+    return max(t1 - per_epoch, t_resume, 0.0), per_epoch
+
+
 def check_consistent(run_dir) -> dict:
     """The invariants a kill at any instant must leave (snnsim.training.runfolder):
     every checkpoint file loads, and best.h5 holds checkpoint.h5's best epoch, or lags
@@ -109,4 +130,5 @@ def soak(argv_new, argv_resume, run_dir, epochs: int, kills: int, rng: np.random
     return {"kills": done, "lagging": lagging, "epochs_at_kill": at_kill}
 
 
-__all__ = ["check_consistent", "check_finished", "kill9", "soak", "start_run"]
+__all__ = ["check_consistent", "check_finished", "kill9", "kill_window", "soak", "start_run",
+           "timed_run"]

@@ -16,6 +16,7 @@ An unknown key is an error naming the key and listing the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import typing
@@ -194,6 +195,7 @@ def field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
 
 
+@functools.lru_cache(maxsize=1)
 def field_types() -> dict[str, object]:
     return typing.get_type_hints(TrainConfig)
 
