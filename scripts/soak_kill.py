@@ -26,8 +26,9 @@ sys.path.insert(0, str(TESTS.parent))
 sys.path.insert(0, str(TESTS))
 
 from faults import kill_window, soak  # noqa: E402
-from snnsim.training.checkpoint import load_checkpoint  # noqa: E402
 from test_train import tiny_args, write_fashion_mnist  # noqa: E402
+
+from snnsim.training.checkpoint import load_checkpoint  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,8 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         data = write_fashion_mnist(tmp / "data")
         startup, per_epoch = kill_window(lambda o, n: tiny_args(data, o, epochs=n), tmp,
                                          args.epochs)
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
         print(f"{result['kills']} kills in {time.perf_counter() - t0:.1f} s "
               f"(start-up {startup * 1e3:.0f} ms, {per_epoch * 1e3:.0f} ms per epoch; kill delays "
               f"uniform in [0, start-up + 3 epochs)); kills landed in "
-              f"{len(set(result['epochs_at_kill']))} distinct epochs; {result['lagging']} left best.h5 one "
+              f"{len(set(result['epochs_at_kill']))} distinct epochs; {result['lagging']} left "
+              f"best.h5 one "
               f"promotion behind (repaired on resume); every checkpoint loaded; finished run "
               f"consistent; final weights {'bit-identical to' if same else 'DIFFER from'} "
               "the run never killed")

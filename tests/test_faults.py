@@ -36,13 +36,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from faults import check_consistent, kill_window, soak, start_run
+from test_train import N_TRAIN, idx_bytes, synthetic_images, tiny_args, write_fashion_mnist
+
 from snnsim.datasets import registry
 from snnsim.datasets.errors import DatasetError
 from snnsim.training import train as train_mod
 from snnsim.training.checkpoint import atomic_write, checkpoint_epoch, load_checkpoint
-from test_train import N_TRAIN, idx_bytes, synthetic_images, tiny_args, write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 BATCHES_PER_EPOCH = N_TRAIN // 10
@@ -318,7 +318,8 @@ def test_second_writer_process_fails_while_the_first_trains(data_dir, tmp_path):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
     second = subprocess.run([sys.executable, "-m", "snnsim.train", "--resume", str(out),
                              "--progress=false"],
-                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+                            check=False)
     assert first.is_alive(), "the first run ended before the second started: make it longer"
     first.join()
     assert first.exitcode == 0
@@ -443,7 +444,7 @@ def test_full_disk_on_a_small_tmpfs(data_dir, tmp_path, capsys):
     mnt = tmp_path / "small"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+                      capture_output=True, check=False).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         out = mnt / "run"
