@@ -63,8 +63,11 @@ def error_line(exc: BaseException) -> str:
         text = f"{where}: {exc.strerror}" if where else exc.strerror
     else:
         text = str(exc) or type(exc).__name__
-    parts = [p.strip() for p in text.splitlines() if p.strip()]
-    return "; ".join(parts)
+    parts = [p.strip().removeprefix("- ").strip() for p in text.splitlines() if p.strip()]
+    line = parts[0] if parts else ""
+    for part in parts[1:]:                 # "Searched:\n  - a\n  - b" -> "Searched: a; b"
+        line += (" " if line.endswith(":") else "; ") + part
+    return line
 
 
 def command(name: str):

@@ -21,6 +21,7 @@ Every run is a tiny MLP on a tiny synthetic Fashion-MNIST in the real IDX format
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -37,7 +38,14 @@ import h5py
 import numpy as np
 import pytest
 from faults import check_consistent, kill_window, soak, start_run
-from test_train import N_TRAIN, idx_bytes, synthetic_images, tiny_args, write_fashion_mnist
+from test_train import (
+    N_TRAIN,
+    idx_bytes,
+    synthetic_images,
+    tiny_args,
+    write_fashion_mnist,
+    write_nmnist,
+)
 
 from snnsim.datasets import registry
 from snnsim.datasets.errors import DatasetError
@@ -91,6 +99,27 @@ def poison(path, layer="layer_00", name="W"):
         a = w[()]
         a.flat[3] = np.nan
         w[...] = a
+
+
+@contextlib.contextmanager
+def failing_hdf5_writer(monkeypatch, code: int, text: str, calls):
+    """Within the block the n-th opening of an HDF5 file for writing, n in ``calls``
+    (1-based), raises OSError(code, text), as a full or failing disk does."""
+    real_file = h5py.File
+    n = {"w": 0}
+
+    def file(name, mode="r", *a, **k):
+        if mode == "w":
+            n["w"] += 1
+            if n["w"] in calls:
+                raise OSError(code, text, str(name))
+        return real_file(name, mode, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", file)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(h5py, "File", real_file)
 
 
 def tree(run_dir) -> dict:
@@ -247,19 +276,8 @@ def test_best_survives_a_failing_save(data_dir, tmp_path, monkeypatch, capsys):
     """An exception inside the checkpoint writer of epoch 2: checkpoint and best stay
     at epoch 1, consistent, and the error is one line."""
     out = tmp_path / "run"
-    real_file = h5py.File
-    calls = {"w": 0}
-
-    def file(name, mode="r", *a, **k):
-        if mode == "w":
-            calls["w"] += 1
-            if calls["w"] == 2:
-                raise OSError(errno.EIO, "Input/output error", str(name))
-        return real_file(name, mode, *a, **k)
-
-    monkeypatch.setattr(h5py, "File", file)
-    code, _, err = main_status(tiny_args(data_dir, out, epochs=3), capsys)
-    monkeypatch.setattr(h5py, "File", real_file)
+    with failing_hdf5_writer(monkeypatch, errno.EIO, "Input/output error", calls=(2,)):
+        code, _, err = main_status(tiny_args(data_dir, out, epochs=3), capsys)
     assert_one_line_error(code, err, "train", "Input/output error")
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert check_consistent(out)["lagging"] is False
@@ -421,19 +439,9 @@ def test_full_disk_failing_writer_keeps_the_previous_checkpoint(data_dir, tmp_pa
                                                                 capsys):
     """ENOSPC from the HDF5 writer at epoch 2's save: one line, exit 2, epoch 1 kept."""
     out = tmp_path / "run"
-    real_file = h5py.File
-    calls = {"w": 0}
-
-    def file(name, mode="r", *a, **k):
-        if mode == "w":
-            calls["w"] += 1
-            if calls["w"] >= 2:
-                raise OSError(errno.ENOSPC, "No space left on device", str(name))
-        return real_file(name, mode, *a, **k)
-
-    monkeypatch.setattr(h5py, "File", file)
-    code, _, err = main_status(tiny_args(data_dir, out, epochs=3), capsys)
-    monkeypatch.setattr(h5py, "File", real_file)
+    with failing_hdf5_writer(monkeypatch, errno.ENOSPC, "No space left on device",
+                             calls=range(2, 100)):
+        code, _, err = main_status(tiny_args(data_dir, out, epochs=3), capsys)
     assert_one_line_error(code, err, "train", "No space left on device")
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
 
@@ -526,16 +534,7 @@ def test_empty_split_is_refused(tmp_path, capsys, split):
 
 
 def test_nmnist_bad_test_file_found_before_training(tmp_path, monkeypatch, capsys):
-    from snnsim.datasets.nmnist import encode_nmnist_events
-    root = tmp_path / "nmnist"
-    for split, n in (("Train", 2), ("Test", 1)):
-        for digit in range(10):
-            d = root / split / str(digit)
-            d.mkdir(parents=True)
-            for k in range(n):
-                ev = {"x": np.array([digit]), "y": np.array([k]), "p": np.array([1]),
-                      "ts": np.array([1000])}
-                (d / f"{k:05d}.bin").write_bytes(encode_nmnist_events(ev))
+    root = write_nmnist(tmp_path)
     (root / "Test" / "7" / "00000.bin").write_bytes(b"\x01\x02\x03")      # not 5-byte events
     steps = {"n": 0}
     real_step = train_mod.train_step

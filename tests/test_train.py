@@ -273,18 +273,24 @@ def test_cifar10_batches_normalised_and_augmented_per_seed(tmp_path):
     assert np.array_equal(xt[0], test.x[:4])                   # no augmentation at test time
 
 
-def test_nmnist_batches_are_time_first_event_frames(tmp_path):
+def write_nmnist(tmp_path: Path, n_train=2, n_test=1) -> Path:
+    """``tmp_path/nmnist/{Train,Test}/<digit>/<k>.bin``: per file one ON event at
+    (x=digit, y=k) in bin 1 (3000..5999 us) and one OFF event at (0, 5) in bin 0."""
     from snnsim.datasets.nmnist import encode_nmnist_events
     root = tmp_path / "nmnist"
-    for split, n in (("Train", 2), ("Test", 1)):
+    for split, n in (("Train", n_train), ("Test", n_test)):
         for digit in range(10):
             d = root / split / str(digit)
             d.mkdir(parents=True)
             for k in range(n):
-                # one ON event at (x=digit, y=k) in bin 1 (3000..5999 us), one OFF in bin 0
                 ev = {"x": np.array([digit, 0]), "y": np.array([k, 5]), "p": np.array([1, 0]),
                       "ts": np.array([3500, 10])}
                 (d / f"{k:05d}.bin").write_bytes(encode_nmnist_events(ev))
+    return root
+
+
+def test_nmnist_batches_are_time_first_event_frames(tmp_path):
+    write_nmnist(tmp_path)
     cfg = TrainConfig(dataset="nmnist", data_dir=str(tmp_path), n_steps=4, train_subset=5)
     train, test = data_mod.load_splits(cfg)
     assert len(test) == 10 and len(train) == 5

@@ -22,7 +22,6 @@ import hashlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_CHUNK = 1 << 20
 
 
 def display_path(path) -> str:
@@ -36,11 +35,8 @@ def display_path(path) -> str:
 
 def sha256_file(path) -> str:
     """sha256 of the file's bytes as stored (compressed files are not decompressed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..datasets.registry import digest_file  # noqa: PLC0415
+    return digest_file(path, decompress=False)[1]
 
 
 def file_record(split: str, path) -> dict:
