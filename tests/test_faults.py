@@ -327,9 +327,10 @@ def test_second_writer_fails_with_one_line(data_dir, tmp_path, capsys):
 
 def test_second_writer_process_fails_while_the_first_trains(data_dir, tmp_path):
     """Two real processes on one --out: a --resume of the folder while the first still
-    trains in it exits 2 with one line, and the first finishes its run undisturbed."""
+    trains in it exits 2 with one line; the first, stopped afterwards with SIGTERM,
+    wrote every epoch once, in order (no interleaved rows)."""
     out = tmp_path / "run"
-    first = start_run(tiny_args(data_dir, out, epochs=60))
+    first = start_run(tiny_args(data_dir, out, epochs=100_000))      # stopped below
     deadline = time.time() + 60
     while not (out / "checkpoint.h5").exists() and time.time() < deadline:
         time.sleep(0.01)
@@ -338,14 +339,16 @@ def test_second_writer_process_fails_while_the_first_trains(data_dir, tmp_path):
                              "--progress=false"],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
                             check=False)
-    assert first.is_alive(), "the first run ended before the second started: make it longer"
-    first.join()
-    assert first.exitcode == 0
+    assert first.is_alive()
+    os.kill(first.pid, signal.SIGTERM)
+    first.join(timeout=60)
+    assert first.exitcode == train_mod.EXIT_INTERRUPTED
     assert second.returncode == 2, second.stderr
     assert second.stderr.strip().startswith("snnsim.train: error:") and "in use" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
-    rows = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 61))
+    epochs = [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert load_checkpoint(out / "checkpoint.h5")["epoch"] == len(epochs)  # SIGTERM waits
 
 
 def test_atomic_write_temporary_names_are_unique(tmp_path):

@@ -19,8 +19,8 @@ One writer: :func:`locked` takes an exclusive lock on ``<run folder>/run.lock``
 for the whole run; a second ``train`` or ``--resume`` on the folder fails at
 once with one line. Temporary files have unique names (pid and a random part);
 those a killed writer left (``*.tmp``) are removed on the next start, under the
-lock. SIGTERM (what job schedulers send) stops a run like Ctrl-C
-(:func:`sigterm_as_interrupt`).
+lock. SIGTERM (what job schedulers send) stops a run like Ctrl-C, at the next
+batch or once the epoch's files are written (:func:`sigterm_as_interrupt`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class RunFolderError(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the run is so that it stops as after Ctrl-C."""
+    """SIGTERM: the run stops as after Ctrl-C."""
 
 
 @contextlib.contextmanager
@@ -158,25 +158,44 @@ def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME)) -> None:
                              f"with --resume {run_dir}, or choose another --out")
 
 
+class StopRequest:
+    """Set by SIGTERM; :meth:`check` raises :class:`Terminated` at the run's next safe
+    point (after a batch, after an epoch's files are written)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise Terminated("SIGTERM")
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so a
-    scheduler's stop ends the run cleanly and resumably, as Ctrl-C does. Outside the
-    main thread (where handlers cannot be set) the block runs unchanged."""
+    """Within the block SIGTERM stops the run like Ctrl-C, cleanly and resumably: the
+    handler only records the request (an exception raised inside a signal handler can
+    land in a finaliser and be lost), and the run calls ``stop.check()`` at its safe
+    points, which raises :class:`Terminated` (a KeyboardInterrupt). A second SIGTERM
+    raises at once. Outside the main thread (where handlers cannot be set) the block
+    runs without a handler. Yields the :class:`StopRequest`."""
+    stop = StopRequest()
+
     def handler(signum, frame):
-        raise Terminated("SIGTERM")
+        if stop.requested:
+            raise Terminated("SIGTERM (second)")
+        stop.requested = True
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:     # not the main thread
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "Terminated",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
            "adopt_best", "best_epoch_on_disk", "check_new_run_folder", "clean_leftovers",
            "locked", "promote", "remove_files", "remove_if_only_lock", "repair_best",
            "sigterm_as_interrupt"]

@@ -355,7 +355,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     epoch = start_epoch
     bar = None
     try:
-        with runfolder.sigterm_as_interrupt():
+        with runfolder.sigterm_as_interrupt() as stop:
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not cfg.progress, leave=False, dynamic_ncols=True)
@@ -367,6 +367,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     tb = time.perf_counter()
                     L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
                     guard.check_step(net, opt, L, epoch + 1, i)
+                    stop.check()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -406,6 +407,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                            f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
                            f"(best {best:.4f}){' *' if is_best else ''} | "
                            f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
+                stop.check()
     except KeyboardInterrupt as exc:
         if bar is not None:
             bar.close()
