@@ -37,7 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from faults import check_consistent, kill_window, soak, start_run
+from faults import check_consistent, kill9, kill_window, soak, start_run
 from test_train import (
     N_TRAIN,
     idx_bytes,
@@ -331,17 +331,23 @@ def test_second_writer_process_fails_while_the_first_trains(data_dir, tmp_path):
     wrote every epoch once, in order (no interleaved rows)."""
     out = tmp_path / "run"
     first = start_run(tiny_args(data_dir, out, epochs=100_000))      # stopped below
-    deadline = time.time() + 60
-    while not (out / "checkpoint.h5").exists() and time.time() < deadline:
-        time.sleep(0.01)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    second = subprocess.run([sys.executable, "-m", "snnsim.train", "--resume", str(out),
-                             "--progress=false"],
-                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
-                            check=False)
-    assert first.is_alive()
-    os.kill(first.pid, signal.SIGTERM)
-    first.join(timeout=60)
+    try:
+        deadline = time.time() + 60
+        while not (out / "checkpoint.h5").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+        try:
+            second = subprocess.run([sys.executable, "-m", "snnsim.train", "--resume",
+                                     str(out), "--progress=false"], capture_output=True,
+                                    text=True, env=env, cwd=REPO, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second writer did not stop: it is training in the same folder")
+        assert first.is_alive()
+        os.kill(first.pid, signal.SIGTERM)
+        first.join(timeout=60)
+    finally:
+        if first.is_alive():
+            kill9(first)
     assert first.exitcode == train_mod.EXIT_INTERRUPTED
     assert second.returncode == 2, second.stderr
     assert second.stderr.strip().startswith("snnsim.train: error:") and "in use" in second.stderr
@@ -618,19 +624,28 @@ def test_idx_gzip_is_decompressed_only_to_the_declared_size(tmp_path):
     assert peak < 8 << 20, peak
 
 
-def test_sigterm_stops_like_ctrl_c_and_resumes(data_dir, tmp_path):
+def test_sigterm_stops_like_ctrl_c_and_resumes(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "snnsim.train",
                              *tiny_args(data_dir, out, epochs=500)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoint.h5").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.h5").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == train_mod.EXIT_INTERRUPTED, stderr
     assert "terminated (SIGTERM)" in stdout and f"--resume {out}" in stdout
     epoch = load_checkpoint(out / "checkpoint.h5")["epoch"]
     assert 1 <= epoch < 500
     assert check_consistent(out)["epoch"] == epoch
+    code, _, err = main_status(["--resume", str(out), "--progress=false",
+                                f"--epochs={epoch + 1}"], capsys)
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint.h5")["epoch"] == epoch + 1
