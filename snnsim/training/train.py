@@ -249,7 +249,7 @@ def check_output_size(net: Network) -> None:
                           f"the dataset has {data_mod.N_CLASSES} classes")
 
 
-def _prepare(cfg: TrainConfig, resume: dict | None, log):
+def _prepare(cfg: TrainConfig, resume: dict | None):
     """Everything that can fail on the user's input, before the run folder is touched:
     the folder's state, the data (both splits), the network, the resumed state."""
     xp = get_backend(cfg.backend)
@@ -289,7 +289,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     the run folder. Nothing is created on disk until the config, the data and the
     network have been checked.
     """
-    cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume, log)
+    cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume)
     data_files = train_split.files + test_split.files
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
