@@ -223,10 +223,11 @@ def test_idx_not_found_lists_places_and_how_to_get(tmp_path, monkeypatch, name, 
         load_idx_dataset(name, "train", data_dir=tmp_path / "mine")
     msg = str(exc.value)
     assert isinstance(exc.value, FileNotFoundError) and isinstance(exc.value, DatasetNotFoundError)
-    for place in (tmp_path / "mine", tmp_path / "mine" / name, tmp_path / "envdir",
-                  tmp_path / "envdir" / name, registry.REPO_DATA_ROOT / name,
-                  registry.SYSTEM_DATA_ROOT / name):
+    for place in (tmp_path / "mine", tmp_path / "mine" / name):
         assert f"- {place}\n" in msg
+    for place in (tmp_path / "envdir", registry.REPO_DATA_ROOT / name,   # an explicit data_dir
+                  registry.SYSTEM_DATA_ROOT / name):                     # is the only place
+        assert f"- {place}\n" not in msg
     assert hint in msg and "train-images-idx3-ubyte" in msg
 
 

@@ -70,10 +70,10 @@ def data_dir(tmp_path_factory):
     return write_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
-def tiny_args(data_dir, out, *extra, epochs=1, dtype="float64", network="784-24-10"):
+def tiny_args(data_dir, out, *extra, epochs=1, dtype="float64", network="784-24-10", seed=3):
     return ["--data-dir", str(data_dir), "--out", str(out), f"--epochs={epochs}",
             f"--network={network}", "--batch-size=10", f"--dtype={dtype}", "--eval_batch_size=15",
-            "--progress=false", "--seed=3", *extra]
+            "--progress=false", f"--seed={seed}", *extra]
 
 
 def run_cli(argv) -> int:
@@ -275,18 +275,24 @@ def test_cifar10_batches_normalised_and_augmented_per_seed(tmp_path):
     assert np.array_equal(xt[0], test.x[:4])                   # no augmentation at test time
 
 
-def test_nmnist_batches_are_time_first_event_frames(tmp_path):
+def write_nmnist(tmp_path: Path, n_train=2, n_test=1) -> Path:
+    """``tmp_path/nmnist/{Train,Test}/<digit>/<k>.bin``: per file one ON event at
+    (x=digit, y=k) in bin 1 (3000..5999 us) and one OFF event at (0, 5) in bin 0."""
     from snnsim.datasets.nmnist import encode_nmnist_events
     root = tmp_path / "nmnist"
-    for split, n in (("Train", 2), ("Test", 1)):
+    for split, n in (("Train", n_train), ("Test", n_test)):
         for digit in range(10):
             d = root / split / str(digit)
             d.mkdir(parents=True)
             for k in range(n):
-                # one ON event at (x=digit, y=k) in bin 1 (3000..5999 us), one OFF in bin 0
                 ev = {"x": np.array([digit, 0]), "y": np.array([k, 5]), "p": np.array([1, 0]),
                       "ts": np.array([3500, 10])}
                 (d / f"{k:05d}.bin").write_bytes(encode_nmnist_events(ev))
+    return root
+
+
+def test_nmnist_batches_are_time_first_event_frames(tmp_path):
+    write_nmnist(tmp_path)
     cfg = TrainConfig(dataset="nmnist", data_dir=str(tmp_path), n_steps=4, train_subset=5)
     train, test = data_mod.load_splits(cfg)
     assert len(test) == 10 and len(train) == 5
@@ -303,7 +309,7 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl", "run.json"]
+                                                    "metrics.jsonl", "run.json", "run.lock"]
     saved = json.loads((out / "config.json").read_text())
     cfg = TrainConfig.from_dict(saved)
     assert (cfg.epochs, cfg.batch_size, cfg.network, cfg.out) == (1, 10, "784-24-10", str(out))
@@ -312,7 +318,8 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     assert set(METRIC_COLUMNS) <= set(rows[0])
     assert 0.0 <= rows[0]["test_acc"] <= 1.0 and rows[0]["samples_per_s"] > 0
     ck = load_checkpoint(out / "checkpoint.h5")
-    assert ck["epoch"] == 1 and ck["config"] == saved
+    files = saved.pop("data_files")         # the provenance record: config.json and checkpoint
+    assert ck["epoch"] == 1 and ck["config"] == saved and ck["data_files"] == files
     assert ck["optimizer"]["step"] == N_TRAIN // 10
     assert [w["W"].shape for w in ck["weights"]] == [(24, 784), (10, 24)]
     assert ck["weights"][0]["W"].dtype == np.float64
@@ -400,7 +407,7 @@ def test_resume_from_corrupt_checkpoint_names_the_file(data_dir, tmp_path, capsy
 
 def test_seeded_runs_are_reproducible(data_dir, tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        assert run_cli(tiny_args(data_dir, tmp_path / name, f"--seed={seed}", epochs=1,
+        assert run_cli(tiny_args(data_dir, tmp_path / name, seed=seed, epochs=1,
                                  dtype="float32")) == 0
     assert_same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
     assert not np.array_equal(final_weights(tmp_path / "a")[0]["W"],
@@ -426,7 +433,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert "interrupted during epoch 2" in text and f"--resume {out}" in text
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl", "run.json"]
+                                                    "metrics.jsonl", "run.json", "run.lock"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
     started = json.loads((out / "run.json").read_text())["started"]
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out

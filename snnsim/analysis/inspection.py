@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, device, to_numpy
-from ..cli import prog_name
+from ..cli import command, prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
@@ -258,6 +258,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("inspection")
 def main(argv=None) -> int:
     from ..training import data as data_mod
     from ..training.train import make_loss

@@ -32,7 +32,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..cli import prog_name
+from ..cli import (
+    command,
+    prog_name,
+)
 from ..datasets.errors import DatasetError
 from ..datasets.registry import get_spec
 from .record import (
@@ -563,6 +566,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("plots")
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..cli import prog_name
+from ..cli import command, prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
@@ -625,6 +625,7 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("record")
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     net, cfg, label = network_from_args(args, args.checkpoint)

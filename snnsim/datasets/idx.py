@@ -57,22 +57,43 @@ IDX_FILES = {
 _IDX_DATASETS = ("mnist", "fashion-mnist")
 
 
+def _read_declared(stream, source: str) -> bytes:
+    """The IDX bytes of ``stream``: the header, then at most the payload its dimensions
+    declare plus one byte (enough for :func:`parse_idx` to see trailing bytes). A gzip
+    stream is thus never decompressed beyond the size the file itself declares."""
+    head = stream.read(4)
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or not head[3]:
+        return head                                  # parse_idx names what is wrong
+    dims = stream.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        return head + dims
+    count = 1
+    for d in struct.unpack(f">{head[3]}I", dims):
+        count *= d
+    return head + dims + stream.read(count * IDX_DTYPES[head[2]].itemsize + 1)
+
+
 def _read_bytes(path: Path) -> bytes:
-    """Whole file content, decompressed if it is gzip; DatasetError on corruption."""
+    """The file's IDX content (decompressed if gzip, up to the size its header declares,
+    see :func:`_read_declared`); DatasetError on corruption."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except IsADirectoryError as exc:
         raise DatasetError(f"{path}: is a directory, not an IDX file") from exc
-    is_gz = raw[:2] == b"\x1f\x8b"
-    if path.suffix == ".gz" and not is_gz:
-        raise DatasetError(f"{path}: not a gzip file (bad gzip magic {raw[:2].hex() or 'empty'})")
-    if not is_gz:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{path}: corrupt gzip stream: {exc}") from exc
+    with f:
+        magic = f.read(2)
+        f.seek(0)
+        is_gz = magic == b"\x1f\x8b"
+        if path.suffix == ".gz" and not is_gz:
+            raise DatasetError(f"{path}: not a gzip file (bad gzip magic "
+                               f"{magic.hex() or 'empty'})")
+        if not is_gz:
+            return _read_declared(f, str(path))
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                return _read_declared(g, str(path))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DatasetError(f"{path}: corrupt gzip stream: {exc}") from exc
 
 
 def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:

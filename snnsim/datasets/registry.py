@@ -23,10 +23,13 @@ Checksums
 
 Search order (:func:`search_dirs`)
 ----------------------------------
-1. the explicit ``data_dir`` argument, then ``<data_dir>/<name>/``;
-2. ``$SNNSIM_DATA_DIR``, then ``$SNNSIM_DATA_DIR/<name>/``;
-3. the repository's ``data/<name>/`` (:data:`REPO_DATA_ROOT`);
-4. the system location ``/usr/share/datasets/<name>/`` (:data:`SYSTEM_DATA_ROOT`;
+An explicit ``data_dir`` (``--data-dir``) is the only place searched: ``data_dir``,
+then ``<data_dir>/<name>/``; when neither holds the files the load fails (no other
+copy is ever substituted for the one the user named). Without it:
+
+1. ``$SNNSIM_DATA_DIR``, then ``$SNNSIM_DATA_DIR/<name>/``;
+2. the repository's ``data/<name>/`` (:data:`REPO_DATA_ROOT`);
+3. the system location ``/usr/share/datasets/<name>/`` (:data:`SYSTEM_DATA_ROOT`;
    the Debian package ``dataset-fashion-mnist`` installs Fashion-MNIST there).
 """
 
@@ -262,16 +265,19 @@ def expected_count(name: str, split: str) -> int:
 
 
 def search_dirs(name: str, data_dir=None) -> list:
-    """Directories searched for dataset ``name``, in order, without duplicates."""
+    """Directories searched for dataset ``name``, in order, without duplicates: only
+    ``data_dir`` and ``data_dir/<name>`` when ``data_dir`` is given (see the module
+    docstring)."""
     name = canonical_name(name)
     cands = []
     if data_dir is not None:
         cands += [Path(data_dir), Path(data_dir) / name]
-    env = os.environ.get(ENV_VAR)
-    if env:
-        cands += [Path(env), Path(env) / name]
-    cands.append(Path(REPO_DATA_ROOT) / name)
-    cands.append(Path(SYSTEM_DATA_ROOT) / name)
+    else:
+        env = os.environ.get(ENV_VAR)
+        if env:
+            cands += [Path(env), Path(env) / name]
+        cands.append(Path(REPO_DATA_ROOT) / name)
+        cands.append(Path(SYSTEM_DATA_ROOT) / name)
     out, seen = [], set()
     for c in cands:
         c = c.expanduser()
@@ -309,6 +315,8 @@ def find_file(directory, filename: str):
     for p in (base, base.with_name(base.name + ".gz")):
         if p.is_file():
             return p
+        if p.is_dir():
+            raise DatasetError(f"{p}: is a directory, not a {filename} file")
     return None
 
 

@@ -362,7 +362,7 @@ def run_random(seed: int = 0, n_dirs: int = 16, variants=RANDOM_VARIANTS) -> dic
 # --- real data ------------------------------------------------------------------------
 def load_fashion(split: str):
     """Fashion-MNIST ``split`` as (float32 images (N, 784) normalised as the authors do, int64 labels)."""
-    from ..datasets import load_idx_dataset, normalize_mnist    # noqa: PLC0415
+    from ..datasets import load_idx_dataset, normalize_mnist
     images, labels = load_idx_dataset("fashion-mnist", split)
     return normalize_mnist(images).reshape(len(images), -1), labels.astype(np.int64)
 
@@ -431,7 +431,7 @@ def predicted_compounding(theta_s: float, n_layers: int) -> list[float]:
 def checkpoint_problem(path, n_samples: int, offset: int = 0):
     """A trained network of :mod:`snnsim.train` (checkpoint file or run folder), in float64,
     and test samples ``offset .. offset + n_samples`` of its dataset with its kernel target."""
-    from ..analysis.record import load_samples, network_from_checkpoint, sample_batches    # noqa: PLC0415
+    from ..analysis.record import load_samples, network_from_checkpoint, sample_batches
     net, cfg, _ = network_from_checkpoint(path, backend="numpy", dtype="float64")
     if cfg.loss != "kernel":
         raise ValueError(f"{path}: fidelity measures the kernel loss; this run used {cfg.loss!r}")
@@ -481,7 +481,7 @@ def train_epoch(net: Network, variant: str, opt, images, labels, rng: np.random.
     """One epoch, authors' protocol: shuffle, kernel loss with the authors' target,
     the variant's backward, global grad-norm clip 1, AdamW step, clamp to [-4, 4].
     Returns the mean loss per batch."""
-    from ..training.optim import clamp_weights, clip_grad_norm    # noqa: PLC0415
+    from ..training.optim import clamp_weights, clip_grad_norm
     order = rng.permutation(len(images))
     total = 0.0
     for j in range(0, len(order), batch):
@@ -520,7 +520,7 @@ def _train_data(setup: TrainSetup):
 def train_run(setup: TrainSetup, data=None, on_epoch: Callable | None = None) -> dict:
     """Train the MLP with one variant; test accuracy after every epoch (epoch 0: at init).
     ``on_epoch(net, epoch)`` may add numbers to the epoch's record."""
-    from ..training.optim import AdamW    # noqa: PLC0415
+    from ..training.optim import AdamW
     X_tr, y_tr, X_te, y_te = data or _train_data(setup)
     net = build_mlp(setup.dtype, setup.seed)
     opt = AdamW(net.params, lr=setup.lr, weight_decay=setup.weight_decay)
@@ -680,9 +680,9 @@ def descent_table(descent: dict, variants=None) -> str:
 
 
 def _plt():
-    import matplotlib    # noqa: PLC0415
+    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt    # noqa: PLC0415
+    import matplotlib.pyplot as plt
     return plt
 
 
@@ -906,7 +906,7 @@ def reference_losses(batch: int = BATCH_SIZE, preset: str = "authors") -> dict:
     """Kernel loss per batch of two degenerate output layers, to read training curves:
     ``silent`` (no output spike: L = ½ B Σ_t â[t]²) and ``saturated`` (every output neuron
     fires at every step)."""
-    from ..neuron import psc_filter    # noqa: PLC0415
+    from ..neuron import psc_filter
     p = get_preset(preset)
     theta_s = NeuronParams().theta_s
     a_hat = kernel_target(np.zeros(1, np.int64), N_CLASSES, MLP_STEPS, theta_s, p.desired_train,
@@ -927,7 +927,7 @@ def _per_layer(res: dict, variant: str, key: str, digits: int = 3) -> str:
 
 
 def _relpath(path: Path, start: Path) -> str:
-    import os    # noqa: PLC0415
+    import os
     return os.path.relpath(path, start)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import math
 import os
 import re
@@ -37,6 +36,7 @@ from ..layers import Dense, Layer
 from ..network import Network
 from ..params import NeuronParams
 from ..pool import POOL_GAIN, Pool2d
+from . import yamlstrict
 
 # =============================================================================
 # The paper's notation
@@ -195,7 +195,6 @@ LAYER_KEYS = {
 #: Dropout p when a ``dropout`` layer has no ``p`` (authors' code default).
 AUTHORS_DROPOUT_DEFAULT = 0.5
 
-#: Where shipped config files live (``--config NAME`` looks for ``NAME.yaml`` here).
 #: Where the shipped configs live: the package data folder ``snnsim/configs``, found
 #: through importlib.resources, so that an installed wheel or sdist finds it as a source
 #: checkout does.
@@ -249,7 +248,8 @@ def read_config_file(name_or_path) -> tuple[Path, dict]:
 def _parse_config(path: str, mtime_ns: int, size: int) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
-        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        # a key given twice is an error, not a silent override (snnsim.training.yamlstrict)
+        doc = yamlstrict.json_loads(text) if path.endswith(".json") else yamlstrict.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(doc, dict):

@@ -11,15 +11,24 @@ Layout (documented in ``docs/checkpoint_format.md``)::
     /rng                  attrs: bit_generator, state (JSON of bit_generator.state)
     /metrics/<column>     one 1-D dataset per column, one row per completed epoch
 
-Writes are atomic: the file is written as ``<name>.tmp`` in the same folder,
-flushed and fsynced, then renamed over ``<name>`` with :func:`os.replace`. A
-crash or Ctrl-C during a save leaves the previous checkpoint as it was.
+Writes are atomic: the file is written as ``<name>.<pid>.<random>.tmp`` in the
+same folder (a name no other writer uses), flushed and fsynced, then renamed over
+``<name>`` with :func:`os.replace`. A crash or Ctrl-C during a save leaves the
+previous checkpoint as it was; a ``kill -9`` may leave the ``.tmp`` file, which the
+next run in that folder removes (:mod:`snnsim.training.runfolder`).
+
+Loading refuses weights holding NaN or inf (a diverged run) unless asked to load
+them for forensics: ``load_checkpoint(path, allow_nonfinite=True)``, or
+``--allow-nonfinite`` on the command line (:func:`allow_nonfinite_weights`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -67,14 +76,24 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_name(path) -> Path:
+    """``<path>.<pid>.<random>.tmp``: a temporary name in ``path``'s folder that no other
+    process or call shares."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(tmp_path)`` then move the result onto ``path`` atomically.
 
-    ``tmp_path`` is ``<path>.tmp`` in the same folder; it is fsynced before
+    ``tmp_path`` is :func:`temporary_name` of ``path``; it is fsynced before
     :func:`os.replace` and removed if ``write`` fails (also on KeyboardInterrupt).
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     try:
         write(tmp)
         _fsync_file(tmp)
@@ -110,8 +129,15 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
     epoch : completed epochs.
     config : the flat config as a dict (stored as a JSON string attribute).
     metrics : per-epoch rows with the keys of :data:`METRIC_COLUMNS`.
+
+    Non-finite weights are refused (:class:`CheckpointError`) before anything is
+    written: a diverged network never replaces a finite checkpoint.
     """
     path = Path(path)
+    hit = first_nonfinite(weights)
+    if hit:
+        raise CheckpointError(f"{path}: not written: layer {hit[0]} parameter {hit[1]} holds "
+                              f"{hit[2]} non-finite value(s) (NaN or inf)")
     path.parent.mkdir(parents=True, exist_ok=True)
     test_acc = [row["test_acc"] for row in metrics]
     best = int(np.argmax(test_acc)) if test_acc else -1
@@ -169,17 +195,60 @@ def _read_layers(group) -> list[dict]:
     return [{name: ds[()] for name, ds in group[k].items()} for k in keys]
 
 
-def load_checkpoint(path) -> dict:
+_ALLOW_NONFINITE = contextvars.ContextVar("snnsim_allow_nonfinite", default=False)
+
+
+@contextlib.contextmanager
+def allow_nonfinite_weights(allow: bool = True):
+    """Within the block, :func:`load_checkpoint` calls that do not say otherwise load
+    non-finite weights (the command line's ``--allow-nonfinite``)."""
+    token = _ALLOW_NONFINITE.set(bool(allow))
+    try:
+        yield
+    finally:
+        _ALLOW_NONFINITE.reset(token)
+
+
+def first_nonfinite(weights: list[dict]):
+    """``(layer index, parameter name, number of NaN/inf values)`` of the first parameter
+    holding a non-finite value, or None when every weight is finite."""
+    for i, layer in enumerate(weights):
+        for name, a in layer.items():
+            a = to_numpy(a)
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                return i, name, bad
+    return None
+
+
+def check_finite_weights(path, weights: list[dict]) -> None:
+    """CheckpointError naming the file, layer and parameter when a loaded weight is NaN
+    or inf."""
+    hit = first_nonfinite(weights)
+    if hit:
+        raise CheckpointError(
+            f"{path}: layer {hit[0]} parameter {hit[1]} holds {hit[2]} non-finite value(s) "
+            "(NaN or inf: the run diverged); load it anyway for forensics with "
+            "--allow-nonfinite (load_checkpoint(..., allow_nonfinite=True))")
+
+
+def load_checkpoint(path, allow_nonfinite: bool | None = None) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Returns a dict: ``epoch``, ``config`` (dict), ``weights`` (list of dicts of
     NumPy arrays), ``optimizer`` (like ``AdamW.state_dict()``), ``rng_state``,
     ``metrics`` (list of per-epoch dicts), ``snnsim_version``, ``git_commit``,
-    ``source``, ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``path``.
+    ``source``, ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``data_files``
+    (the dataset files the run read: path, bytes, sha256; [] for older files),
+    ``path``.
     Raises :class:`CheckpointError` naming the file if it is missing, corrupt,
-    truncated, not HDF5, or not an snnsim checkpoint of a known version.
+    truncated, not HDF5, or not an snnsim checkpoint of a known version, and if
+    a weight is NaN or inf unless ``allow_nonfinite`` (None: the setting of
+    :func:`allow_nonfinite_weights`, default False).
     """
     path = Path(path)
+    if allow_nonfinite is None:
+        allow_nonfinite = _ALLOW_NONFINITE.get()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -219,12 +288,15 @@ def load_checkpoint(path) -> dict:
             n = len(cols["epoch"])
             out["metrics"] = [{k: (int(cols[k][i]) if k == "epoch" else float(cols[k][i]))
                                for k in METRIC_COLUMNS} for i in range(n)]
-            return out
+            out["data_files"] = json.loads(f.attrs.get("data_files", "[]"))
     except CheckpointError:
         raise
     except (KeyError, OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: damaged snnsim checkpoint ({type(exc).__name__}: "
                               f"{exc})") from exc
+    if not allow_nonfinite:
+        check_finite_weights(path, out["weights"])
+    return out
 
 
 def checkpoint_epoch(path) -> int:
@@ -249,6 +321,7 @@ def restore_rng(rng_state: dict) -> np.random.Generator:
     return np.random.Generator(bg)
 
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS",
-           "atomic_copy", "atomic_write", "checkpoint_epoch",
-           "load_checkpoint", "restore_rng", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS", "TMP_SUFFIX",
+           "allow_nonfinite_weights", "atomic_copy", "atomic_write", "check_finite_weights",
+           "checkpoint_epoch", "first_nonfinite", "load_checkpoint", "restore_rng",
+           "save_checkpoint", "temporary_name"]

@@ -16,6 +16,7 @@ An unknown key is an error naming the key and listing the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ LOSSES = ("kernel", "count")
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy", "torch")
 DESIRED_TRAINS = ("paper", "authors")
+
+
+#: Keys of a run's ``config.json`` that record what the run did, not how to run it
+#: (``data_files``: the dataset files read, :mod:`snnsim.training.provenance`).
+RECORD_KEYS = ("data_files",)
 
 
 def _f(default, help: str):  # "help" reads best in the table below
@@ -128,6 +134,7 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be positive or None, got {getattr(self, key)}")
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {self.betas}")
+        _check_ranges(self)
 
     # --- conversions ----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -140,8 +147,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
-        """Build from a flat dict (values already typed, or strings to parse)."""
-        return cls().replace(source=source, **d)
+        """Build from a flat dict (values already typed, or strings to parse); the
+        records a run adds to its ``config.json`` (:data:`RECORD_KEYS`) are skipped."""
+        return cls().replace(source=source, **{k: v for k, v in d.items()
+                                                if k not in RECORD_KEYS})
 
     def replace(self, source: str = "override", **changes) -> TrainConfig:
         """A copy with ``changes`` applied; string values are parsed to the field's type."""
@@ -184,6 +193,7 @@ def field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
 
 
+@functools.lru_cache(maxsize=1)
 def field_types() -> dict[str, object]:
     return typing.get_type_hints(TrainConfig)
 
@@ -272,6 +282,33 @@ def _check_choice(key, value, choices, optional=False):
                           + (" or None" if optional else "") + f", got {value!r}")
 
 
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Values the types admit but the run cannot use: non-finite numbers, AdamW's
+    eps <= 0, weight decay < 0, betas outside [0, 1), a negative seed, a fused
+    network off CuPy, a run name that is not a plain folder name."""
+    import math
+    for key in ("lr", "eps", "weight_decay", "tau_m", "tau_s", "v_th", "desired_count",
+                "undesired_count", "grad_clip", "weight_clamp", "sensitivity_bound"):
+        value = getattr(cfg, key)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if not cfg.eps > 0:
+        raise ConfigError(f"eps must be positive (AdamW divides by sqrt(v) + eps), got {cfg.eps}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(cfg.betas)}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0 (NumPy seeds are non-negative), got {cfg.seed}")
+    if cfg.fused and cfg.backend != "cupy":
+        raise ConfigError("fused needs --backend cupy (one CUDA kernel per LIF layer); "
+                          f"backend is {cfg.backend!r}")
+    if cfg.name and (cfg.name in (".", "..") or not all(c.isalnum() or c in "_.-"
+                                                         for c in cfg.name)):
+        raise ConfigError(f"name {cfg.name!r} must be a plain folder name (letters, digits, "
+                          "'_', '.', '-'); use --out DIR for a folder elsewhere")
+
+
 def describe_fields() -> str:
     """The table of every field, its type, default and meaning, for ``--help``."""
     defaults = TrainConfig().to_dict()
@@ -315,7 +352,8 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
         if not base.name:
             fields["name"] = path.stem
         return base.replace(source=source, **fields)
-    doc = {k: v for k, v in doc.items() if normalize_key(k) != "out"}   # a new run, a new folder
+    doc = {k: v for k, v in doc.items()    # a new run: a new folder, its own records
+           if normalize_key(k) not in ("out", *RECORD_KEYS)}
     return base.replace(source=source, **doc)
 
 

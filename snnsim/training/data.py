@@ -20,13 +20,15 @@ enough to resume bit-exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..datasets.errors import DatasetError
 from ..datasets.registry import get_spec
 from ..layout import ascontiguous
 from ..network import repeat_static
+from . import provenance
 
 #: CIFAR-10 training augmentation (authors: RandomCrop(32, padding=4), RandomHorizontalFlip).
 CIFAR10_CROP_PAD = 4
@@ -40,6 +42,7 @@ class Split:
         ``"events"`` (``frames`` is a lazy N-MNIST reader; ``index`` selects its samples).
     y : labels ``(N,)`` int64.
     augment : apply the CIFAR-10 crop and flip to every batch drawn from it.
+    files : what was read, :mod:`snnsim.training.provenance` records (path, sha256).
     """
 
     name: str
@@ -49,6 +52,7 @@ class Split:
     frames: object = None
     index: np.ndarray | None = None
     augment: bool = False
+    files: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -76,22 +80,25 @@ def _subset_index(n: int, subset: int | None, evenly: bool = False) -> np.ndarra
 
 
 def _load_mnist(dataset: str, split: str, cfg, subset, dtype) -> Split:
-    from ..datasets.idx import load_idx_dataset
+    from ..datasets.idx import find_idx_files, load_idx_dataset
     from ..datasets.transforms import normalize_mnist
+    files = [provenance.file_record(split, p) for p in find_idx_files(dataset, split, cfg.data_dir)]
     images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
     x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
-    return Split(split, "static", labels[idx].astype(np.int64), x=x)
+    return Split(split, "static", labels[idx].astype(np.int64), x=x, files=files)
 
 
 def _load_cifar10(dataset: str, split: str, cfg, subset, dtype) -> Split:
-    from ..datasets.cifar import load_cifar10
+    from ..datasets.cifar import CIFAR10_BATCHES, find_cifar10_dir, load_cifar10
     from ..datasets.transforms import normalize_cifar10
+    root = find_cifar10_dir(split, cfg.data_dir)
+    files = [provenance.file_record(split, root / b) for b in CIFAR10_BATCHES[split]]
     images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
     x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
     return Split(split, "static", labels[idx].astype(np.int64), x=x,
-                 augment=bool(cfg.augment and split == "train"))
+                 augment=bool(cfg.augment and split == "train"), files=files)
 
 
 def _load_events(dataset: str, split: str, cfg, subset, dtype) -> Split:
@@ -99,8 +106,9 @@ def _load_events(dataset: str, split: str, cfg, subset, dtype) -> Split:
     frames = NMNISTDataset(split, cfg.n_steps, cfg.nmnist_bin_us, data_dir=cfg.data_dir,
                            dtype=np.uint8, strict=False)
     idx = _subset_index(len(frames), subset, evenly=True)
+    files = [provenance.listing_record(split, frames.root, frames.paths)]
     return Split(split, "events", np.asarray(frames.labels)[idx].astype(np.int64),
-                 frames=frames, index=idx)
+                 frames=frames, index=idx, files=files)
 
 
 #: The loader of each preprocessing a dataset spec names
@@ -110,17 +118,36 @@ LOADERS = {"mnist": _load_mnist, "cifar10": _load_cifar10, "events": _load_event
 
 def load_split(dataset: str, split: str, cfg) -> Split:
     """Load and preprocess ``split`` ("train"|"test") of ``dataset`` for config ``cfg``,
-    as its spec's ``preprocessing`` says."""
+    as its spec's ``preprocessing`` says.
+
+    The files read are recorded in ``Split.files`` (path, size, sha256). An empty
+    split is an error, and so is an N-MNIST file that does not decode (every file
+    of the split is checked here, before any training)."""
     spec = get_spec(dataset)
     if spec.preprocessing not in LOADERS:
         raise ValueError(f"no loader for dataset {dataset!r} (preprocessing "
                          f"{spec.preprocessing!r}; known: {sorted(LOADERS)})")
     subset = cfg.train_subset if split == "train" else cfg.test_subset
-    return LOADERS[spec.preprocessing](spec.name, split, cfg, subset, np.dtype(cfg.dtype))
+    out = LOADERS[spec.preprocessing](spec.name, split, cfg, subset, np.dtype(cfg.dtype))
+    if len(out) == 0:
+        where = ", ".join(r["path"] for r in out.files) or dataset
+        raise DatasetError(f"{where}: the {split} split of {dataset} is empty (0 samples)")
+    if out.kind == "events":
+        validate_events(out)
+    return out
+
+
+def validate_events(split: Split) -> None:
+    """Decode every event file ``split`` uses, so that a bad file stops the run before
+    training rather than after a whole epoch (DatasetError naming the file)."""
+    from ..datasets.nmnist import read_nmnist_events
+    for i in split.index:
+        read_nmnist_events(split.frames.paths[int(i)])
 
 
 def load_splits(cfg) -> tuple[Split, Split]:
-    """(train, test) of ``cfg.dataset``, preprocessed, on the host."""
+    """(train, test) of ``cfg.dataset``, preprocessed, on the host; both checked before
+    either is used."""
     return load_split(cfg.dataset, "train", cfg), load_split(cfg.dataset, "test", cfg)
 
 

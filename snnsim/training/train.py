@@ -8,7 +8,8 @@ stops cleanly and ``--resume`` continues. See ``--help`` for every option.
 
 A run folder holds::
 
-    config.json       the resolved flat config (also inside every checkpoint)
+    config.json       the resolved flat config (also inside every checkpoint), and
+                      data_files: the dataset files read (path, bytes, sha256)
     run.json          which snnsim ran it: version, git commit (null outside a
                       checkout: an installed package has none), source, Python,
                       NumPy, start time; each resume appends its own
@@ -16,6 +17,13 @@ A run folder holds::
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
     best.h5           the epoch with the highest test accuracy so far
+    run.lock          held while a process trains in the folder (one writer)
+
+A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
+SIGTERM stops like Ctrl-C. A NaN or inf loss or weight stops the run
+(:mod:`snnsim.training.guard`) without touching the last checkpoint. Exit status:
+0 done, 2 a user error (one line; --debug for the traceback), 3 diverged, 130
+interrupted (Ctrl-C, SIGTERM).
 
 One training step (:func:`train_step`) is the authors' loop body: forward,
 loss, TSSL-BP backward, global gradient-norm clip, AdamW, weight clamp.
@@ -37,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import device, get_backend
-from ..cli import prog_name
+from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
@@ -45,10 +53,10 @@ from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..version import current_source_info
 from . import data as data_mod
+from . import guard, provenance, runfolder
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     CheckpointError,
-    atomic_copy,
     atomic_write,
     checkpoint_epoch,
     load_checkpoint,
@@ -67,8 +75,8 @@ from .config import (
 from .optim import AdamW, clamp_weights, clip_grad_norm
 
 RUNS_DIR = Path("runs")
-CHECKPOINT_NAME = "checkpoint.h5"
-BEST_NAME = "best.h5"
+CHECKPOINT_NAME = runfolder.CHECKPOINT_NAME
+BEST_NAME = runfolder.BEST_NAME
 CONFIG_NAME = "config.json"
 RUN_INFO_NAME = "run.json"
 METRICS_NAME = "metrics.jsonl"
@@ -76,7 +84,6 @@ METRICS_NAME = "metrics.jsonl"
 ESTIMATE_AFTER_BATCHES = 10
 #: Fields that may change when resuming (they do not change what is computed).
 RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
-EXIT_INTERRUPTED = 130
 
 
 # --- the network ----------------------------------------------------------------------
@@ -84,9 +91,23 @@ def build_layers(cfg: TrainConfig, input_shape: tuple) -> list[Layer]:
     """The layers named by ``cfg.network`` (:func:`snnsim.training.builder.layers_from_spec`:
     the paper's notation or an authors' YAML whose ``Layers:`` section is the network)."""
     try:
+        if not names_config_file(cfg.network):
+            check_input_size(cfg.network, input_shape)
         return layers_from_spec(cfg.network, input_shape, extra_network_keys=tuple(field_names()))
     except (ValueError, OSError) as exc:
         raise ConfigError(f"network {cfg.network!r}: {exc}") from exc
+
+
+def check_input_size(spec: str, input_shape: tuple) -> None:
+    """A paper-notation network that starts with a plain number (``784-400-10``) names
+    its input size first; it must be the data's (C*H*W), or the number would silently
+    become a hidden layer."""
+    tokens = [t.strip() for t in str(spec).replace("\u2212", "-").split("-")]
+    n_in = int(np.prod(input_shape))
+    if ":" not in spec and len(tokens) > 1 and tokens[0].isdigit() and int(tokens[0]) != n_in:
+        raise ValueError(f"the first number {tokens[0]} is the input size, but the data's "
+                         f"samples have {n_in} values ({'x'.join(map(str, input_shape))}); "
+                         f"write {n_in}-{'-'.join(tokens[1:])}")
 
 
 def neuron_and_grad(cfg: TrainConfig) -> tuple[NeuronParams, GradientParams]:
@@ -266,27 +287,26 @@ def _fmt_seconds(s: float) -> str:
 
 
 # --- the run ------------------------------------------------------------------------------
-def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dict:
-    """Train ``cfg`` (from scratch, or continuing the loaded checkpoint ``resume``).
-    ``dp``: a :class:`snnsim.training.parallel.DataParallel` (one run over MPI ranks;
-    rank 0 alone writes the run folder and prints).
+def check_output_size(net: Network, dataset: str) -> None:
+    """The last layer must have one neuron per class (the loss and the accuracy read
+    them as the classes)."""
+    n_out = int(np.prod(net.shapes[-1]))
+    n_classes = get_spec(dataset).n_classes
+    if n_out != n_classes:
+        raise ConfigError(f"network {net.describe()}: the output layer has {n_out} neurons; "
+                          f"the dataset has {n_classes} classes")
 
-    Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
-    ``interrupted`` (True after Ctrl-C), ``epochs_done``.
-    """
-    from tqdm import tqdm
 
-    root = dp is None or dp.root
-    say = tqdm.write if root else _silent
-    if not root:
-        log, cfg = _silent, dataclasses.replace(cfg, progress=False)
-
+def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
+    """Everything that can fail on the user's input, before the run folder is touched:
+    the folder's state, the data (both splits), the network, the resumed state."""
     xp = get_backend(cfg.backend)
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
     existing = run_dir / CHECKPOINT_NAME
-    if resume is None and existing.exists():
-        raise ConfigError(f"{run_dir} already holds a run ({CHECKPOINT_NAME}); continue it with "
-                          f"--resume {run_dir}, or choose another --out")
+    if check_folder and resume is None:      # (data-parallel: rank 0 alone checks the folder)
+        runfolder.check_new_run_folder(run_dir)
+    elif check_folder and run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: exists and is not a folder")
     if (resume is not None and existing.exists()
             and existing.resolve() != Path(resume["path"]).resolve()
             and checkpoint_epoch(existing) > int(resume["epoch"])):
@@ -294,32 +314,93 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
                           f"would overwrite {existing} (epoch {checkpoint_epoch(existing)}); "
                           "pass --out NEW_DIR")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    train_split, test_split = data_mod.load_splits(cfg)
+    net = make_network(cfg)
+    check_output_size(net, cfg.dataset)
+    opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 1])      # shuffling, dropout, augmentation
+    if resume is not None:
+        set_weights(net, resume["weights"])
+        opt.load_state_dict(resume["optimizer"])
+        rng = restore_rng(resume["rng_state"])
+    return cfg, xp, run_dir, train_split, test_split, net, opt, rng
 
+
+def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dict:
+    """Train ``cfg`` (from scratch, or continuing the loaded checkpoint ``resume``).
+    ``dp``: a :class:`snnsim.training.parallel.DataParallel` (one run over MPI ranks;
+    rank 0 alone locks and writes the run folder and prints).
+
+    Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
+    ``interrupted`` (True after Ctrl-C or SIGTERM), ``epochs_done``, ``data_files``.
+    Raises :class:`~snnsim.training.guard.DivergenceError` when the loss or a weight
+    becomes NaN or inf (the last checkpoint stays the last finite one), and
+    :class:`~snnsim.training.runfolder.RunFolderError` when another process holds
+    the run folder. Nothing is created on disk until the config, the data and the
+    network have been checked.
+    """
+    root = dp is None or dp.root
+    if not root:
+        log, cfg = _silent, dataclasses.replace(cfg, progress=False)
+    cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume, check_folder=root)
+    data_files = train_split.files + test_split.files
+    if not root:                       # the other ranks compute; rank 0 owns the folder
+        return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
+                           data_files, dp)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failed_start = False
+    try:
+        with runfolder.locked(run_dir):
+            try:
+                return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
+                                   opt, rng, data_files, dp)
+            finally:
+                failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
+                if failed_start:
+                    runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME, RUN_INFO_NAME))
+    finally:
+        if failed_start:
+            runfolder.remove_if_only_lock(run_dir)
+
+
+def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
+                data_files, dp=None) -> dict:
+    from tqdm import tqdm
+
+    root = dp is None or dp.root
+    say = tqdm.write if root else _silent
+    if root:
+        if resume is None:
+            runfolder.check_new_run_folder(run_dir)      # again, under the lock
+        removed = runfolder.clean_leftovers(run_dir)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) a killed run left in {run_dir}")
     log("snnsim.train: resolved config")
     log(cfg.format())
+    log("data files read:\n" + provenance.describe(data_files))
     if root:
-        write_json_atomic(run_dir / CONFIG_NAME, cfg.to_dict())
+        write_json_atomic(run_dir / CONFIG_NAME, {**cfg.to_dict(), "data_files": data_files})
         if resume is None:
             write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
         else:
             write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
                 read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
 
-    train_split, test_split = data_mod.load_splits(cfg)
-    net = make_network(cfg)
-    opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)
-    rng = np.random.default_rng([cfg.seed, 1])      # shuffling, dropout, augmentation
     history: list[dict] = []
     start_epoch = 0
     if resume is not None:
-        set_weights(net, resume["weights"])
-        opt.load_state_dict(resume["optimizer"])
-        rng = restore_rng(resume["rng_state"])
         history = [dict(row) for row in resume["metrics"]]
         start_epoch = int(resume["epoch"])
         log(f"resuming {resume['path']} after epoch {start_epoch}")
+        changed = provenance.differences(resume.get("data_files", []), data_files)
+        if resume.get("data_files") and changed:
+            log(f"note: the data differ from those the checkpoint was trained on: "
+                f"{', '.join(changed)}")
+        if root and runfolder.adopt_best(run_dir, resume):
+            log(f"{BEST_NAME} brought up to epoch {resume['best_epoch']} (a kill had "
+                "interrupted its promotion)")
     if root:
         write_metrics(run_dir / METRICS_NAME, history)   # the checkpoint's history is authoritative
 
@@ -338,84 +419,98 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
         log(hint)
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
+    saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
     resume_hint = f"python3 -m snnsim.train --resume {run_dir}"
     timed_batches, timed_seconds, estimated = 0, 0.0, False
     epoch = start_epoch
     bar = None
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       disable=not cfg.progress, leave=False, dynamic_ncols=True)
-            loss_sum, correct, seen = 0.0, 0, 0
-            t0 = time.perf_counter()
-            for i, (x_in, labels) in enumerate(data_mod.batches(
-                    train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
-                    device=net.device, shard=dp and dp.shard)):
-                tb = time.perf_counter()
-                if dp is None:
-                    L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
-                else:
-                    L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
-                                      dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
-                loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                refresh=False)
-                if not estimated and i >= 1:          # batch 0 is warm-up, not timed
-                    timed_batches += 1
-                    timed_seconds += time.perf_counter() - tb
-                    if timed_batches >= min(ESTIMATE_AFTER_BATCHES, per_epoch - 1):
-                        estimated = True
-                        est = timed_seconds / timed_batches * per_epoch
-                        left = cfg.epochs - epoch
-                        say(f"estimated {_fmt_seconds(est)} of training per epoch, "
-                                   f"about {_fmt_seconds(est * left)} for the {left} epoch(s) "
-                                   f"left (Ctrl-C stops; {resume_hint} continues)")
-            train_seconds = time.perf_counter() - t0
-            bar.close()
-            if dp is not None:
-                loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
-            t1 = time.perf_counter()
-            test_acc = evaluate(net, test_split, cfg, dp)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                   "train_acc": correct / max(seen, 1), "test_acc": test_acc,
-                   "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
-                   "eval_seconds": time.perf_counter() - t1}
-            history.append(row)
-            is_best = test_acc > best
-            best = max(best, test_acc)
-            if not root:
-                continue
-            save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
-                            rng_state=rng.bit_generator.state, epoch=epoch + 1,
-                            config=cfg.to_dict(), metrics=history,
-                            layer_names=[layer.describe() for layer in net.layers],
-                            network=net.describe())
-            if is_best:
-                atomic_copy(ckpt_path, run_dir / BEST_NAME)
-            append_metrics(run_dir / METRICS_NAME, row)
-            say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
-                       f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
-                       f"(best {best:.4f}){' *' if is_best else ''} | "
-                       f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
-    except KeyboardInterrupt:
+        with runfolder.sigterm_as_interrupt() as stop:
+            for epoch in range(start_epoch, cfg.epochs):
+                bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                           disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                loss_sum, correct, seen = 0.0, 0, 0
+                t0 = time.perf_counter()
+                for i, (x_in, labels) in enumerate(data_mod.batches(
+                        train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
+                        device=net.device, shard=dp and dp.shard)):
+                    tb = time.perf_counter()
+                    if dp is None:
+                        L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+                    else:
+                        L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
+                                          dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
+                    guard.check_step(net, opt, L, epoch + 1, i)
+                    stop.check()
+                    loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                    refresh=False)
+                    if not estimated and i >= 1:          # batch 0 is warm-up, not timed
+                        timed_batches += 1
+                        timed_seconds += time.perf_counter() - tb
+                        if timed_batches >= min(ESTIMATE_AFTER_BATCHES, per_epoch - 1):
+                            estimated = True
+                            est = timed_seconds / timed_batches * per_epoch
+                            left = cfg.epochs - epoch
+                            say(f"estimated {_fmt_seconds(est)} of training per epoch, "
+                                f"about {_fmt_seconds(est * left)} for the {left} "
+                                f"epoch(s) left (Ctrl-C stops; {resume_hint} continues)")
+                train_seconds = time.perf_counter() - t0
+                bar.close()
+                if dp is not None:
+                    loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
+                t1 = time.perf_counter()
+                test_acc = evaluate(net, test_split, cfg, dp)
+                row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                       "train_acc": correct / max(seen, 1), "test_acc": test_acc,
+                       "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
+                       "eval_seconds": time.perf_counter() - t1}
+                if root:
+                    save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
+                                    rng_state=rng.bit_generator.state, epoch=epoch + 1,
+                                    config=cfg.to_dict(), metrics=history + [row],
+                                    layer_names=[layer.describe() for layer in net.layers],
+                                    network=net.describe(),
+                                    extra_attrs={"data_files": json.dumps(data_files)})
+                history.append(row)
+                saved_epoch = epoch + 1
+                is_best = test_acc > best
+                if is_best:
+                    best = test_acc
+                if root:
+                    runfolder.promote(run_dir, is_best)
+                    append_metrics(run_dir / METRICS_NAME, row)
+                say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+                    f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
+                    f"(best {best:.4f}){' *' if is_best else ''} | "
+                    f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
+                stop.check()
+    except KeyboardInterrupt as exc:
         if bar is not None:
             bar.close()
-        done = len(history)
-        when = f"during epoch {epoch + 1}" if done <= epoch else f"after epoch {done}"
-        if done:
-            log(f"\ninterrupted {when}; the last complete checkpoint is "
-                f"{ckpt_path} (epoch {done}). Resume with:\n  {resume_hint}")
+        what = "terminated (SIGTERM)" if isinstance(exc, runfolder.Terminated) else "interrupted"
+        when = (f"during epoch {epoch + 1}" if saved_epoch <= epoch
+                else f"after epoch {saved_epoch}")
+        if saved_epoch > 0 and ckpt_path.exists():
+            log(f"\n{what} {when}; the last complete checkpoint is "
+                f"{ckpt_path} (epoch {saved_epoch}). Resume with:\n  {resume_hint}")
         else:
-            log(f"\ninterrupted {when}, before any checkpoint was written")
+            log(f"\n{what} {when}, before any checkpoint was written")
         return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": True,
-                "epochs_done": done}
+                "epochs_done": saved_epoch, "data_files": data_files}
+    except guard.DivergenceError as exc:
+        if bar is not None:
+            bar.close()
+        kept = (f"{ckpt_path} (epoch {saved_epoch}) is the last finite checkpoint"
+                if saved_epoch else "no checkpoint was written")
+        raise guard.DivergenceError(f"{exc}; {kept}") from exc
     if history:
         b = max(history, key=lambda r: r["test_acc"])
         log(f"done: {len(history)} epochs; best test accuracy {b['test_acc']:.4f} at epoch "
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
-            "epochs_done": len(history)}
+            "epochs_done": len(history), "data_files": data_files}
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -446,28 +541,42 @@ Config fields:
 """
 
 
+class _Once(argparse.Action):
+    """Store an option's value; giving the option twice is an error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice")
+        setattr(namespace, self.dest, values)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
                                 epilog=EPILOG_HEAD + describe_fields(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--config", metavar="PATH_OR_NAME",
+    p.add_argument("--config", action=_Once, metavar="PATH_OR_NAME",
                    help="config file: an authors' YAML (Network:/Layers:), a flat JSON/YAML "
                         "(e.g. a run's config.json), or the name of a config shipped in the "
                         "package (snnsim/configs/) such as fashion_mnist_mlp")
-    p.add_argument("--backend", choices=("numpy", "cupy", "torch"),
+    p.add_argument("--backend", action=_Once, choices=("numpy", "cupy", "torch"),
                    help="array backend (default numpy; torch: PyTorch tensors, CUDA where present)")
-    p.add_argument("--epochs", type=int, metavar="N", help="number of epochs (in total, "
+    p.add_argument("--epochs", action=_Once,
+                   type=int, metavar="N", help="number of epochs (in total, "
                    "counting those of a resumed run)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of initialisation, shuffling, "
+    p.add_argument("--batch-size", action=_Once, type=int, metavar="N", help="training batch size")
+    p.add_argument("--seed", action=_Once,
+                   type=int, metavar="N", help="seed of initialisation, shuffling, "
                    "dropout and augmentation")
-    p.add_argument("--out", metavar="DIR", help="run folder (must not hold a run already, "
+    p.add_argument("--out", action=_Once,
+                   metavar="DIR", help="run folder (must not hold a run already, "
                    "unless resuming)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT_OR_DIR",
                    help="continue from a checkpoint file or a run folder (its checkpoint.h5); "
                         "without a value: --out, else the newest folder in runs/")
-    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset")
+    p.add_argument("--data-dir", action=_Once, metavar="DIR",
+                   help="directory holding the dataset: the only place looked in (no other "
+                        "copy is used when it lacks a file)")
     p.add_argument("--data-parallel", action="store_true",
                    help="one run over the MPI ranks of mpiexec -n N (mpi4py): each batch split "
                         "across them, gradients summed; rank 0 writes the run folder "
@@ -498,6 +607,8 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
             parser.error(str(exc))
         if value is None:
             parser.error(f"--{key} needs a value: --{key}=VALUE")
+        if key in out:
+            parser.error(f"--{key} given twice ({out[key]!r} and {value!r})")
         out[key] = value
     return out
 
@@ -549,23 +660,22 @@ def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
     raise AssertionError("unreachable")
 
 
+@command("train")
 def main(argv=None) -> int:
-    from ..datasets.errors import DatasetError
+    """The command line: 0 done, 2 a user error (one line, see :mod:`snnsim.cli`),
+    3 diverged, 130 interrupted (Ctrl-C or SIGTERM; resumable)."""
     cfg, ckpt = parse_args(argv)
     dp = None
     if make_parser().parse_known_args(argv)[0].data_parallel:
         from .parallel import DataParallel
         dp = DataParallel(get_backend(cfg.backend))
-    try:
-        with dp.abort_on_crash() if dp else contextlib.nullcontext():
-            result = run(cfg, resume=ckpt, dp=dp)
-    except (ConfigError, CheckpointError, DatasetError) as exc:
-        print(f"snnsim.train: error: {exc}", file=sys.stderr)
-        return 2
+    with dp.abort_on_crash() if dp else contextlib.nullcontext():
+        result = run(cfg, resume=ckpt, dp=dp)
     return EXIT_INTERRUPTED if result["interrupted"] else 0
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "METRICS_NAME", "RUN_INFO_NAME", "build_layers",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "EXIT_DIVERGED", "EXIT_INTERRUPTED",
+           "METRICS_NAME", "RUN_INFO_NAME", "build_layers", "check_input_size", "check_output_size",
            "evaluate", "main", "make_loss", "make_network", "make_parser", "neuron_and_grad",
            "parse_args", "run", "set_weights", "train_step"]
 

@@ -1,0 +1,201 @@
+"""A crash-consistent run folder with one writer.
+
+The files of a run folder (see :mod:`snnsim.training.train`) change only in this
+order, each by an atomic rename (:func:`snnsim.training.checkpoint.atomic_write`)::
+
+    1. checkpoint.h5   epoch e, its history, and best_epoch b (the history's best)
+    2. best.h5         a copy of checkpoint.h5, only when b == e (a new best)
+    3. metrics.jsonl   the row of epoch e appended
+
+A kill at any instant therefore leaves either the state before step 1 or one in
+which ``best.h5`` lags by exactly one promotion: checkpoint.h5's ``best_epoch``
+equals its ``epoch`` and best.h5 holds an earlier epoch (or is missing). The next
+start repairs that by copying checkpoint.h5 to best.h5 (:func:`repair_best`), and
+rewrites metrics.jsonl from the checkpoint's history. After the repair,
+``best.h5`` holds the checkpoint's ``best_epoch``: the best epoch of metrics.jsonl.
+
+One writer: :func:`locked` takes an exclusive lock on ``<run folder>/run.lock``
+(:mod:`filelock`, released by the OS when the process dies, also on ``kill -9``)
+for the whole run; a second ``train`` or ``--resume`` on the folder fails at
+once with one line. Temporary files have unique names (pid and a random part);
+those a killed writer left (``*.tmp``) are removed on the next start, under the
+lock. SIGTERM (what job schedulers send) stops a run like Ctrl-C, at the next
+batch or once the epoch's files are written (:func:`sigterm_as_interrupt`).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+
+from .checkpoint import TMP_SUFFIX, CheckpointError, atomic_copy, checkpoint_epoch
+
+LOCK_NAME = "run.lock"
+CHECKPOINT_NAME = "checkpoint.h5"
+BEST_NAME = "best.h5"
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: another process holds it, or it holds files of
+    another run. The message names the folder."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the run stops as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def locked(run_dir):
+    """Hold an exclusive lock on ``run_dir`` (created if needed) for the block;
+    :class:`RunFolderError` at once if another process holds it."""
+    from filelock import FileLock, Timeout
+    run_dir = Path(run_dir)
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderError(f"{run_dir} is in use by another snnsim.train process (it holds "
+                             f"{run_dir / LOCK_NAME}); wait for it to finish or choose another "
+                             "--out") from None
+    try:
+        yield run_dir
+    finally:
+        lock.release()
+
+
+def clean_leftovers(run_dir) -> list[Path]:
+    """Remove the temporary files (``*.tmp``) a killed writer left; call under the lock.
+    Returns the removed paths."""
+    removed = []
+    for p in sorted(Path(run_dir).glob(f"*{TMP_SUFFIX}")):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def best_epoch_on_disk(run_dir) -> int | None:
+    """The epoch ``best.h5`` holds, or None when it is missing or unreadable."""
+    path = Path(run_dir) / BEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return checkpoint_epoch(path)
+    except CheckpointError:
+        return None
+
+
+def repair_best(run_dir, ckpt: dict) -> bool:
+    """Finish a promotion a kill interrupted: when the checkpoint ``ckpt`` (loaded from
+    ``run_dir/checkpoint.h5``) is its own history's best epoch and ``best.h5`` does not
+    hold that epoch, copy checkpoint.h5 to best.h5. Returns True if it copied."""
+    run_dir = Path(run_dir)
+    if ckpt["best_epoch"] != ckpt["epoch"] or ckpt["epoch"] < 1:
+        return False
+    if best_epoch_on_disk(run_dir) == ckpt["epoch"]:
+        return False
+    atomic_copy(run_dir / CHECKPOINT_NAME, run_dir / BEST_NAME)
+    return True
+
+
+def adopt_best(run_dir, ckpt: dict) -> bool:
+    """Make ``run_dir/best.h5`` hold the best epoch of the resumed checkpoint ``ckpt``.
+
+    Resuming ``run_dir``'s own checkpoint: :func:`repair_best`. Resuming a checkpoint
+    of another folder into a new one: copy that folder's best.h5 when it holds the
+    best epoch, or the checkpoint itself when it is the best epoch. Returns True if a
+    file was copied."""
+    run_dir, src = Path(run_dir), Path(ckpt["path"])
+    if (run_dir / CHECKPOINT_NAME).resolve() == src.resolve():
+        return repair_best(run_dir, ckpt)
+    if ckpt["best_epoch"] < 1 or best_epoch_on_disk(run_dir) == ckpt["best_epoch"]:
+        return False
+    if best_epoch_on_disk(src.parent) == ckpt["best_epoch"]:
+        atomic_copy(src.parent / BEST_NAME, run_dir / BEST_NAME)
+        return True
+    if ckpt["best_epoch"] == ckpt["epoch"]:
+        atomic_copy(src, run_dir / BEST_NAME)
+        return True
+    return False
+
+
+def remove_files(run_dir, names) -> None:
+    """Remove ``names`` and temporary leftovers from ``run_dir`` (a start that failed
+    before its first checkpoint)."""
+    for name in names:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    clean_leftovers(run_dir)
+
+
+def remove_if_only_lock(run_dir) -> None:
+    """Remove ``run_dir`` when it holds nothing but the lock file (a failed start in a
+    folder that did not exist before)."""
+    run_dir = Path(run_dir)
+    if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        try:
+            run_dir.rmdir()
+        except OSError:   # pragma: no cover - another process wrote into it meanwhile
+            pass
+
+
+def promote(run_dir, is_best: bool) -> None:
+    """Step 2 of the order above, after checkpoint.h5 was written: copy it to best.h5
+    when its epoch is a new best."""
+    if is_best:
+        atomic_copy(Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / BEST_NAME)
+
+
+def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME)) -> None:
+    """A new run may start in ``run_dir`` only if it holds none of ``names`` (a run's
+    checkpoint or best) and is a folder (or does not exist yet)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"--out {run_dir}: exists and is not a folder")
+    held = [n for n in names if (run_dir / n).exists()]
+    if held:
+        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(held)}); continue it "
+                             f"with --resume {run_dir}, or choose another --out")
+
+
+class StopRequest:
+    """Set by SIGTERM; :meth:`check` raises :class:`Terminated` at the run's next safe
+    point (after a batch, after an epoch's files are written)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM stops the run like Ctrl-C, cleanly and resumably: the
+    handler only records the request (an exception raised inside a signal handler can
+    land in a finaliser and be lost), and the run calls ``stop.check()`` at its safe
+    points, which raises :class:`Terminated` (a KeyboardInterrupt). A second SIGTERM
+    raises at once. Outside the main thread (where handlers cannot be set) the block
+    runs without a handler. Yields the :class:`StopRequest`."""
+    stop = StopRequest()
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise Terminated("SIGTERM (second)")
+        stop.requested = True
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:     # not the main thread
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
+           "adopt_best", "best_epoch_on_disk", "check_new_run_folder", "clean_leftovers",
+           "locked", "promote", "remove_files", "remove_if_only_lock", "repair_best",
+           "sigterm_as_interrupt"]
