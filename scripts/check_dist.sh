@@ -90,12 +90,16 @@ snnsim --help > "$WORK/help.txt"
 COMMANDS=$("$V" -c 'from snnsim.cli import ALIASES, available; print(" ".join([*available(), *ALIASES]))')
 for cmd in $COMMANDS; do
   grep -q "^  ${cmd} \|alias: ${cmd})" "$WORK/help.txt" || fail "snnsim --help does not list $cmd"
-  snnsim "$cmd" --help | head -1 | grep -q "^usage: snnsim $cmd " || fail "snnsim $cmd --help"
-  python3 -m snnsim "$cmd" --help | head -1 | grep -q "^usage: python3 -m snnsim $cmd " \
+  # whole output to a file first: a pipe closed by head would break the command's last print
+  snnsim "$cmd" --help > "$WORK/h.txt" && head -1 "$WORK/h.txt" | grep -q "^usage: snnsim $cmd " \
+    || fail "snnsim $cmd --help"
+  python3 -m snnsim "$cmd" --help > "$WORK/h.txt" && head -1 "$WORK/h.txt" \
+    | grep -q "^usage: python3 -m snnsim $cmd " \
     || fail "python3 -m snnsim $cmd --help"
 done
 for mod in train record plots inspection bench fidelity datasets.download; do
-  python3 -m "snnsim.$mod" --help | head -1 | grep -q "^usage: python3 -m snnsim.$mod " \
+  python3 -m "snnsim.$mod" --help > "$WORK/h.txt" && head -1 "$WORK/h.txt" \
+    | grep -q "^usage: python3 -m snnsim.$mod " \
     || fail "python3 -m snnsim.$mod --help"
 done
 echo "   $(echo $COMMANDS | wc -w) command names (aliases included), as snnsim NAME and python3 -m snnsim NAME; 7 modules as python3 -m snnsim.MODULE"
