@@ -15,7 +15,8 @@ A run folder holds::
     best.h5           the epoch with the highest test accuracy so far
 
 One training step (:func:`train_step`) is the authors' loop body: forward,
-loss, TSSL-BP backward, global gradient-norm clip, AdamW, weight clamp.
+loss, backward (TSSL-BP by default; ``--backward`` picks another variant of
+:mod:`snnsim.variants`), global gradient-norm clip, AdamW, weight clamp.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
 from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
+from ..variants import describe_backwards, variant_backward, variant_gradient_params
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
@@ -74,12 +76,13 @@ def build_layers(cfg: TrainConfig, input_shape: tuple) -> list[Layer]:
 
 
 def neuron_and_grad(cfg: TrainConfig) -> tuple[NeuronParams, GradientParams]:
-    """The network's neuron and gradient reading: the preset's, unless overridden."""
+    """The network's neuron and gradient reading: the preset's, unless overridden (a named
+    TSSL-BP backward variant brings its own reading, bound and warm-up)."""
     res = cfg.resolved()
     neuron = NeuronParams(tau_m=cfg.tau_m, tau_s=cfg.tau_s, v_th=cfg.v_th, reset=res["reset"])
     grad = GradientParams(reading=res["reading"], sensitivity_bound=cfg.sensitivity_bound,
                           warmup=cfg.warmup)
-    return neuron, grad
+    return neuron, variant_gradient_params(cfg.backward, grad)
 
 
 def build_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network:
@@ -137,11 +140,20 @@ def make_loss(cfg: TrainConfig, net: Network):
 
 
 def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig,
-               rng: np.random.Generator) -> tuple[float, int]:
-    """Forward, loss, TSSL-BP backward, clip, AdamW, clamp. Returns (L, n correct)."""
+               rng: np.random.Generator, lif_backward_fn=None) -> tuple[float, int]:
+    """Forward, loss, backward, clip, AdamW, clamp. Returns (L, n correct).
+
+    The backward is ``cfg.backward`` (:mod:`snnsim.variants`): TSSL-BP with the network's
+    own reading by default, or a named variant (another reading, φ<1> flipped, surrogate
+    BPTT). ``lif_backward_fn(g, state, neuron) -> δ``, if given, replaces it (the
+    benchmark's O(T²) baseline).
+    """
     a, cache = net.forward(x_in, train=True, rng=rng)                      # (T, B, C)
     L, g = loss_fn(a, labels)
-    grads = net.backward(g, cache)
+    if lif_backward_fn is None:
+        grads = variant_backward(net, g, cache, cfg.backward)
+    else:
+        grads = net.backward(g, cache, lif_backward_fn=lif_backward_fn)
     if cfg.grad_clip:
         clip_grad_norm(grads, cfg.grad_clip)
     opt.step(grads)
@@ -264,7 +276,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     n_train, n_test = len(train_split), len(test_split)
     per_epoch = data_mod.n_batches(n_train, cfg.batch_size)
     log(f"network {net.describe()} on input {net.input_shape}: {count_params(net):,} parameters; "
-        f"neuron {net.neuron}; gradient {net.grad}")
+        f"neuron {net.neuron}; backward {cfg.backward}, gradient {net.grad}")
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
     hint = blas_thread_hint(cfg.backend)
@@ -365,6 +377,10 @@ Every config field can be set with --key=value (or --key value; '-' and '_'
 are the same), parsed to the field's type; 'none' clears an optional field.
 Precedence: defaults < --config file < command line. When resuming, only
 these may change: """ + ", ".join(RESUME_CHANGEABLE) + """.
+
+Backward variants (--backward=NAME; what computes the LIF layers' delta, the
+forward is always the discrete network; snnsim/variants.py):
+""" + describe_backwards() + """
 
 Config fields:
 """
