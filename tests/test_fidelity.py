@@ -11,13 +11,15 @@
 - The CLI's ``random`` subcommand writes its JSON, table and figure.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from snnsim import EXACT_TIMING, GradientParams, NeuronParams, kernel_loss, lif_forward, phi_matrix
 from snnsim import variants
-from snnsim.fidelity import cli, measure, problems
+from snnsim.fidelity import cli, measure, problems, training
+from snnsim.training.config import ConfigError
 from snnsim.tsslbp import lif_backward
 
 FD_RTOL = 1e-6
@@ -133,3 +135,83 @@ def test_descent_probe_and_report(tmp_path):
     cli.main(["--out", str(tmp_path), "--plot-dir", str(tmp_path), "report"])
     text = (tmp_path / "fidelity.md").read_text()
     assert "compounded once per layer" in text and "fidelity_random.md" in text
+
+
+# --- training through python3 -m snnsim.train ----------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_fashion(tmp_path_factory):
+    from test_train import write_fashion_mnist
+    return str(write_fashion_mnist(tmp_path_factory.mktemp("fashion"), n_train=40, n_test=20))
+
+
+def test_compare_training_is_runs_of_snnsim_train(tiny_fashion, tmp_path):
+    """Each run of compare-training is the run ``python3 -m snnsim.train --backward=...`` makes
+    (same metrics, bit for bit); a second call reads the folders and trains nothing; more
+    epochs continue the runs."""
+    from snnsim.training import train as train_mod
+    from snnsim.training.checkpoint import load_checkpoint
+    runs = tmp_path / "runs"
+    res = training.run_compare_training(["authors", "surrogate"], [1], 1, 40, 20, runs, data_dir=tiny_fashion)
+    assert [r["epoch"] for r in res["runs"]["surrogate"][0]["epochs"]] == [0, 1]
+    assert res["runs"]["authors"][0]["epochs"][0] == res["runs"]["surrogate"][0]["epochs"][0]  # same init
+    direct = tmp_path / "direct"
+    argv = ["--backward=surrogate", "--seed=1", "--epochs=1", "--train_subset=40", "--test_subset=20",
+            f"--out={direct}", f"--data-dir={tiny_fashion}", "--progress=false"]
+    assert train_mod.main(argv) == 0
+    got = res["runs"]["surrogate"][0]["epochs"][1]
+    want = load_checkpoint(direct / "checkpoint.h5")["metrics"][0]
+    assert (got["train_loss"], got["test_acc"]) == (want["train_loss"], want["test_acc"])
+    ckpt = runs / "compare" / "surrogate_seed1" / "checkpoint.h5"
+    stamp = ckpt.stat().st_mtime_ns
+    again = training.run_compare_training(["surrogate"], [1], 1, 40, 20, runs, data_dir=tiny_fashion)
+    assert ckpt.stat().st_mtime_ns == stamp
+    assert again["runs"]["surrogate"][0]["epochs"][1]["test_acc"] == got["test_acc"]
+    longer = training.run_compare_training(["surrogate"], [1], 2, 40, 20, runs, data_dir=tiny_fashion)
+    assert [r["epoch"] for r in longer["runs"]["surrogate"][0]["epochs"]] == [0, 1, 2]
+    assert longer["runs"]["surrogate"][0]["epochs"][1]["train_loss"] == got["train_loss"]
+    with pytest.raises(ConfigError, match="another run"):
+        training.run_compare_training(["surrogate"], [1], 1, 30, 20, runs, data_dir=tiny_fashion)
+
+
+@pytest.mark.slow
+def test_along_training_measures_the_checkpoint_of_every_epoch(tiny_fashion, tmp_path):
+    runs = tmp_path / "runs"
+    res = training.run_along_training("authors", 1, 2, 40, 20, n_samples=4, n_dirs=2, runs_dir=runs,
+                                      data_dir=tiny_fashion)
+    assert [r["epoch"] for r in res["epochs"]] == [0, 1, 2]
+    assert all(len(r["fidelity"]["layers"]) == 3 for r in res["epochs"])
+    folder = runs / "along" / "authors_seed1"
+    assert (folder / "epoch_1.h5").is_file() and (folder / "epoch_2.h5").is_file()
+    # one epoch at a time with --resume is the uninterrupted run of compare-training
+    cmp = training.run_compare_training(["authors"], [1], 2, 40, 20, runs, data_dir=tiny_fashion)
+    assert [r["test_acc"] for r in res["epochs"]] == [r["test_acc"] for r in cmp["runs"]["authors"][0]["epochs"]]
+    assert [r["train_loss"] for r in res["epochs"][1:]] == [r["train_loss"] for r in cmp["runs"]["authors"][0]["epochs"][1:]]
+
+
+def test_commands_write_to_runs_unless_told(tmp_path, monkeypatch):
+    ap = cli.make_parser()
+    assert ap.parse_args(["random"]).out == Path("runs/fidelity")
+    assert ap.parse_args(["report", "--out", "reference"]).out == Path("reference")
+    assert ap.parse_args(["--out", "x", "report"]).out == Path("x")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["random", "--n-dirs", "2"]) == 0
+    assert (tmp_path / "runs" / "fidelity" / "fidelity_random.json").is_file()
+    assert not (tmp_path / "reference").exists()
+
+
+def test_report_sentences_and_help(tmp_path, capsys):
+    cli.main(["--out", str(tmp_path), "random", "--n-dirs", "2"])
+    cli.main(["--out", str(tmp_path), "report"])
+    assert "issue" not in (tmp_path / "fidelity.md").read_text().lower()
+    template = (Path(cli.__file__).parent / "report_template.md").read_text()
+    assert "issue" not in template.lower()
+    for sub in ("random", "batch", "along-training", "compare-training", "report"):
+        with pytest.raises(SystemExit):
+            cli.main([sub, "--help"])
+        out = capsys.readouterr().out
+        assert "default" in out and len(out.split("\n\n")[1]) > 80, sub
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in variants.BACKWARDS:
+        assert f"\n  {name} " in out

@@ -54,8 +54,9 @@ def _common(top: bool) -> argparse.ArgumentParser:
     """--out and --plot-dir, accepted before or after the subcommand."""
     p = argparse.ArgumentParser(add_help=False)
     default = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    said = "" if top else f" (default {DEFAULT_OUT})"
     p.add_argument("--out", "--out-dir", dest="out", type=Path, default=default(DEFAULT_OUT),
-                   help="folder of the JSON and markdown files (reference: the tracked results)")
+                   help=f"folder of the JSON and markdown files{said}; reference: the tracked results")
     p.add_argument("--plot-dir", type=Path, default=default(None),
                    help="folder of the PNG figures (None: the --out folder; plots: the tracked figures)")
     return p

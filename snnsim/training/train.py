@@ -207,7 +207,7 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 def blas_thread_hint(backend: str) -> str | None:
     """A hint when the CPU is oversubscribed and BLAS threads were left at their default:
     OpenBLAS threads then spin-wait for each other and a training step gets several
-    times slower (measured: 5x at load 9 on 2 CPUs, benchmarks/train_speed.py)."""
+    times slower (measured: 5x at load 9 on 2 CPUs, python3 -m snnsim.bench --phases)."""
     if backend != "numpy" or any(os.environ.get(v) for v in BLAS_THREAD_VARS):
         return None
     try:
