@@ -15,6 +15,12 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_random(res: dict, path: Path) -> None:
     plt = _plt()
     labels, series = [], {"cos(authors, timing)": [], "cos(authors, FD)": [], "cos(timing, FD)": [],
@@ -38,9 +44,7 @@ def plot_random(res: dict, path: Path) -> None:
     ax.set_ylim(-1.05, 1.05)
     ax.set_title("random dense networks (float64): per-layer cosines; L1 = first layer")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_batch(res: dict, path: Path, variants=BATCH_VARIANTS) -> None:
@@ -61,15 +65,13 @@ def plot_batch(res: dict, path: Path, variants=BATCH_VARIANTS) -> None:
         ax.set_title(title, fontsize=8)
         ax.axhline(0 if "cos" in title else 1, color="k", lw=0.5)
         ax.legend(fontsize=7)
-    axes[0].set_ylim(-1.05, 1.05)
-    axes[1].set_ylim(-1.05, 1.05)
+    for ax in axes[:2]:
+        ax.set_ylim(-1.05, 1.05)
     axes[2].set_yscale("log")
     source = (f"checkpoint {res['checkpoint']}" if res.get("checkpoint") else
               f"weights {res['weights']}" if res.get("weights") else f"initialisation, seed {res['seed']}")
     fig.suptitle(f"{res['net']} on {res['n_samples']} test samples ({source})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_along(res: dict, path: Path) -> None:
@@ -88,8 +90,8 @@ def plot_along(res: dict, path: Path) -> None:
         axes[1].plot(eps, get("timing-bw-flipped", "cos_authors"), "s--", color=col,
                      label=f"{lab}: cos(timing-bw-flipped, authors)")
     axes[2].plot(eps, [r["test_acc"] for r in res["epochs"]], "o-")
-    axes[0].set_ylim(-1.05, 1.05)
-    axes[1].set_ylim(-1.05, 1.05)
+    for ax in axes[:2]:
+        ax.set_ylim(-1.05, 1.05)
     for ax in axes[:2]:
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=6)
@@ -97,9 +99,7 @@ def plot_along(res: dict, path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.suptitle(f"along training with `{res['setup']['variant']}` (n_train {res['setup']['n_train']})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_compare(res: dict, path: Path) -> None:
@@ -117,6 +117,4 @@ def plot_compare(res: dict, path: Path) -> None:
                  f"seeds {res['seeds']})", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)

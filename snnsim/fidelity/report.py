@@ -210,7 +210,7 @@ def write_random(res: dict, out: Path, plots: Path, cmd: str) -> Path:
     n0 = res["nets"][0]
     text = fill("random_intro", cmd=cmd, json=js, png=png, ws=RANDOM_WEIGHT_SCALE, xs=RANDOM_INPUT_SCALE,
                 batch=n0["batch"], step=n0["fd_step"], k=n0["n_directions"])
-    text += random_table(res) + "\n\n" + f"![random networks]({_relpath(png, out)})\n" + fill("random_outro")
+    text += "\n" + random_table(res) + "\n\n" + f"![random networks]({_relpath(png, out)})\n\n" + fill("random_outro")
     md.write_text(text)
     return md
 
