@@ -235,13 +235,13 @@ def device_name(xp) -> str:
 
 
 DESCRIPTION = __doc__ + """
-How long (a 2-core CPU, NumPy, idle; measured with this command):
+How long, on a 2-core CPU with NumPy:
   python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, memory at
-                                       T = 5, 30 - about 15 s (17 s of CPU time measured)
+                                       T = 5, 30 - about 15 s (measured: 17 s of CPU time)
   python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines,
                                        memory at T = 100 - about 7 min and up to 17 GB of
-                                       memory (from reference/bench_cpu.json: the N-MNIST
-                                       O(T²) baseline alone is 76 s a batch)
+                                       memory (estimated from reference/bench_cpu.json: the
+                                       N-MNIST O(T²) baseline alone is 76 s a batch)
   python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
 A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
 
