@@ -98,11 +98,11 @@ def get_variant(name: str) -> Variant | None:
                          + ", ".join(BACKWARDS)) from None
 
 
-def describe_backwards(indent: str = "  ") -> str:
-    """One line per name accepted by ``--backward``, for ``--help``."""
-    width = max(map(len, BACKWARDS))
+def describe_backwards(indent: str = "  ", names=BACKWARDS) -> str:
+    """One line per name (default: every name ``--backward`` accepts), for ``--help``."""
+    width = max(map(len, names))
     docs = {DEFAULT_BACKWARD: DEFAULT_BACKWARD_DOC, **{n: v.doc for n, v in VARIANTS.items()}}
-    return "\n".join(f"{indent}{n:<{width}}  {docs[n]}" for n in BACKWARDS)
+    return "\n".join(f"{indent}{n:<{width}}  {docs[n]}" for n in names)
 
 
 def signed_lif_backward(dL_da, state, neuron: NeuronParams, grad: GradientParams,

@@ -210,8 +210,9 @@ def test_report_sentences_and_help(tmp_path, capsys):
             cli.main([sub, "--help"])
         out = capsys.readouterr().out
         assert "default" in out and len(out.split("\n\n")[1]) > 80, sub
+        assert all(f"\n  {name} " in out for name in variants.VARIANTS), sub
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for name in variants.BACKWARDS:
+    for name in variants.VARIANTS:
         assert f"\n  {name} " in out

@@ -42,8 +42,12 @@ how each trains. Subcommands (each --help says more):
 Results go to --out (default runs/fidelity/); the tracked reference/ and plots/ are
 rewritten only when asked: python3 -m snnsim.fidelity --out reference --plot-dir plots report
 
-Backward variants (snnsim/variants.py; --backward of python3 -m snnsim.train):
-""" + describe_backwards()
+Backward variants (snnsim/variants.py; also --backward of python3 -m snnsim.train, whose
+default is tsslbp: the network's own TSSL-BP reading, under the authors' preset `authors`):
+""" + describe_backwards(names=tuple(VARIANTS))
+
+
+VARIANTS_HELP = "Backward variants (snnsim/variants.py):\n" + describe_backwards(names=tuple(VARIANTS))
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -70,7 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     def add(name, summary, description):
         return sub.add_parser(name, help=summary, description=textwrap.fill(description, 88),
-                              parents=[common], formatter_class=_Formatter)
+                              parents=[common], formatter_class=_Formatter, epilog=VARIANTS_HELP)
 
     p = add("random", "random dense networks, float64 (seconds)",
             "Four random dense float64 networks (RANDOM_NETS): per layer, the cosine of each of "
@@ -127,14 +131,13 @@ def make_parser() -> argparse.ArgumentParser:
         if name == "along-training":
             p.add_argument("--seed", type=int, default=0, help="seed of the run")
             p.add_argument("--variant", default="authors", choices=sorted(VARIANTS), metavar="VARIANT",
-                           help="backward variant trained (names in python3 -m snnsim.fidelity --help)")
+                           help="backward variant trained (names below)")
             p.add_argument("--n-samples", type=int, default=100, help="test samples measured")
             p.add_argument("--n-dirs", type=int, default=N_DIRECTIONS, help="random directions per layer")
         else:
             p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, one run each per variant")
             p.add_argument("--variants", nargs="+", default=list(TRAIN_VARIANTS), choices=sorted(VARIANTS),
-                           metavar="VARIANT", help="backward variants trained (names in "
-                                                   "python3 -m snnsim.fidelity --help)")
+                           metavar="VARIANT", help="backward variants trained (names below)")
 
     add("report", "assemble fidelity.md from the JSON files in --out",
         "Assembles <out>/fidelity.md from the JSON files the other subcommands wrote into --out "
