@@ -237,11 +237,11 @@ def device_name(xp) -> str:
 DESCRIPTION = __doc__ + """
 How long, on a 2-core CPU with NumPy:
   python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, memory at
-                                       T = 5, 30 - about 15 s (measured: 17 s of CPU time)
+                                       T = 5, 30 - about 15 s (measured: 14.7 s)
   python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines,
-                                       memory at T = 100 - about 7 min and up to 17 GB of
-                                       memory (estimated from reference/bench_cpu.json: the
-                                       N-MNIST O(T²) baseline alone is 76 s a batch)
+                                       memory at T = 100 - about 15 min and 17 GB of memory
+                                       (measured: 14.4 min; the N-MNIST O(T²) baseline alone
+                                       is 1.5-3 min a batch)
   python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
 A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
 
@@ -251,7 +251,7 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--full", action="store_true",
-                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} (minutes)")
+                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} (about 15 min, 17 GB)")
     p.add_argument("--experiments", default=None,
                    help=f"comma-separated of {sorted(EXPERIMENTS)} (default {QUICK_EXPERIMENTS}; "
                         f"--full: {FULL_EXPERIMENTS}; '' to skip)")
