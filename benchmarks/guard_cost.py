@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from snnsim.training.config import TrainConfig
 from snnsim.training.guard import check_step
 from snnsim.training.optim import AdamW
-from snnsim.training.train import build_network, make_loss, train_step
+from snnsim.training.train import make_loss, make_network, train_step
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=40, help="timed steps of each kind")
     args = p.parse_args(argv)
     cfg = TrainConfig(network=args.network, batch_size=args.batch_size, dtype=args.dtype)
-    net = build_network(cfg)
+    net = make_network(cfg)
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                 weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, net)

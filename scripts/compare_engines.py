@@ -28,9 +28,9 @@ import json, statistics, sys, time
 import numpy as np
 from snnsim.analysis.bench import experiment_config, make_batch, step
 from snnsim.training.optim import AdamW
-from snnsim.training.train import build_network, make_loss
+from snnsim.training.train import make_loss, make_network
 cfg = experiment_config(sys.argv[1], "numpy")
-net = build_network(cfg)
+net = make_network(cfg)
 opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 loss_fn = make_loss(cfg, net)
 rng = np.random.default_rng(cfg.seed)

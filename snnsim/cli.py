@@ -67,7 +67,7 @@ COMMANDS: dict[str, Command] = {
     "inspection": Command("snnsim.analysis.inspection",
                           "every intermediate of one forward and backward pass (HDF5)"),
     "bench": Command("snnsim.analysis.bench", "training speed and memory per backend"),
-    "fidelity": Command("snnsim.fidelity.study",
+    "fidelity": Command("snnsim.fidelity.cli",
                         "the authors' gradient against the exact one and surrogate BPTT"),
     "walkthrough": Command("snnsim.walkthrough", "a guided tour of one network, step by step",
                            optional=True),

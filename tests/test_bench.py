@@ -1,17 +1,26 @@
-"""The benchmark script runs and reports every figure it promises (not a timing test:
+"""The benchmark command runs and reports every figure it promises (not a timing test:
 no figure is asserted, only its presence and the baseline's equality of gradients,
-which tests/test_properties.py::test_explicit_backward_equals_recursion_in_a_network checks)."""
+which tests/test_properties.py::test_explicit_backward_equals_recursion_in_a_network checks);
+it times the training loop's own step, stops at once on an unavailable backend, and keeps
+what it measured when interrupted."""
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from snnsim.analysis import bench
+from snnsim.backend import BackendError
+
+QUICK = ["--batches", "1", "--warmup", "0", "--max-batches-slow", "1", "--steps-sweep", "5"]
 
 
-def test_bench_writes_all_figures(tmp_path, capsys):
+def test_bench_writes_all_figures(tmp_path, capsys, monkeypatch):
+    calls = []
+    step = bench.train_step
+    monkeypatch.setattr(bench, "train_step", lambda *a, **k: calls.append(1) or step(*a, **k))
     out = tmp_path / "bench.json"
-    assert bench.main(["--experiments", "mlp", "--batches", "1", "--warmup", "0",
-                       "--steps-sweep", "5", "--out", str(out)]) == 0
+    assert bench.main(["--experiments", "mlp", *QUICK, "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     (row,) = res["runs"]
     assert row["experiment"] == "mlp" and row["backend"] == "numpy" and row["n_steps"] == 5
@@ -22,3 +31,52 @@ def test_bench_writes_all_figures(tmp_path, capsys):
     # at T = 5 the explicit φ (B, N, T, T) already needs more memory than the recursion
     assert sweep["explicit_phi"]["peak_bytes"] > sweep["recursion"]["peak_bytes"]
     assert "samples/s" in capsys.readouterr().out
+    # every figure is a step of snnsim.training.train.train_step: 2 per run figure (timed,
+    # then its peak memory) and 2 per memory figure
+    assert len(calls) == 2 * 2 + 2 * 2
+
+
+def test_quick_default_and_full_plans():
+    p = bench.make_parser()
+    quick = bench.plan(p.parse_args([]))
+    assert {(k, key) for k, _, key, _, _ in quick} == {("run", "mlp"), ("memory", 5), ("memory", 30)}
+    full = bench.plan(p.parse_args(["--full"]))
+    assert {key for k, _, key, _, _ in full if k == "run"} == {"mlp", "cnn", "nmnist"}
+    assert {key for k, _, key, _, _ in full if k == "memory"} == {5, 30, 100}
+
+
+def test_unavailable_backend_fails_before_measuring(tmp_path, capsys, monkeypatch):
+    def get_backend(name):
+        if name == "cupy":
+            raise BackendError("no CUDA device")
+        return bench.np
+    monkeypatch.setattr(bench, "get_backend", get_backend)
+    monkeypatch.setattr(bench, "time_figure", lambda *a, **k: pytest.fail("measured"))
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--backends", "numpy,cupy", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "backend cupy is not available: no CUDA device" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_interrupt_keeps_the_figures_measured(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench, "memory_figure", interrupted)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--experiments", "mlp", *QUICK, "--out", str(out)]) == 130
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["recursion"]["s_per_batch"] > 0 and row["explicit_phi"]["s_per_batch"] > 0
+
+
+def test_phases_of_the_step(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--experiments", "", "--steps-sweep", "", "--phases", "--batches", "2",
+                       "--warmup", "1", "--out", str(out)]) == 0
+    (ph,) = json.loads(out.read_text())["phases"]
+    assert set(ph["phases_s"]) == set(bench.PHASES)
+    assert all(v > 0 for k, v in ph["phases_s"].items() if k != "clip")
+    assert ph["wall_s_per_batch"] >= sum(ph["phases_s"].values()) * 0.5
+    assert "forward" in capsys.readouterr().out

@@ -24,6 +24,7 @@ from snnsim.training import train as train_mod
 from snnsim.training.checkpoint import METRIC_COLUMNS, load_checkpoint
 from snnsim.training.config import ConfigError, TrainConfig, field_names, load_config_file
 from snnsim.training.optim import AdamW
+from snnsim.variants import BACKWARDS
 from snnsim.version import current_source_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -454,3 +455,13 @@ def test_training_learns_a_separable_problem(data_dir, tmp_path):
     losses = [r["train_loss"] for r in rows]
     assert losses[-1] < 0.5 * losses[0], losses
     assert rows[-1]["test_acc"] > 0.9, rows[-1]
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+def test_cli_trains_with_every_backward_variant(data_dir, tmp_path, backward):
+    out = tmp_path / "run"
+    assert run_cli(tiny_args(data_dir, out, f"--backward={backward}")) == 0
+    assert json.loads((out / "config.json").read_text())["backward"] == backward
+    assert load_checkpoint(out / "checkpoint.h5")["config"]["backward"] == backward
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])

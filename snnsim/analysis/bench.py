@@ -1,53 +1,67 @@
 """Training speed and memory: ``python3 -m snnsim.bench``.
 
-For each experiment (the shipped configs: Fashion-MNIST MLP and CNN at batch 50,
-N-MNIST CNN at T = 30) and each backend asked for, times the whole training step
-of :func:`snnsim.train.train_step` — forward, kernel/count loss, TSSL-BP
-backward, gradient-norm clip, AdamW, weight clamp — and in the same run the
-same step with the fused CUDA kernels (CuPy only, :mod:`snnsim.kernels`) and
-with the O(T²) formulation of the backward (the explicit φ matrix,
-:func:`snnsim.tsslbp.lif_backward_explicit`, as the authors compute it) as the
-baseline. Then peak memory of one step for the MLP at T = 5, 30, 100, both
-formulations, to show O(T) against O(T²) growth.
+Times the one training step of ``python3 -m snnsim.train``
+(:func:`snnsim.training.train.train_step`: forward, loss, backward, gradient-norm clip,
+AdamW, weight clamp), for each experiment and backend asked for, and in the same run the
+same step with the fused CUDA kernels (CuPy only) and with the O(T²) formulation of the
+backward (the explicit φ matrix, :func:`snnsim.tsslbp.lif_backward_explicit`, as the
+authors compute it) as the baseline; then the peak memory of one MLP step at several T,
+both formulations, to show O(T) against O(T²) growth. ``--phases`` adds the breakdown of
+the step on real data (data, forward, loss, backward, clip, AdamW, clamp; wall and CPU
+time, load average), ``--profile`` a cProfile of it.
 
-Inputs are random arrays of the experiment's shape (speed does not depend on
-pixel values beyond the spike counts they cause; say so when quoting).
-Figures: median seconds per batch over ``--batches`` timed batches after
-``--warmup`` untimed ones; samples/s; seconds per 60 000-sample epoch; peak
-bytes (see :class:`snnsim.backend.PeakMemory`). Printed and saved as JSON.
+Inputs of the timing are random arrays of the experiment's shape (speed does not depend
+on pixel values beyond the spike counts they cause; say so when quoting). Figures: median
+seconds per batch over ``--batches`` timed batches after ``--warmup`` untimed ones;
+samples/s; seconds per 60 000-sample epoch; peak bytes (:class:`snnsim.backend.PeakMemory`).
+Every figure is printed and written to the JSON file as soon as it is measured (an
+interrupted run keeps what it measured).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import cProfile
+import io
 import os
 import platform
+import pstats
 import statistics
 import sys
 import time
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
-from ..backend import BACKENDS, PeakMemory, backend_name, get_backend, synchronize
+from ..backend import BACKENDS, BackendError, PeakMemory, backend_name, get_backend, synchronize
 from ..cli import prog_name
 from ..datasets.registry import get_spec
-from ..training.config import TrainConfig, load_config_file
-from ..training.optim import AdamW, clamp_weights, clip_grad_norm
-from ..training.train import make_loss, make_network
+from ..training import data as data_mod
+from ..training import train as train_mod
+from ..training.config import ConfigError, TrainConfig, load_config_file
+from ..training.optim import AdamW
+from ..training.train import make_loss, make_network, train_step, write_json_atomic
 from ..tsslbp import LIF_EXPLICIT
+from ..variants import BACKWARDS, DEFAULT_BACKWARD
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
     "cnn": ("fashion_mnist_cnn", {"batch_size": 50}),
     "nmnist": ("nmnist_cnn", {"batch_size": 50}),
 }
+QUICK_EXPERIMENTS, FULL_EXPERIMENTS = "mlp", "mlp,cnn,nmnist"
+QUICK_SWEEP, FULL_SWEEP = "5,30", "5,30,100"
 EPOCH_SAMPLES = 60_000
+#: A figure whose first step takes longer than this many seconds gets --max-batches-slow batches.
+SLOW_STEP_S = 2.0
+BLAS_THREAD_VARS = train_mod.BLAS_THREAD_VARS
 
 
-def experiment_config(name: str, backend: str, **overrides) -> TrainConfig:
+def experiment_config(name: str, backend: str, backward: str = DEFAULT_BACKWARD,
+                      **overrides) -> TrainConfig:
     config_name, fixed = EXPERIMENTS[name]
     cfg = load_config_file(config_name)
-    return cfg.replace(backend=backend, **{**fixed, **overrides})
+    return cfg.replace(backend=backend, backward=backward, **{**fixed, **overrides})
 
 
 def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
@@ -59,44 +73,159 @@ def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
     else:
         from ..network import repeat_static
         x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype), T)
-    labels = xp.asarray(rng.integers(0, get_spec(cfg.dataset).n_classes, size=B))
+    labels = xp.asarray(rng.integers(0, 10, size=B))
     return x, labels
 
 
-def step(net, opt, loss_fn, cfg, x, labels, rng, explicit: bool) -> None:
-    """One training step as snnsim.train.train_step, with a choice of LIF backward."""
-    a, cache = net.forward(x, train=True, rng=rng)
-    _, g = loss_fn(a, labels)
-    grads = net.backward(g, cache, model=LIF_EXPLICIT if explicit else None)
-    if cfg.grad_clip:
-        clip_grad_norm(grads, cfg.grad_clip)
-    opt.step(grads)
-    if cfg.weight_clamp:
-        clamp_weights(net.params, -cfg.weight_clamp, cfg.weight_clamp)
 
+class StepTimer:
+    """A network, optimiser, loss and batch of ``cfg``, and :func:`train_step` on them."""
 
-def time_steps(cfg: TrainConfig, explicit: bool, batches: int, warmup: int) -> dict:
-    net = make_network(cfg)
-    opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    loss_fn = make_loss(cfg, net)
-    rng = np.random.default_rng(cfg.seed)
-    x, labels = make_batch(cfg, net, rng)
-    times = []
-    for i in range(warmup + batches):
-        synchronize(net.xp)
+    def __init__(self, cfg: TrainConfig, explicit: bool = False):
+        self.cfg = cfg
+        self.net = make_network(cfg)
+        self.opt = AdamW(self.net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                         weight_decay=cfg.weight_decay)
+        self.loss_fn = make_loss(cfg, self.net)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.x, self.labels = make_batch(cfg, self.net, self.rng)
+        self.model = LIF_EXPLICIT if explicit else None
+
+    def step(self) -> float:
+        """Seconds of one synchronised training step."""
+        synchronize(self.net.xp)
         t0 = time.perf_counter()
-        step(net, opt, loss_fn, cfg, x, labels, rng, explicit)
-        synchronize(net.xp)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    with PeakMemory(net.xp) as mem:
-        step(net, opt, loss_fn, cfg, x, labels, rng, explicit)
+        train_step(self.net, self.opt, self.x, self.labels, self.loss_fn, self.cfg, self.rng,
+                   model=self.model)
+        synchronize(self.net.xp)
+        return time.perf_counter() - t0
+
+    def peak_bytes(self) -> int:
+        with PeakMemory(self.net.xp) as mem:
+            self.step()
+        return int(mem.peak_bytes)
+
+
+def figures(times: list[float], batch_size: int, peak_bytes: int) -> dict:
     sec = statistics.median(times)
-    return {"s_per_batch": sec, "samples_per_s": cfg.batch_size / sec,
-            "s_per_epoch": sec * EPOCH_SAMPLES / cfg.batch_size, "peak_bytes": int(mem.peak_bytes),
-            "batches": batches}
+    return {"s_per_batch": sec, "samples_per_s": batch_size / sec,
+            "s_per_epoch": sec * EPOCH_SAMPLES / batch_size, "peak_bytes": peak_bytes,
+            "batches": len(times)}
 
 
+def time_figure(cfg: TrainConfig, explicit: bool, batches: int, warmup: int, max_slow: int) -> dict:
+    """Median step time over ``batches`` (``max_slow`` if the first step is slow; that first
+    step then counts), and the peak memory of one more step."""
+    timer = StepTimer(cfg, explicit)
+    first = timer.step()                          # the first of the warm-up steps, or timed
+    if first > SLOW_STEP_S:
+        times = [first] + [timer.step() for _ in range(max(max_slow, 1) - 1)]
+    elif warmup == 0:
+        times = [first] + [timer.step() for _ in range(batches - 1)]
+    else:
+        for _ in range(warmup - 1):
+            timer.step()
+        times = [timer.step() for _ in range(batches)]
+    return figures(times, cfg.batch_size, timer.peak_bytes())
+
+
+def memory_figure(cfg: TrainConfig, explicit: bool) -> dict:
+    """One step's time and peak memory (the first step: no warm-up)."""
+    timer = StepTimer(cfg, explicit)
+    return figures([timer.step()], cfg.batch_size, timer.peak_bytes())
+
+
+# --- the phases of the step on real data (what benchmarks/train_speed.py did) ------------
+PHASES = ("data", "forward", "loss", "backward", "clip", "adamw", "clamp")
+
+
+class _PhaseClock:
+    """Wraps the callables :func:`train_step` calls, adding their seconds to ``self.t``."""
+
+    def __init__(self, xp):
+        self.xp, self.t = xp, dict.fromkeys(PHASES, 0.0)
+
+    def wrap(self, phase: str, fn):
+        def timed(*args, **kwargs):
+            synchronize(self.xp)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            synchronize(self.xp)
+            self.t[phase] += time.perf_counter() - t0
+            return out
+        return timed
+
+
+def real_split(cfg: TrainConfig, n: int):
+    """The first n training samples of the real dataset, or random images (said so)."""
+    try:
+        return data_mod.load_split(cfg.dataset, "train", cfg.replace(train_subset=n)), "real"
+    except Exception as exc:  # any missing-data error: fall back, say so
+        rng = np.random.default_rng(0)
+        spec = get_spec(cfg.dataset)
+        x = rng.standard_normal((n, *spec.input_shape)).astype(cfg.dtype)
+        y = rng.integers(0, spec.n_classes, n)
+        return data_mod.Split("train", "static", y, x=x), f"synthetic ({type(exc).__name__})"
+
+
+def phase_figures(cfg: TrainConfig, batches: int, warmup: int, profile: bool = False) -> dict:
+    """Per batch of real data: wall and CPU seconds of drawing the batch and of
+    :func:`train_step`, and the median seconds of each phase of the step."""
+    split, source = real_split(cfg, (batches + warmup) * cfg.batch_size)
+    net = make_network(cfg)
+    opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    clock = _PhaseClock(net.xp)
+    loss_fn = clock.wrap("loss", make_loss(cfg, net))
+    net.forward = clock.wrap("forward", net.forward)
+    net.backward = clock.wrap("backward", net.backward)
+    opt.step = clock.wrap("adamw", opt.step)
+    rng = np.random.default_rng([cfg.seed, 1])
+    it = data_mod.batches(split, cfg.batch_size, net.xp, net.dtype, cfg.n_steps, rng, shuffle=True)
+    wall, cpu, rows = [], [], []
+    load0 = os.getloadavg()[0]
+    prof = cProfile.Profile() if profile else None
+    with mock.patch.object(train_mod, "clip_grad_norm", clock.wrap("clip", train_mod.clip_grad_norm)), \
+            mock.patch.object(train_mod, "clamp_weights", clock.wrap("clamp", train_mod.clamp_weights)):
+        for i in range(warmup + batches):
+            clock.t = dict.fromkeys(PHASES, 0.0)
+            w0, c0 = time.perf_counter(), time.process_time()
+            if prof and i >= warmup:
+                prof.enable()
+            x_in, labels = clock.wrap("data", next)(it)
+            train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+            if prof:
+                prof.disable()
+            if i >= warmup:
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+                rows.append([clock.t[p] for p in PHASES])
+    med = np.median(np.array(rows), axis=0)
+    out = {"data": source, "network": cfg.network, "n_steps": cfg.n_steps, "batch_size": cfg.batch_size,
+           "backward": cfg.backward, "batches": batches,
+           "wall_s_per_batch": statistics.median(wall), "cpu_s_per_batch": statistics.median(cpu),
+           "wall_iqr": [float(q) for q in np.percentile(wall, [25, 75])],
+           "phases_s": dict(zip(PHASES, map(float, med))),
+           "load_average_start": load0, "load_average_end": os.getloadavg()[0]}
+    if prof:
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+        out["profile"] = s.getvalue()
+    return out
+
+
+def format_phases(r: dict) -> str:
+    per_epoch = EPOCH_SAMPLES / r["batch_size"]
+    total = sum(r["phases_s"].values())
+    return (f"  phases on {r['data']} data, {r['network']} T={r['n_steps']} batch {r['batch_size']} "
+            f"(median of {r['batches']}): wall {r['wall_s_per_batch'] * 1e3:.2f} ms "
+            f"(IQR {r['wall_iqr'][0] * 1e3:.2f}-{r['wall_iqr'][1] * 1e3:.2f}), CPU "
+            f"{r['cpu_s_per_batch'] * 1e3:.2f} ms per batch; {r['wall_s_per_batch'] * per_epoch:.1f} s "
+            f"wall per {EPOCH_SAMPLES}-sample epoch; load average {r['load_average_start']:.2f} -> "
+            f"{r['load_average_end']:.2f}\n  " + ", ".join(
+                f"{k} {v * 1e3:.2f} ms ({100 * v / total:.0f}%)" for k, v in r["phases_s"].items()))
+
+
+# --- the command ------------------------------------------------------------------------------
 def device_name(xp) -> str:
     if backend_name(xp) == "numpy":
         return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -104,72 +233,157 @@ def device_name(xp) -> str:
     return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=__doc__,
+DESCRIPTION = __doc__ + """
+How long, on a 2-core CPU with NumPy:
+  python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, memory at
+                                       T = 5, 30 - about 15 s (measured: 14.7 s)
+  python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines,
+                                       memory at T = 100 - about 15 min and 17 GB of memory
+                                       (measured: 14.4 min; the N-MNIST O(T²) baseline alone
+                                       is 1.5-3 min a batch)
+  python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
+A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
-    p.add_argument("--experiments", default="mlp,cnn,nmnist",
-                   help=f"comma-separated of {sorted(EXPERIMENTS)}")
+    p.add_argument("--full", action="store_true",
+                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} (about 15 min, 17 GB)")
+    p.add_argument("--experiments", default=None,
+                   help=f"comma-separated of {sorted(EXPERIMENTS)} (default {QUICK_EXPERIMENTS}; "
+                        f"--full: {FULL_EXPERIMENTS}; '' to skip)")
+    p.add_argument("--steps-sweep", default=None,
+                   help=f"T values of the MLP memory sweep (default {QUICK_SWEEP}; --full: "
+                        f"{FULL_SWEEP}; '' to skip)")
+    p.add_argument("--backward", default=DEFAULT_BACKWARD, choices=BACKWARDS, metavar="NAME",
+                   help="backward variant of the timed step (default tsslbp; names in "
+                        "python3 -m snnsim.train --help)")
     p.add_argument("--batches", type=int, default=20, help="timed batches per figure (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
     p.add_argument("--max-batches-slow", type=int, default=3,
-                   help="timed batches for a figure whose first step takes over 2 s (default 3)")
-    p.add_argument("--steps-sweep", default="5,30,100", help="T values of the MLP memory sweep ('' to skip)")
+                   help=f"timed batches for a figure whose first step takes over {SLOW_STEP_S:g} s, "
+                        "that step included (default 3)")
     p.add_argument("--no-baseline", action="store_true", help="skip the O(T²) baseline")
-    p.add_argument("--out", default="bench.json", help="JSON file of all figures (default bench.json)")
-    args = p.parse_args(argv)
+    p.add_argument("--phases", action="store_true",
+                   help="also time the phases of the MLP step on real data (wall and CPU time)")
+    p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
+    p.add_argument("--out", default="runs/bench.json",
+                   help="JSON file of all figures, rewritten after each (default runs/bench.json)")
+    return p
 
-    results = {"argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": [], "memory_sweep": []}
-    for backend in [b for b in args.backends.split(",") if b]:
+
+def _names(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def plan(args) -> list[tuple]:
+    """Every figure to measure, in order: (kind, backend, experiment or T, label, explicit)."""
+    experiments = _names(args.experiments if args.experiments is not None else
+                         FULL_EXPERIMENTS if args.full else QUICK_EXPERIMENTS)
+    sweep = [int(t) for t in _names(args.steps_sweep if args.steps_sweep is not None else
+                                    FULL_SWEEP if args.full else QUICK_SWEEP)]
+    jobs = []
+    for backend in _names(args.backends):
+        for name in experiments:
+            jobs.append(("run", backend, name, "recursion", False))
+            if backend == "cupy":
+                jobs.append(("run", backend, name, "fused", False))
+            if not args.no_baseline:
+                jobs.append(("run", backend, name, "explicit_phi", True))
+        if args.phases:
+            jobs.append(("phases", backend, "mlp", "phases", False))
+        for T in sweep:
+            jobs.append(("memory", backend, T, "recursion", False))
+            if not args.no_baseline:
+                jobs.append(("memory", backend, T, "explicit_phi", True))
+    return jobs
+
+
+def check_args(p: argparse.ArgumentParser, args) -> dict:
+    """Every backend and experiment usable, before anything is measured: {backend: device}."""
+    devices = {}
+    for backend in _names(args.backends):
         if backend not in BACKENDS or backend == "torch":
             p.error(f"unknown backend {backend!r}; the benchmark measures numpy and cupy")
-        xp = get_backend(backend)
-        device = device_name(xp)
-        print(f"== backend {backend} on {device}")
-        for name in [e for e in args.experiments.split(",") if e]:
-            if name not in EXPERIMENTS:
-                p.error(f"unknown experiment {name!r}; choose from {sorted(EXPERIMENTS)}")
-            cfg = experiment_config(name, backend)
-            row = {"experiment": name, "backend": backend, "device": device, "n_steps": cfg.n_steps,
-                   "batch_size": cfg.batch_size, "network": cfg.network}
-            variants = [("recursion", False, cfg)]
-            if backend == "cupy":                     # one CUDA kernel per LIF layer and pass
-                variants.append(("fused", False, cfg.replace(fused=True)))
-            if not args.no_baseline:
-                variants.append(("explicit_phi", True, cfg))
-            for label, explicit, vcfg in variants:
-                t0 = time.perf_counter()
-                probe = time_steps(vcfg, explicit, batches=1, warmup=0)
-                slow = time.perf_counter() - t0 > 2.0
-                n = min(args.batches, args.max_batches_slow) if slow else args.batches
-                row[label] = (probe if slow and n <= 1
-                              else time_steps(vcfg, explicit, n, 0 if slow else args.warmup))
-                r = row[label]
-                print(f"  {name:7s} {label:13s} {r['s_per_batch'] * 1e3:9.2f} ms/batch  "
-                      f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
-                      f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
-            if "explicit_phi" in row:
-                row["speedup_vs_explicit"] = (row["explicit_phi"]["s_per_batch"]
-                                              / row["recursion"]["s_per_batch"])
-                print(f"  {name:7s} recursion is {row['speedup_vs_explicit']:.2f}x the O(T²) "
-                      "baseline's speed")
-            results["runs"].append(row)
-        for T in [int(t) for t in args.steps_sweep.split(",") if t]:
-            cfg = experiment_config("mlp", backend, n_steps=T)
-            entry = {"backend": backend, "n_steps": T}
-            for label, explicit in (("recursion", False), ("explicit_phi", True)):
-                if explicit and args.no_baseline:
-                    continue
-                entry[label] = time_steps(cfg, explicit, batches=1, warmup=0)
-            results["memory_sweep"].append(entry)
-            print(f"  memory T={T:4d}: recursion {entry['recursion']['peak_bytes'] / 2**20:8.1f} MiB"
-                  + (f", explicit φ {entry['explicit_phi']['peak_bytes'] / 2**20:8.1f} MiB"
-                     if "explicit_phi" in entry else ""))
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"figures saved to {args.out}")
-    return 0
+        try:
+            devices[backend] = device_name(get_backend(backend))
+        except BackendError as exc:
+            p.error(f"backend {backend} is not available: {exc}")
+    for name in _names(args.experiments or ""):
+        if name not in EXPERIMENTS:
+            p.error(f"unknown experiment {name!r}; choose from {', '.join(sorted(EXPERIMENTS))}")
+    if not devices:
+        p.error("no backend given")
+    if not all(t.strip().isdigit() and int(t) > 0 for t in _names(args.steps_sweep or "")):
+        p.error(f"--steps-sweep must be comma-separated positive integers, got {args.steps_sweep!r}")
+    return devices
 
+
+def main(argv=None) -> int:
+    from tqdm import tqdm
+    p = make_parser()
+    args = p.parse_args(argv)
+    devices = check_args(p, args)
+    jobs = plan(args)
+    results = {"argv": sys.argv if argv is None else ["python3 -m snnsim.bench", *argv],
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
+               "blas_threads": {v: os.environ.get(v) for v in BLAS_THREAD_VARS},
+               "devices": devices, "runs": [], "memory_sweep": [], "phases": []}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, sweep = {}, {}
+    bar = tqdm(jobs, desc="bench", unit="figure", dynamic_ncols=True)
+    try:
+        for kind, backend, key, label, explicit in bar:
+            bar.set_postfix_str(f"{backend} {key if kind == 'run' else f'T={key}'} {label}")
+            if kind == "run":
+                cfg = experiment_config(key, backend, args.backward)
+                if label == "fused":
+                    cfg = cfg.replace(fused=True)
+                if (backend, key) not in rows:
+                    rows[backend, key] = {"experiment": key, "backend": backend, "device": devices[backend],
+                                          "n_steps": cfg.n_steps, "batch_size": cfg.batch_size,
+                                          "network": os.path.basename(cfg.network), "backward": args.backward}
+                    results["runs"].append(rows[backend, key])
+                row = rows[backend, key]
+                r = row[label] = time_figure(cfg, explicit, args.batches, args.warmup, args.max_batches_slow)
+                tqdm.write(f"  {backend:5s} {key:7s} {label:13s} {r['s_per_batch'] * 1e3:9.2f} ms/batch  "
+                           f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
+                           f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
+                if "explicit_phi" in row and "recursion" in row:
+                    row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
+                    tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
+                               f"the O(T²) baseline's speed")
+            elif kind == "phases":
+                cfg = experiment_config("mlp", backend, args.backward)
+                r = phase_figures(cfg, args.batches, args.warmup, args.profile)
+                results["phases"].append({"backend": backend, **r})
+                tqdm.write(format_phases(r))
+                if args.profile:
+                    tqdm.write(r["profile"])
+            else:
+                cfg = experiment_config("mlp", backend, args.backward, n_steps=key)
+                if (backend, key) not in sweep:
+                    sweep[backend, key] = {"backend": backend, "n_steps": key}
+                    results["memory_sweep"].append(sweep[backend, key])
+                r = sweep[backend, key][label] = memory_figure(cfg, explicit)
+                tqdm.write(f"  {backend:5s} memory T={key:4d} {label:13s} peak "
+                           f"{r['peak_bytes'] / 2**20:9.1f} MiB, {r['s_per_batch']:.3f} s/batch")
+            write_json_atomic(out, results)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted; the figures measured so far are in {out}", file=sys.stderr)
+        return 130
+    except (ConfigError, BackendError) as exc:
+        bar.close()
+        print(f"python3 -m snnsim.bench: error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    write_json_atomic(out, results)
+    print(f"figures saved to {out}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

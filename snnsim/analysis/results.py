@@ -52,7 +52,8 @@ def read_run(folder: Path) -> dict:
 
 # Config fields whose non-default value makes a run a variant of its experiment.
 VARIANT_DEFAULTS = {"preset": "authors", "reading": None, "reset": None, "desired_train": None,
-                    "target_filter_passes": None, "sensitivity_bound": 8.0, "warmup": True}
+                    "target_filter_passes": None, "sensitivity_bound": 8.0, "warmup": True,
+                    "backward": "tsslbp"}
 
 
 def experiment_name(cfg: dict) -> str:

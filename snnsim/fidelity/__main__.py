@@ -1,6 +1,6 @@
-"""`python3 -m snnsim.fidelity`: the command line of the gradient-fidelity study."""
+"""`python3 -m snnsim.fidelity`: the command line of the gradient-fidelity study (:mod:`.cli`)."""
 import sys
 
-from snnsim.fidelity.study import main
+from snnsim.fidelity.cli import main
 
 sys.exit(main())

@@ -25,6 +25,7 @@ from ..datasets.errors import DatasetError
 from ..datasets.registry import DATASETS, canonical_name
 from ..params import READINGS, RESETS, SENSITIVITY_BOUND
 from ..presets import PRESETS
+from ..variants import BACKWARDS, DEFAULT_BACKWARD
 from .builder import (
     ConfigError,
     authors_settings,
@@ -81,6 +82,9 @@ class TrainConfig:
     sensitivity_bound: float | None = _f(SENSITIVITY_BOUND, "bound on |dt/du| = 1/du "
                                                             "(None: unbounded)")
     warmup: bool = _f(True, "warm-up surrogate where a[t] < 1/(4 tau_s) (S 2.3)")
+    backward: str = _f(DEFAULT_BACKWARD, "backward variant: tsslbp (the reading above) or a "
+                                         "named variant that fixes reading, bound and warm-up "
+                                         "itself (list under 'Backward variants')")
     # --- loss ----------------------------------------------------------------
     loss: str = _f("kernel", "kernel (van Rossum, eq. 7) | count (summed PSC)")
     desired_count: float = _f(15.0, "count loss: target summed PSC of the label neuron")
@@ -118,6 +122,10 @@ class TrainConfig:
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("reset", self.reset, RESETS, optional=True)
         _check_choice("reading", self.reading, READINGS, optional=True)
+        _check_choice("backward", self.backward, BACKWARDS)
+        if self.backward != DEFAULT_BACKWARD and self.reading is not None:
+            raise ConfigError(f"reading={self.reading} applies to backward={DEFAULT_BACKWARD} only; "
+                              f"backward={self.backward} fixes its own reading")
         _check_choice("desired_train", self.desired_train, DESIRED_TRAINS, optional=True)
         _check_choice("target_filter_passes", self.target_filter_passes, (1, 2), optional=True)
         for key in ("n_steps", "epochs", "batch_size", "eval_batch_size", "nmnist_bin_us"):

@@ -26,7 +26,8 @@ SIGTERM stops like Ctrl-C. A NaN or inf loss or weight stops the run
 interrupted (Ctrl-C, SIGTERM).
 
 One training step (:func:`train_step`) is the authors' loop body: forward,
-loss, TSSL-BP backward, global gradient-norm clip, AdamW, weight clamp.
+loss, backward (TSSL-BP by default; ``--backward`` picks another variant of
+:mod:`snnsim.variants`), global gradient-norm clip, AdamW, weight clamp.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from ..params import GradientParams, NeuronParams
+from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from ..version import current_source_info
 from . import data as data_mod
 from . import guard, provenance, runfolder
@@ -111,12 +113,13 @@ def check_input_size(spec: str, input_shape: tuple) -> None:
 
 
 def neuron_and_grad(cfg: TrainConfig) -> tuple[NeuronParams, GradientParams]:
-    """The network's neuron and gradient reading: the preset's, unless overridden."""
+    """The network's neuron and gradient reading: the preset's, unless overridden (a named
+    TSSL-BP backward variant brings its own reading, bound and warm-up)."""
     res = cfg.resolved()
     neuron = NeuronParams(tau_m=cfg.tau_m, tau_s=cfg.tau_s, v_th=cfg.v_th, reset=res["reset"])
     grad = GradientParams(reading=res["reading"], sensitivity_bound=cfg.sensitivity_bound,
                           warmup=cfg.warmup)
-    return neuron, grad
+    return neuron, variant_gradient_params(cfg.backward, grad)
 
 
 def make_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network:
@@ -170,13 +173,22 @@ def make_loss(cfg: TrainConfig, net: Network):
 
 
 def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig,
-               rng: np.random.Generator, reduce_grads=None) -> tuple[float, int]:
-    """Forward, loss, TSSL-BP backward, clip, AdamW, clamp. Returns (L, n correct).
-    ``reduce_grads(grads)``: data-parallel training sums the gradients over the ranks
-    there, in place (:mod:`snnsim.training.parallel`)."""
+               rng: np.random.Generator, reduce_grads=None,
+               model=None) -> tuple[float, int]:
+    """Forward, loss, backward, clip, AdamW, clamp. Returns (L, n correct).
+
+    The backward is ``cfg.backward`` (:mod:`snnsim.variants`): TSSL-BP with the network's
+    own reading by default, or a named variant (another reading, φ<1> flipped, surrogate
+    BPTT). ``model``, a :class:`~snnsim.neuron.NeuronModel`, if given, replaces it (the
+    benchmark's O(T²) baseline). ``reduce_grads(grads)``: data-parallel training sums the
+    gradients over the ranks there, in place (:mod:`snnsim.training.parallel`).
+    """
     a, cache = net.forward(x_in, train=True, rng=rng)                      # (T, B, C)
     L, g = loss_fn(a, labels)
-    grads = net.backward(g, cache)
+    if model is None:
+        grads = variant_backward(net, g, cache, cfg.backward)
+    else:
+        grads = net.backward(g, cache, model=model)
     if reduce_grads is not None:
         reduce_grads(grads)
     if cfg.grad_clip:
@@ -260,7 +272,7 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 def blas_thread_hint(backend: str) -> str | None:
     """A hint when the CPU is oversubscribed and BLAS threads were left at their default:
     OpenBLAS threads then spin-wait for each other and a training step gets several
-    times slower (measured: 5x at load 9 on 2 CPUs, benchmarks/train_speed.py)."""
+    times slower (measured: 5x at load 9 on 2 CPUs, python3 -m snnsim.bench --phases)."""
     if backend != "numpy" or any(os.environ.get(v) for v in BLAS_THREAD_VARS):
         return None
     try:
@@ -407,7 +419,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     n_train, n_test = len(train_split), len(test_split)
     per_epoch = data_mod.n_batches(n_train, cfg.batch_size)
     log(f"network {net.describe()} on input {net.input_shape}: {count_parameters(net):,} parameters; "
-        f"neuron {net.neuron}; gradient {net.grad}")
+        f"neuron {net.neuron}; backward {cfg.backward}, gradient {net.grad}")
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
     if dp is not None:
@@ -536,6 +548,10 @@ Every config field can be set with --key=value (or --key value; '-' and '_'
 are the same), parsed to the field's type; 'none' clears an optional field.
 Precedence: defaults < --config file < command line. When resuming, only
 these may change: """ + ", ".join(RESUME_CHANGEABLE) + """.
+
+Backward variants (--backward=NAME; what computes the LIF layers' delta, the
+forward is always the discrete network; snnsim/variants.py):
+""" + describe_backwards() + """
 
 Config fields:
 """
