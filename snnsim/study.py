@@ -100,14 +100,17 @@ def config_label(config: str) -> str:
 
 def grid_points(spec: dict) -> list[dict]:
     """Every (config, varied values, seed) of a grid, with its name and experiment:
-    ``{"name", "experiment", "config", "seed", "overrides"}``."""
+    ``{"name", "experiment", "config", "seed", "overrides"}``.
+
+    Seed-major: every variant's first seed comes before any variant's second, so that
+    a study stopped half way covers its variants equally."""
     keys = list(spec["vary"])
     points = []
     for config in spec["configs"]:
-        for values in itertools.product(*(spec["vary"][k] for k in keys)):
-            overrides = dict(zip(keys, values))
-            experiment = config_label(config) + "".join(f"+{k}={v}" for k, v in overrides.items())
-            for seed in spec["seeds"]:
+        for seed in spec["seeds"]:
+            for values in itertools.product(*(spec["vary"][k] for k in keys)):
+                overrides = dict(zip(keys, values))
+                experiment = config_label(config) + "".join(f"+{k}={v}" for k, v in overrides.items())
                 name = "-".join([config_label(config), *(f"{k}={v}" for k, v in overrides.items()),
                                  f"seed{seed}"])
                 points.append({"name": re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name),
