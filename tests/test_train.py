@@ -301,7 +301,7 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run_info.json"]
     saved = json.loads((out / "config.json").read_text())
     cfg = TrainConfig.from_dict(saved)
     assert (cfg.epochs, cfg.batch_size, cfg.network, cfg.out) == (1, 10, "784-24-10", str(out))
@@ -419,7 +419,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert "interrupted during epoch 2" in text and f"--resume {out}" in text
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl"]
+                                                    "metrics.jsonl", "run_info.json"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 3

@@ -3,12 +3,15 @@
 With no arguments: the Fashion-MNIST MLP 784-400-400-10 of the paper, T = 5,
 the authors' setup (preset ``authors``, kernel loss, AdamW lr 5e-4, batch 100,
 gradient-norm clip 1, weights clamped to [-4, 4]) on NumPy, for the authors'
-100 epochs; the estimated time is printed after the first batches, Ctrl-C
-stops cleanly and ``--resume`` continues. See ``--help`` for every option.
+100 epochs; the time left is estimated once enough batches are timed and again
+after every epoch (:mod:`snnsim.training.eta`), Ctrl-C stops cleanly and
+``--resume`` continues. See ``--help`` for every option.
 
 A run folder holds::
 
     config.json       the resolved flat config (also inside every checkpoint)
+    run_info.json     platform, NumPy, BLAS libraries and threads, one entry per
+                      start or resume (snnsim.training.runinfo)
     metrics.jsonl     one JSON line per epoch: epoch, train_loss, train_acc,
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_mod
+from . import eta
 from ..backend import get_backend
 from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
                          load_checkpoint, restore_rng, save_checkpoint)
@@ -42,14 +46,13 @@ from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
 from .optim import AdamW, clamp_weights, clip_grad_norm
 from ..params import GradientParams, NeuronParams
+from .runinfo import append_run_info, resume_note, run_info
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = "checkpoint.h5"
 BEST_NAME = "best.h5"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
-#: Batches timed before the time estimate is printed (the first one is not counted).
-ESTIMATE_AFTER_BATCHES = 10
 #: Fields that may change when resuming (they do not change what is computed).
 RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
 EXIT_INTERRUPTED = 130
@@ -209,14 +212,6 @@ def blas_thread_hint(backend: str) -> str | None:
             f"snnsim.train ...")
 
 
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
 # --- the run ------------------------------------------------------------------------------
 def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     """Train ``cfg`` (from scratch, or continuing the loaded checkpoint ``resume``).
@@ -259,6 +254,10 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
         history = [dict(row) for row in resume["metrics"]]
         start_epoch = int(resume["epoch"])
         log(f"resuming {resume['path']} after epoch {start_epoch}")
+    info = dict(run_info(cfg.backend, cfg.dtype), start_epoch=start_epoch)
+    note = resume_note(append_run_info(run_dir, info))
+    if note:
+        log(note)
     write_metrics(run_dir / METRICS_NAME, history)   # the checkpoint's history is authoritative
 
     n_train, n_test = len(train_split), len(test_split)
@@ -273,7 +272,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
     resume_hint = f"python3 -m snnsim.train --resume {run_dir}"
-    timed_batches, timed_seconds, estimated = 0, 0.0, False
+    batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     epoch = start_epoch
     bar = None
     try:
@@ -290,16 +289,20 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 refresh=False)
-                if not estimated and i >= 1:          # batch 0 is warm-up, not timed
-                    timed_batches += 1
-                    timed_seconds += time.perf_counter() - tb
-                    if timed_batches >= min(ESTIMATE_AFTER_BATCHES, per_epoch - 1):
+                if not estimated and epoch == start_epoch and i >= 1:   # batch 0: warm-up
+                    batch_seconds.append(time.perf_counter() - tb)
+                    left = per_epoch - (i + 1) + per_epoch * (cfg.epochs - epoch - 1)
+                    if eta.window_complete(len(batch_seconds), sum(batch_seconds),
+                                           per_epoch - (i + 1)):
                         estimated = True
-                        est = timed_seconds / timed_batches * per_epoch
-                        left = cfg.epochs - epoch
-                        tqdm.write(f"estimated {_fmt_seconds(est)} of training per epoch, "
-                                   f"about {_fmt_seconds(est * left)} for the {left} epoch(s) "
-                                   f"left (Ctrl-C stops; {resume_hint} continues)")
+                        tqdm.write(
+                            f"estimated training time per epoch "
+                            f"{eta.format_estimate(eta.from_batches(batch_seconds, per_epoch))}"
+                            f"; for the rest of the run "
+                            f"{eta.format_estimate(eta.from_batches(batch_seconds, left))} "
+                            f"plus evaluation, if the machine's load stays as now "
+                            f"({eta.load_note()}); renewed after every epoch "
+                            f"(Ctrl-C stops; {resume_hint} continues)")
             train_seconds = time.perf_counter() - t0
             bar.close()
             t1 = time.perf_counter()
@@ -313,16 +316,21 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
                             rng_state=rng.bit_generator.state, epoch=epoch + 1,
                             config=cfg.to_dict(), metrics=history,
                             layer_names=[layer.describe() for layer in net.layers],
-                            network=net.describe())
+                            network=net.describe(),
+                            extra_attrs={"run_info": json.dumps(info)})
             is_best = test_acc > best
             if is_best:
                 best = test_acc
                 atomic_copy(ckpt_path, run_dir / BEST_NAME)
             append_metrics(run_dir / METRICS_NAME, row)
+            epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                        f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
                        f"(best {best:.4f}){' *' if is_best else ''} | "
-                       f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
+                       f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s"
+                       + (f" | {cfg.epochs - epoch - 1} epochs left: "
+                          f"{eta.format_estimate(eta.from_epochs(epoch_seconds, cfg.epochs - epoch - 1))}"
+                          if epoch + 1 < cfg.epochs else ""))
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -349,17 +357,20 @@ Train a spiking network with TSSL-BP (Zhang & Li, NeurIPS 2020).
 
 Without arguments: Fashion-MNIST, 784-400-400-10, T=5, the authors' setup
 (preset authors, kernel loss, AdamW lr 5e-4 wd 0.01, batch 100, clip 1,
-weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time per epoch
-is estimated and printed after the first batches; Ctrl-C keeps the last
-complete epoch's checkpoint and prints the command that resumes it.
-For a quick look: python3 -m snnsim.train --epochs=1 --train_subset=5000
+weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time left is
+estimated, with a range, once at least 10 batches and 30 s are timed, and
+again after every epoch; tqdm's bar shows the rest of the current epoch.
+Ctrl-C keeps the last complete epoch's checkpoint and prints the command that
+resumes it. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
 On a busy CPU, OPENBLAS_NUM_THREADS=1 python3 -m snnsim.train is often several
 times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
-metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch) and best.h5
-(best test accuracy); the HDF5 layout is in docs/checkpoint_format.md.
+run_info.json (BLAS library and threads, NumPy, platform: what besides the
+config decides the bits, see docs/reproducibility.md), metrics.jsonl (one line
+per epoch), checkpoint.h5 (latest epoch) and best.h5 (best test accuracy); the
+HDF5 layout is in docs/checkpoint_format.md.
 
 Every config field can be set with --key=value (or --key value; '-' and '_'
 are the same), parsed to the field's type; 'none' clears an optional field.
