@@ -50,6 +50,7 @@ from .record import (  # noqa: E402
     rate_bin_index,
     network_from_args,
     record_dataset,
+    source_of,
 )
 
 #: Class names per dataset, for the confusion matrix and the output traces.
@@ -403,10 +404,13 @@ def _class_names(dataset):
 
 def _load_source(args, full: bool, n_samples, indices=None, counts: bool = True):
     """(recording, dataset name, label) from a recording, a checkpoint or --network."""
-    if args.source and is_recording(args.source):
-        rec = load_recording(args.source)
-        return rec, rec.meta.get("dataset"), str(args.source)
-    net, cfg, label = network_from_args(args, args.source)
+    source = source_of(args)
+    if source and is_recording(source):
+        rec = load_recording(source)
+        return rec, rec.meta.get("dataset"), str(source)
+    net, cfg, label = network_from_args(args, source)
+    if indices is None:
+        indices = getattr(args, "indices", None)
     rec = record_dataset(net, cfg, n_samples, args.split, full=full, batch_size=args.batch_size,
                          data_dir=args.data_dir, indices=indices, meta={"source": label},
                          counts=counts)
@@ -450,11 +454,12 @@ def cmd_rates(args):
 
 
 def cmd_raster(args):
-    if args.source and is_recording(args.source):
+    source = source_of(args)
+    if source and is_recording(source):
         rec, dataset, _ = _load_source(args, True, None)
-        pos = args.sample
+        pos = args.sample_index
     else:
-        rec, dataset, _ = _load_source(args, True, None, indices=[args.sample])
+        rec, dataset, _ = _load_source(args, True, None, indices=[args.sample_index])
         pos = 0
     fig = plot_raster(rec, pos, args.max_neurons, args.traces, _class_names(dataset))
     idx = int(rec.sample_index[pos]) if rec.sample_index is not None else pos
@@ -521,26 +526,30 @@ def make_parser() -> argparse.ArgumentParser:
     for name, (_, text, samples) in COMMANDS.items():
         sp = sub.add_parser(name, help=text,
                             description=text.replace("%%", "%") + ". " + SUBCOMMAND_HELP[name])
-        sp.add_argument("source", nargs="?", metavar="SOURCE",
-                        help="checkpoint .h5, run folder, or recording .h5"
-                             + (" (also metrics.jsonl)" if name == "curves" else ""))
-        if name != "curves":
-            add_source_arguments(sp, samples)
+        source_help = "checkpoint .h5, run folder, or recording .h5"
+        if name == "curves":
+            sp.add_argument("source", nargs="?", metavar="SOURCE",
+                            help=source_help + " (also metrics.jsonl)")
+        else:
+            add_source_arguments(sp, samples, source_help=source_help, samples=name != "raster")
         sp.add_argument("--out", default="plots", help="output folder (default plots)")
         sp.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated image formats (default png,pdf)")
         if name in ("sparsity", "rates"):
             sp.add_argument("--layers", default=None, help="comma-separated layers to show "
-                            "(positions among spiking layers, or layer_NN); default all")
+                            "(hidden 1, output, conv 1, ...; positions among spiking layers; "
+                            "or layer_NN); default all")
         if name == "sparsity":
             sp.add_argument("--log", action="store_true", help="logarithmic y axis")
         if name == "rates":
             sp.add_argument("--bins", type=int, default=MAX_RATE_BINS,
                             help=f"at most this many rate bins (default {MAX_RATE_BINS})")
         if name == "raster":
-            sp.add_argument("--sample", type=int, default=0,
-                            help="test-set index of the sample (for a recording: its "
+            sp.add_argument("--sample-index", type=int, default=0, metavar="I",
+                            help="dataset index of the sample (for a recording: its "
                                  "position among the recorded samples; default 0)")
+            sp.add_argument("--sample", type=int, dest="sample_index", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)          # the older spelling
             sp.add_argument("--max-neurons", type=int, default=None,
                             help="raster only the first N neurons of each layer (default all)")
             sp.add_argument("--traces", type=int, default=TRACES_PER_LAYER,

@@ -39,8 +39,8 @@ from . import eta
 from ..backend import get_backend
 from .checkpoint import (CheckpointError, atomic_copy, atomic_write, checkpoint_epoch,
                          load_checkpoint, restore_rng, save_checkpoint)
-from .config import (ConfigError, TrainConfig, check_key, describe_fields, load_config_file,
-                     network_is_yaml, normalize_key)
+from .config import (ConfigError, TrainConfig, check_key, coerce, describe_fields,
+                     load_config_file, network_is_yaml, normalize_key)
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, predict
 from ..network import Network
@@ -372,8 +372,10 @@ config decides the bits, see docs/reproducibility.md), metrics.jsonl (one line
 per epoch), checkpoint.h5 (latest epoch) and best.h5 (best test accuracy); the
 HDF5 layout is in docs/checkpoint_format.md.
 
-Every config field can be set with --key=value (or --key value; '-' and '_'
-are the same), parsed to the field's type; 'none' clears an optional field.
+Every config field can be set with --key=value or --key value, parsed to the
+field's type; 'none' clears an optional field. Option names are written with
+'-' (--train-subset); the '_' of the config files' keys (--train_subset) is
+accepted as well.
 Precedence: defaults < --config file < command line. When resuming, only
 these may change: """ + ", ".join(RESUME_CHANGEABLE) + """.
 
@@ -426,8 +428,13 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
             check_key(key, "command line")
         except ConfigError as exc:
             parser.error(str(exc))
+        option = "--" + key.replace("_", "-")
         if value is None:
-            parser.error(f"--{key} needs a value: --{key}=VALUE")
+            parser.error(f"{option} needs a value: {option}=VALUE")
+        try:
+            coerce(key, value)
+        except ConfigError as exc:
+            parser.error(f"{option}: {exc}")
         out[key] = value
     return out
 
