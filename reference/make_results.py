@@ -3,8 +3,7 @@
     python reference/make_results.py runs/repro/fmnist_mlp_s* --device "CPU ..."
 
 Every snnsim number comes from the run folders (config.json, metrics.jsonl,
-checkpoint.h5); the paper's numbers are the published ones (design doc section
-5). Records, one per experiment × source × metric:
+checkpoint.h5); the paper's numbers are the published ones (docs/authors_code.md). Records, one per experiment × source × metric:
 
     {"experiment", "source": "paper" | "snnsim", "metric": "final_mean" | "best_mean" |
      "best_max", "value", "std", "n_runs", "epochs", "command", "config", "seeds",
@@ -27,7 +26,7 @@ import h5py
 
 HERE = Path(__file__).resolve().parent
 
-# Published results (paper tables; design doc section 5): (mean, std, best); None: not reported.
+# Published results (paper tables; docs/authors_code.md): (mean, std, best); None: not reported.
 PAPER = {
     "fashion_mnist_mlp": (89.75, 0.03, 89.80),
     "fashion_mnist_cnn": (92.69, 0.09, 92.83),

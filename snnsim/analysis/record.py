@@ -44,7 +44,7 @@ from ..loss import predict
 
 FORMAT_NAME = "snnsim-recording"
 FORMAT_VERSION = 1
-#: Duration of one time step in ms (design doc section 1: t = 0..T-1, 1 ms each).
+#: Duration of one time step in ms (docs/model.md: t = 0..T-1, 1 ms each).
 STEP_MS = 1.0
 MS_PER_S = 1000.0
 PERCENT = 100.0
@@ -358,6 +358,42 @@ def firing_rate_histogram(counts, n_steps: int, bins=None, step_ms: float = STEP
     return edges, per_sample.mean(axis=0)
 
 
+def mean_rate_histogram(counts, n_steps: int, n_bins: int = MAX_RATE_BINS,
+                        step_ms: float = STEP_MS):
+    """Each neuron's firing rate averaged over the N samples, as a histogram: the
+    percentage of neurons per bin.
+
+    Where T is small, one sample's rates take only T+1 values, so the paper's
+    per-sample histogram (:func:`firing_rate_histogram`) is the spike-count
+    distribution of Fig. 7 in other units. The mean over samples takes many
+    values, and tells apart neurons that never fire on any sample from neurons
+    that fire on some. Bins: the first holds the neurons that never fire (mean
+    exactly 0; its upper edge is half the smallest non-zero mean, one spike in N
+    samples); then ``n_bins`` equal bins up to 1000/step_ms Hz (50 Hz wide for
+    the default 20 bins and 1 ms steps).
+
+    counts : ``(N, *shape)`` of one layer, or a list of such arrays (pooled).
+    Returns ``(edges (n_bins+2,), percentages (n_bins+1,))``, summing to 100.
+    """
+    if isinstance(counts, (list, tuple)):
+        c = np.concatenate([_as_counts(x, n_steps) for x in counts], axis=1)
+    else:
+        c = _as_counts(counts, n_steps)                                   # (N, M)
+    n, m = c.shape
+    if n == 0 or m == 0:
+        raise ValueError("counts has no samples or no neurons")
+    if n_bins < 1:
+        raise ValueError(f"need at least 1 bin, got {n_bins}")
+    top = MS_PER_S / step_ms
+    never = 0.5 * firing_rates_hz(1.0 / n, n_steps, step_ms)             # half of 1 spike / N
+    edges = np.concatenate([[0.0, never], np.linspace(0.0, top, n_bins + 1)[1:]])
+    if edges[2] <= never:                                                 # tiny N: keep increasing
+        edges[1] = 0.5 * edges[2]
+    rates = firing_rates_hz(c.sum(axis=0) / n, n_steps, step_ms)          # (M,)
+    j = rate_bin_index(rates, edges)
+    return edges, np.bincount(j, minlength=n_bins + 1) * (PERCENT / m)
+
+
 def rate_bin_index(rates, edges) -> np.ndarray:
     """The bin j of each rate: e_j <= r < e_{j+1}, the last bin closed on the right."""
     edges = np.asarray(edges, np.float64)
@@ -540,6 +576,24 @@ def resolve_checkpoint_path(path) -> Path:
                 return p / name
         raise FileNotFoundError(f"{p}: run folder without best.h5 or checkpoint.h5")
     return p
+
+
+def checkpoint_meta(source) -> dict:
+    """What a figure title needs from a checkpoint (or run folder): the epoch it
+    holds and that epoch's test accuracy, as recording ``meta`` strings; ``{}``
+    for no source or a file without metrics."""
+    if not source:
+        return {}
+    try:
+        with h5py.File(resolve_checkpoint_path(source), "r") as f:
+            epoch = int(f.attrs["epoch"])
+            epochs, acc = f["metrics/epoch"][()], f["metrics/test_acc"][()]
+    except (OSError, KeyError, ValueError):
+        return {}
+    hit = np.nonzero(epochs == epoch)[0]
+    if hit.size == 0:
+        return {"checkpoint_epoch": str(epoch)}
+    return {"checkpoint_epoch": str(epoch), "checkpoint_test_acc": f"{float(acc[hit[-1]]):.6f}"}
 
 
 def network_from_spec(spec: str = "784-400-400-10", **config):
@@ -745,7 +799,7 @@ def main(argv=None) -> int:
     net, cfg, label = network_from_args(args)
     rec = record_dataset(net, cfg, args.samples, args.split, args.full, args.full_samples,
                          args.batch_size, args.data_dir, indices=args.indices,
-                         meta={"source": label})
+                         meta={"source": label, **checkpoint_meta(source_of(args))})
     save_recording(args.out, rec)
     acc = (rec.predictions == rec.labels).mean() * PERCENT if rec.labels is not None else None
     print(f"recorded {rec.n_samples} {cfg.dataset} {args.split} samples of {label}, T = "
@@ -756,10 +810,11 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_SAMPLES", "FORMAT_NAME", "FORMAT_VERSION", "LayerRecord", "Recording",
-           "RecordingError", "STEP_MS", "confusion_matrix", "count_distributions",
-           "default_rate_bins", "firing_count_distribution", "firing_rate_histogram",
-           "firing_rates_hz", "is_recording", "layer_label", "layer_role", "load_recording", "load_samples",
+__all__ = ["DEFAULT_SAMPLES", "FORMAT_NAME", "FORMAT_VERSION", "STEP_MS", "LayerRecord",
+           "Recording", "RecordingError", "checkpoint_meta", "confusion_matrix",
+           "count_distributions", "default_rate_bins", "firing_count_distribution",
+           "firing_rate_histogram", "firing_rates_hz", "is_recording", "layer_label",
+           "layer_role", "load_recording", "load_samples", "mean_rate_histogram",
            "network_count_distribution", "network_from_args", "network_from_checkpoint",
            "network_from_spec", "pack_spikes", "parse_indices", "rate_bin_index", "record",
            "record_dataset", "resolve_checkpoint_path", "save_recording", "source_of",

@@ -6,8 +6,8 @@ Two ways to describe a network:
 - the authors' configuration files, a ``Network:`` section of run settings and a
   ``Layers:`` section of layers in order (:func:`load_authors_yaml`,
   :func:`layers_from_authors_config`). The files in ``configs/`` at the
-  repository root are in this format, one per experiment of the design doc's
-  table (section 5); files from the authors' repository load unchanged.
+  repository root are in this format, one per experiment of the table in
+  docs/authors_code.md; files from the authors' repository load unchanged.
 
 :func:`build_network` turns either into a :class:`~snnsim.network.Network`.
 """

@@ -1,5 +1,4 @@
-"""From datasets to batches: preprocessing as the authors did (design doc
-section 5), a seeded shuffle, and one host-to-backend copy per batch.
+"""From datasets to batches: preprocessing as the authors did (docs/authors_code.md), a seeded shuffle, and one host-to-backend copy per batch.
 
     train, test = load_splits(cfg)                   # host (NumPy) arrays
     for x_in, labels in batches(train, 100, xp, cfg.dtype, cfg.n_steps, rng, shuffle=True):
