@@ -40,6 +40,13 @@ def test_from_epochs_median_and_extremes():
     assert (est.seconds, est.low, est.high) == pytest.approx((650.0, 500.0, 2000.0))
     one = eta.from_epochs([12.0], 3)
     assert (one.seconds, one.low, one.high) == pytest.approx((36.0, 36.0, 36.0))
+    # one epoch of 12 s, batch times [1, 2, 3, 4, 5]: quartiles 2 and 4 around median 3,
+    # so the range is widened to 12 x 2/3 = 8 s .. 12 x 4/3 = 16 s per epoch
+    wide = eta.from_epochs([12.0], 3, batch_seconds=[1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (wide.seconds, wide.low, wide.high) == pytest.approx((36.0, 24.0, 48.0))
+    # from MIN_EPOCHS_FOR_RANGE epochs on, the epochs' own spread decides
+    many = eta.from_epochs([12.0] * eta.MIN_EPOCHS_FOR_RANGE, 3, batch_seconds=[1.0, 5.0])
+    assert (many.low, many.high) == pytest.approx((36.0, 36.0))
     with pytest.raises(ValueError):
         eta.from_epochs([], 3)
 

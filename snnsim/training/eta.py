@@ -10,7 +10,8 @@ and a few batches say little about the next hour. So the estimate
   quartiles of the batch times in the window (the middle half of them);
 - is renewed after every epoch from the measured epoch times (training and
   evaluation together): median × epochs left, range from the fastest to the
-  slowest epoch so far;
+  slowest epoch so far (while fewer than three epochs are timed, at least as
+  wide as the batch times' middle half);
 - says that it holds only while the load stays as it was (the load average is
   printed with it).
 
@@ -31,6 +32,9 @@ WINDOW_BATCHES = 10
 WINDOW_SECONDS = 30.0
 #: Quantiles of the batch times that bound the first estimate's range.
 RANGE_QUANTILES = (0.25, 0.75)
+#: With fewer epochs timed than this, the range from epoch times is widened by
+#: the relative spread of the batch times (one epoch gives no spread of its own).
+MIN_EPOCHS_FOR_RANGE = 3
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,23 @@ def from_batches(batch_seconds, batches_left: int) -> Estimate:
                     f"median of {t.size} batch times, range: their middle half")
 
 
-def from_epochs(epoch_seconds, epochs_left: int) -> Estimate:
+def from_epochs(epoch_seconds, epochs_left: int, batch_seconds=()) -> Estimate:
     """The time of ``epochs_left`` more epochs: median epoch time × epochs_left,
-    range from the fastest to the slowest epoch so far."""
+    range from the fastest to the slowest epoch so far. With fewer than
+    MIN_EPOCHS_FOR_RANGE epochs and some ``batch_seconds``, the range is widened
+    to at least the median × the batch times' quartiles / their median."""
     t = np.asarray(epoch_seconds, dtype=float)
     if t.size == 0:
         raise ValueError("no epoch times")
-    return Estimate(float(np.median(t)) * epochs_left, float(t.min()) * epochs_left,
-                    float(t.max()) * epochs_left,
-                    f"median of {t.size} epoch time{'s' if t.size > 1 else ''}, range: "
-                    "fastest to slowest")
+    med = float(np.median(t))
+    low, high = float(t.min()), float(t.max())
+    basis = f"median of {t.size} epoch time{'s' if t.size > 1 else ''}, range: fastest to slowest"
+    b = np.asarray(batch_seconds, dtype=float)
+    if t.size < MIN_EPOCHS_FOR_RANGE and b.size:
+        q_lo, q_hi = np.quantile(b, RANGE_QUANTILES) / np.median(b)
+        low, high = min(low, med * float(q_lo)), max(high, med * float(q_hi))
+        basis += ", widened by the spread of the batch times"
+    return Estimate(med * epochs_left, low * epochs_left, high * epochs_left, basis)
 
 
 def format_seconds(s: float) -> str:
@@ -101,5 +112,5 @@ def load_note() -> str:
     return f"load {load:.1f} on {os.cpu_count() or 1} CPUs"
 
 
-__all__ = ["Estimate", "RANGE_QUANTILES", "WINDOW_BATCHES", "WINDOW_SECONDS", "format_estimate",
+__all__ = ["Estimate", "MIN_EPOCHS_FOR_RANGE", "RANGE_QUANTILES", "WINDOW_BATCHES", "WINDOW_SECONDS", "format_estimate",
            "format_seconds", "from_batches", "from_epochs", "load_note", "window_complete"]
