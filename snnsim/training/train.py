@@ -328,7 +328,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print) -> dict:
                        f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
                        f"(best {best:.4f}){' *' if is_best else ''} | "
                        f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s"
-                       + (f" | {cfg.epochs - epoch - 1} epochs left: "
+                       + (f" | {cfg.epochs - epoch - 1} epoch"
+                          f"{'s' if cfg.epochs - epoch - 1 != 1 else ''} left: "
                           + eta.format_estimate(eta.from_epochs(
                               epoch_seconds, cfg.epochs - epoch - 1, batch_seconds))
                           if epoch + 1 < cfg.epochs else ""))
