@@ -344,7 +344,7 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
     ax_acc.legend(fontsize=8)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title or "Training curves", fontsize=10)
+    fig.suptitle(wrap_title(title or "Training curves", fig), fontsize=10)
     return fig
 
 
@@ -371,8 +371,8 @@ def plot_confusion(cm, class_names=None, title: str | None = None) -> Figure:
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="% of the true class (cells: sample counts)")
     acc = np.trace(cm) / max(cm.sum(), 1) * PERCENT
-    ax.set_title(title or f"Confusion matrix: {cm.sum()} samples, accuracy {acc:.2f} %",
-                 fontsize=10)
+    ax.set_title(wrap_title(title or f"Confusion matrix: {cm.sum()} samples, accuracy "
+                            f"{acc:.2f} %", fig), fontsize=10)
     return fig
 
 
@@ -541,7 +541,8 @@ def cmd_confusion(args):
     n_classes = rec.scores.shape[1]
     cm = confusion_matrix(rec.labels, rec.predictions, n_classes)
     fig = plot_confusion(cm, _class_names(dataset),
-                         title=f"{label}: {rec.n_samples} samples, accuracy "
+                         title=f"{network_title(rec)}\nconfusion on {rec.n_samples} "
+                               f"{_split_name(rec)} samples, accuracy "
                                f"{np.trace(cm) / cm.sum() * PERCENT:.2f} %")
     print(cm)
     return [(fig, "confusion")]
