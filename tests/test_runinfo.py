@@ -17,12 +17,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_train import (assert_same_weights, data_dir, final_weights, run_cli,  # noqa: F401
-                        tiny_args)
+from test_train import (assert_same_weights, final_weights, run_cli, tiny_args,
+                        write_fashion_mnist)
 
 from snnsim.training import runinfo
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
 def train_in_subprocess(data_dir, out, threads: str) -> None:
