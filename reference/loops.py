@@ -1,13 +1,14 @@
 """TSSL-BP written out one neuron and one time step at a time: the test oracle.
 
 Everything here is plain Python floats and ``for`` loops, meant to be stepped
-through in a debugger (``python3 -m pdb``) with the paper and the design doc
-open beside it. Every line names the equation it
-implements: "(n)" is the paper's main text, "(S n)" its supplementary
-material, "§n" a section of the design doc.
+through in a debugger (``python3 -m pdb``) with the paper and the repository's
+account of the model open beside it (``docs/model.md``, ``docs/gradient.md``,
+``docs/authors_code.md``). Every line names the equation it implements: "(n)"
+is the paper's main text, "(S n)" its supplementary material; a docs page
+where the term is not an equation of the paper.
 
-It is written from the design doc and the paper, independently of
-``snnsim.neuron`` / ``snnsim.tsslbp`` (nothing is imported from snnsim), so that
+It follows the paper and that account independently of ``snnsim.neuron`` /
+``snnsim.tsslbp`` (nothing is imported from snnsim), so that
 ``tests/test_reference.py`` can test the vectorised engine against it. It is
 slow on purpose: the PSC reverse sum S is computed by its O(T²) definition,
 not by the engine's recursion; φ is built entry by entry.
@@ -30,7 +31,7 @@ SENSITIVITY_BOUND = 8.0
 WARMUP_WIDTH = 0.2
 #: Clip of the warm-up sigmoid's argument z (authors' code: ±8), (S 2.3).
 WARMUP_Z_CLIP = 8.0
-#: Warm-up where a[t] < 1/(4 τs) (authors' code), design doc §5; 4 = this denominator.
+#: Warm-up where a[t] < 1/(4 τs) (authors' code), docs/authors_code.md; 4 = this denominator.
 WARMUP_PSC_DENOMINATOR = 4.0
 
 RESETS = ("zero", "subtract")
@@ -66,21 +67,21 @@ def bounded_inverse(du_t, bound):
     Δu can be negative at a spike (ū[t-1] > V_th after a large input); the
     engine then bounds symmetrically, max(1/Δu, -bound), and so does this.
     """
-    r = 1.0 / du_t                                          # -∂t_m/∂u[t_m] = 1/(∂u/∂t) = 1/Δu   (S 15), §6
+    r = 1.0 / du_t                              # -∂t_m/∂u[t_m] = 1/(∂u/∂t) = 1/Δu   (S 15), gradient.md
     if bound is None:                                       # exact sensitivity (EXACT_TIMING)
         return r
-    r = min(r, bound)                                       # authors: min(1/Δu, 8)   (S 2.3), §5
+    r = min(r, bound)                                       # authors: min(1/Δu, 8)   (S 2.3), authors_code.md
     r = max(r, -bound)                                      # engine's symmetric extension (Δu < 0 only)
     return r
 
 
 def warmup_applies(a_t, tau_s):
-    """Warm-up replaces δ[t] where a[t] < 1/(4 τs)   (S 2.3), design doc §5."""
+    """Warm-up replaces δ[t] where a[t] < 1/(4 τs)   (S 2.3), docs/authors_code.md."""
     return a_t < 1.0 / (WARMUP_PSC_DENOMINATOR * tau_s)    # a[t] < 1/(4τs)
 
 
 def warmup_derivative(u_t, v_th):
-    """σ'(u) = e^z / (w (1+e^z)²), z = clip((V_th - u)/w, -8, 8), w = 0.2   (S 2.3), §5."""
+    """σ'(u) = e^z / (w (1+e^z)²), z = clip((V_th - u)/w, -8, 8), w = 0.2   (S 2.3), authors_code.md."""
     z = (v_th - u_t) / WARMUP_WIDTH                         # z = (V_th - u)/w
     z = min(max(z, -WARMUP_Z_CLIP), WARMUP_Z_CLIP)          # clip to [-8, 8]
     ez = math.exp(z)                                        # e^z
@@ -88,12 +89,12 @@ def warmup_derivative(u_t, v_th):
 
 
 # =============================================================================
-# Forward: one neuron, eqs. (2)-(5), design doc §2
+# Forward: one neuron, eqs. (2)-(5), docs/model.md
 # =============================================================================
 def lif_neuron_forward(x, tau_m, tau_s, v_th, reset):
     """One LIF neuron with its synapse over T steps, state starting at zero.
 
-    For t = 0..T-1, in the order of design doc §2:
+    For t = 0..T-1, in the order of docs/model.md:
       Δu[t] = -θm ū[t-1] + x[t];  u[t] = ū[t-1] + Δu[t]          (4)
       s[t] = 1 if u[t] > V_th else 0 (strict)                    (5)
       ū[t] = u[t] (1 - s[t])  [zero]  |  u[t] - V_th s[t]  [subtract]
@@ -128,7 +129,7 @@ def lif_neuron_forward(x, tau_m, tau_s, v_th, reset):
 
 
 def input_filter(x, tau_s):
-    """The input PSC a⁰[t] = (1-θs) a⁰[t-1] + θs x_in[t], a⁰[-1] = 0   (2), design doc §2."""
+    """The input PSC a⁰[t] = (1-θs) a⁰[t-1] + θs x_in[t], a⁰[-1] = 0   (2), docs/model.md."""
     theta_s = 1.0 / tau_s                                   # θs = 1/τs
     a = []
     a_prev = 0.0                                            # a⁰[-1] = 0
@@ -143,7 +144,7 @@ def input_filter(x, tau_s):
 # Backward of one neuron: the pieces
 # =============================================================================
 def psc_reverse_sum(g, tau_s):
-    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 9), (S 14), §5.
+    """S[t] = Σ_{k≥t} κ[k-t] g[k], by its definition: a double loop, O(T²)   (S 9), (S 14), authors_code.md.
 
     The sum over k of (S 9) with the PSC kernel of ∂a[t_k]/∂t_m (S 14).
 
@@ -161,7 +162,7 @@ def psc_reverse_sum(g, tau_s):
 
 
 def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVITY_BOUND, warmup=True):
-    """δ[t] = ∂L/∂u[t] of one neuron as the authors' code computes it, design doc §5.
+    """δ[t] = ∂L/∂u[t] of one neuron as the authors' code computes it, docs/authors_code.md.
 
     Backwards over t with a carry ρ = 0:
       r[t] = min(1/Δu[t], bound) at a spike                       (S 15), (S 2.3)
@@ -169,7 +170,7 @@ def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVIT
       spike step, subtract reset: G = r S + ρ θm V_th r + ρ (1-θm)
             (engine's generalisation: R = V_th, and ū = u - V_th passes u on)
       then ρ ← G
-      silent step: G = ρ (1-θm); ρ ← G                             leak, §5
+      silent step: G = ρ (1-θm); ρ ← G                             leak, authors_code.md
       δ[t] = G, or σ'(u[t]) S[t] where warm-up applies (a[t] < 1/(4τs));
       ρ is updated from G before this replacement                  (S 2.3)
 
@@ -186,14 +187,14 @@ def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVIT
         if s[t]:
             r = bounded_inverse(du[t], bound)               # r = min(1/Δu[t], 8)   (S 15), (S 2.3)
             if reset == "zero":
-                G = r * S[t] + rho * theta_m * u[t] * r     # φ<1>: r S;  φ<2>: ρ θm u[t] r   §5
+                G = r * S[t] + rho * theta_m * u[t] * r     # φ<1>: r S;  φ<2>: ρ θm u[t] r   authors_code.md
             else:
-                G = (r * S[t]                               # φ<1>: r S   §5
+                G = (r * S[t]                               # φ<1>: r S   authors_code.md
                      + rho * (theta_m * v_th * r)           # φ<2> with R = V_th
                      + rho * (1.0 - theta_m))               # ū = u - V_th: u[t] passes through the reset
             rho = G                                         # ρ ← G
         else:
-            G = rho * (1.0 - theta_m)                       # leak: G[t] = (1-θm) G[t+1]   §5
+            G = rho * (1.0 - theta_m)                       # leak: G[t] = (1-θm) G[t+1]   authors_code.md
             rho = G                                         # ρ ← ρ (1-θm)
         if warmup and warmup_applies(a[t], tau_s):          # a[t] < 1/(4τs)   (S 2.3)
             delta[t] = warmup_derivative(u[t], v_th) * S[t]  # δ[t] = σ'(u[t]) S[t]
@@ -203,7 +204,7 @@ def authors_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=SENSITIVIT
 
 
 def timing_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=None, warmup=False):
-    """δ[t] = ∂L/∂u[t] of one neuron: the exact derivative of the event-shift model (§6).
+    """δ[t] = ∂L/∂u[t] of one neuron: the exact derivative of the event-shift model (gradient.md).
 
     Derived by hand, step by step, backwards (B = ∂L/∂ū[t], the error on the
     membrane after the reset; δ[t+1] the *un-replaced* carry G[t+1]):
@@ -236,16 +237,16 @@ def timing_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, bound=None, warmu
         # ∂L/∂ū[t], from u[t+1] = (1-θm) ū[t] + x[t+1]   (4)
         B = (1.0 - theta_m) * delta_next
         if s[t]:
-            r = bounded_inverse(du[t], bound)               # 1/Δu[t] = ∂λ/∂u[t] = -∂τ/∂u[t]   (S 15), §6
+            r = bounded_inverse(du[t], bound)       # 1/Δu[t] = ∂λ/∂u[t] = -∂τ/∂u[t]   (S 15), gradient.md
             if reset == "zero":
                 R, dR_du = u[t], 1.0                        # zero reset removes R = u[t]
             else:
                 R, dR_du = v_th, 0.0                        # subtract reset removes R = V_th
             G = ((ln_syn * S[t]                             # PSC shift: ∂a[k]/∂τ = -ln(1-θs) κ[k-m]  (S 14)
-                  - ln_leak * R * B) * r                    # reset shift: ∂ū[m]/∂τ = R ln(1-θm)   (S 16), §6
+                  - ln_leak * R * B) * r            # reset shift: ∂ū[m]/∂τ = R ln(1-θm)   (S 16), gradient.md
                  + (1.0 - dR_du) * B)                       # ∂ū[m]/∂u[m] with τ held
         else:
-            G = B                                           # silent: ū[t] = u[t]; leak path   §5
+            G = B                                           # silent: ū[t] = u[t]; leak path   authors_code.md
         delta_next = G                                      # carry the un-replaced G
         if warmup and warmup_applies(a[t], tau_s):          # a[t] < 1/(4τs)   (S 2.3)
             delta[t] = warmup_derivative(u[t], v_th) * S[t]  # δ[t] = σ'(u[t]) S[t]
@@ -270,25 +271,25 @@ def lif_neuron_backward(g, u, du, s, a, tau_m, tau_s, v_th, reset, reading="auth
 def psc_time_derivative(k, m, tau_s, reading):
     """∂a[t_k]/∂t_m for a spike at step m   (S 14).
 
-    ``authors``: -κ[k-m] (as if a later spike removed its whole PSC), §5.
-    ``timing``:  -ln(1-θs) κ[k-m] (the kernel's continuous extension), §6.
+    ``authors``: -κ[k-m] (as if a later spike removed its whole PSC), authors_code.md.
+    ``timing``:  -ln(1-θs) κ[k-m] (the kernel's continuous extension), gradient.md.
     """
     if reading == "authors":
-        return -kappa_at(k - m, tau_s)                      # -κ[k-m]   §5
+        return -kappa_at(k - m, tau_s)                      # -κ[k-m]   authors_code.md
     theta_s = 1.0 / tau_s
-    return -math.log(1.0 - theta_s) * kappa_at(k - m, tau_s)  # -ln(1-θs) κ[k-m]   §6
+    return -math.log(1.0 - theta_s) * kappa_at(k - m, tau_s)  # -ln(1-θs) κ[k-m]   gradient.md
 
 
 def reset_time_derivative(p, m, R_m, tau_m, reading):
     """∂(ν * s[t_m])[t_p]/∂t_m: how the reset at step m moves u at the next spike p   (S 16).
 
-    ``authors``: -θm R (1-θm)^{p-m-1}, §5.  ``timing``: R ln(1-θm) (1-θm)^{p-m}
-    (a reset of size R at real time τ adds -R (1-θm)^{t_p-τ}), §6.
+    ``authors``: -θm R (1-θm)^{p-m-1}, authors_code.md.  ``timing``: R ln(1-θm) (1-θm)^{p-m}
+    (a reset of size R at real time τ adds -R (1-θm)^{t_p-τ}), gradient.md.
     """
     theta_m = 1.0 / tau_m
     if reading == "authors":
-        return -theta_m * R_m * (1.0 - theta_m) ** (p - m - 1)          # §5
-    return R_m * math.log(1.0 - theta_m) * (1.0 - theta_m) ** (p - m)    # §6
+        return -theta_m * R_m * (1.0 - theta_m) ** (p - m - 1)          # authors_code.md
+    return R_m * math.log(1.0 - theta_m) * (1.0 - theta_m) ** (p - m)    # gradient.md
 
 
 def phi_matrix_loops(u, du, s, a, tau_m, tau_s, v_th, reset, reading="authors",
@@ -300,7 +301,7 @@ def phi_matrix_loops(u, du, s, a, tau_m, tau_s, v_th, reset, reading="authors",
     φ(·, T) = 0), and ∂t_m/∂u[t_m] = -r[m] = -1/Δu[m] bounded   (S 15):
       φ<1>(k, m) = ∂a[t_k]/∂t_m · ∂t_m/∂u[t_m]                      spike at m   (S 13), (S 14)
       φ<2>(k, m) = φ(k, p) · ∂(ν*s[t_m])[t_p]/∂t_m · ∂t_m/∂u[t_m]   spike at m   (S 16)
-      leak(k, m) = (1-θm)^{p-m} φ(k, p)     silent m (the path the paper sets to 0, §5);
+      leak(k, m) = (1-θm)^{p-m} φ(k, p)     silent m (the path the paper sets to 0, authors_code.md);
                    also at a spike with the subtract reset (ū = u - V_th passes u on)
       warm-up(k, m) = κ[k-m] σ'(u[m]) replaces the whole column where a[m] < 1/(4τs);
                    the earlier columns chain through the un-replaced φ(k, p)   (S 2.3)
@@ -332,7 +333,7 @@ def phi_matrix_loops(u, du, s, a, tau_m, tau_s, v_th, reset, reading="authors",
                 if p < T:
                     phi_2[k][m] = phi_kp * reset_time_derivative(p, m, R_m, tau_m, reading) * dt_du  # (S 16)
             if passthrough:
-                leak[k][m] = (1.0 - theta_m) ** (p - m) * phi_kp                             # leak, §5
+                leak[k][m] = (1.0 - theta_m) ** (p - m) * phi_kp                 # leak, authors_code.md
             chain[k][m] = phi_1[k][m] + phi_2[k][m] + leak[k][m]                             # (S 17)
         if warmup and warmup_applies(a[m], tau_s):          # a[m] < 1/(4τs)   (S 2.3)
             for k in range(T):
@@ -344,17 +345,17 @@ def phi_matrix_loops(u, du, s, a, tau_m, tau_s, v_th, reset, reading="authors",
 
 
 # =============================================================================
-# The event-shift model of one neuron, design doc §6
+# The event-shift model of one neuron, docs/gradient.md
 # =============================================================================
 def event_shift_neuron(x, s0, u0, du0, tau_m, tau_s, v_th, reset):
     """PSC a[0..T-1] of one neuron under the event-shift model around a nominal run.
 
     The nominal spike steps m_j (where s0 = 1), membrane u⁰ and slope Δu⁰ are held:
       u[t] = (1-θm) ū[t-1] + x[t]                 (no threshold test)      (4)
-      τ_j = m_j - (u[m_j] - u⁰[m_j]) / Δu⁰[m_j]   (linear rise in the step)  §6
+      τ_j = m_j - (u[m_j] - u⁰[m_j]) / Δu⁰[m_j]   (linear rise in the step)  gradient.md
       ū[m_j] = u[m_j] - R (1-θm)^{m_j - τ_j},  R = u[m_j] (zero) or V_th (subtract)
       ū[t] = u[t] at the other steps
-      a[k] = Σ_j [k ≥ m_j] θs (1-θs)^{k - τ_j}                             (2), §6
+      a[k] = Σ_j [k ≥ m_j] θs (1-θs)^{k - τ_j}                             (2), gradient.md
     Returns a list of floats (it equals the discrete run at x = nominal x).
     """
     _check_reset(reset)
@@ -367,21 +368,21 @@ def event_shift_neuron(x, s0, u0, du0, tau_m, tau_s, v_th, reset):
     for t in range(len(x)):
         u_t = (1.0 - theta_m) * u_reset_prev + x[t]         # u[t] = (1-θm) ū[t-1] + x[t]   (4)
         if s0[t]:
-            tau_j = t - (u_t - u0[t]) / du0[t]              # τ_j = m_j - (u - u⁰)/Δu⁰   §6
+            tau_j = t - (u_t - u0[t]) / du0[t]              # τ_j = m_j - (u - u⁰)/Δu⁰   gradient.md
             R = u_t if reset == "zero" else v_th            # reset size
-            u_reset_prev = u_t - R * (1.0 - theta_m) ** (t - tau_j)  # ū = u - R (1-θm)^{m-τ}   §6
+            u_reset_prev = u_t - R * (1.0 - theta_m) ** (t - tau_j)  # ū = u - R (1-θm)^{m-τ}   gradient.md
             spike_times.append((t, tau_j))
         else:
             u_reset_prev = u_t                              # no spike: ū[t] = u[t]
         a_t = 0.0
         for _m_j, tau_j in spike_times:                     # every spike with m_j ≤ t
-            a_t += theta_s * (1.0 - theta_s) ** (t - tau_j)  # θs (1-θs)^{t-τ_j}   (2), §6
+            a_t += theta_s * (1.0 - theta_s) ** (t - tau_j)  # θs (1-θs)^{t-τ_j}   (2), gradient.md
         a.append(a_t)
     return a
 
 
 # =============================================================================
-# Dense layer, losses, targets (design doc §3; eqs. (7), (8), (10))
+# Dense layer, losses, targets (docs/model.md; eqs. (7), (8), (10))
 # =============================================================================
 def dense_forward_loops(a_prev, W):
     """x[t, b, i] = Σ_j W[i, j] a_prev[t, b, j]: same step, no bias   (4).
@@ -448,7 +449,7 @@ def kernel_loss_loops(a, a_hat):
 
 
 def count_loss_loops(a, labels, desired_count, undesired_count):
-    """Count loss (authors' code, N-MNIST), design doc §3:
+    """Count loss (authors' code, N-MNIST), docs/model.md:
 
       c_i = Σ_t a_i[t];  e_i = (c_i - c*_i)/T,  c* = desired (label) | undesired (other)
       e_i = 0 where the label neuron is above its target or another below its
@@ -476,7 +477,7 @@ def count_loss_loops(a, labels, desired_count, undesired_count):
 
 
 def desired_train(n_steps, convention="authors"):
-    """The label neuron's desired spike train d, a list of 0/1, design doc §3 / (S 2.4).
+    """The label neuron's desired spike train d, a list of 0/1, docs/model.md / (S 2.4).
 
     T = 5: paper [0,1,0,1,1], authors' code [0,1,1,1,1]. Other T: [0,1,0,1,...]
     (the authors' code for T ≥ 10; the engine uses it for every T ≠ 5).
@@ -490,7 +491,7 @@ def desired_train(n_steps, convention="authors"):
 
 def kernel_target_loops(labels, n_classes, n_steps, tau_s, convention="authors", filter_passes=2):
     """â (T, B, C): κ * d for the label neuron (paper: one pass) or κ * (κ * d)
-    (authors' code: two passes), 0 for the others   (7), design doc §3."""
+    (authors' code: two passes), 0 for the others   (7), docs/model.md."""
     d = [float(v) for v in desired_train(n_steps, convention)]
     for _ in range(filter_passes):
         d = input_filter(d, tau_s)                          # κ * d: the same synaptic filter   (2)
@@ -503,7 +504,7 @@ def kernel_target_loops(labels, n_classes, n_steps, tau_s, convention="authors",
 
 
 def predict_loops(a):
-    """argmax_i Σ_t a_i[t] per sample; ties go to the lowest index, design doc §3."""
+    """argmax_i Σ_t a_i[t] per sample; ties go to the lowest index, docs/model.md."""
     a = np.asarray(a)
     T, B, C = a.shape
     out = []
@@ -521,7 +522,7 @@ def predict_loops(a):
 # A small dense network, one sample, one neuron, one step at a time
 # =============================================================================
 def network_forward_loops(x_in, weights, tau_m, tau_s, v_th, reset):
-    """Dense network: a⁰ = κ * x_in, then per layer x = W a, LIF neurons   §2.
+    """Dense network: a⁰ = κ * x_in, then per layer x = W a, LIF neurons   model.md.
 
     ``x_in`` (T, B, N0); ``weights`` a list of (N_l, N_{l-1}) matrices.
     Returns ``{"input_psc": (T, B, N0), "layers": [ {x, u, du, s, a} each (T, B, N_l) ]}``.
@@ -531,7 +532,7 @@ def network_forward_loops(x_in, weights, tau_m, tau_s, v_th, reset):
     a_prev = np.zeros((T, B, n0), dtype=np.float64)         # a⁰, (T, B, N0)
     for b in range(B):
         for j in range(n0):
-            a_prev[:, b, j] = input_filter(x_in[:, b, j], tau_s)  # a⁰ = κ * x_in   §2
+            a_prev[:, b, j] = input_filter(x_in[:, b, j], tau_s)  # a⁰ = κ * x_in   model.md
     result = {"input_psc": a_prev, "layers": []}
     for W in weights:
         x = dense_forward_loops(a_prev, W)                  # x^l = W^l a^{l-1}   (4)
@@ -555,7 +556,7 @@ def network_backward_loops(dL_da, forward, weights, tau_m, tau_s, v_th, reset, r
                            bound=SENSITIVITY_BOUND, warmup=True):
     """∂L/∂W^l for every layer of :func:`network_forward_loops`, top down:
 
-      δ^l = per-neuron backward of g^l (reading: authors §5 | timing §6)   (9)
+      δ^l = per-neuron backward of g^l (reading: authors authors_code.md | timing gradient.md)   (9)
       ∂L/∂W^l = Σ_t δ^l[t] a^{l-1}[t]ᵀ                                     (8)
       g^{l-1} = (W^l)ᵀ δ^l                                                 (10)
 

@@ -1,6 +1,6 @@
 """Inverted dropout of PSCs, one mask per (sample, neuron) held over all T steps.
 
-Forward with ``train=True`` (design doc section 2):
+Forward with ``train=True`` (docs/model.md):
 
     m[b, n] ~ Bernoulli(1 - p) / (1 - p),   drawn once per forward pass
     out[t, b, n] = m[b, n] · a[t, b, n]     for every step t
@@ -11,7 +11,7 @@ With ``train=False`` or p = 0 the layer is the identity.
 
 Not copied from the authors' code: their call reshapes (T, B, C, H, W) PSCs
 so that current PyTorch treats each *sample* as one channel of a Dropout3d, and
-zeroes whole samples (design doc section 2).
+zeroes whole samples (docs/model.md).
 
 The mask is drawn on the host by the NumPy Generator passed to ``forward`` (so
 a seed gives the same masks on NumPy and CuPy) and moved with ``xp.asarray``:

@@ -1,7 +1,7 @@
 """The event-shift model: the smooth function whose derivative `timing` computes.
 
 A spike is all-or-none, so finite differences of the discrete network are zero
-or jumps. The event-shift model (design doc section 6) holds the nominal spike
+or jumps. The event-shift model (docs/gradient.md) holds the nominal spike
 pattern fixed and lets each spike *time* move when a membrane value moves, so
 that the network output is a smooth function of the weights. Per neuron, with
 the nominal spike steps m_j, membrane u⁰ and slope Δu⁰ held fixed:

@@ -1,4 +1,4 @@
-"""Losses, targets and decoding at the output layer (design doc section 3).
+"""Losses, targets and decoding at the output layer (docs/model.md).
 
 Each loss returns ``(L, dL_da)`` with ``dL_da`` = g^L = ∂L/∂a^L, ``(T, B, C)``.
 """

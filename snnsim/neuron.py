@@ -79,7 +79,7 @@ def psc_update(a_prev, s_t, theta_s: float):
 def psc_filter(x, theta_s: float):
     """The synaptic filter applied over time to a whole ``(T, ...)`` input:
     a[t] = (1-θs) a[t-1] + θs x[t], a[-1] = 0. The network input enters this way
-    (design doc section 2); it accepts a broadcast (read-only) view."""
+    (docs/model.md); it accepts a broadcast (read-only) view."""
     xp = array_module(x)
     a = xp.empty(x.shape, dtype=x.dtype, device=device(x))
     a_t = xp.zeros(x.shape[1:], dtype=x.dtype, device=device(x))

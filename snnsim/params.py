@@ -68,7 +68,7 @@ class NeuronParams:
 
 @dataclass(frozen=True)
 class GradientParams:
-    """How the TSSL-BP backward pass reads its terms (design doc sections 4-6).
+    """How the TSSL-BP backward pass reads its terms (docs/gradient.md).
 
     Attributes
     ----------

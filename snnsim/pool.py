@@ -1,6 +1,6 @@
 """Pooling of PSCs, as the authors pool: a scaled sum over each k×k window.
 
-The pooling layer has no neuron (design doc section 2): it passes on
+The pooling layer has no neuron (docs/model.md): it passes on
 
     out[t, b, c, i, j] = POOL_GAIN · Σ_{p,q < k} a[t, b, c, k·i + p, k·j + q]
 

@@ -1,6 +1,6 @@
 """Presets: the paper's text's choices and the authors' public code's choices.
 
-Where the paper and the authors' code differ (design doc sections 2, 3, 5), a
+Where the paper and the authors' code differ (docs/authors_code.md), a
 preset fixes every difference at once. ``authors`` is the training default:
 its choices are the ones behind the published accuracies.
 """

@@ -1,6 +1,6 @@
 """The TSSL-BP backward pass through LIF neurons, one function per term.
 
-Notation (design doc section 1): g[t] = ∂L/∂a[t] arrives at a layer (``dL_da``);
+Notation (docs/model.md): g[t] = ∂L/∂a[t] arrives at a layer (``dL_da``);
 δ[t] = ∂L/∂u[t] = ∂L/∂x[t] leaves it (``dL_du``). The paper writes
 
     δ[t_m] = Σ_{k≥m} φ(t_k, t_m) g[t_k],      φ = φ<1> + φ<2>        (9), (14)
@@ -14,8 +14,8 @@ per neuron (O(T) time, O(1) carry):
     δ[t] = G[t], or σ'(u[t]) S[t] where warm-up applies                     (S 2.3)
 
 Each term has two readings (``GradientParams.reading``): ``authors`` — what the
-authors' public code computes (design doc section 5) — and ``timing`` — the
-exact derivative of the event-shift model (section 6). :func:`phi_matrix`
+authors' public code computes (docs/authors_code.md) — and ``timing`` — the
+exact derivative of the event-shift model (docs/gradient.md). :func:`phi_matrix`
 builds φ explicitly, term by term, from the paper's next-spike form (13), (14); it is
 slow, for inspection and as the oracle of :func:`lif_backward`.
 """
@@ -68,7 +68,7 @@ def spike_time_sensitivity(du, s, bound: float | None):
     """∂t_m/∂u[t_m] = -1 / (∂u/∂t at t_m) = -1/Δu[t_m] at a spike, 0 elsewhere   (12).
 
     Within step m the membrane is taken to rise linearly by Δu[m], so the
-    threshold crossing is at t* = m - (u[m] - V_th)/Δu[m] (design doc section 6).
+    threshold crossing is at t* = m - (u[m] - V_th)/Δu[m] (docs/gradient.md).
     ``bound`` limits |1/Δu| (S 2.3; the authors' code: min(1/Δu, 8), which is
     this clip wherever Δu > 0, as it always is at a spike with the zero reset).
     """
@@ -85,7 +85,7 @@ def psc_shift_scale(theta_s: float, reading: str) -> float:
     ``timing``: a spike at real time τ adds θs (1-θs)^{k-τ} at step k, so
     ∂a[k]/∂τ = -ln(1-θs) κ[k-m] and c = ln(1-θs) < 0 (a later spike has decayed
     less). ``authors``: the code takes ∂a[k]/∂t_m = -κ[k-m] (c = 1), the
-    opposite sign and another scale (design doc section 5).
+    opposite sign and another scale (docs/authors_code.md).
     """
     return 1.0 if reading == "authors" else log1m(theta_s)
 
@@ -115,7 +115,7 @@ def reset_shift_coefficient(neuron: NeuronParams, reading: str) -> float:
     ∂(ν * s[t_m])[t_p]/∂t_m of (13) with ν the reset kernel.
     ``timing``: a reset of size R at real time τ contributes -R (1-θm)^{t-τ} at
     step t, so b = (1-θm) ln(1-θm). ``authors``: b = -θm (one step less of decay
-    and θm for -ln(1-θm); design doc section 5).
+    and θm for -ln(1-θm); docs/authors_code.md).
     """
     theta_m = neuron.theta_m
     if reading == "authors":
@@ -143,7 +143,7 @@ def leak_path(dL_du_next, theta_m: float):
     """∂L/∂ū[t] = (1-θm) ∂L/∂u[t+1], from u[t+1] = (1-θm) ū[t] + x[t+1]   (4).
 
     At a silent step ū[t] = u[t], so this is all of δ there: the path the paper's
-    φ sets to zero and the authors' code keeps (design doc section 5).
+    φ sets to zero and the authors' code keeps (docs/authors_code.md).
     """
     return (1.0 - theta_m) * dL_du_next
 

@@ -1,5 +1,5 @@
 """Network builders: the paper's notation, the authors' config files, the
-shipped configs against the design doc's table, and a whole conv network's
+shipped configs against the table of docs/authors_code.md, and a whole conv network's
 TSSL-BP gradient against central differences of the event-shift model.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def without_dropout(description: str) -> str:
     return "-".join(tok for tok in description.split("-") if not tok.startswith("D"))
 
 
-# --- the design doc's table (section 5), written out by hand ------------------------
+# --- the table of docs/authors_code.md, written out by hand ------------------------
 #: name: (net in snnsim notation, input shape, T, batch, lr, epochs, loss, tau_m, tau_s,
 #:        conv weight_scale, dropout p, parameter count computed by hand)
 TABLE = {

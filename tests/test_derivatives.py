@@ -1,5 +1,5 @@
 """Each derivative factor of TSSL-BP against central differences of the smooth
-function it differentiates (design doc section 6), in float64.
+function it differentiates (docs/gradient.md), in float64.
 
 Central differences with step h = 1e-6 on functions of O(1) values: truncation
 error ~ h² f''' ≈ 1e-12, rounding error ~ ε·|f|/h ≈ 1e-10; tolerances of 1e-7

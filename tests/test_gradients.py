@@ -1,7 +1,7 @@
 """The whole-network gradient against finite differences.
 
 `timing` with no bound and no warm-up (EXACT_TIMING) is the exact gradient of
-the event-shift model (design doc section 6): checked along random weight
+the event-shift model (docs/gradient.md): checked along random weight
 directions, ⟨∇L, v⟩ against (L(W + h v) - L(W - h v)) / 2h, float64, h = 1e-6.
 Rounding ~ ε |L| / h ≈ 1e-9 relative for |L| ~ 10; truncation ~ h² ≈ 1e-12.
 The h² truncation error is removed by Richardson extrapolation (see

@@ -194,7 +194,7 @@ def test_parse_samples():
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
 def test_cli_fresh_mlp_on_fashion_mnist(tmp_path):
     out = tmp_path / "inspect.h5"
-    assert main(["--network", "784-30-10", "--samples", "0,4", "--max-neurons", "5",
+    assert main(["--network", "784-30-10", "--indices", "0,4", "--max-neurons", "5",
                  "--dtype", "float64", "--out", str(out)]) == 0
     with h5py.File(out, "r") as f:
         np.testing.assert_array_equal(f["sample_index"][()], [0, 4])

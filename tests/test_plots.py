@@ -197,7 +197,7 @@ def test_cli_fresh_network_on_fashion_mnist(tmp_path, capsys):
     assert main(["sparsity", "--network", "784-20-10", "--samples", "8", "--out", str(tmp_path),
                  "--formats", "png"]) == 0
     assert (tmp_path / "sparsity.png").stat().st_size > 0
-    assert main(["raster", "--network", "784-20-10", "--sample", "3", "--out", str(tmp_path),
+    assert main(["raster", "--network", "784-20-10", "--sample-index", "3", "--out", str(tmp_path),
                  "--formats", "png"]) == 0
     assert (tmp_path / "raster_sample3.png").stat().st_size > 0
 

@@ -13,7 +13,7 @@ that the engine and the reference fire the same spikes, and the PSC off the
 warm-up switch (|a - 1/(4τs)| > 1e-12) so that they take the same branch.
 
 The timing reference is checked against central differences of the
-reference's own event-shift model (design doc §6), as the brief asks.
+reference's own event-shift model (docs/gradient.md), as the brief asks.
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def test_help_explains_every_option():
                    "--resume", "--data-dir"):
         assert option in text
     for key in field_names():
-        assert f"--{key}=" in text, f"config field {key} missing from --help"
+        assert f"--{key.replace('_', '-')}=" in text, f"config field {key} missing from --help"
 
 
 def test_unknown_key_is_an_error_naming_it(capsys):

@@ -12,8 +12,8 @@ with a derivation by hand or with another implementation:
 - per non-spiking layer (pooling, dropout): its input and output PSC and g;
 - the input, its PSC a^0, labels, output, target, loss, config.
 
-    python3 -m snnsim.inspection --network 784-400-400-10 --samples 0,1,2 --out inspect.h5
-    python3 -m snnsim.inspection --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing
+    python3 -m snnsim.inspection --network 784-400-400-10 --samples 3 --out inspect.h5
+    python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing
 
 Everything is computed with the engine's own functions: the backward is
 :meth:`snnsim.network.Network.backward_pass`, the walk of ``Network.backward``
@@ -38,6 +38,7 @@ from ..loss import kernel_target, predict
 from ..neuron import LIFState
 from ..params import GradientParams
 from ..tsslbp import phi_matrix, warmup_mask
+from .record import add_source_arguments, network_from_args, parse_indices, source_of
 
 FORMAT_NAME = "snnsim-inspect"
 FORMAT_VERSION = 1
@@ -197,26 +198,18 @@ x, u, du, s, a; g = dL/da; delta = dL/du; dL/dW; the warm-up mask; the
 explicit phi matrices (phi_1, phi_2, leak, warmup; (B, N, T, T), for at most
 --max-neurons neurons per layer); the input, labels, output, target and loss.
 
-Examples:
-  python3 -m snnsim.inspection --network 784-400-400-10 --samples 0,1,2
-  python3 -m snnsim.inspection --checkpoint runs/fmnist/best.h5 --samples 7 --reading timing"""
+The source options (SOURCE or --network, --samples N or --indices LIST, ...)
+are those of python3 -m snnsim.record and python3 -m snnsim.plots; without a
+source, a fresh 784-400-400-10 network. Examples:
+  python3 -m snnsim.inspection --network 784-400-400-10 --samples 3
+  python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing"""
 
+#: Samples of one inspection unless --samples or --indices say otherwise.
+DEFAULT_INSPECT_SAMPLES = 3
+DEFAULT_INSPECT_NETWORK = "784-400-400-10"
 
-def parse_samples(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-3"`` or ``"0,5-7"`` -> sample indices."""
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
-    if not out:
-        raise ValueError(f"no sample index in {text!r}")
-    return out
+#: The older spelling: ``--samples 0,1,2`` were dataset indices (now ``--indices``).
+parse_samples = parse_indices
 
 
 def _bound(text: str):
@@ -226,20 +219,7 @@ def _bound(text: str):
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="CKPT", help="checkpoint .h5 or run folder")
-    src.add_argument("--network", metavar="SPEC", help="a freshly initialised network in the "
-                     "paper's notation (default 784-400-400-10 when no checkpoint is given)")
-    p.add_argument("--samples", default="0,1,2", help="dataset indices, e.g. 0,1,2 or 0-3 "
-                   "(default 0,1,2)")
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset of --network "
-                   "(a checkpoint uses its own; default fashion-mnist)")
-    p.add_argument("--split", default="test", choices=("test", "train"))
-    p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset")
-    p.add_argument("--n-steps", type=int, default=None, metavar="T",
-                   help="time steps (default: the checkpoint's, or 5)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed of --network")
-    p.add_argument("--preset", default="authors", help="preset of --network: authors | paper")
+    add_source_arguments(p, DEFAULT_INSPECT_SAMPLES, batch_size=False)
     p.add_argument("--reading", choices=("authors", "timing"), default=None,
                    help="gradient reading (default: the checkpoint's or preset's)")
     p.add_argument("--sensitivity-bound", default=None, metavar="B",
@@ -253,31 +233,35 @@ def make_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_MAX_NEURONS}; 0: none)")
     p.add_argument("--phi-neurons", choices=PHI_SELECT, default="first",
                    help="which neurons: the first N, or the N that spike most (default first)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default=None)
     p.add_argument("--out", default="inspect.h5", help="output file (default inspect.h5)")
     return p
+
+
+def _older_samples(argv):
+    """``--samples 0,1,2`` / ``--samples 0-3`` (indices, the older meaning) -> ``--indices``,
+    with a note; a plain number after ``--samples`` is a count, as in record and plots."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, tok in enumerate(argv):
+        value = tok.split("=", 1)[1] if tok.startswith("--samples=") else (
+            argv[i + 1] if tok == "--samples" and i + 1 < len(argv) else None)
+        if value is not None and ("," in value or "-" in value.strip("-")):
+            print(f"note: --samples {value} reads as dataset indices; write --indices {value} "
+                  "(--samples N is a count, the first N samples)", file=sys.stderr)
+            argv[i:i + (1 if "=" in tok else 2)] = ["--indices", value]
+            break
+    return argv
 
 
 @command("inspection")
 def main(argv=None) -> int:
     from ..training import data as data_mod
     from ..training.train import make_loss
-    from .record import load_samples, network_from_checkpoint, network_from_spec
-    args = make_parser().parse_args(argv)
-    indices = parse_samples(args.samples)
-    if args.checkpoint:
-        net, cfg, _ = network_from_checkpoint(args.checkpoint, backend=args.backend,
-                                              dtype=args.dtype)
-        source = str(args.checkpoint)
-        if args.n_steps is not None:
-            cfg = cfg.replace(source="command line", n_steps=args.n_steps)
-    else:
-        spec = args.network or "784-400-400-10"
-        extra = {"n_steps": args.n_steps} if args.n_steps is not None else {}
-        net, cfg = network_from_spec(spec, dataset=args.dataset, seed=args.seed,
-                                     preset=args.preset, backend=args.backend or "numpy",
-                                     dtype=args.dtype or "float32", **extra)
-        source = f"fresh {spec} (seed {args.seed})"
+    from .record import load_samples
+    args = make_parser().parse_args(_older_samples(argv))
+    indices = args.indices or list(range(args.samples))
+    if not source_of(args) and not args.network:
+        args.network = DEFAULT_INSPECT_NETWORK
+    net, cfg, source = network_from_args(args, dtype=args.dtype)
     changes = {}
     if args.reading is not None:
         changes["reading"] = args.reading
@@ -317,9 +301,9 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_MAX_NEURONS", "FORMAT_NAME", "FORMAT_VERSION", "PHI_TERMS", "inspect_pass",
-           "main", "make_parser", "parse_samples", "select_neurons", "state_subset",
-           "write_inspection"]
+__all__ = ["DEFAULT_INSPECT_SAMPLES", "DEFAULT_MAX_NEURONS", "FORMAT_NAME", "FORMAT_VERSION",
+           "PHI_TERMS", "inspect_pass", "main", "make_parser", "parse_samples", "select_neurons",
+           "state_subset", "write_inspection"]
 
 if __name__ == "__main__":
     sys.exit(main())

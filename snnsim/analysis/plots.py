@@ -14,7 +14,7 @@ or ``--network SPEC`` for a freshly initialised network.
 
 The plotting functions build a :class:`matplotlib.figure.Figure` directly (no
 pyplot, no global state, headless: the Agg canvas) and return it, so tests can
-read back the plotted numbers. A time step is 1 ms (design doc section 1), so a
+read back the plotted numbers. A time step is 1 ms (docs/model.md), so a
 count c in T steps is the rate c / (T ms) = 1000 c / T Hz.
 """
 from __future__ import annotations
@@ -45,6 +45,7 @@ from .record import (
     PERCENT,
     Recording,
     add_source_arguments,
+    checkpoint_meta,
     confusion_matrix,
     count_distributions,
     default_rate_bins,
@@ -53,9 +54,11 @@ from .record import (
     is_recording,
     layer_label,
     load_recording,
+    mean_rate_histogram,
     network_from_args,
     rate_bin_index,
     record_dataset,
+    source_of,
 )
 
 NETWORK_KEY = "network"
@@ -128,7 +131,8 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="layer", fontsize=8, title_fontsize=8)
     avg = f", averaged over {n_samples} samples" if n_samples else ""
-    ax.set_title(title or f"Firing activity: % of neurons firing k times{avg}", fontsize=10)
+    ax.set_title(wrap_title(title or f"Firing activity: % of neurons firing k times{avg}", fig),
+                 fontsize=10)
     return fig
 
 
@@ -153,14 +157,16 @@ def rate_bin_labels(edges, n_steps: int, step_ms: float = 1.0) -> list[str]:
 
 
 def plot_rate_histogram(edges, hists: dict, n_steps: int, step_ms: float = 1.0,
-                        title: str | None = None, n_samples: int | None = None) -> Figure:
+                        title: str | None = None, n_samples: int | None = None,
+                        tick_labels: list[str] | None = None,
+                        xlabel: str | None = None) -> Figure:
     """One panel per label (layer or ``"network"``): % of neurons per firing-rate
     bin (the paper's Fig. 8). Bars are drawn at equal spacing, one per bin, with
-    the bin's reachable rates (Hz) as tick labels. Panel i's bars are
-    ``fig.axes[i].containers[0]``, heights = ``hists[label]``."""
+    the bin's reachable rates (Hz) as tick labels (or ``tick_labels``). Panel i's
+    bars are ``fig.axes[i].containers[0]``, heights = ``hists[label]``."""
     labels = list(hists)
     edges = np.asarray(edges, float)
-    ticks = rate_bin_labels(edges, n_steps, step_ms)
+    ticks = tick_labels or rate_bin_labels(edges, n_steps, step_ms)
     n_bins = len(edges) - 1
     fig = _figure(min(max(6.5, 0.45 * n_bins + 2.5), MAX_FIG_WIDTH), 1.9 * len(labels) + 1.0)
     axes = fig.subplots(len(labels), 1, sharex=True, squeeze=False)[:, 0]
@@ -177,11 +183,20 @@ def plot_rate_histogram(edges, hists: dict, n_steps: int, step_ms: float = 1.0,
         ax.text(0.99, 0.9, label, transform=ax.transAxes, ha="right", va="top", fontsize=9)
     axes[-1].set_xticks(np.arange(n_bins), ticks, rotation=45 if n_bins > 8 else 0,
                         ha="right" if n_bins > 8 else "center", fontsize=8)
-    axes[-1].set_xlabel(f"firing rate (Hz = spikes/s), T = {n_steps} steps of {step_ms:g} ms\n"
-                        f"({MS_PER_S / step_ms:.0f} Hz = a spike at every step)")
+    axes[-1].set_xlabel(xlabel or f"firing rate (Hz = spikes/s), T = {n_steps} steps of "
+                        f"{step_ms:g} ms\n({MS_PER_S / step_ms:.0f} Hz = a spike at every step)")
     avg = f", averaged over {n_samples} samples" if n_samples else ""
-    fig.suptitle(title or f"Firing-rate distribution{avg}", fontsize=10)
+    fig.suptitle(wrap_title(title or f"Firing-rate distribution{avg}", fig), fontsize=10)
     return fig
+
+
+def wrap_title(text: str, fig: Figure, fontsize: float = 10.0) -> str:
+    """``text`` with each line wrapped to the figure's width (about 0.55 × fontsize
+    points per character), so that no title is cut off at the figure's edges."""
+    import textwrap
+    width = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 4)
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False)
+                     for line in text.splitlines())
 
 
 # =============================================================================
@@ -250,7 +265,7 @@ def plot_raster(rec: Recording, sample: int = 0, max_neurons: int | None = None,
         ax.set_xlabel("time (ms)")
         ax.set_ylabel("neuron index" if m == s.shape[1] else f"neuron index (first {m})")
         n_spk = int(s.sum())
-        ax.set_title(f"{layer_label(lr)}\n{n_spk} spike{'' if n_spk == 1 else 's'}; "
+        ax.set_title(f"{layer_label(lr, rec.layers)}\n{n_spk} spike{'' if n_spk == 1 else 's'}; "
                      f"{100.0 * (s.sum(0) > 0).mean():.1f} % of its neurons fire", fontsize=9)
         is_output = j == n_layers - 1
         chosen = np.arange(s.shape[1]) if is_output and s.shape[1] <= 10 else \
@@ -321,7 +336,7 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
     ax_acc.legend(fontsize=8)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title or "Training curves", fontsize=10)
+    fig.suptitle(wrap_title(title or "Training curves", fig), fontsize=10)
     return fig
 
 
@@ -369,8 +384,8 @@ def plot_confusion(cm, class_names=None, title: str | None = None) -> Figure:
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="% of the true class (cells: sample counts)")
     acc = np.trace(cm) / max(cm.sum(), 1) * PERCENT
-    ax.set_title(title or f"Confusion matrix: {cm.sum()} samples, accuracy {acc:.2f} %",
-                 fontsize=10)
+    ax.set_title(wrap_title(title or f"Confusion matrix: {cm.sum()} samples, accuracy "
+                            f"{acc:.2f} %", fig), fontsize=10)
     return fig
 
 
@@ -420,13 +435,16 @@ def _class_names(dataset):
 
 def _load_source(args, full: bool, n_samples, indices=None, counts: bool = True):
     """(recording, dataset name, label) from a recording, a checkpoint or --network."""
-    if args.source and is_recording(args.source):
-        rec = load_recording(args.source)
-        return rec, rec.meta.get("dataset"), str(args.source)
-    net, cfg, label = network_from_args(args, args.source)
+    source = source_of(args)
+    if source and is_recording(source):
+        rec = load_recording(source)
+        return rec, rec.meta.get("dataset"), str(source)
+    net, cfg, label = network_from_args(args, source)
+    if indices is None:
+        indices = getattr(args, "indices", None)
     rec = record_dataset(net, cfg, n_samples, args.split, full=full, batch_size=args.batch_size,
-                         data_dir=args.data_dir, indices=indices, meta={"source": label},
-                         counts=counts)
+                         data_dir=args.data_dir, indices=indices,
+                         meta={"source": label, **checkpoint_meta(source)}, counts=counts)
     return rec, cfg.dataset, label
 
 
@@ -436,30 +454,75 @@ def _layers_selected(rec: Recording, spec):
     return [int(x) if x.strip().isdigit() else x.strip() for x in spec.split(",")]
 
 
+def network_title(rec: Recording) -> str:
+    """One line naming what was recorded: dataset, network, T, and the checkpoint's
+    test accuracy and epoch (or "untrained" for a fresh network), e.g.
+    ``"fashion-mnist, 784-400-400-10, T = 5: test accuracy 89.06 % (epoch 26)"``."""
+    cfg, meta = rec.config or {}, rec.meta or {}
+    network = str(cfg.get("network") or meta.get("network") or "network")
+    if network.lower().endswith((".yaml", ".yml")):          # an authors' YAML: name + layers
+        network = f"{cfg.get('name') or Path(network).stem} ({meta.get('network', '')})"
+    head = f"{meta.get('dataset') or cfg.get('dataset') or 'data'}, {network}, T = {rec.n_steps}"
+    if "checkpoint_test_acc" in meta:
+        return (f"{head}: test accuracy {float(meta['checkpoint_test_acc']) * PERCENT:.2f} % "
+                f"(epoch {meta.get('checkpoint_epoch', '?')})")
+    if str(meta.get("source", "")).startswith("fresh"):
+        return f"{head}: untrained (seed {cfg.get('seed', '?')})"
+    return head
+
+
+def _split_name(rec: Recording) -> str:
+    return str((rec.meta or {}).get("split", "test"))
+
+
 def cmd_sparsity(args):
     rec, _, label = _load_source(args, False, args.samples)
     dists = count_distributions(rec, _layers_selected(rec, args.layers))
     fig = plot_count_distribution(dists, rec.n_steps, n_samples=rec.n_samples, log=args.log,
-                                  title=f"{label}: % of neurons firing k times "
-                                        f"(mean of {rec.n_samples} samples)")
+                                  title=f"{network_title(rec)}\n% of neurons firing k times in "
+                                        f"T steps, mean of {rec.n_samples} {_split_name(rec)} "
+                                        "samples")
     print(f"% of neurons firing k = 0..{rec.n_steps} times, mean over {rec.n_samples} samples:")
     for name, pct in dists.items():
         print(f"  {name:<24} " + " ".join(f"{p:6.2f}" for p in pct))
     return [(fig, "sparsity")]
 
 
+def mean_rate_labels(edges) -> list[str]:
+    """Tick labels of :func:`snnsim.record.mean_rate_histogram`'s bins: ``"never"``,
+    then ``"lo-hi"`` in Hz."""
+    inner = [f"{lo:.0f}-{hi:.0f}" for lo, hi in zip(edges[2:-1], edges[3:])]
+    return ["never", f">0-{edges[2]:.0f}"] + inner
+
+
 def cmd_rates(args):
     rec, _, label = _load_source(args, False, args.samples)
     chosen = rec.layers if not args.layers else [rec.layer(x) for x in _layers_selected(rec, args.layers)]
-    edges = default_rate_bins(rec.n_steps, rec.step_ms, args.bins)
-    hists = {layer_label(lr): firing_rate_histogram(lr.counts, rec.n_steps, edges, rec.step_ms)[1]
-             for lr in chosen}
-    hists["network"] = firing_rate_histogram([lr.counts for lr in chosen], rec.n_steps, edges,
-                                             rec.step_ms)[1]
-    fig = plot_rate_histogram(edges, hists, rec.n_steps, rec.step_ms, n_samples=rec.n_samples,
-                              title=f"{label}: firing-rate distribution "
-                                    f"(mean of {rec.n_samples} samples)")
-    ticks = rate_bin_labels(edges, rec.n_steps, rec.step_ms)
+    T, n = rec.n_steps, rec.n_samples
+    per_sample = args.per_sample or T >= args.bins
+    if per_sample:          # the paper's Fig. 8: per sample, then the mean over samples
+        edges = default_rate_bins(T, rec.step_ms, args.bins)
+        hist = lambda counts: firing_rate_histogram(counts, T, edges, rec.step_ms)[1]  # noqa: E731
+        ticks = rate_bin_labels(edges, T, rec.step_ms)
+        what = f"% of neurons per firing-rate bin in each sample, mean of {n} samples"
+        if T < args.bins:
+            what += (f" (at T = {T} a sample's rates are its spike counts: the same numbers "
+                     "as the sparsity plot)")
+        xlabel = None
+    else:                   # small T: each neuron's rate averaged over the samples
+        edges = mean_rate_histogram(chosen[0].counts, T, args.bins, rec.step_ms)[0]
+        hist = lambda counts: mean_rate_histogram(counts, T, args.bins, rec.step_ms)[1]  # noqa: E731
+        ticks = mean_rate_labels(edges)
+        what = (f"% of neurons by their firing rate averaged over {n} samples (at T = {T}, "
+                "one sample's rates are its spike counts: the sparsity plot; --per-sample "
+                "shows that view)")
+        xlabel = (f"mean firing rate over {n} samples (Hz); T = {T} steps of {rec.step_ms:g} ms, "
+                  f"{MS_PER_S / rec.step_ms:.0f} Hz = a spike at every step")
+    hists = {layer_label(lr, rec.layers): hist(lr.counts) for lr in chosen}
+    hists["network"] = hist([lr.counts for lr in chosen])
+    fig = plot_rate_histogram(edges, hists, T, rec.step_ms, n_samples=n,
+                              title=f"{network_title(rec)}\n{what}", tick_labels=ticks,
+                              xlabel=xlabel)
     print("% of neurons per firing-rate bin (Hz): " + " | ".join(ticks))
     for name, pct in hists.items():
         print(f"  {name:<24} " + " ".join(f"{p:6.2f}" for p in pct))
@@ -467,11 +530,12 @@ def cmd_rates(args):
 
 
 def cmd_raster(args):
-    if args.source and is_recording(args.source):
+    source = source_of(args)
+    if source and is_recording(source):
         rec, dataset, _ = _load_source(args, True, None)
-        pos = args.sample
+        pos = args.sample_index
     else:
-        rec, dataset, _ = _load_source(args, True, None, indices=[args.sample])
+        rec, dataset, _ = _load_source(args, True, None, indices=[args.sample_index])
         pos = 0
     fig = plot_raster(rec, pos, args.max_neurons, args.traces, _class_names(dataset))
     idx = int(rec.sample_index[pos]) if rec.sample_index is not None else pos
@@ -494,7 +558,8 @@ def cmd_confusion(args):
     n_classes = rec.scores.shape[1]
     cm = confusion_matrix(rec.labels, rec.predictions, n_classes)
     fig = plot_confusion(cm, _class_names(dataset),
-                         title=f"{label}: {rec.n_samples} samples, accuracy "
+                         title=f"{network_title(rec)}\nconfusion on {rec.n_samples} "
+                               f"{_split_name(rec)} samples, accuracy "
                                f"{np.trace(cm) / cm.sum() * PERCENT:.2f} %")
     print(cm)
     return [(fig, "confusion")]
@@ -505,10 +570,13 @@ SUBCOMMAND_HELP = {
                 "then the mean over the first --samples test samples (the paper averages over "
                 "100); one bar group per k, one bar per layer and one for the whole network. "
                 "Writes sparsity.png/pdf.",
-    "rates": "Per neuron, rate = spikes / (T ms) in Hz; per sample, the percentage of neurons "
-             "per rate bin, then the mean over samples; bins are aligned to spike counts, the "
-             "first holds the silent neurons. One panel per layer and the network. "
-             "Writes rates.png/pdf.",
+    "rates": "Per neuron, rate = spikes / (T ms) in Hz. When T >= --bins (long runs, as the "
+             "paper's T = 100): per sample, the percentage of neurons per rate bin, then the "
+             "mean over samples; bins are aligned to spike counts, the first holds the silent "
+             "neurons. When T < --bins, that statistic is the sparsity plot's in other units, "
+             "so by default each neuron's rate is first averaged over the samples (first bin: "
+             "neurons that never fire); --per-sample forces the paper's statistic. One panel "
+             "per layer and the network. Writes rates.png/pdf.",
     "raster": "Top: each spiking layer's spikes (time in ms, neuron index). Bottom: membrane "
               "potential u (after integration, before reset) of a few neurons per layer and of "
               "every output neuron, threshold dashed, spikes starred. "
@@ -538,26 +606,35 @@ def make_parser() -> argparse.ArgumentParser:
     for name, (_, text, samples) in COMMANDS.items():
         sp = sub.add_parser(name, help=text,
                             description=text.replace("%%", "%") + ". " + SUBCOMMAND_HELP[name])
-        sp.add_argument("source", nargs="?", metavar="SOURCE",
-                        help="checkpoint .h5, run folder, or recording .h5"
-                             + (" (also metrics.jsonl)" if name == "curves" else ""))
-        if name != "curves":
-            add_source_arguments(sp, samples)
+        source_help = "checkpoint .h5, run folder, or recording .h5"
+        if name == "curves":
+            sp.add_argument("source", nargs="?", metavar="SOURCE",
+                            help=source_help + " (also metrics.jsonl)")
+        else:
+            add_source_arguments(sp, samples, source_help=source_help, samples=name != "raster")
         sp.add_argument("--out", default="plots", help="output folder (default plots)")
         sp.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated image formats (default png,pdf)")
         if name in ("sparsity", "rates"):
             sp.add_argument("--layers", default=None, help="comma-separated layers to show "
-                            "(positions among spiking layers, or layer_NN); default all")
+                            "(hidden 1, output, conv 1, ...; positions among spiking layers; "
+                            "or layer_NN); default all")
         if name == "sparsity":
             sp.add_argument("--log", action="store_true", help="logarithmic y axis")
         if name == "rates":
             sp.add_argument("--bins", type=int, default=MAX_RATE_BINS,
                             help=f"at most this many rate bins (default {MAX_RATE_BINS})")
+            sp.add_argument("--per-sample", action="store_true",
+                            help="the paper's statistic even when T < --bins: per sample, then "
+                                 "the mean over samples (at small T it repeats the sparsity "
+                                 "plot; by default each neuron's rate is averaged over the "
+                                 "samples first)")
         if name == "raster":
-            sp.add_argument("--sample", type=int, default=0,
-                            help="test-set index of the sample (for a recording: its "
+            sp.add_argument("--sample-index", type=int, default=0, metavar="I",
+                            help="dataset index of the sample (for a recording: its "
                                  "position among the recorded samples; default 0)")
+            sp.add_argument("--sample", type=int, dest="sample_index", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)          # the older spelling
             sp.add_argument("--max-neurons", type=int, default=None,
                             help="raster only the first N neurons of each layer (default all)")
             sp.add_argument("--traces", type=int, default=TRACES_PER_LAYER,

@@ -47,7 +47,7 @@ from ..loss import predict
 
 FORMAT_NAME = "snnsim-recording"
 FORMAT_VERSION = 1
-#: Duration of one time step in ms (design doc section 1: t = 0..T-1, 1 ms each).
+#: Duration of one time step in ms (docs/model.md: t = 0..T-1, 1 ms each).
 STEP_MS = 1.0
 MS_PER_S = 1000.0
 PERCENT = 100.0
@@ -127,11 +127,12 @@ class Recording:
         return 0 if first is None or first.spikes is None else int(first.spikes.shape[1])
 
     def layer(self, name_or_index) -> LayerRecord:
-        """A layer by name (``layer_NN``), describe string, or position in ``layers``."""
+        """A layer by name (``layer_NN``), role (``hidden 1``, ``output``, see
+        :func:`layer_role`), describe string, or position in ``layers``."""
         if isinstance(name_or_index, int):
             return self.layers[name_or_index]
         for lr in self.layers:
-            if name_or_index in (lr.name, lr.describe):
+            if name_or_index in (lr.name, lr.describe, layer_role(lr, self.layers)):
                 return lr
         raise KeyError(f"no recorded layer {name_or_index!r}; have "
                        + ", ".join(lr.name for lr in self.layers))
@@ -270,14 +271,39 @@ def count_distributions(rec: Recording, layers=None) -> dict[str, np.ndarray]:
     """Fig. 7 per recorded layer (keyed by ``describe`` of the layer, prefixed by
     its name) and for the whole network (key ``"network"``)."""
     chosen = rec.layers if layers is None else [rec.layer(x) for x in layers]
-    out = {layer_label(lr): firing_count_distribution(lr.counts, rec.n_steps) for lr in chosen}
+    out = {layer_label(lr, rec.layers): firing_count_distribution(lr.counts, rec.n_steps)
+           for lr in chosen}
     out["network"] = network_count_distribution([lr.counts for lr in chosen], rec.n_steps)
     return out
 
 
-def layer_label(lr: LayerRecord) -> str:
-    """A short label: ``"layer_00 (400)"``."""
-    return f"{lr.name} ({lr.describe})"
+def layer_role(lr: LayerRecord, layers: list[LayerRecord] | None = None) -> str:
+    """What a spiking layer is in its network: ``"output"`` for the last of
+    ``layers`` (a recording's spiking layers, bottom up), ``"conv k"`` for the
+    k-th convolution, ``"hidden k"`` for the k-th other hidden layer; without
+    ``layers``, the layer's storage name (``layer_NN``)."""
+    if not layers:
+        return lr.name
+    names = [x.name for x in layers]
+    if lr.name not in names:
+        return lr.name
+    pos = names.index(lr.name)
+    if pos == len(layers) - 1:
+        return "output"
+    kind = "conv" if _is_conv(lr) else "hidden"
+    k = sum(1 for x in layers[:pos + 1] if ("conv" if _is_conv(x) else "hidden") == kind)
+    return f"{kind} {k}"
+
+
+def _is_conv(lr: LayerRecord) -> bool:
+    """A convolution's neurons have a (channels, height, width) shape."""
+    return len(lr.shape) == 3
+
+
+def layer_label(lr: LayerRecord, layers: list[LayerRecord] | None = None) -> str:
+    """A short label: ``"hidden 1 (400)"``, ``"conv 1 (32C5(pad 2))"``, ``"output (10)"``
+    (see :func:`layer_role`)."""
+    return f"{layer_role(lr, layers)} ({lr.describe})"
 
 
 def firing_rates_hz(counts, n_steps: int, step_ms: float = STEP_MS) -> np.ndarray:
@@ -330,6 +356,42 @@ def firing_rate_histogram(counts, n_steps: int, bins=None, step_ms: float = STEP
     hist = np.bincount((j + offsets).ravel(), minlength=n * (edges.size - 1))
     per_sample = hist.reshape(n, edges.size - 1) * (PERCENT / m)
     return edges, per_sample.mean(axis=0)
+
+
+def mean_rate_histogram(counts, n_steps: int, n_bins: int = MAX_RATE_BINS,
+                        step_ms: float = STEP_MS):
+    """Each neuron's firing rate averaged over the N samples, as a histogram: the
+    percentage of neurons per bin.
+
+    Where T is small, one sample's rates take only T+1 values, so the paper's
+    per-sample histogram (:func:`firing_rate_histogram`) is the spike-count
+    distribution of Fig. 7 in other units. The mean over samples takes many
+    values, and tells apart neurons that never fire on any sample from neurons
+    that fire on some. Bins: the first holds the neurons that never fire (mean
+    exactly 0; its upper edge is half the smallest non-zero mean, one spike in N
+    samples); then ``n_bins`` equal bins up to 1000/step_ms Hz (50 Hz wide for
+    the default 20 bins and 1 ms steps).
+
+    counts : ``(N, *shape)`` of one layer, or a list of such arrays (pooled).
+    Returns ``(edges (n_bins+2,), percentages (n_bins+1,))``, summing to 100.
+    """
+    if isinstance(counts, (list, tuple)):
+        c = np.concatenate([_as_counts(x, n_steps) for x in counts], axis=1)
+    else:
+        c = _as_counts(counts, n_steps)                                   # (N, M)
+    n, m = c.shape
+    if n == 0 or m == 0:
+        raise ValueError("counts has no samples or no neurons")
+    if n_bins < 1:
+        raise ValueError(f"need at least 1 bin, got {n_bins}")
+    top = MS_PER_S / step_ms
+    never = 0.5 * firing_rates_hz(1.0 / n, n_steps, step_ms)             # half of 1 spike / N
+    edges = np.concatenate([[0.0, never], np.linspace(0.0, top, n_bins + 1)[1:]])
+    if edges[2] <= never:                                                 # tiny N: keep increasing
+        edges[1] = 0.5 * edges[2]
+    rates = firing_rates_hz(c.sum(axis=0) / n, n_steps, step_ms)          # (M,)
+    j = rate_bin_index(rates, edges)
+    return edges, np.bincount(j, minlength=n_bins + 1) * (PERCENT / m)
 
 
 def rate_bin_index(rates, edges) -> np.ndarray:
@@ -503,6 +565,24 @@ def resolve_checkpoint_path(path) -> Path:
     return p
 
 
+def checkpoint_meta(source) -> dict:
+    """What a figure title needs from a checkpoint (or run folder): the epoch it
+    holds and that epoch's test accuracy, as recording ``meta`` strings; ``{}``
+    for no source or a file without metrics."""
+    if not source:
+        return {}
+    try:
+        with h5py.File(resolve_checkpoint_path(source), "r") as f:
+            epoch = int(f.attrs["epoch"])
+            epochs, acc = f["metrics/epoch"][()], f["metrics/test_acc"][()]
+    except (OSError, KeyError, ValueError):
+        return {}
+    hit = np.nonzero(epochs == epoch)[0]
+    if hit.size == 0:
+        return {"checkpoint_epoch": str(epoch)}
+    return {"checkpoint_epoch": str(epoch), "checkpoint_test_acc": f"{float(acc[hit[-1]]):.6f}"}
+
+
 def network_from_spec(spec: str = "784-400-400-10", **config):
     """A freshly initialised network from the paper's notation, with the run
     settings of :class:`~snnsim.config.TrainConfig` (``dataset``, ``n_steps``,
@@ -575,8 +655,69 @@ freshly initialised network. Example:
   python3 -m snnsim.record runs/fmnist/best.h5 --samples 100 --full --out rec.h5"""
 
 
-def add_source_arguments(p: argparse.ArgumentParser, samples_default: int | None = DEFAULT_SAMPLES):
-    """Options shared by the record, plots and inspect command lines."""
+def parse_indices(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-3"`` or ``"0,5-7"`` -> sample indices."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"expected sample indices such as 0,1,2 or 0-3, got {text!r}") \
+                from None
+    if not out:
+        raise ValueError(f"no sample index in {text!r}")
+    return out
+
+
+def _indices_type(text: str) -> list[int]:
+    try:
+        return parse_indices(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count_type(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of samples (a positive "
+                                         f"integer), got {text!r}; for dataset indices use "
+                                         "--indices 0,1,2") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of samples, got {n}")
+    return n
+
+
+SOURCE_HELP = "checkpoint .h5 or run folder (its best.h5)"
+
+
+def add_source_arguments(p: argparse.ArgumentParser, samples_default: int | None = DEFAULT_SAMPLES,
+                         *, source_help: str | None = SOURCE_HELP, samples: bool = True,
+                         batch_size: bool = True):
+    """The options of record, plots and inspection that say which network runs on
+    which samples, defined once:
+
+    - ``SOURCE`` (positional; ``--checkpoint`` is the same, an older spelling) or
+      ``--network SPEC`` with ``--dataset``, ``--n-steps``, ``--seed``, ``--preset``;
+    - ``--samples N`` (a count: the first N samples of the split) or ``--indices``
+      (dataset indices, ``0,1,2`` or ``0-3``), ``--split``, ``--data-dir``,
+      ``--batch-size``, ``--backend``.
+
+    ``source_help=None`` leaves the positional out (the caller defines it);
+    ``samples=False`` leaves out ``--samples`` and ``--indices``, ``batch_size=False``
+    ``--batch-size``.
+    Read the source with :func:`source_of`.
+    """
+    if source_help is not None:
+        p.add_argument("source", nargs="?", metavar="SOURCE", help=source_help)
+    p.add_argument("--checkpoint", metavar="SOURCE", default=None, help=argparse.SUPPRESS)
     p.add_argument("--network", metavar="SPEC", help="instead of a checkpoint: a freshly "
                    "initialised network in the paper's notation, e.g. 784-400-400-10")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of --network (a "
@@ -587,26 +728,42 @@ def add_source_arguments(p: argparse.ArgumentParser, samples_default: int | None
     p.add_argument("--preset", default="authors", help="preset of --network: authors | paper")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the dataset")
     p.add_argument("--split", default="test", choices=("test", "train"), help="dataset split")
-    p.add_argument("--samples", type=int, default=samples_default, metavar="N",
-                   help="number of samples, the first N of the split"
-                        + (f" (default {samples_default})" if samples_default else " (default all)"))
-    p.add_argument("--batch-size", type=int, default=100, metavar="B", help="batch size")
+    if samples:
+        p.add_argument("--samples", type=_count_type, default=samples_default, metavar="N",
+                       help="number of samples: the first N of the split"
+                            + (f" (default {samples_default})" if samples_default
+                               else " (default all)"))
+        p.add_argument("--indices", type=_indices_type, default=None, metavar="LIST",
+                       help="instead of --samples: these dataset indices, e.g. 0,1,2 or 0-3")
+    if batch_size:
+        p.add_argument("--batch-size", type=int, default=100, metavar="B", help="batch size")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default: the checkpoint's, or numpy)")
 
 
-def network_from_args(args, source: str | None):
-    """(net, cfg, label) from a checkpoint path or ``--network``."""
+def source_of(args) -> str | None:
+    """The checkpoint given as SOURCE or as ``--checkpoint`` (None: neither)."""
+    positional, option = getattr(args, "source", None), getattr(args, "checkpoint", None)
+    if positional and option and positional != option:
+        raise SystemExit(f"two sources: {positional} and --checkpoint {option}; give one")
+    return positional or option
+
+
+def network_from_args(args, source: str | None = None, dtype: str | None = None):
+    """(net, cfg, label) from a checkpoint path (default :func:`source_of`) or ``--network``."""
+    source = source or source_of(args)
     if source and args.network:
         raise SystemExit("give a checkpoint or --network, not both")
     if source:
-        net, cfg, _ = network_from_checkpoint(source, backend=args.backend)
+        net, cfg, _ = network_from_checkpoint(source, backend=args.backend, dtype=dtype)
         if args.n_steps is not None:
             cfg = cfg.replace(source="command line", n_steps=args.n_steps)
         return net, cfg, str(resolve_checkpoint_path(source))
     if not args.network:
         raise SystemExit("give a checkpoint (or run folder) or --network SPEC")
     extra = {"n_steps": args.n_steps} if args.n_steps is not None else {}
+    if dtype is not None:
+        extra["dtype"] = dtype
     net, cfg = network_from_spec(args.network, dataset=args.dataset, seed=args.seed,
                                  preset=args.preset, backend=args.backend or "numpy", **extra)
     return net, cfg, f"fresh {args.network} (seed {args.seed})"
@@ -615,7 +772,6 @@ def network_from_args(args, source: str | None):
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", nargs="?", help="checkpoint .h5 or run folder")
     add_source_arguments(p)
     p.add_argument("--full", action="store_true", help="also record spike trains and "
                    "membrane traces")
@@ -628,9 +784,10 @@ def make_parser() -> argparse.ArgumentParser:
 @command("record")
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
-    net, cfg, label = network_from_args(args, args.checkpoint)
+    net, cfg, label = network_from_args(args)
     rec = record_dataset(net, cfg, args.samples, args.split, args.full, args.full_samples,
-                         args.batch_size, args.data_dir, meta={"source": label})
+                         args.batch_size, args.data_dir, indices=args.indices,
+                         meta={"source": label, **checkpoint_meta(source_of(args))})
     save_recording(args.out, rec)
     acc = (rec.predictions == rec.labels).mean() * PERCENT if rec.labels is not None else None
     print(f"recorded {rec.n_samples} {cfg.dataset} {args.split} samples of {label}, T = "
@@ -641,13 +798,15 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_SAMPLES", "FORMAT_NAME", "FORMAT_VERSION", "LayerRecord", "Recording",
-           "RecordingError", "STEP_MS", "confusion_matrix", "count_distributions",
-           "default_rate_bins", "firing_count_distribution", "firing_rate_histogram",
-           "firing_rates_hz", "is_recording", "layer_label", "load_recording", "load_samples",
-           "network_count_distribution", "network_from_checkpoint", "network_from_spec",
-           "pack_spikes", "rate_bin_index", "record", "record_dataset", "resolve_checkpoint_path",
-           "save_recording", "unpack_spikes"]
+__all__ = ["DEFAULT_SAMPLES", "FORMAT_NAME", "FORMAT_VERSION", "STEP_MS", "LayerRecord",
+           "Recording", "RecordingError", "checkpoint_meta", "confusion_matrix",
+           "count_distributions", "default_rate_bins", "firing_count_distribution",
+           "firing_rate_histogram", "firing_rates_hz", "is_recording", "layer_label",
+           "layer_role", "load_recording", "load_samples", "mean_rate_histogram",
+           "network_count_distribution", "network_from_args", "network_from_checkpoint",
+           "network_from_spec", "pack_spikes", "parse_indices", "rate_bin_index", "record",
+           "record_dataset", "resolve_checkpoint_path", "save_recording", "source_of",
+           "unpack_spikes"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,7 @@
 
 #define RESTRICT __restrict__
 
-/* Forward, design doc section 2, per neuron i, state starting at zero:
+/* Forward, docs/model.md, per neuron i, state starting at zero:
  *   du[t] = x[t] - theta_m u_reset[t-1];  u[t] = u_reset[t-1] + du[t]      (4)
  *   s[t]  = u[t] > v_th (strict)                                           (5)
  *   u_reset[t] = 0 (reset_zero) | u[t] - v_th (subtract) at a spike, else u[t]
@@ -54,7 +54,7 @@ KERNEL void lif_forward_kernel(
     }
 }
 
-/* TSSL-BP backward, design doc section 5, per neuron i, t = T-1..0, carry G[t+1]:
+/* TSSL-BP backward, docs/authors_code.md, per neuron i, t = T-1..0, carry G[t+1]:
  *   S[t] = theta_s g[t] + (1-theta_s) S[t+1]                         (9), (12)
  *   leak = (1-theta_m) G[t+1]
  *   spike:  dt_du = -1/du[t] (clipped to +-bound if bound > 0)             (12)

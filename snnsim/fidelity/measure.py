@@ -81,7 +81,7 @@ def fd_projections(net: Network, x_in, a_hat, nominal_cache, directions, step: f
     """p[e][k] = (L_ES(W + h v_k) - L_ES(W - h v_k)) / 2h for every entry e and direction k.
 
     Central differences of the event-shift loss (a smooth function of the weights,
-    design doc section 6); the weights are restored exactly afterwards.
+    docs/gradient.md); the weights are restored exactly afterwards.
     """
     out = []
     for (i, key), dirs in zip(param_entries(net), directions):

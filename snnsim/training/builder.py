@@ -6,7 +6,7 @@ Two ways to describe a network:
 - the authors' configuration files, a ``Network:`` section of run settings and a
   ``Layers:`` section of layers in order (:func:`load_authors_yaml`,
   :func:`layers_from_authors_config`). The shipped configs in ``snnsim/configs/``
-  are in this format, one per experiment of the design doc's table (section 5);
+  are in this format, one per experiment of the table in docs/authors_code.md;
   files from the authors' repository load unchanged.
 
 This module is the one reader of that dialect: finding a config file

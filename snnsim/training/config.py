@@ -254,13 +254,19 @@ def coerce(key: str, value):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected an integer")
             if isinstance(value, str):
-                f = float(value)
+                try:
+                    f = float(value)
+                except ValueError:
+                    raise ValueError("expected an integer") from None
                 if not f.is_integer():
                     raise ValueError("expected an integer")
                 return int(f)
             return int(value)
         if base is float:
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number") from None
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad value {value!r} for {key} ({_type_name(tp)}): {exc}") from None
@@ -323,7 +329,8 @@ def describe_fields() -> str:
     types = field_types()
     rows = []
     for key, text in field_help().items():
-        rows.append(f"  --{key}=<{_type_name(types[key])}>  (default {defaults[key]!r})\n"
+        rows.append(f"  --{key.replace('_', '-')}=<{_type_name(types[key])}>  "
+                    f"(default {defaults[key]!r})\n"
                     f"      {text}")
     return "\n".join(rows)
 

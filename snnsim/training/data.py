@@ -1,5 +1,5 @@
-"""From datasets to batches: preprocessing as the authors did (design doc
-section 5; each dataset's spec in :mod:`snnsim.datasets.registry` names its
+"""From datasets to batches: preprocessing as the authors did (docs/authors_code.md;
+each dataset's spec in :mod:`snnsim.datasets.registry` names its
 preprocessing), a seeded shuffle, and one host-to-backend copy per batch.
 
     train, test = load_splits(cfg)                   # host (NumPy) arrays

@@ -1,4 +1,4 @@
-"""Training updates as the authors ran them (design doc section 5): AdamW,
+"""Training updates as the authors ran them (docs/authors_code.md): AdamW,
 global gradient-norm clipping, and clamping the weights after every step.
 
     grads = net.backward(g, cache)          # list of dicts, like net.params

@@ -3,16 +3,18 @@
 With no arguments: the Fashion-MNIST MLP 784-400-400-10 of the paper, T = 5,
 the authors' setup (preset ``authors``, kernel loss, AdamW lr 5e-4, batch 100,
 gradient-norm clip 1, weights clamped to [-4, 4]) on NumPy, for the authors'
-100 epochs; the estimated time is printed after the first batches, Ctrl-C
-stops cleanly and ``--resume`` continues. See ``--help`` for every option.
+100 epochs; the time left is estimated once enough batches are timed and again
+after every epoch (:mod:`snnsim.training.eta`), Ctrl-C stops cleanly and
+``--resume`` continues. See ``--help`` for every option.
 
 A run folder holds::
 
     config.json       the resolved flat config (also inside every checkpoint), and
                       data_files: the dataset files read (path, bytes, sha256)
-    run.json          which snnsim ran it: version, git commit (null outside a
-                      checkout: an installed package has none), source, Python,
-                      NumPy, start time; each resume appends its own
+    run.json          what besides the config decides the run's bits: snnsim version
+                      and git commit (null for an installed package), Python, NumPy,
+                      platform, BLAS libraries and threads; each resume appends its
+                      own entry (snnsim.training.runinfo, docs/reproducibility.md)
     metrics.jsonl     one JSON line per epoch: epoch, train_loss, train_acc,
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
@@ -37,7 +39,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import sys
 import time
@@ -53,9 +54,8 @@ from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
-from ..version import current_source_info
 from . import data as data_mod
-from . import guard, provenance, runfolder
+from . import eta, guard, provenance, runfolder, runinfo
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     CheckpointError,
@@ -69,6 +69,7 @@ from .config import (
     ConfigError,
     TrainConfig,
     check_key,
+    coerce,
     describe_fields,
     field_names,
     load_config_file,
@@ -80,10 +81,8 @@ RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = runfolder.CHECKPOINT_NAME
 BEST_NAME = runfolder.BEST_NAME
 CONFIG_NAME = "config.json"
-RUN_INFO_NAME = "run.json"
+RUN_INFO_NAME = runinfo.RUN_INFO_NAME
 METRICS_NAME = "metrics.jsonl"
-#: Batches timed before the time estimate is printed (the first one is not counted).
-ESTIMATE_AFTER_BATCHES = 10
 #: Fields that may change when resuming (they do not change what is computed).
 RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
 
@@ -233,29 +232,6 @@ def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def run_info(previous: dict | None = None, resumed_after: int | None = None) -> dict:
-    """The content of ``run.json``: which snnsim (version, git commit or None, source;
-    :func:`snnsim.version.source_info`), Python and NumPy started the run. A resume
-    (``resumed_after`` = the checkpoint's epoch) keeps ``previous`` and appends its
-    own entry to ``previous["resumed"]``."""
-    now = {**current_source_info(), "python": platform.python_version(), "numpy": np.__version__,
-           "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if resumed_after is None:
-        return now
-    previous = previous or {}
-    return {**previous, "resumed": [*previous.get("resumed", []),
-                                    {**now, "after_epoch": int(resumed_after)}]}
-
-
-def read_run_info(run_dir: Path) -> dict | None:
-    """A run folder's ``run.json``, or None when it has none (runs of snnsim 0.1.0)
-    or it cannot be read."""
-    try:
-        return json.loads((Path(run_dir) / RUN_INFO_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(row) + "\n" for row in history)))
@@ -288,14 +264,6 @@ def blas_thread_hint(backend: str) -> str | None:
 
 def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0 in data-parallel training."""
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -393,11 +361,16 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     log("data files read:\n" + provenance.describe(data_files))
     if root:
         write_json_atomic(run_dir / CONFIG_NAME, {**cfg.to_dict(), "data_files": data_files})
+        info = runinfo.run_info(cfg.backend, cfg.dtype)
         if resume is None:
-            write_json_atomic(run_dir / RUN_INFO_NAME, run_info())
+            record = runinfo.record_start(run_dir, info)
         else:
-            write_json_atomic(run_dir / RUN_INFO_NAME, run_info(
-                read_run_info(Path(resume["path"]).parent), resumed_after=int(resume["epoch"])))
+            record = runinfo.record_start(run_dir, info, int(resume["epoch"]),
+                                          runinfo.read_run_info(Path(resume["path"]).parent))
+        note = runinfo.resume_note(record)
+        if note:
+            log(note)
+        started = runinfo.starts(record)[-1]
 
     loss_fn = make_loss(cfg, net)
     history: list[dict] = []
@@ -433,7 +406,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     ckpt_path = run_dir / CHECKPOINT_NAME
     saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
     resume_hint = f"python3 -m snnsim.train --resume {run_dir}"
-    timed_batches, timed_seconds, estimated = 0, 0.0, False
+    batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     epoch = start_epoch
     bar = None
     try:
@@ -458,16 +431,19 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                     refresh=False)
-                    if not estimated and i >= 1:          # batch 0 is warm-up, not timed
-                        timed_batches += 1
-                        timed_seconds += time.perf_counter() - tb
-                        if timed_batches >= min(ESTIMATE_AFTER_BATCHES, per_epoch - 1):
+                    if not estimated and epoch == start_epoch and i >= 1:   # batch 0: warm-up
+                        batch_seconds.append(time.perf_counter() - tb)
+                        left = per_epoch - (i + 1) + per_epoch * (cfg.epochs - epoch - 1)
+                        if eta.window_complete(len(batch_seconds), sum(batch_seconds),
+                                               per_epoch - (i + 1)):
                             estimated = True
-                            est = timed_seconds / timed_batches * per_epoch
-                            left = cfg.epochs - epoch
-                            say(f"estimated {_fmt_seconds(est)} of training per epoch, "
-                                f"about {_fmt_seconds(est * left)} for the {left} "
-                                f"epoch(s) left (Ctrl-C stops; {resume_hint} continues)")
+                            say(f"estimated training time per epoch "
+                                f"{eta.format_estimate(eta.from_batches(batch_seconds, per_epoch))}"
+                                f"; for the rest of the run "
+                                f"{eta.format_estimate(eta.from_batches(batch_seconds, left))} "
+                                f"plus evaluation, if the machine's load stays as now "
+                                f"({eta.load_note()}); renewed after every epoch "
+                                f"(Ctrl-C stops; {resume_hint} continues)")
                 train_seconds = time.perf_counter() - t0
                 bar.close()
                 if dp is not None:
@@ -484,7 +460,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                                     config=cfg.to_dict(), metrics=history + [row],
                                     layer_names=[layer.describe() for layer in net.layers],
                                     network=net.describe(),
-                                    extra_attrs={"data_files": json.dumps(data_files)})
+                                    extra_attrs={"data_files": json.dumps(data_files),
+                                                 "run_info": json.dumps(started)})
                 history.append(row)
                 saved_epoch = epoch + 1
                 is_best = test_acc > best
@@ -493,10 +470,15 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if root:
                     runfolder.promote(run_dir, is_best)
                     append_metrics(run_dir / METRICS_NAME, row)
+                epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
+                left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                     f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
                     f"(best {best:.4f}){' *' if is_best else ''} | "
-                    f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s")
+                    f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s"
+                    + (f" | {left} epoch{'s' if left != 1 else ''} left: "
+                       + eta.format_estimate(eta.from_epochs(epoch_seconds, left, batch_seconds))
+                       if left > 0 else ""))
                 stop.check()
     except KeyboardInterrupt as exc:
         if bar is not None:
@@ -531,21 +513,25 @@ Train a spiking network with TSSL-BP (Zhang & Li, NeurIPS 2020).
 
 Without arguments: Fashion-MNIST, 784-400-400-10, T=5, the authors' setup
 (preset authors, kernel loss, AdamW lr 5e-4 wd 0.01, batch 100, clip 1,
-weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time per epoch
-is estimated and printed after the first batches; Ctrl-C keeps the last
-complete epoch's checkpoint and prints the command that resumes it.
-For a quick look: python3 -m snnsim.train --epochs=1 --train_subset=5000
+weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time left is
+estimated, with a range, once at least 10 batches and 30 s are timed, and
+again after every epoch; tqdm's bar shows the rest of the current epoch.
+Ctrl-C keeps the last complete epoch's checkpoint and prints the command that
+resumes it. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
 On a busy CPU, OPENBLAS_NUM_THREADS=1 python3 -m snnsim.train is often several
 times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
-run.json (snnsim version and git commit, or none for an installed package),
+run.json (snnsim version and git commit, BLAS library and threads, NumPy,
+platform: what besides the config decides the bits, see docs/reproducibility.md),
 metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch) and best.h5
 (best test accuracy); the HDF5 layout is in docs/checkpoint_format.md.
 
-Every config field can be set with --key=value (or --key value; '-' and '_'
-are the same), parsed to the field's type; 'none' clears an optional field.
+Every config field can be set with --key=value or --key value, parsed to the
+field's type; 'none' clears an optional field. Option names are written with
+'-' (--train-subset); the '_' of the config files' keys (--train_subset) is
+accepted as well.
 Precedence: defaults < --config file < command line. When resuming, only
 these may change: """ + ", ".join(RESUME_CHANGEABLE) + """.
 
@@ -621,10 +607,15 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
             check_key(key, "command line")
         except ConfigError as exc:
             parser.error(str(exc))
+        option = "--" + key.replace("_", "-")
         if value is None:
-            parser.error(f"--{key} needs a value: --{key}=VALUE")
+            parser.error(f"{option} needs a value: {option}=VALUE")
         if key in out:
-            parser.error(f"--{key} given twice ({out[key]!r} and {value!r})")
+            parser.error(f"{option} given twice ({out[key]!r} and {value!r})")
+        try:
+            coerce(key, value)
+        except ConfigError as exc:
+            parser.error(f"{option}: {exc}")
         out[key] = value
     return out
 

@@ -1,0 +1,157 @@
+"""What a run's numbers depend on besides its config: the machine, the BLAS
+library and its thread count, NumPy, the backend.
+
+A training run on NumPy is bit-identical from one repetition to the next only
+with the same BLAS library, the same number of BLAS threads, the same dtype and
+backend, on the same kind of CPU: OpenBLAS orders the multiply-adds of a matrix
+product differently for different thread counts, and a spiking network turns
+last-bit differences into different spikes (``docs/reproducibility.md``). So
+every run folder records these settings next to its config, in
+:data:`RUN_INFO_NAME` together with which snnsim ran (version, git commit), and
+every checkpoint carries the latest start's record as an attribute.
+
+    from snnsim.training.runinfo import run_info
+    run_info("numpy")["blas"]      # [{'internal_api': 'openblas', 'num_threads': 1, ...}]
+
+``run.json`` is one JSON object: the first start's :func:`run_info`, and under
+``"resumed"`` a list with one record per resume, each with ``after_epoch`` (the
+checkpoint's epoch it continued from). :func:`starts` lists them in order.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..version import current_source_info
+from .checkpoint import atomic_write
+
+#: The run folder's file of these records (the first start, then one per resume).
+RUN_INFO_NAME = "run.json"
+#: Environment variables that set the thread count of BLAS/OpenMP libraries, or
+#: select OpenBLAS's kernel (all change which arithmetic a matrix product does).
+THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                   "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "OPENBLAS_CORETYPE", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+#: The fields of a BLAS entry of threadpoolctl that identify what computes a product.
+BLAS_FIELDS = ("user_api", "internal_api", "prefix", "version", "num_threads",
+               "threading_layer", "architecture")
+
+
+def blas_info() -> list[dict]:
+    """The BLAS and OpenMP libraries loaded in this process, with their thread
+    counts (``threadpoolctl.threadpool_info``; file paths left out, they name
+    this machine's folders)."""
+    from threadpoolctl import threadpool_info
+    return [{k: entry.get(k) for k in BLAS_FIELDS if k in entry} for entry in threadpool_info()]
+
+
+def thread_env() -> dict[str, str]:
+    """The thread-setting environment variables that are set, by name."""
+    return {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
+
+
+def backend_info(backend: str) -> dict:
+    """The array library's version (and, for CuPy, the device and CUDA runtime)."""
+    info = {"backend": backend, "numpy": np.__version__}
+    if backend == "cupy":
+        from ..backend import get_backend
+        cp = get_backend("cupy")
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        name = props["name"]
+        info.update({"cupy": cp.__version__,
+                     "cuda_runtime": int(cp.cuda.runtime.runtimeGetVersion()),
+                     "device": name.decode() if isinstance(name, bytes) else str(name)})
+    return info
+
+
+def run_info(backend: str = "numpy", dtype: str | None = None) -> dict:
+    """Everything besides the config that decides a run's bits: which snnsim
+    (version, git commit or None, source: :func:`snnsim.version.source_info`),
+    platform, Python, NumPy (and CuPy), the BLAS libraries with their thread
+    counts, the thread environment variables, the CPU count; and the start time (UTC)."""
+    info = {
+        **current_source_info(),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        **backend_info(backend),
+        "blas": blas_info(),
+        "thread_env": thread_env(),
+    }
+    if dtype is not None:
+        info["dtype"] = dtype
+    return info
+
+
+def reproducibility_key(info: dict) -> dict:
+    """The part of :func:`run_info` that must match for two NumPy runs of one
+    config to be bit-identical (docs/reproducibility.md): machine type, backend,
+    dtype, library versions, and each BLAS library's kind, version, kernel
+    architecture and thread count."""
+    keep = ("machine", "backend", "dtype", "numpy", "cupy", "cuda_runtime", "device")
+    key = {k: info[k] for k in keep if k in info}
+    key["blas"] = [{k: e.get(k) for k in ("internal_api", "version", "architecture",
+                                          "num_threads")} for e in info.get("blas", [])]
+    return key
+
+
+def read_run_info(run_dir) -> dict | None:
+    """A run folder's ``run.json``, or None when it has none (runs of snnsim 0.1.0)
+    or it cannot be read."""
+    try:
+        return json.loads((Path(run_dir) / RUN_INFO_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def starts(record: dict) -> list[dict]:
+    """The start records of a ``run.json``, in order: the first start, then each resume."""
+    first = {k: v for k, v in record.items() if k != "resumed"}
+    return [first, *record.get("resumed", [])]
+
+
+def record_start(run_dir, info: dict, resumed_after: int | None = None,
+                 previous: dict | None = None) -> dict:
+    """Write the run folder's ``run.json`` (atomically) for a start with ``info``
+    (:func:`run_info`): a new run's is ``info``; a resume (``resumed_after`` = the
+    checkpoint's epoch) keeps ``previous`` and appends ``info`` with ``after_epoch``
+    to its ``"resumed"`` list. Returns the record written."""
+    if resumed_after is None:
+        record = dict(info)
+    else:
+        previous = previous or {}
+        record = {**previous, "resumed": [*previous.get("resumed", []),
+                                          {**info, "after_epoch": int(resumed_after)}]}
+    path = Path(run_dir) / RUN_INFO_NAME
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def resume_note(record: dict) -> str | None:
+    """A note when the latest start of a run (``run.json``'s record) differs from its
+    first one in what decides the bits (:func:`reproducibility_key`): the resumed
+    epochs then differ from an uninterrupted run's in the last bits, and so in later
+    spikes."""
+    entries = starts(record)
+    if len(entries) < 2:
+        return None
+    first, now = reproducibility_key(entries[0]), reproducibility_key(entries[-1])
+    changed = sorted(k for k in set(first) | set(now) if first.get(k) != now.get(k))
+    if not changed:
+        return None
+    return (f"note: this run started with other settings ({', '.join(changed)} differ; "
+            f"see {RUN_INFO_NAME}): from here on it is not bit-identical to an "
+            "uninterrupted run (docs/reproducibility.md)")
+
+
+__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info",
+           "read_run_info", "record_start", "reproducibility_key", "resume_note", "run_info",
+           "starts", "thread_env"]
