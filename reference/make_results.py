@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from snnsim.analysis.results import PAPER, markdown, paper_records, read_run, records_for
+from snnsim.analysis.results import PAPER, markdown, merge_records, paper_records, read_run, records_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="run folders (config.json, metrics.jsonl, checkpoint.h5)")
     p.add_argument("--device", required=True, help="where the runs ran, in words")
     p.add_argument("--out-dir", default=str(HERE), help="where results.json/.md go (default reference/)")
+    p.add_argument("--replace", action="store_true", help="write only these runs' experiments "
+                   "(default: the records of other experiments already in results.json are kept)")
     args = p.parse_args(argv)
     runs_by_exp: dict[str, list] = defaultdict(list)
     for folder in args.runs:
@@ -37,8 +39,10 @@ def main(argv=None) -> int:
             records += paper_records(base)
         records += records_for(exp, runs, args.device)
     out = Path(args.out_dir)
+    if not args.replace and (out / "results.json").is_file():
+        records = merge_records(json.loads((out / "results.json").read_text()), records)
     (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
-    (out / "results.md").write_text(markdown(records, runs_by_exp, args.device))
+    (out / "results.md").write_text(markdown(records))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'} ({len(records)} records)")
     return 0
 

@@ -15,10 +15,12 @@ from conftest import fashion_mnist_available
 from snnsim import Dense, Network, NeuronParams
 from snnsim.analysis.plots import (
     main,
+    mean_std_per_epoch,
     plot_confusion,
     plot_count_distribution,
     plot_raster,
     plot_rate_histogram,
+    plot_study_curves,
     plot_training_curves,
     rate_bin_labels,
     save_figure,
@@ -179,6 +181,24 @@ def test_cli_from_a_recording(rec, tmp_path, capsys):
     net_row = [line for line in printed.splitlines() if line.strip().startswith("network")][0]
     np.testing.assert_allclose([float(v) for v in net_row.split()[1:]],
                                count_distributions(rec)["network"], atol=0.006)
+
+
+def test_study_curves_mean_and_band_over_runs():
+    """Three runs of one experiment (the third stops after epoch 1) and one of another:
+    the mean and sample std per epoch over the runs that reached it, drawn as a thick
+    line with a band; epoch 3, reached by one run only, has no mean."""
+    runs = [[{"epoch": 1, "test_acc": 0.50}, {"epoch": 2, "test_acc": 0.60}, {"epoch": 3, "test_acc": 0.7}],
+            [{"epoch": 1, "test_acc": 0.70}, {"epoch": 2, "test_acc": 0.80}],
+            [{"epoch": 1, "test_acc": 0.90}]]
+    epochs, mean, std = mean_std_per_epoch(runs)
+    assert epochs.tolist() == [1, 2]
+    np.testing.assert_allclose(mean, [70.0, 70.0])                  # (50+70+90)/3, (60+80)/2
+    np.testing.assert_allclose(std, [20.0, 200 ** 0.5])            # ddof 1: sqrt(800/2), sqrt(200/1)
+    fig = plot_study_curves({"a": runs, "b": [runs[0]]})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 + 1 + 1                                # every run, then a's mean
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), [70.0, 70.0])
+    assert len(ax.collections) == 1                                  # a's band; b has one run
 
 
 def test_cli_curves_from_metrics(tmp_path):

@@ -37,8 +37,42 @@ def test_records_from_run_folders(tmp_path):
     assert recs[("paper", "best_mean")]["value"] == 89.75 and recs[("paper", "final_mean")]["value"] is None
     assert set(recs[("snnsim", "final_mean")]) == {
         "experiment", "source", "metric", "value", "std", "n_runs", "epochs", "command", "config",
-        "seeds", "commit", "device", "wall_s_per_run"}
-    assert "| snnsim | 86.00 ± 1.41 | 88.50 ± 2.12 | 90.00 |" in (out / "results.md").read_text()
+        "seeds", "commit", "device", "wall_s_per_run", "runs"}
+    assert recs[("snnsim", "final_mean")]["runs"] == [
+        {"seed": 0, "final": 85.0, "best": 90.0, "best_epoch": 2, "epochs": 3, "wall_s": 33.0,
+         "commit": "abc"},
+        {"seed": 1, "final": 87.0, "best": 87.0, "best_epoch": 3, "epochs": 3, "wall_s": 33.0,
+         "commit": "abc"}]
+    text = (out / "results.md").read_text()
+    assert "| snnsim | 86.00 ± 1.41 | 88.50 ± 2.12 | 90.00 |" in text
+    assert "| 0 | 85.00 | 90.00 | 2 | 33 |" in text and "| 1 | 87.00 | 87.00 | 3 | 33 |" in text
+
+
+def test_other_experiments_are_kept_unless_replaced(tmp_path):
+    """A second call with another experiment's runs keeps the first's records (and its
+    table, without per-run rows where the records have none); --replace drops them."""
+    _run(tmp_path / "a", 0, [0.8])
+    _run(tmp_path / "p", 0, [0.9])
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    make_results.main([str(tmp_path / "a"), "--device", "cpu", "--out-dir", str(out)])
+    old = json.loads((out / "results.json").read_text())
+    for r in old:                                       # as in results.json of older versions
+        r.pop("runs", None)
+    (out / "results.json").write_text(json.dumps(old))
+    make_results.main([str(tmp_path / "p"), "--device", "gpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    assert {(r["experiment"], r["source"]) for r in recs} == {
+        ("fashion_mnist_mlp", "paper"), ("fashion_mnist_mlp", "snnsim"),
+        ("fashion_mnist_mlp+preset=paper", "snnsim")}
+    text = (out / "results.md").read_text()
+    assert "## fashion_mnist_mlp\n" in text and "on cpu;" in text and "on gpu;" in text
+    assert "(The per-run rows of this table were not kept.)" in text
+    make_results.main([str(tmp_path / "p"), "--device", "gpu", "--out-dir", str(out), "--replace"])
+    recs = json.loads((out / "results.json").read_text())
+    assert {r["experiment"] for r in recs if r["source"] == "snnsim"} == {"fashion_mnist_mlp+preset=paper"}
 
 
 def test_variants_are_their_own_experiment(tmp_path):

@@ -342,16 +342,26 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
 
 def plot_study_curves(curves: dict, title: str | None = None) -> Figure:
     """Test accuracy (%) per epoch of many runs: ``curves`` maps an experiment to its
-    runs' metric rows; one colour per experiment, one line per run (``python3 -m
-    snnsim.study report``). ``fig.axes[0].lines`` are the runs, in order."""
+    runs' metric rows (``python3 -m snnsim.study report``). One colour per experiment:
+    each run a thin line, and where an experiment has two or more runs, their mean per
+    epoch as a thick line with a band of ± one sample standard deviation (over the runs
+    that reached that epoch). ``fig.axes[0].lines`` are the runs, in order, then the
+    means; ``fig.axes[0].collections`` the bands."""
     fig = _figure(7.0, 4.2)
     ax = fig.subplots()
     colors = _colors(len(curves))
     for i, (experiment, runs) in enumerate(curves.items()):
-        for j, rows in enumerate(runs):
-            ax.plot([r["epoch"] for r in rows], [r["test_acc"] * PERCENT for r in rows], "-o",
-                    ms=3, lw=1, alpha=0.8, color=colors[i],
-                    label=f"{experiment} ({len(runs)} runs)" if j == 0 else None)
+        for rows in runs:
+            ax.plot([r["epoch"] for r in rows], [r["test_acc"] * PERCENT for r in rows], "-",
+                    lw=0.6, alpha=0.35, color=colors[i],
+                    label=f"{experiment}" if len(runs) == 1 else None)
+    for i, (experiment, runs) in enumerate(curves.items()):
+        if len(runs) < 2:
+            continue
+        epochs, mean, std = mean_std_per_epoch(runs)
+        ax.plot(epochs, mean, "-", lw=1.8, color=colors[i],
+                label=f"{experiment}: mean ± std of {len(runs)} runs")
+        ax.fill_between(epochs, mean - std, mean + std, color=colors[i], alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -359,6 +369,19 @@ def plot_study_curves(curves: dict, title: str | None = None) -> Figure:
     ax.legend(fontsize=8)
     fig.suptitle(title or "Test accuracy per epoch", fontsize=10)
     return fig
+
+
+def mean_std_per_epoch(runs: list[list[dict]]):
+    """(epochs, mean, std) of the test accuracy (%) over runs, per epoch that at least
+    two runs reached; std is the sample standard deviation (ddof 1)."""
+    by_epoch: dict[int, list[float]] = {}
+    for rows in runs:
+        for r in rows:
+            by_epoch.setdefault(int(r["epoch"]), []).append(r["test_acc"] * PERCENT)
+    epochs = np.array(sorted(e for e, v in by_epoch.items() if len(v) >= 2), dtype=np.int64)
+    mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+    std = np.array([np.std(by_epoch[e], ddof=1) for e in epochs])
+    return epochs, mean, std
 
 
 def plot_confusion(cm, class_names=None, title: str | None = None) -> Figure:
@@ -653,8 +676,8 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["main", "plot_confusion", "plot_count_distribution", "plot_raster",
-           "plot_rate_histogram", "plot_training_curves", "rate_bin_labels",
+__all__ = ["main", "mean_std_per_epoch", "plot_confusion", "plot_count_distribution", "plot_raster",
+           "plot_rate_histogram", "plot_study_curves", "plot_training_curves", "rate_bin_labels",
            "read_metrics", "save_figure", "trace_neurons"]
 
 if __name__ == "__main__":

@@ -79,11 +79,16 @@ def records_for(experiment: str, runs: list[dict], device: str,
     command = command or (f"python3 -m snnsim.train --config {base} --seed SEED --epochs {epochs[-1]}"
                + "".join(f" --{c}" for c in changes)
                + ("" if cfg["backend"] == "numpy" else f" --backend {cfg['backend']}"))
+    per_run = [{"seed": r["cfg"]["seed"], "final": round(r["final"], 3), "best": round(r["best"], 3),
+                "best_epoch": max(r["rows"], key=lambda row: row["test_acc"])["epoch"],
+                "epochs": r["epochs"], "wall_s": round(r["wall_s"], 1), "commit": r["commit"]}
+               for r in sorted(runs, key=lambda r: r["cfg"]["seed"])]
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),
               "epochs": epochs[-1] if len(epochs) == 1 else epochs, "command": command,
               "config": f"configs/{base}.yaml", "seeds": seeds,
               "commit": sorted({r["commit"] for r in runs}), "device": device,
-              "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in runs), 1)}
+              "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in runs), 1),
+              "runs": per_run}
     finals, bests = [r["final"] for r in runs], [r["best"] for r in runs]
     out = []
     for metric, (value, std) in (("final_mean", mean_std(finals)), ("best_mean", mean_std(bests)),
@@ -104,16 +109,20 @@ def paper_records(experiment: str) -> list[dict]:
             {**common, "metric": "best_max", "value": best, "std": None}]
 
 
-def markdown(records: list[dict], runs_by_exp: dict, device: str,
+def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str | None = None,
              made_by: str = "python3 reference/make_results.py",
              title: str = "Reproduction results") -> str:
-    """The results table: per experiment, paper and snnsim rows (mean ± std), then
-    one row per run. An experiment the paper does not have gets the snnsim row only."""
+    """The results table: per experiment with snnsim records, paper and snnsim rows
+    (mean ± std), then one row per run (from the records' ``runs``; records of older
+    files have none, and then the runs are not listed). An experiment the paper does
+    not have gets the snnsim row only. ``runs_by_exp`` and ``device`` are accepted for
+    older callers; the records carry both."""
     lines = [f"# {title}", "",
              f"Written by `{made_by}` from the run folders; do not edit by hand.",
              "Test accuracy in %. *final*: after the last epoch; *best*: maximum over epochs (the",
              "paper's \"best\"); mean ± sample std over runs.", ""]
-    for exp, runs in runs_by_exp.items():
+    experiments = list(dict.fromkeys(r["experiment"] for r in records if r["source"] == "snnsim"))
+    for exp in experiments:
         recs = {(r["source"], r["metric"]): r for r in records if r["experiment"] == exp}
         recs.update({("paper", r["metric"]): r for r in records
                      if r["experiment"] == exp.split("+")[0] and r["source"] == "paper"})
@@ -121,7 +130,7 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str,
         lines += [f"## {exp}", "",
                   f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), "
                   f"{s['epochs']} epochs, "
-                  f"`{s['command']}`, on {device}; {s['wall_s_per_run']:.0f} s per run; "
+                  f"`{s['command']}`, on {s['device'] or device}; {s['wall_s_per_run']:.0f} s per run; "
                   f"commit {', '.join(s['commit'])}.", "",
                   "| source | final (mean ± std) | best (mean ± std) | best (max) |", "|---|---|---|---|"]
         for src in ("paper", "snnsim"):
@@ -137,14 +146,26 @@ def markdown(records: list[dict], runs_by_exp: dict, device: str,
                 else:
                     cells.append(f"{r['value']:.2f} ± {r['std']:.2f}")
             lines.append(f"| {src} | " + " | ".join(cells) + " |")
-        lines += ["", "| seed | final | best | best epoch | wall s |", "|---|---|---|---|---|"]
-        for r in sorted(runs, key=lambda r: r["cfg"]["seed"]):
-            best_epoch = max(r["rows"], key=lambda row: row["test_acc"])["epoch"]
-            lines.append(f"| {r['cfg']['seed']} | {r['final']:.2f} | {r['best']:.2f} | {best_epoch} "
-                         f"| {r['wall_s']:.0f} |")
+        per_run = s.get("runs")
+        if per_run is None and runs_by_exp and exp in runs_by_exp:
+            per_run = records_for(exp, runs_by_exp[exp], "")[0]["runs"]
+        if per_run:
+            lines += ["", "| seed | final | best | best epoch | wall s |", "|---|---|---|---|---|"]
+            lines += [f"| {r['seed']} | {r['final']:.2f} | {r['best']:.2f} | {r['best_epoch']} "
+                      f"| {r['wall_s']:.0f} |" for r in per_run]
+        else:
+            lines += ["", "(The per-run rows of this table were not kept.)"]
         lines.append("")
     return "\n".join(lines)
 
 
+def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``new`` records, after those of ``kept`` for experiments that ``new`` does not
+    have (a paper record is kept once per experiment)."""
+    new_keys = {(r["experiment"], r["source"]) for r in new}
+    out = [r for r in kept if (r["experiment"], r["source"]) not in new_keys]
+    return out + new
+
+
 __all__ = ["PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "experiment_name",
-           "markdown", "mean_std", "paper_records", "read_run", "records_for"]
+           "markdown", "mean_std", "merge_records", "paper_records", "read_run", "records_for"]

@@ -26,6 +26,7 @@ from ..tsslbp import reset_shift_coefficient
 from ..variants import VARIANTS, psc_sign
 from .measure import BATCH_VARIANTS
 from .plotting import plot_along, plot_batch, plot_compare, plot_random
+from .longrun import long_run_section
 from .problems import MLP_STEPS, N_CLASSES, RANDOM_INPUT_SCALE, RANDOM_WEIGHT_SCALE
 
 TEMPLATE = "report_template.md"
@@ -459,6 +460,12 @@ def report_conclusion(b: dict | None, c: dict | None) -> str:
     return "\n".join(lines)
 
 
+#: How the 100-epoch runs and their records are made (reference/backward100/README.md).
+LONG_RUN_STUDY_CMD = ("python3 -m snnsim.study run STUDY --config fashion_mnist_mlp --seeds 0,1,2,3,4 "
+                      "--vary backward=tsslbp,surrogate,timing-bw-flipped --epochs=100")
+LONG_RUN_RESULTS_CMD = "python3 reference/make_backward100.py STUDY"
+
+
 def build_report(out: Path, plots: Path, cmd: str = "python3 -m snnsim.fidelity report") -> Path:
     """``out/fidelity.md`` from the JSON files of the other subcommands in ``out`` (those
     present), with the along/compare tables and figures redrawn from the same JSON."""
@@ -482,6 +489,11 @@ def build_report(out: Path, plots: Path, cmd: str = "python3 -m snnsim.fidelity 
     parts.append(report_along_section(a, out, plots) if a else "## 4. (not run: `along-training`)\n")
     parts.append(report_compare_section(c, out, plots) if c else "## 5. (not run: `compare-training`)\n")
     parts.append(report_conclusion(b, c))
+    long_run = long_run_section(out / "results.json")
+    if long_run:
+        parts.append(fill("long_run", table=long_run, study_cmd=LONG_RUN_STUDY_CMD,
+                          results_cmd=LONG_RUN_RESULTS_CMD,
+                          n_note="with five seeds each, only large differences are detectable"))
     if r:
         parts.append(f"Random networks (the core-engine check): `{r.get('cmd', 'python3 -m snnsim.fidelity random')}`, "
                      f"see [fidelity_random.md](fidelity_random.md).\n")

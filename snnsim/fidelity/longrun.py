@@ -1,0 +1,107 @@
+"""The 100-epoch comparison of backward variants in the fidelity report: which gradient
+trains the Fashion-MNIST MLP best over a full run?
+
+The runs are ``python3 -m snnsim.train`` runs of a study (``python3 -m snnsim.study run
+... --vary backward=tsslbp,surrogate,timing-bw-flipped``); their records are in
+``reference/results.json`` (``reference/make_results.py``), one experiment per variant:
+``fashion_mnist_mlp`` (the default backward, TSSL-BP as the authors run it) and
+``fashion_mnist_mlp+backward=NAME``. This module reads those records and writes the
+report's section: the table, and the comparison of each variant with the authors'
+TSSL-BP by Welch's t-test over the per-seed values (``scipy.stats.ttest_ind``,
+``equal_var=False``), so that the conclusion is computed from the numbers, not written
+beside them.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from ..variants import DEFAULT_BACKWARD
+
+BASE = "fashion_mnist_mlp"
+#: A difference is called one when Welch's two-sided p-value is below this.
+SIGNIFICANCE = 0.05
+
+
+def variant_of(experiment: str) -> str | None:
+    """The backward variant of an experiment name of the MLP, or None for another experiment:
+    ``fashion_mnist_mlp`` -> ``tsslbp``, ``fashion_mnist_mlp+backward=surrogate`` -> ``surrogate``."""
+    if experiment == BASE:
+        return DEFAULT_BACKWARD
+    prefix = BASE + "+backward="
+    if experiment.startswith(prefix) and "+" not in experiment[len(prefix):]:
+        return experiment[len(prefix):]
+    return None
+
+
+def long_runs(records: list[dict]) -> dict[str, dict]:
+    """{variant: its final_mean record} for the MLP experiments whose records list their
+    runs (``runs``), the authors' TSSL-BP first."""
+    out = {}
+    for r in records:
+        v = variant_of(r["experiment"])
+        if v is not None and r["source"] == "snnsim" and r["metric"] == "final_mean" and r.get("runs"):
+            out[v] = r
+    return dict(sorted(out.items(), key=lambda kv: kv[0] != DEFAULT_BACKWARD))
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """(mean(a) - mean(b), Welch's two-sided p-value or None with fewer than 2 values each)."""
+    diff = statistics.mean(a) - statistics.mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    from scipy.stats import ttest_ind
+    return diff, float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def comparison_lines(runs: dict[str, dict]) -> list[str]:
+    """One sentence per variant against the authors' TSSL-BP, for best and final accuracy."""
+    if DEFAULT_BACKWARD not in runs:
+        return []
+    ref = runs[DEFAULT_BACKWARD]["runs"]
+    lines = []
+    for v, rec in runs.items():
+        if v == DEFAULT_BACKWARD:
+            continue
+        parts = []
+        for key, what in (("best", "best-epoch"), ("final", "final-epoch")):
+            diff, p = welch([r[key] for r in rec["runs"]], [r[key] for r in ref])
+            verdict = ("not enough runs to test" if p is None else
+                       f"p = {p:.3f}, " + ("a significant difference" if p < SIGNIFICANCE
+                                           else "not significant at the 5 % level"))
+            parts.append(f"{what} accuracy {diff:+.2f} points ({verdict})")
+        lines.append(f"- `{v}` against the authors' TSSL-BP ({len(rec['runs'])} vs {len(ref)} seeds): "
+                     + "; ".join(parts) + ".")
+    return lines
+
+
+def long_run_section(results_json: Path) -> str | None:
+    """The report's section on the 100-epoch runs, or None when ``results_json`` has none."""
+    path = Path(results_json)
+    if not path.is_file():
+        return None
+    runs = long_runs(json.loads(path.read_text()))
+    if len(runs) < 2:
+        return None
+    rows = []
+    for v, rec in runs.items():
+        finals, bests = [r["final"] for r in rec["runs"]], [r["best"] for r in rec["runs"]]
+        rows.append(f"| `{v}` | {len(rec['runs'])} | {rec['epochs']} | {_ms(bests)} | {max(bests):.2f} "
+                    f"| {_ms(finals)} |")
+    ranked = sorted(runs, key=lambda v: -statistics.mean(r["best"] for r in runs[v]["runs"]))
+    lines = ["| backward | runs | epochs | best (mean ± std) | best (max) | final (mean ± std) |",
+             "|---|---|---|---|---|---|", *rows, "",
+             "Ranked by mean best-epoch accuracy: " + " > ".join(f"`{v}`" for v in ranked) + ".", "",
+             *comparison_lines(runs)]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["BASE", "SIGNIFICANCE", "comparison_lines", "long_run_section", "long_runs", "variant_of",
+           "welch"]
