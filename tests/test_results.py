@@ -20,6 +20,18 @@ def _run(folder, seed, accs):
         f.attrs["git_commit"] = "abc"
 
 
+def _authors_and_paper_runs(tmp_path):
+    """Run folders ``a`` (the authors' preset) and ``p`` (``--preset=paper``) of one seed;
+    returns an empty output folder."""
+    _run(tmp_path / "a", 0, [0.8])
+    _run(tmp_path / "p", 0, [0.9])
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    return out
+
+
 def test_records_from_run_folders(tmp_path):
     _run(tmp_path / "s0", 0, [0.80, 0.90, 0.85])
     _run(tmp_path / "s1", 1, [0.82, 0.86, 0.87])
@@ -51,12 +63,7 @@ def test_records_from_run_folders(tmp_path):
 def test_other_experiments_are_kept_unless_replaced(tmp_path):
     """A second call with another experiment's runs keeps the first's records (and its
     table, without per-run rows where the records have none); --replace drops them."""
-    _run(tmp_path / "a", 0, [0.8])
-    _run(tmp_path / "p", 0, [0.9])
-    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
-    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
-    out = tmp_path / "out"
-    out.mkdir()
+    out = _authors_and_paper_runs(tmp_path)
     make_results.main([str(tmp_path / "a"), "--device", "cpu", "--out-dir", str(out)])
     old = json.loads((out / "results.json").read_text())
     for r in old:                                       # as in results.json of older versions
@@ -76,12 +83,7 @@ def test_other_experiments_are_kept_unless_replaced(tmp_path):
 
 
 def test_variants_are_their_own_experiment(tmp_path):
-    _run(tmp_path / "a", 0, [0.8])
-    _run(tmp_path / "p", 0, [0.9])
-    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
-    (tmp_path / "p" / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
-    out = tmp_path / "out"
-    out.mkdir()
+    out = _authors_and_paper_runs(tmp_path)
     make_results.main([str(tmp_path / "a"), str(tmp_path / "p"), "--device", "cpu", "--out-dir", str(out)])
     recs = json.loads((out / "results.json").read_text())
     exps = {(r["experiment"], r["source"]) for r in recs}
