@@ -250,7 +250,8 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--full", action="store_true",
-                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} (about 15 min, 17 GB)")
+                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} "
+                        f"(about 15 min, 17 GB)")
     p.add_argument("--experiments", default=None,
                    help=f"comma-separated of {sorted(EXPERIMENTS)} (default {QUICK_EXPERIMENTS}; "
                         f"--full: {FULL_EXPERIMENTS}; '' to skip)")
@@ -353,7 +354,8 @@ def main(argv=None) -> int:
                            f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
                            f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
                 if "explicit_phi" in row and "recursion" in row:
-                    row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
+                    row["speedup_vs_explicit"] = (row["explicit_phi"]["s_per_batch"]
+                                                  / row["recursion"]["s_per_batch"])
                     tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
                                f"the O(T²) baseline's speed")
             elif kind == "phases":

@@ -203,11 +203,13 @@ def ladder(net: Network, x_in, a_hat, names=LADDER) -> list[dict]:
     """Cosines with ``timing`` and with ``authors`` per entry, along :data:`LADDER`."""
     a, cache = net.forward(x_in)
     _, g = kernel_loss(a, a_hat)
-    grads = {n: flat_grads(net, variant_backward(net, g, cache, n)) for n in dict.fromkeys(names + ("timing", "authors"))}
+    grads = {n: flat_grads(net, variant_backward(net, g, cache, n))
+             for n in dict.fromkeys(names + ("timing", "authors"))}
     return [{"variant": n, "doc": VARIANTS[n].doc,
              "cos_timing": [cosine(gv, gt) for gv, gt in zip(grads[n], grads["timing"])],
              "cos_authors": [cosine(gv, ga) for gv, ga in zip(grads[n], grads["authors"])],
-             "norm_ratio": [float(np.linalg.norm(gv) / np.linalg.norm(gt)) for gv, gt in zip(grads[n], grads["timing"])]}
+             "norm_ratio": [float(np.linalg.norm(gv) / np.linalg.norm(gt))
+                            for gv, gt in zip(grads[n], grads["timing"])]}
             for n in names]
 
 

@@ -98,7 +98,10 @@ def load_weights(net: Network, path: Path) -> None:
 
 
 def batch_problem(net: Network, n_samples: int, offset: int = 0, preset: str = "authors"):
-    """The first ``n_samples`` Fashion-MNIST test samples from ``offset``: (x_in (T, B, 784), a_hat, labels)."""
+    """The first ``n_samples`` Fashion-MNIST test samples from ``offset``.
+
+    Returns (x_in (T, B, 784), a_hat, labels).
+    """
     images, labels = load_fashion("test")
     x = images[offset:offset + n_samples].astype(net.dtype)
     y = labels[offset:offset + n_samples]
