@@ -18,16 +18,26 @@ recursion and the explicit φ (terms, δ); dense, conv (stride, padding), pool
 general and the static-input path; kernel and count losses, prediction; the
 surrogate backward and smooth forward; the event-shift model; AdamW, clipping,
 clamping; the training step and evaluation; checkpoint save and load; recording;
-inspection. Not yet: the fidelity study and the benchmark (both being reworked
-elsewhere; they call the paths above).
+inspection; the fidelity measurement (every backward variant of snnsim.variants
+against the exact ``timing`` gradient and the finite differences of the event-shift
+loss, the ladder, the descent probe, and ``run_batch`` end to end on Fashion-MNIST
+test samples); the benchmark (its timed step for the MLP, CNN and N-MNIST
+experiments, recursion and O(T²) baseline, and ``python3 -m snnsim.bench`` end to
+end: time and memory figures, the phase clock). The fidelity study and the benchmark
+build their own networks: their tests make that constructor move each network to
+DEVICE (:func:`build_on_strict`), and nothing else of theirs is changed.
+
+79 tests after parametrisation (one skips without the Fashion-MNIST test set).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import array_api_strict as xs
 import numpy as np
 import pytest
+from conftest import fashion_mnist_available
 
 from snnsim import Dense, GradientParams, Network, NeuronParams, tsslbp
 from snnsim import network as network_mod
@@ -512,3 +522,113 @@ def test_inspection(static, request):
             np.testing.assert_array_equal(lx["data"][key], value, err_msg=key)
         for key, value in ln.get("phi", {}).items():
             np.testing.assert_array_equal(lx["phi"][key], value, err_msg=f"phi {key}")
+
+
+# --- fidelity study and benchmark ---------------------------------------------------------
+def build_on_strict(monkeypatch, module, name):
+    """Make the network constructor ``module.name`` move every network it builds to strict
+    arrays on DEVICE (the one change to the code under test); returns the networks built."""
+    real, built = getattr(module, name), []
+
+    def make(*args, **kwargs):
+        built.append(real(*args, **kwargs).move_to(xs, DEVICE))
+        return built[-1]
+    monkeypatch.setattr(module, name, make)
+    return built
+
+
+@pytest.mark.parametrize("net_index", (0, 2), ids=("zero-reset", "subtract-reset"))
+def test_fidelity_measurement(net_index):
+    """snnsim.fidelity.measure on strict arrays: every variant of snnsim.variants against the
+    exact ``timing`` gradient and the finite differences of the event-shift loss (measure),
+    the ladder, the descent probe; every number as on NumPy, the weights restored exactly."""
+    from snnsim.fidelity import measure, problems
+
+    sizes, n_steps, reset = problems.RANDOM_NETS[net_index]
+    net_np, x, a_hat = problems.random_problem(sizes, n_steps, reset, seed=11)
+    net_xs = problems.random_problem(sizes, n_steps, reset, seed=11)[0].move_to(xs, DEVICE)
+    results = {}
+    for name, net, x_in, target in (("numpy", net_np, x, a_hat),
+                                    ("strict", net_xs, strict(x), strict(a_hat))):
+        results[name] = (measure.measure(net, x_in, target, measure.BATCH_VARIANTS, n_dirs=4,
+                                         rng=np.random.default_rng(0)),
+                         measure.ladder(net, x_in, target),
+                         measure.descent_losses(net, x_in, target))
+    assert results["strict"] == results["numpy"]                          # (NaN would fail too)
+    initial = problems.random_problem(sizes, n_steps, reset, seed=11)[0]
+    for lx, l0 in zip(net_xs.params, initial.params):
+        for k in l0:
+            assert_same(lx[k], l0[k], "weights restored")
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST test set not installed")
+def test_fidelity_batch_command(tmp_path, monkeypatch, strict_static_views):
+    """snnsim.fidelity.problems.run_batch (``python3 -m snnsim.fidelity batch``) end to end
+    with its MLP on strict arrays: weights from a file (load_weights), Fashion-MNIST test
+    samples and their target (batch_problem), measure, ladder, descent probe; the result
+    as on NumPy but for its seconds."""
+    from snnsim.fidelity import measure, problems
+
+    weights = tmp_path / "weights.npz"
+    saved = problems.build_mlp("float64", seed=7)
+    np.savez(weights, **{f"{i}.{k}": saved.params[i][k] for i, k in measure.param_entries(saved)})
+
+    def run_batch():
+        res = problems.run_batch(seed=3, n_samples=4, n_dirs=2, weights=str(weights))
+        del res["seconds"]
+        return res
+    res_np = run_batch()
+    built = build_on_strict(monkeypatch, problems, "build_mlp")
+    res_xs = run_batch()
+    assert len(built) == 1
+    assert res_xs == res_np                                               # (NaN would fail too)
+
+
+@pytest.mark.parametrize("experiment", ("mlp", "cnn", "nmnist"))
+def test_bench_step_timer(experiment, monkeypatch, request):
+    """The benchmark's timed step (snnsim.analysis.bench.StepTimer: its random batch, then
+    train_step with the recursion or the O(T²) baseline's explicit φ) on strict arrays:
+    the batch on DEVICE as on NumPy, and after two steps every weight as on NumPy.
+    Static images (mlp, cnn) take the static-input path, N-MNIST's event frames not."""
+    from snnsim.analysis import bench
+    if experiment != "nmnist":
+        request.getfixturevalue("strict_static_views")
+
+    cfg = bench.experiment_config(experiment, "numpy", batch_size=2, n_steps=3)
+    timers_np = [bench.StepTimer(cfg, explicit) for explicit in (False, True)]
+    built = build_on_strict(monkeypatch, bench, "make_network")
+    timers_xs = [bench.StepTimer(cfg, explicit) for explicit in (False, True)]
+    assert len(built) == 2
+    for t_np, t_xs in zip(timers_np, timers_xs):
+        assert_same(t_xs.x, t_np.x, "batch")
+        assert_same(t_xs.labels, t_np.labels, "labels")
+        for _ in range(2):
+            t_np.step()
+            t_xs.step()
+        for ln, lx in zip(t_np.net.params, t_xs.net.params):
+            for k in ln:
+                assert_same(lx[k], ln[k], f"weight {k} after two steps")
+
+
+def test_bench_command(tmp_path, monkeypatch, strict_static_views):
+    """``python3 -m snnsim.bench`` end to end with every network it builds on strict arrays:
+    the MLP step and its O(T²) baseline (time_figure), the memory sweep (memory_figure), the
+    phases of the step on real data (the phase clock); every figure there, as
+    tests/test_bench.py asks of the NumPy run (no figure's value is asserted)."""
+    from test_bench import QUICK
+
+    from snnsim.analysis import bench
+
+    built = build_on_strict(monkeypatch, bench, "make_network")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--experiments", "mlp", *QUICK, "--phases", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(built) == 2 + 1 + 2                       # run figures, phases, memory sweep
+    assert all(net.xp is xs and net.device == DEVICE for net in built)
+    (row,) = res["runs"]
+    (sweep,) = res["memory_sweep"]
+    for figure in (row["recursion"], row["explicit_phi"], sweep["recursion"], sweep["explicit_phi"]):
+        assert figure["batches"] == 1 and figure["s_per_batch"] > 0 and figure["peak_bytes"] > 0
+    (phases,) = res["phases"]
+    assert set(phases["phases_s"]) == set(bench.PHASES)
+    assert all(v > 0 for k, v in phases["phases_s"].items() if k != "clip")

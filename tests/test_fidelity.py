@@ -1,4 +1,4 @@
-"""Tests of snnsim.fidelity (measure, problems, report, cli) and snnsim.variants: the gradient-comparison tool.
+"""Tests of the gradient-comparison tool: snnsim.fidelity (measure, problems, report, cli), snnsim.variants.
 
 - The finite differences of the event-shift model agree with the exact ``timing``
   gradient (EXACT_TIMING) along random directions, to FD_RTOL relative (float64).
@@ -183,8 +183,9 @@ def test_along_training_measures_the_checkpoint_of_every_epoch(tiny_fashion, tmp
     assert (folder / "epoch_1.h5").is_file() and (folder / "epoch_2.h5").is_file()
     # one epoch at a time with --resume is the uninterrupted run of compare-training
     cmp = training.run_compare_training(["authors"], [1], 2, 40, 20, runs, data_dir=tiny_fashion)
-    assert [r["test_acc"] for r in res["epochs"]] == [r["test_acc"] for r in cmp["runs"]["authors"][0]["epochs"]]
-    assert [r["train_loss"] for r in res["epochs"][1:]] == [r["train_loss"] for r in cmp["runs"]["authors"][0]["epochs"][1:]]
+    uninterrupted = cmp["runs"]["authors"][0]["epochs"]
+    assert [r["test_acc"] for r in res["epochs"]] == [r["test_acc"] for r in uninterrupted]
+    assert [r["train_loss"] for r in res["epochs"][1:]] == [r["train_loss"] for r in uninterrupted[1:]]
 
 
 def test_commands_write_to_runs_unless_told(tmp_path, monkeypatch):

@@ -65,15 +65,16 @@ def experiment_config(name: str, backend: str, backward: str = DEFAULT_BACKWARD,
 
 
 def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
-    """A random input batch of the experiment's shape on the network's backend:
+    """A random input batch of the experiment's shape on the network's backend and device:
     a static image repeated over T (as training feeds images) or 0/1 event frames."""
-    xp, B, T = net.xp, cfg.batch_size, cfg.n_steps
+    xp, dev, B, T = net.xp, net.device, cfg.batch_size, cfg.n_steps
     if cfg.dataset == "nmnist":
-        x = xp.asarray(rng.random((T, B) + net.input_shape) < 0.05, dtype=net.dtype)
+        x = xp.asarray(rng.random((T, B) + net.input_shape) < 0.05, dtype=net.dtype, device=dev)
     else:
         from ..network import repeat_static
-        x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype), T)
-    labels = xp.asarray(rng.integers(0, 10, size=B))
+        x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype,
+                                     device=dev), T)
+    labels = xp.asarray(rng.integers(0, 10, size=B), device=dev)
     return x, labels
 
 
@@ -180,7 +181,8 @@ def phase_figures(cfg: TrainConfig, batches: int, warmup: int, profile: bool = F
     net.backward = clock.wrap("backward", net.backward)
     opt.step = clock.wrap("adamw", opt.step)
     rng = np.random.default_rng([cfg.seed, 1])
-    it = data_mod.batches(split, cfg.batch_size, net.xp, net.dtype, cfg.n_steps, rng, shuffle=True)
+    it = data_mod.batches(split, cfg.batch_size, net.xp, net.dtype, cfg.n_steps, rng, shuffle=True,
+                          device=net.device)
     wall, cpu, rows = [], [], []
     load0 = os.getloadavg()[0]
     prof = cProfile.Profile() if profile else None
@@ -200,8 +202,8 @@ def phase_figures(cfg: TrainConfig, batches: int, warmup: int, profile: bool = F
                 cpu.append(time.process_time() - c0)
                 rows.append([clock.t[p] for p in PHASES])
     med = np.median(np.array(rows), axis=0)
-    out = {"data": source, "network": cfg.network, "n_steps": cfg.n_steps, "batch_size": cfg.batch_size,
-           "backward": cfg.backward, "batches": batches,
+    out = {"data": source, "network": os.path.basename(cfg.network), "n_steps": cfg.n_steps,
+           "batch_size": cfg.batch_size, "backward": cfg.backward, "batches": batches,
            "wall_s_per_batch": statistics.median(wall), "cpu_s_per_batch": statistics.median(cpu),
            "wall_iqr": [float(q) for q in np.percentile(wall, [25, 75])],
            "phases_s": dict(zip(PHASES, map(float, med))),
@@ -250,7 +252,8 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--full", action="store_true",
-                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} (about 15 min, 17 GB)")
+                   help=f"experiments {FULL_EXPERIMENTS} and memory sweep T = {FULL_SWEEP} "
+                        f"(about 15 min, 17 GB)")
     p.add_argument("--experiments", default=None,
                    help=f"comma-separated of {sorted(EXPERIMENTS)} (default {QUICK_EXPERIMENTS}; "
                         f"--full: {FULL_EXPERIMENTS}; '' to skip)")
@@ -353,7 +356,8 @@ def main(argv=None) -> int:
                            f"{r['samples_per_s']:9.0f} samples/s  {r['s_per_epoch']:8.1f} s/epoch  "
                            f"peak {r['peak_bytes'] / 2**20:8.1f} MiB")
                 if "explicit_phi" in row and "recursion" in row:
-                    row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
+                    row["speedup_vs_explicit"] = (row["explicit_phi"]["s_per_batch"]
+                                                  / row["recursion"]["s_per_batch"])
                     tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
                                f"the O(T²) baseline's speed")
             elif kind == "phases":

@@ -147,7 +147,8 @@ def make_parser() -> argparse.ArgumentParser:
             p.add_argument("--n-samples", type=int, default=100, help="test samples measured")
             p.add_argument("--n-dirs", type=int, default=N_DIRECTIONS, help="random directions per layer")
         else:
-            p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, one run each per variant")
+            p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                           help="seeds, one run each per variant")
             p.add_argument("--variants", nargs="+", default=list(TRAIN_VARIANTS), choices=sorted(VARIANTS),
                            metavar="VARIANT", help="backward variants trained (names below)")
 

@@ -13,6 +13,12 @@ Per layer, for a network and a batch (:func:`measure`):
   and of the event-shift model (:func:`descent_losses`);
 - the ladder from the exact gradient to the authors' code, one factor per rung
   (:func:`ladder`), and the predicted compounding of the sign per layer.
+
+The network and its batch may live on any backend of the engine, on any device: the
+passes run there, in the array API standard, and the comparisons run on the host, on
+float64 NumPy copies of the gradients made in one place (:func:`flat_grads`). The
+random directions are drawn on the host and copied to the network's device explicitly
+(:func:`fd_projections`).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import math
 
 import numpy as np
 
-from ..backend import array_module, to_numpy
+from ..backend import array_module, device, to_numpy
 from ..eventshift import event_shift_forward
 from ..loss import kernel_loss
 from ..network import Network
@@ -81,16 +87,17 @@ def fd_projections(net: Network, x_in, a_hat, nominal_cache, directions, step: f
     """p[e][k] = (L_ES(W + h v_k) - L_ES(W - h v_k)) / 2h for every entry e and direction k.
 
     Central differences of the event-shift loss (a smooth function of the weights,
-    docs/gradient.md); the weights are restored exactly afterwards.
+    docs/gradient.md); the weights are restored exactly afterwards. ``directions``
+    are host arrays (:func:`random_directions`); each v_k is copied to W's device.
     """
     out = []
     for (i, key), dirs in zip(param_entries(net), directions):
         W = net.params[i][key]
         xp = array_module(W)
-        W0 = W.copy()
+        W0 = xp.asarray(W, copy=True)
         proj = np.empty(len(dirs))
         for k, v in enumerate(dirs):
-            dv = xp.asarray(v.reshape(W.shape), dtype=W.dtype)
+            dv = xp.asarray(v.reshape(W.shape), dtype=W.dtype, device=device(W))
             W[...] = W0 + step * dv
             lp = event_shift_loss(net, x_in, a_hat, nominal_cache)
             W[...] = W0 - step * dv
@@ -176,14 +183,15 @@ def descent_losses(net: Network, x_in, a_hat, variants=DESCENT_VARIANTS, steps=D
     Returns {"steps": [0, *steps], variant: {"discrete": [...], "event_shift": [...]}}
     (non-finite event-shift values, where the linearised spike times blow up, as None).
     """
+    xp = net.xp
     a, cache = net.forward(x_in)
     loss0, g = kernel_loss(a, a_hat)
     entries = param_entries(net)
-    W0 = [net.params[i][k].copy() for i, k in entries]
+    W0 = [xp.asarray(net.params[i][k], copy=True) for i, k in entries]
     out = {"steps": [0.0, *steps]}
     for name in variants:
         grads = variant_backward(net, g, cache, name)
-        dirs = [-grads[i][k] / float(net.xp.linalg.norm(grads[i][k])) * float(net.xp.linalg.norm(w))
+        dirs = [-grads[i][k] / float(xp.linalg.vector_norm(grads[i][k])) * float(xp.linalg.vector_norm(w))
                 for (i, k), w in zip(entries, W0)]
         disc, es = [loss0], [loss0]
         for eta in steps:
@@ -203,11 +211,13 @@ def ladder(net: Network, x_in, a_hat, names=LADDER) -> list[dict]:
     """Cosines with ``timing`` and with ``authors`` per entry, along :data:`LADDER`."""
     a, cache = net.forward(x_in)
     _, g = kernel_loss(a, a_hat)
-    grads = {n: flat_grads(net, variant_backward(net, g, cache, n)) for n in dict.fromkeys(names + ("timing", "authors"))}
+    grads = {n: flat_grads(net, variant_backward(net, g, cache, n))
+             for n in dict.fromkeys(names + ("timing", "authors"))}
     return [{"variant": n, "doc": VARIANTS[n].doc,
              "cos_timing": [cosine(gv, gt) for gv, gt in zip(grads[n], grads["timing"])],
              "cos_authors": [cosine(gv, ga) for gv, ga in zip(grads[n], grads["authors"])],
-             "norm_ratio": [float(np.linalg.norm(gv) / np.linalg.norm(gt)) for gv, gt in zip(grads[n], grads["timing"])]}
+             "norm_ratio": [float(np.linalg.norm(gv) / np.linalg.norm(gt))
+                            for gv, gt in zip(grads[n], grads["timing"])]}
             for n in names]
 
 

@@ -58,9 +58,11 @@ def plot_batch(res: dict, path: Path, variants=BATCH_VARIANTS) -> None:
         axes[0].bar(x + off, [row["variants"][n]["cos_timing"] for n in variants], w, label=labs[k])
         axes[1].bar(x + off, [row["variants"][n].get("cos_fd", np.nan) for n in variants], w, label=labs[k])
         axes[2].bar(x + off, [row["variants"][n]["norm_ratio"] for n in variants], w, label=labs[k])
-    for ax, title in zip(axes, ["cos(variant, exact timing gradient)",
-                                f"cos of projections on {res['n_directions']} random directions with FD of event-shift loss",
-                                "‖variant‖ / ‖timing‖"]):
+    titles = ["cos(variant, exact timing gradient)",
+              f"cos of projections on {res['n_directions']} random directions "
+              "with FD of event-shift loss",
+              "‖variant‖ / ‖timing‖"]
+    for ax, title in zip(axes, titles):
         ax.set_xticks(x, variants, rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=8)
         ax.axhline(0 if "cos" in title else 1, color="k", lw=0.5)
@@ -81,12 +83,14 @@ def plot_along(res: dict, path: Path) -> None:
     labs = [row["name"].split(" W")[0] for row in layers]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for k, lab in enumerate(labs):
-        def get(name, key):
+        def get(name, key, k=k):
             return [r["fidelity"]["layers"][k]["variants"][name].get(key, np.nan) for r in res["epochs"]]
         col = f"C{k}"
-        axes[0].plot(eps, get("authors", "cos_timing"), "o-", color=col, label=f"{lab}: cos(authors, timing)")
+        axes[0].plot(eps, get("authors", "cos_timing"), "o-", color=col,
+                     label=f"{lab}: cos(authors, timing)")
         axes[0].plot(eps, get("authors", "cos_fd"), "x:", color=col, label=f"{lab}: cos(authors, FD)")
-        axes[1].plot(eps, get("surrogate", "cos_authors"), "o-", color=col, label=f"{lab}: cos(surrogate, authors)")
+        axes[1].plot(eps, get("surrogate", "cos_authors"), "o-", color=col,
+                     label=f"{lab}: cos(surrogate, authors)")
         axes[1].plot(eps, get("timing-bw-flipped", "cos_authors"), "s--", color=col,
                      label=f"{lab}: cos(timing-bw-flipped, authors)")
     axes[2].plot(eps, [r["test_acc"] for r in res["epochs"]], "o-")
@@ -98,7 +102,8 @@ def plot_along(res: dict, path: Path) -> None:
     axes[2].set_ylabel("test accuracy")
     for ax in axes:
         ax.set_xlabel("epoch")
-    fig.suptitle(f"along training with `{res['setup']['variant']}` (n_train {res['setup']['n_train']})", fontsize=9)
+    setup = res["setup"]
+    fig.suptitle(f"along training with `{setup['variant']}` (n_train {setup['n_train']})", fontsize=9)
     _save(plt, fig, path)
 
 
@@ -110,7 +115,8 @@ def plot_compare(res: dict, path: Path) -> None:
             continue
         accs = np.array([[r["test_acc"] for r in run["epochs"]] for run in res["runs"][v]])
         eps = np.arange(accs.shape[1])
-        ax.errorbar(eps, accs.mean(0), yerr=accs.std(0) if len(accs) > 1 else None, marker="o", capsize=3, label=v)
+        ax.errorbar(eps, accs.mean(0), yerr=accs.std(0) if len(accs) > 1 else None,
+                    marker="o", capsize=3, label=v)
     ax.set_xlabel("epoch (0 = initialisation)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"784-400-400-10 on Fashion-MNIST ({res['n_train']} training samples, "

@@ -84,9 +84,10 @@ def build_mlp(dtype: str = "float64", seed: int = 0, preset: str = "authors") ->
 
 
 def mlp_target(net: Network, labels, preset: str = "authors"):
+    """The kernel target â (T, B, 10) of the preset for host ``labels``, on the network's device."""
     p = get_preset(preset)
-    xp = net.xp
-    return kernel_target(xp.asarray(labels), N_CLASSES, MLP_STEPS, net.neuron.theta_s, p.desired_train,
+    labels = net.xp.asarray(labels, device=net.device)
+    return kernel_target(labels, N_CLASSES, MLP_STEPS, net.neuron.theta_s, p.desired_train,
                          p.target_filter_passes, dtype=net.dtype)
 
 
@@ -94,15 +95,18 @@ def mlp_target(net: Network, labels, preset: str = "authors"):
 def load_weights(net: Network, path: Path) -> None:
     with np.load(path) as f:
         for i, k in param_entries(net):
-            net.params[i][k][...] = net.xp.asarray(f[f"{i}.{k}"], dtype=net.dtype)
+            net.params[i][k][...] = net.xp.asarray(f[f"{i}.{k}"], dtype=net.dtype, device=net.device)
 
 
 def batch_problem(net: Network, n_samples: int, offset: int = 0, preset: str = "authors"):
-    """The first ``n_samples`` Fashion-MNIST test samples from ``offset``: (x_in (T, B, 784), a_hat, labels)."""
+    """The first ``n_samples`` Fashion-MNIST test samples from ``offset``.
+
+    Returns (x_in (T, B, 784), a_hat, labels).
+    """
     images, labels = load_fashion("test")
-    x = images[offset:offset + n_samples].astype(net.dtype)
+    x = net.xp.asarray(images[offset:offset + n_samples], dtype=net.dtype, device=net.device)  # (B, 784)
     y = labels[offset:offset + n_samples]
-    return repeat_static(net.xp.asarray(x), MLP_STEPS), mlp_target(net, y, preset), y
+    return repeat_static(x, MLP_STEPS), mlp_target(net, y, preset), y
 
 
 def config_problem(net: Network, cfg, n_samples: int, offset: int = 0):

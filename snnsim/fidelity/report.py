@@ -24,9 +24,9 @@ from ..params import NeuronParams, log1m
 from ..presets import get_preset
 from ..tsslbp import reset_shift_coefficient
 from ..variants import VARIANTS, psc_sign
+from .longrun import long_run_section
 from .measure import BATCH_VARIANTS
 from .plotting import plot_along, plot_batch, plot_compare, plot_random
-from .longrun import long_run_section
 from .problems import MLP_STEPS, N_CLASSES, RANDOM_INPUT_SCALE, RANDOM_WEIGHT_SCALE
 
 TEMPLATE = "report_template.md"
@@ -68,8 +68,9 @@ def random_table(res: dict) -> str:
         tag = f"{'-'.join(map(str, n['sizes']))} ({n['n_steps']}, {n['reset']})"
         for row in n["layers"]:
             v = row["variants"]
-            rows.append([tag, row["name"].split(" W")[0], _f(row["spike_rate"]), _f(v["authors"]["cos_timing"]),
-                         _f(v["authors-raw"]["cos_timing"]), _f(v["authors"]["cos_fd"]), _f(v["timing"]["cos_fd"], 6),
+            rows.append([tag, row["name"].split(" W")[0], _f(row["spike_rate"]),
+                         _f(v["authors"]["cos_timing"]), _f(v["authors-raw"]["cos_timing"]),
+                         _f(v["authors"]["cos_fd"]), _f(v["timing"]["cos_fd"], 6),
                          _f(row["fd_timing_rel_err"], 2), _f(v["surrogate"]["cos_timing"]),
                          _f(v["authors"]["norm_ratio"])])
     return md_table(header, rows)
@@ -119,7 +120,8 @@ def ladder_table(res: dict) -> str:
     labs = [row["name"].split(" W")[0] for row in res["layers"]]
     header = ["rung", "variant", "what changes"] + [f"{l}: cos(·, timing)" for l in labs] + \
              [f"{l}: ‖·‖/‖timing‖" for l in labs]
-    rows = [[j, f"`{r['variant']}`", r["doc"]] + [_f(c) for c in r["cos_timing"]] + [_f(c) for c in r["norm_ratio"]]
+    rows = [[j, f"`{r['variant']}`", r["doc"]]
+            + [_f(c) for c in r["cos_timing"]] + [_f(c) for c in r["norm_ratio"]]
             for j, r in enumerate(res["ladder"])]
     return md_table(header, rows)
 
@@ -139,7 +141,8 @@ def descent_table(descent: dict, variants=None) -> str:
     def es(x):
         return "diverges" if x is None or x > DIVERGED_FACTOR * l0 else _f(x, 2)
     header = ["variant"] + [f"η = {e:g}" for e in steps]
-    rows = [[f"`{v}`"] + [f"{_f(d, 2)} / {es(e)}" for d, e in zip(descent[v]["discrete"], descent[v]["event_shift"])]
+    rows = [[f"`{v}`"] + [f"{_f(d, 2)} / {es(e)}"
+                          for d, e in zip(descent[v]["discrete"], descent[v]["event_shift"])]
             for v in variants]
     return md_table(header, rows)
 
@@ -159,7 +162,8 @@ def along_table(res: dict) -> str:
         d = r["fidelity"].get("descent")
         change = [(_f(d[v]["discrete"][d["steps"].index(ALONG_STEP)] - d[v]["discrete"][0], 2) if d else "–")
                   for v in ALONG_DESCENT]
-        rows.append([r["epoch"], _f(r["test_acc"], 4)] + [_f(x["variants"]["authors"]["cos_timing"]) for x in ls]
+        rows.append([r["epoch"], _f(r["test_acc"], 4)]
+                    + [_f(x["variants"]["authors"]["cos_timing"]) for x in ls]
                     + [_f(x["variants"]["authors"].get("cos_fd")) for x in ls]
                     + [_f(x["variants"]["authors"]["cos_surrogate"]) for x in ls]
                     + [_f(x["spike_rate"]) for x in ls] + change)
@@ -181,7 +185,8 @@ def compare_table(res: dict) -> str:
         accs = np.array([[r["test_acc"] for r in run["epochs"]] for run in res["runs"][v]])
         cell = (lambda c: f"{100 * c.mean():.2f} ± {100 * c.std():.2f}") if len(accs) > 1 else \
                (lambda c: f"{100 * c.mean():.2f}")
-        rows.append([f"`{v}`"] + [cell(accs[:, e]) for e in range(accs.shape[1])] + [cell(accs[:, 1:].max(axis=1))])
+        rows.append([f"`{v}`"] + [cell(accs[:, e]) for e in range(accs.shape[1])]
+                    + [cell(accs[:, 1:].max(axis=1))])
     return md_table(header, rows)
 
 
@@ -211,7 +216,8 @@ def write_random(res: dict, out: Path, plots: Path, cmd: str) -> Path:
     n0 = res["nets"][0]
     text = fill("random_intro", cmd=cmd, json=js, png=png, ws=RANDOM_WEIGHT_SCALE, xs=RANDOM_INPUT_SCALE,
                 batch=n0["batch"], step=n0["fd_step"], k=n0["n_directions"])
-    text += "\n" + random_table(res) + "\n\n" + f"![random networks]({_relpath(png, out)})\n\n" + fill("random_outro")
+    text += ("\n" + random_table(res) + "\n\n" + f"![random networks]({_relpath(png, out)})\n\n"
+             + fill("random_outro"))
     md.write_text(text)
     return md
 
@@ -220,7 +226,8 @@ def write_batch(res: dict, out: Path, plots: Path, tag: str = "batch") -> None:
     write_json(res, out / f"fidelity_{tag}.json")
     plot_batch(res, plots / f"fidelity_{tag}.png")
     (out / f"fidelity_{tag}_table.md").write_text(
-        activity_table(res) + "\n\n" + batch_table(res) + "\n\n" + cross_table(res) + "\n\n" + ladder_table(res) + "\n")
+        activity_table(res) + "\n\n" + batch_table(res) + "\n\n" + cross_table(res) + "\n\n"
+        + ladder_table(res) + "\n")
 
 
 def write_along(res: dict, out: Path, plots: Path) -> None:
@@ -308,7 +315,8 @@ def report_robustness_section(extra: list[dict]) -> str:
     for e in extra:
         rows.append([f"`{e['cmd']}`", e["seed"], f"{e['offset']}..{e['offset'] + e['n_samples'] - 1}",
                      _per_layer(e, "authors", "cos_timing"), _per_layer(e, "authors", "cos_fd"),
-                     _per_layer(e, "authors-nowarmup", "cos_timing"), _per_layer(e, "surrogate", "cos_authors")])
+                     _per_layer(e, "authors-nowarmup", "cos_timing"),
+                     _per_layer(e, "surrogate", "cos_authors")])
     table = md_table(["command", "init seed", "test samples", "cos(authors, timing)", "cos(authors, FD)",
                       "cos(authors-nowarmup, timing)", "cos(surrogate, authors)"], rows)
     return fill("robustness", table=table)
@@ -327,12 +335,14 @@ def report_descent_section(b: dict) -> str:
     steps = d["steps"]
     j = steps.index(ALONG_STEP) if ALONG_STEP in steps else len(steps) // 2
     ch = {v: d[v]["discrete"][j] - d[v]["discrete"][0] for v in d if v != "steps"}
-    ce = {v: (d[v]["event_shift"][j] - d[v]["event_shift"][0]) if d[v]["event_shift"][j] is not None else float("nan")
+    ce = {v: (d[v]["event_shift"][j] - d[v]["event_shift"][0])
+          if d[v]["event_shift"][j] is not None else float("nan")
           for v in d if v != "steps"}
     opposite = ce["timing"] < 0 < ch["timing"] and ch["authors"] < 0 < ce["authors"]
-    verdict = ("At this step the exact gradient descends the smooth model it was derived from and ascends the "
-               "network's loss; the authors' gradient does the opposite." if opposite else
-               "At this step the two directions do not split into descending one loss and ascending the other.")
+    verdict = ("At this step the exact gradient descends the smooth model it was derived from and ascends "
+               "the network's loss; the authors' gradient does the opposite." if opposite else
+               "At this step the two directions do not split into descending one loss and ascending "
+               "the other.")
     return fill("descent", descent_table=descent_table(d), eta=steps[j], ch_authors=ch["authors"],
                 ce_authors=ce["authors"], ch_timing=ch["timing"], ce_timing=ce["timing"],
                 ch_surrogate=ch["surrogate"], verdict=verdict)
@@ -347,11 +357,12 @@ def report_along_section(a: dict, out: Path, plots: Path) -> str:
     held = bool((np.sign(cos) == np.array(expected)).all())
     sur = np.array([[row["variants"]["authors"]["cos_surrogate"] for row in r["fidelity"]["layers"]]
                     for r in a["epochs"]])
-    summary = (f"The sign pattern of cos(`authors`, `timing`) {'holds at every' if held else 'does not hold at every'} "
+    summary = (f"The sign pattern of cos(`authors`, `timing`) "
+               f"{'holds at every' if held else 'does not hold at every'} "
                f"measured epoch; |cos| ranges over [{np.abs(cos).min():.3f}, {np.abs(cos).max():.3f}]. "
-               f"cos(`authors`, `surrogate`) stays in [{sur.min():.3f}, {sur.max():.3f}]. The descent columns "
-               f"come from one batch of {a['n_samples']} samples and a piecewise-constant loss: read their signs, "
-               f"not their sizes.")
+               f"cos(`authors`, `surrogate`) stays in [{sur.min():.3f}, {sur.max():.3f}]. The descent "
+               f"columns come from one batch of {a['n_samples']} samples and a piecewise-constant loss: "
+               f"read their signs, not their sizes.")
     return fill("along", cmd=a["cmd"], variant=st["variant"], train_command=a.get("train_command", "–"),
                 lr=st["lr"], weight_decay=st["weight_decay"], batch_size=st.get("batch_size", 100),
                 grad_clip=st.get("grad_clip", 1.0), weight_clamp=st.get("weight_clamp", 4.0),
@@ -364,9 +375,10 @@ def report_along_section(a: dict, out: Path, plots: Path) -> str:
 def report_compare_section(c: dict, out: Path, plots: Path) -> str:
     ref = reference_losses(1 if per_sample_losses(c) else 100)
     oc = training_outcomes(c)
+    last_losses = {v: " / ".join(f"{run['epochs'][-1]['train_loss']:.4f}" for run in c["runs"][v])
+                   for v in oc}
     status = md_table(["variant", "last-epoch training loss per seed", "mean best test acc %", "outcome"],
-                      [[f"`{v}`", " / ".join(f"{run['epochs'][-1]['train_loss']:.4f}" for run in c["runs"][v]),
-                        f"{100 * oc[v]['best']:.2f}", oc[v]["status"]] for v in oc])
+                      [[f"`{v}`", last_losses[v], f"{100 * oc[v]['best']:.2f}", oc[v]["status"]] for v in oc])
     docs = "\n".join(f"- `{v}`: {VARIANTS[v].doc}" for v in c["variants"])
     return fill("compare", cmd=c["cmd"], seeds=c["seeds"], n_train=c["n_train"], epochs=c["epochs"],
                 n_test=c["n_test"], runs_dir=c.get("runs_dir", "runs/fidelity"), docs=docs,
@@ -415,7 +427,8 @@ def report_conclusion(b: dict | None, c: dict | None) -> str:
         lines.append(
             f"- TSSL-BP as implemented does not compute the gradient of the model the paper derives; in the "
             f"output layer it computes nearly its negative. What it computes is a surrogate-type gradient of "
-            f"the discrete network: cos(`authors`, surrogate BPTT) = {_per_layer(b, 'authors', 'cos_surrogate')}, "
+            f"the discrete network: cos(`authors`, surrogate BPTT) = "
+            f"{_per_layer(b, 'authors', 'cos_surrogate')}, "
             f"and a step along it changes the discrete loss and the event-shift loss in opposite directions "
             f"(section 3).")
     if c:
@@ -452,10 +465,10 @@ def report_conclusion(b: dict | None, c: dict | None) -> str:
                 f"- Sign correction: making the authors' φ<1> agree with the exact derivative "
                 f"(`authors-flipped`) gives {100 * oc['authors-flipped']['best']:.2f} %; giving the exact "
                 f"magnitudes the authors' sign, with bound and warm-up (`timing-bw-flipped`), gives "
-                f"{100 * oc['timing-bw-flipped']['best']:.2f} % against {100 * oc['authors']['best']:.2f} % for "
-                f"`authors`. The sign that trains is the authors' one; the correction the analysis suggests is "
-                f"a relabelling, not a fix: TSSL-BP's φ<1> should be read as a surrogate term, not as the "
-                f"spike-time derivative.")
+                f"{100 * oc['timing-bw-flipped']['best']:.2f} % against "
+                f"{100 * oc['authors']['best']:.2f} % for `authors`. The sign that trains is the authors' "
+                f"one; the correction the analysis suggests is a relabelling, not a fix: TSSL-BP's φ<1> "
+                f"should be read as a surrogate term, not as the spike-time derivative.")
     lines.append(fill("conclusion_end"))
     return "\n".join(lines)
 
@@ -495,7 +508,8 @@ def build_report(out: Path, plots: Path, cmd: str = "python3 -m snnsim.fidelity 
                           results_cmd=LONG_RUN_RESULTS_CMD,
                           n_note="with five seeds each, only large differences are detectable"))
     if r:
-        parts.append(f"Random networks (the core-engine check): `{r.get('cmd', 'python3 -m snnsim.fidelity random')}`, "
+        cmd = r.get("cmd", "python3 -m snnsim.fidelity random")
+        parts.append(f"Random networks (the core-engine check): `{cmd}`, "
                      f"see [fidelity_random.md](fidelity_random.md).\n")
     path = out / "fidelity.md"
     path.write_text("\n".join(parts))
