@@ -90,13 +90,14 @@ class StepTimer:
         self.rng = np.random.default_rng(cfg.seed)
         self.x, self.labels = make_batch(cfg, self.net, self.rng)
         self.model = LIF_EXPLICIT if explicit else None
+        self.fast = True                          # False: the plain path (snnsim.fast)
 
     def step(self) -> float:
         """Seconds of one synchronised training step."""
         synchronize(self.net.xp)
         t0 = time.perf_counter()
         train_step(self.net, self.opt, self.x, self.labels, self.loss_fn, self.cfg, self.rng,
-                   model=self.model)
+                   model=self.model, fast=self.fast)
         synchronize(self.net.xp)
         return time.perf_counter() - t0
 
@@ -192,7 +193,7 @@ def phase_figures(cfg: TrainConfig, batches: int, warmup: int, profile: bool = F
             if prof and i >= warmup:
                 prof.enable()
             x_in, labels = clock.wrap("data", next)(it)
-            train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+            train_step(net, opt, x_in, labels, loss_fn, cfg, rng, fast=False)   # phases: plain path
             if prof:
                 prof.disable()
             if i >= warmup:
