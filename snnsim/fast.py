@@ -15,8 +15,8 @@ every element in the same order*, so its results are bit-identical to the plain 
 - selection without branches: ``where(s, p, q)`` is a bit select on the integer views,
   ((p ^ q) & m) ^ q with m all ones where s — the same bits, a few times faster than
   ``numpy.where`` on a spike mask with random pattern;
-- the optimiser: the clip's scaling, AdamW and the clamp run block by block
-  (:data:`BLOCK` elements, in cache) through the plain :meth:`AdamW.update` itself.
+- the optimiser: the clip's scaling, AdamW (the plain :meth:`AdamW.update` itself) and the
+  clamp in one walk over the parameters, in place.
 
 Who takes it: :func:`fast_path_applies` — the NumPy backend, the network's own TSSL-BP
 backward (``cfg.backward == "tsslbp"``, LIF neurons, not fused), no substitute model.
@@ -26,17 +26,15 @@ the plain path. The workspace's arrays are overwritten by the next step: a
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .loss import n_correct
-from .neuron import LIFState, NeuronModel
+from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
 from .training.optim import CLIP_NORM_EPS, global_grad_norm
 from .tsslbp import LIF, psc_shift_scale, reset_passthrough, reset_shift_coefficient
-
-#: Elements per block of the optimiser update: five float32 blocks (p, g, m, v, scratch)
-#: of 64 KiB stay in a 512 KiB L2 cache between the update's twelve passes.
-BLOCK = 1 << 14
 
 
 class Workspace:
@@ -53,13 +51,16 @@ class Workspace:
     def reset(self) -> None:
         self._next = 0
 
-    def array(self, shape, dtype) -> np.ndarray:
-        i, self._next = self._next, self._next + 1
-        shape, dtype = tuple(shape), np.dtype(dtype)
-        if i == len(self._arrays):
-            self._arrays.append(np.empty(shape, dtype))
-        elif self._arrays[i].shape != shape or self._arrays[i].dtype != dtype:
-            self._arrays[i] = np.empty(shape, dtype)
+    def array(self, shape: tuple, dtype) -> np.ndarray:
+        i = self._next
+        self._next = i + 1
+        if i < len(self._arrays):
+            a = self._arrays[i]
+            if a.shape == shape and a.dtype == dtype:
+                return a
+            a = self._arrays[i] = np.empty(shape, dtype)
+            return a
+        self._arrays.append(np.empty(shape, dtype))
         return self._arrays[i]
 
     @property
@@ -67,10 +68,26 @@ class Workspace:
         return sum(a.nbytes for a in self._arrays)
 
 
+class FastLIFState(NamedTuple):
+    """:class:`~snnsim.neuron.LIFState` (the same first five fields) and ``silent``: all ones
+    where s[t] = 0, zero where it spiked, as unsigned integers of the float width (the
+    forward's reset computes it; the backward's selections use it)."""
+
+    x: object
+    u: object
+    du: object
+    s: object
+    a: object
+    silent: object
+
+
 # --- branch-free selection on the bits ------------------------------------------------
+_UINT = {4: np.uint32, 8: np.uint64}
+
+
 def _bits(a):
     """``a`` viewed as unsigned integers of its width (float32 -> uint32, float64 -> uint64)."""
-    return a.view(f"u{a.dtype.itemsize}")
+    return a.view(_UINT[a.dtype.itemsize])
 
 
 def spike_bits(s, out):
@@ -89,99 +106,109 @@ def select(mask, p, q, out):
 
 
 # --- the LIF forward, (2)-(6) -----------------------------------------------------------
-def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, LIFState]:
+def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, FastLIFState]:
     """:func:`snnsim.neuron.lif_forward` into workspace arrays.
 
     Per step: charge (4) into Δu[t] and u[t], fire (5) into s[t], reset into ū; after the
-    loop the PSC (2) a[t] = (1-θs) a[t-1] + θs s[t] (θs s over all T in one pass).
+    loop the PSC (2) a[t] = (1-θs) a[t-1] + θs s[t], with θs s[t] = θs where s, else +0.0,
+    taken from the bits of θs (the exact product, without converting s to floats).
     """
-    T, dtype = x.shape[0], x.dtype
-    theta_m, theta_s, v_th = neuron.theta_m, neuron.theta_s, neuron.v_th
-    u, du, a = (ws.array(x.shape, dtype) for _ in range(3))              # (T, B, N)
-    s = ws.array(x.shape, np.bool_)                                       # (T, B, N)
-    u_reset, tmp = ws.array(x.shape[1:], dtype), ws.array(x.shape[1:], dtype)   # (B, N)
-    keep = ws.array(x.shape[1:], f"u{dtype.itemsize}")                    # (B, N) bits
-    u_reset[...] = 0.0
+    T, shape, step_shape, dtype = x.shape[0], x.shape, x.shape[1:], x.dtype
+    uint = _UINT[dtype.itemsize]
+    theta_m, v_th = dtype.type(neuron.theta_m), neuron.v_th   # compared as the plain path does
+    decay_s = dtype.type(1.0 - neuron.theta_s)
+    u, du, a = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)  # (T, B, N)
+    s, silent = ws.array(shape, np.bool_), ws.array(shape, uint)          # (T, B, N)
+    u_reset, tmp = ws.array(step_shape, dtype), ws.array(step_shape, dtype)   # (B, N)
+    u_reset.fill(0.0)
+    zero_reset = neuron.reset == "zero"
     for t in range(T):
         np.multiply(u_reset, theta_m, out=tmp)
         np.subtract(x[t], tmp, out=du[t])                                 # Δu = x - θm ū
         np.add(u_reset, du[t], out=u[t])                                  # u = ū + Δu
         np.greater(u[t], v_th, out=s[t])                                  # s = u > V_th
-        if neuron.reset == "zero":                                        # ū = where(s, 0, u)
-            np.subtract(s[t], 1, out=keep, dtype=keep.dtype, casting="unsafe")   # ones where silent
-            np.bitwise_and(_bits(u[t]), keep, out=_bits(u_reset))
+        np.subtract(s[t], 1, out=silent[t], dtype=uint, casting="unsafe")  # ones where silent
+        if zero_reset:                                                    # ū = where(s, 0, u)
+            np.bitwise_and(_bits(u[t]), silent[t], out=_bits(u_reset))
         else:                                                             # ū = u - V_th s
-            np.multiply(s[t], v_th, out=tmp, dtype=dtype)
+            np.multiply(s[t], dtype.type(v_th), out=tmp, dtype=dtype)
             np.subtract(u[t], tmp, out=u_reset)
-    np.multiply(s, theta_s, out=a, dtype=dtype)                           # θs s[t]
+    a_bits = _bits(a)
+    np.bitwise_and(silent, _bits(np.asarray(neuron.theta_s, dtype)), out=a_bits)   # θs (1-s)
+    np.bitwise_xor(a_bits, _bits(np.asarray(neuron.theta_s, dtype)), out=a_bits)   # θs s
     for t in range(1, T):                                                 # a[0] = θs s[0]
-        np.multiply(a[t - 1], 1.0 - theta_s, out=tmp)
+        np.multiply(a[t - 1], decay_s, out=tmp)
         np.add(tmp, a[t], out=a[t])                                       # (1-θs) a[t-1] + θs s[t]
-    return a, LIFState(x=x, u=u, du=du, s=s, a=a)
+    return a, FastLIFState(x=x, u=u, du=du, s=s, a=a, silent=silent)
 
 
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
-def lif_backward_fast(dL_da, state: LIFState, neuron: NeuronParams, grad: GradientParams,
+def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
                       ws: Workspace):
-    """:func:`snnsim.tsslbp.lif_backward` into workspace arrays; returns δ ``(T, B, N)``."""
-    T, dtype = dL_da.shape[0], dL_da.dtype
-    shape, step_shape = dL_da.shape, dL_da.shape[1:]
+    """:func:`snnsim.tsslbp.lif_backward` into workspace arrays; returns δ ``(T, B, N)``.
+    ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
+    T, shape, step_shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.shape[1:], dL_da.dtype
     theta_m, theta_s = neuron.theta_m, neuron.theta_s
     S, P, dt_du, G = (ws.array(shape, dtype) for _ in range(4))          # (T, B, N)
-    m = ws.array(shape, f"u{dtype.itemsize}")                             # (T, B, N) spike bits
     leak, intra, zero = (ws.array(step_shape, dtype) for _ in range(3))   # (B, N)
-    zero[...] = 0.0
+    zero.fill(0.0)
+    silent = state.silent
     # S[t] = θs g[t] + (1-θs) S[t+1], S[T] = 0    (9), (12)
-    np.multiply(dL_da, theta_s, out=S)
+    decay_s = dtype.type(1.0 - theta_s)
+    np.multiply(dL_da, dtype.type(theta_s), out=S)
     np.add(S[T - 1], zero, out=S[T - 1])
-    for t in reversed(range(T - 1)):
-        np.multiply(S[t + 1], 1.0 - theta_s, out=leak)
+    for t in range(T - 2, -1, -1):
+        np.multiply(S[t + 1], decay_s, out=leak)
         np.add(S[t], leak, out=S[t])
     # ∂t_m/∂u[t_m] = -1/Δu at a spike, 0 elsewhere, within ±bound    (12)
-    spike_bits(state.s, m)
+    dt_bits, du_bits = _bits(dt_du), _bits(state.du)
     inf_bits = _bits(np.asarray(np.inf, dtype))
-    np.bitwise_xor(_bits(state.du), inf_bits, out=_bits(dt_du))
-    np.bitwise_and(_bits(dt_du), m, out=_bits(dt_du))
-    np.bitwise_xor(_bits(dt_du), inf_bits, out=_bits(dt_du))             # where(s, Δu, inf)
-    np.divide(-1.0, dt_du, out=dt_du)
+    np.bitwise_xor(du_bits, inf_bits, out=dt_bits)
+    np.bitwise_and(dt_bits, silent, out=dt_bits)
+    np.bitwise_xor(dt_bits, du_bits, out=dt_bits)                        # where(s, Δu, inf)
+    np.divide(dtype.type(-1.0), dt_du, out=dt_du)
     if grad.sensitivity_bound is not None:
         np.clip(dt_du, -grad.sensitivity_bound, grad.sensitivity_bound, out=dt_du)
     # φ<1> source term -c S ∂t_m/∂u over all T    (11)
-    np.multiply(S, -psc_shift_scale(theta_s, grad.reading), out=P)
+    np.multiply(S, dtype.type(-psc_shift_scale(theta_s, grad.reading)), out=P)
     np.multiply(P, dt_du, out=P)
     R = state.u if neuron.reset == "zero" else np.broadcast_to(np.asarray(neuron.v_th, dtype), shape)
-    b = reset_shift_coefficient(neuron, grad.reading)
-    through = reset_passthrough(neuron)
+    b = dtype.type(reset_shift_coefficient(neuron, grad.reading))
+    through = dtype.type(reset_passthrough(neuron))
+    decay_m = dtype.type(1.0 - theta_m)
+    G_bits, intra_bits, leak_bits = _bits(G), _bits(intra), _bits(leak)
     carry = zero                                                          # G[t+1]
-    for t in reversed(range(T)):
-        np.multiply(carry, 1.0 - theta_m, out=leak)                       # leak path (4)
+    for t in range(T - 1, -1, -1):
+        np.multiply(carry, decay_m, out=leak)                             # leak path (4)
         np.multiply(carry, b, out=intra)                                  # φ<2> (13)
         np.multiply(intra, R[t], out=intra)
         np.multiply(intra, dt_du[t], out=intra)
         np.add(P[t], intra, out=intra)                                    # φ<1> + φ<2>
         np.multiply(leak, through, out=G[t])
         np.add(intra, G[t], out=intra)                                    # + pass-through
-        select(m[t], intra, leak, out=G[t])                               # spike ? φ : leak
+        np.bitwise_xor(leak_bits, intra_bits, out=G_bits[t])              # G = where(s, φ, leak):
+        np.bitwise_and(G_bits[t], silent[t], out=G_bits[t])               #   select() on the
+        np.bitwise_xor(G_bits[t], intra_bits, out=G_bits[t])              #   silent bits
         carry = G[t]
     if not grad.warmup:
         return G
     return warmup_replace_fast(G, S, state, neuron, ws)
 
 
-def warmup_replace_fast(delta, S, state: LIFState, neuron: NeuronParams, ws: Workspace):
+def warmup_replace_fast(delta, S, state, neuron: NeuronParams, ws: Workspace):
     """:func:`snnsim.tsslbp.warmup_replace` in place on ``delta``: δ = σ'(u) S where
     a < 1/(4τs)    (S 2.3); σ' as :func:`snnsim.tsslbp.warmup_surrogate`, one exp an element."""
-    dtype = delta.dtype
-    ez, den, tmp = (ws.array(delta.shape, dtype) for _ in range(3))      # (T, B, N)
-    warm = ws.array(delta.shape, np.bool_)
-    m = ws.array(delta.shape, f"u{dtype.itemsize}")
-    np.subtract(neuron.v_th, state.u, out=ez)
-    np.divide(ez, WARMUP_WIDTH, out=ez)
+    shape, dtype = delta.shape, delta.dtype
+    ez, den, tmp = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)
+    warm, m = ws.array(shape, np.bool_), ws.array(shape, _UINT[dtype.itemsize])
+    width = dtype.type(WARMUP_WIDTH)
+    np.subtract(dtype.type(neuron.v_th), state.u, out=ez)
+    np.divide(ez, width, out=ez)
     np.clip(ez, -WARMUP_Z_CLIP, WARMUP_Z_CLIP, out=ez)                    # z
     np.exp(ez, out=ez)                                                    # e^z
-    np.add(1.0, ez, out=den)                                              # 1 + e^z
-    np.multiply(WARMUP_WIDTH, den, out=tmp)
-    np.multiply(tmp, den, out=den)                              # w (1 + e^z)^2
+    np.add(dtype.type(1.0), ez, out=den)                                  # 1 + e^z
+    np.multiply(width, den, out=tmp)
+    np.multiply(tmp, den, out=den)                                        # w (1 + e^z)^2
     np.divide(ez, den, out=ez)                                            # σ'(u)
     np.multiply(ez, S, out=ez)
     np.less(state.a, WARMUP_PSC_FRACTION * neuron.theta_s, out=warm)
@@ -207,10 +234,11 @@ class FastPath:
 
 
 def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -> None:
-    """:func:`clip_grad_norm`, :meth:`AdamW.step` and :func:`clamp_weights` on ``opt.params``,
-    in that order, block by block: each block of a parameter is scaled, updated by
-    :meth:`AdamW.update` and clamped while it is in cache. Same norm, same scale, same
-    operations on every element as the three plain calls."""
+    """:func:`clip_grad_norm`, :meth:`AdamW.step` and :func:`clamp_weights` on ``opt.params``
+    in one walk over the parameters: each is scaled, updated by :meth:`AdamW.update` and
+    clamped in turn. Same norm, same scale, same operations on every element as the three
+    plain calls. (Blocks that stay in cache were tried: the passes are not memory-bound at
+    these sizes, and the calls per block cost more than they saved.)"""
     scale = 1.0
     if grad_clip:
         if not grad_clip > 0:
@@ -219,18 +247,12 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     consts = opt.begin_step(grads)
     for layer, g_layer, m_layer, v_layer, t_layer in zip(opt.params, grads, opt.m, opt.v, opt._tmp):
         for name, p in layer.items():
-            arrays = (p, g_layer[name], m_layer[name], v_layer[name], t_layer[name])
-            if all(a.flags.c_contiguous for a in arrays):
-                flat = [a.reshape(-1) for a in arrays]
-                blocks = [[f[i:i + BLOCK] for f in flat] for i in range(0, p.size, BLOCK)]
-            else:                                                         # one block: the arrays
-                blocks = [arrays]
-            for pb, gb, mb, vb, tb in blocks:
-                if scale < 1.0:
-                    gb *= scale
-                opt.update(pb, gb, mb, vb, tb, consts)
-                if weight_clamp:
-                    np.clip(pb, -weight_clamp, weight_clamp, out=pb)
+            g = g_layer[name]
+            if scale < 1.0:
+                g *= scale
+            opt.update(p, g, m_layer[name], v_layer[name], t_layer[name], consts)
+            if weight_clamp:
+                np.clip(p, -weight_clamp, weight_clamp, out=p)
 
 
 def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None):
@@ -256,5 +278,5 @@ def fast_path_applies(net, backward: str, model) -> bool:
         and net.model is LIF
 
 
-__all__ = ["BLOCK", "FastPath", "Workspace", "fast_path_applies", "fast_train_step", "lif_backward_fast",
-           "lif_forward_fast", "select", "update_fast", "warmup_replace_fast"]
+__all__ = ["FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
+           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warmup_replace_fast"]

@@ -23,9 +23,9 @@ with ``numpy.matmul`` into preallocated outputs; touches as ``numpy.add(a, b, ou
 ``numpy.exp``. floor = products + touches + exps. A floor of 1 would need fused kernels
 and perfect products; NumPy runs each element-wise operation as its own pass.
 
-The ratio step / floor is the median over ``n`` rounds of (fast step, plain step, floor)
-measured back to back, each round's step divided by the same round's floor, so that
-the load of a shared machine weighs on both alike.
+The ratio step / floor is the median over ``n`` rounds of (step, floor) measured back to
+back, each round's step divided by the same round's floor, so that the load of a shared
+machine weighs on both alike; the fast path's rounds first, then the plain path's.
 
 :func:`busy_figures` times the step with a competing busy-loop process that it starts:
 with as many BLAS threads as cores (OpenBLAS's default), with one, and with the count
@@ -169,39 +169,39 @@ class Floor:
 
 
 def floor_figures(cfg, n: int, warmup: int = 3) -> dict:
-    """``n`` rounds of (fast step, plain step, floor), back to back: medians and ratios."""
+    """``n`` rounds of (fast step, floor), back to back, then ``n`` of (plain step, floor):
+    medians, and the medians of each round's step / floor."""
     from .bench import StepTimer
-    fast_t, plain_t = StepTimer(cfg), StepTimer(cfg)
-    plain_t.fast = False
-    floor = Floor(fast_t.net, fast_t.x, fast_t.labels)
-    rounds = []
-    for i in range(warmup + n):
-        row = (fast_t.step(), plain_t.step(), floor.time())
-        if i >= warmup:
-            rounds.append(row)
-    fast, plain, parts = zip(*rounds)
+    timers = {"fast": StepTimer(cfg), "plain": StepTimer(cfg)}
+    timers["plain"].fast = False
+    floor = Floor(timers["fast"].net, timers["fast"].x, timers["fast"].labels)
     med = statistics.median
-    return {
-        "rounds": n, "n_products": floor.n_products, "gflop": floor.flop / 1e9,
-        "touch_mib": floor.touch_bytes / 2**20,
-        "step_s": med(fast), "plain_step_s": med(plain),
-        "floor_s": med(p["total"] for p in parts),
-        "floor_parts_s": {k: med(p[k] for p in parts) for k in ("products", "touches", "exps")},
-        "step_over_floor": med(f / p["total"] for f, p in zip(fast, parts)),
-        "plain_over_floor": med(q / p["total"] for q, p in zip(plain, parts)),
-        "products_gflops": floor.flop / 1e9 / med(p["products"] for p in parts),
-        "blas_threads": _blas_threads(),
-    }
+    out = {"rounds": n, "n_products": floor.n_products, "gflop": floor.flop / 1e9,
+           "touch_mib": floor.touch_bytes / 2**20, "blas_threads": _blas_threads()}
+    for path, timer in timers.items():
+        rounds = []
+        for i in range(warmup + n):
+            row = (timer.step(), floor.time())
+            if i >= warmup:
+                rounds.append(row)
+        steps, parts = zip(*rounds)
+        out[path] = {"step_s": med(steps), "floor_s": med(p["total"] for p in parts),
+                     "floor_parts_s": {k: med(p[k] for p in parts)
+                                       for k in ("products", "touches", "exps")},
+                     "step_over_floor": med(s / p["total"] for s, p in zip(steps, parts))}
+    out["products_gflops"] = floor.flop / 1e9 / out["fast"]["floor_parts_s"]["products"]
+    return out
 
 
 def format_floor(name: str, r: dict) -> str:
-    fp = r["floor_parts_s"]
-    return (f"  numpy {name:7s} floor {r['floor_s'] * 1e3:.2f} ms = products {fp['products'] * 1e3:.2f} "
+    f, p = r["fast"], r["plain"]
+    fp = f["floor_parts_s"]
+    return (f"  numpy {name:7s} floor {f['floor_s'] * 1e3:.2f} ms = products {fp['products'] * 1e3:.2f} "
             f"({r['n_products']} GEMMs, {r['gflop']:.2f} GFLOP at {r['products_gflops']:.0f} GFLOP/s) "
             f"+ touches {fp['touches'] * 1e3:.2f} ({r['touch_mib']:.0f} MiB) + exps {fp['exps'] * 1e3:.2f}"
-            f"\n  numpy {name:7s} step {r['step_s'] * 1e3:.2f} ms = {r['step_over_floor']:.2f}x the floor"
-            f" (plain path {r['plain_step_s'] * 1e3:.2f} ms = {r['plain_over_floor']:.2f}x); median of "
-            f"{r['rounds']} alternating rounds, BLAS threads {r['blas_threads']}")
+            f"\n  numpy {name:7s} step {f['step_s'] * 1e3:.2f} ms = {f['step_over_floor']:.2f}x the floor"
+            f" (plain path: {p['step_s'] * 1e3:.2f} ms = {p['step_over_floor']:.2f}x); medians of "
+            f"{r['rounds']} rounds of step and floor back to back, BLAS threads {r['blas_threads']}")
 
 
 def _blas_threads():
