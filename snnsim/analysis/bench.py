@@ -40,9 +40,11 @@ from ..training import data as data_mod
 from ..training import train as train_mod
 from ..training.config import ConfigError, TrainConfig, load_config_file
 from ..training.optim import AdamW
+from ..training.threads import choose_for_run
 from ..training.train import make_loss, make_network, train_step, write_json_atomic
 from ..tsslbp import LIF_EXPLICIT
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
+from . import floor as floor_mod
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
@@ -270,6 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", action="store_true",
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
+    floor_mod.add_arguments(p)
     p.add_argument("--out", default="runs/bench.json",
                    help="JSON file of all figures, rewritten after each (default runs/bench.json)")
     return p
@@ -293,6 +296,7 @@ def plan(args) -> list[tuple]:
                 jobs.append(("run", backend, name, "fused", False))
             if not args.no_baseline:
                 jobs.append(("run", backend, name, "explicit_phi", True))
+        jobs += floor_mod.jobs(args, backend, experiments)
         if args.phases:
             jobs.append(("phases", backend, "mlp", "phases", False))
         for T in sweep:
@@ -327,6 +331,9 @@ def main(argv=None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     devices = check_args(p, args)
+    threads_note = choose_for_run("numpy" if "numpy" in devices else "")   # as training chooses
+    if threads_note:
+        print(threads_note)
     jobs = plan(args)
     results = {"argv": sys.argv if argv is None else ["python3 -m snnsim.bench", *argv],
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
@@ -338,7 +345,7 @@ def main(argv=None) -> int:
     bar = tqdm(jobs, desc="bench", unit="figure", dynamic_ncols=True)
     try:
         for kind, backend, key, label, explicit in bar:
-            bar.set_postfix_str(f"{backend} {key if kind == 'run' else f'T={key}'} {label}")
+            bar.set_postfix_str(f"{backend} {f'T={key}' if kind == 'memory' else key} {label}")
             if kind == "run":
                 cfg = experiment_config(key, backend, args.backward)
                 if label == "fused":
@@ -357,6 +364,10 @@ def main(argv=None) -> int:
                     row["speedup_vs_explicit"] = row["explicit_phi"]["s_per_batch"] / row["recursion"]["s_per_batch"]
                     tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
                                f"the O(T²) baseline's speed")
+            elif kind in floor_mod.KINDS:
+                r, text = floor_mod.measure(kind, key, experiment_config(key, backend, args.backward), args)
+                results.setdefault(kind, []).append({"experiment": key, "backend": backend, **r})
+                tqdm.write(text)
             elif kind == "phases":
                 cfg = experiment_config("mlp", backend, args.backward)
                 r = phase_figures(cfg, args.batches, args.warmup, args.profile)

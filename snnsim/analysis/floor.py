@@ -255,3 +255,39 @@ def format_busy(name: str, r: dict) -> str:
 
 __all__ = ["CAP", "Floor", "Product", "busy_figures", "floor_figures", "format_busy", "format_floor",
            "start_competitors", "step_work"]
+
+
+# --- the benchmark's hook (python3 -m snnsim.bench) -------------------------------------------
+KINDS = ("floor", "busy")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--floor-steps", type=int, default=100,
+                   help="rounds of (step, floor) per experiment on numpy: the step / floor ratio "
+                        "(default 100; 0 to skip)")
+    p.add_argument("--busy-steps", type=int, default=30,
+                   help=f"rounds of the MLP step with {COMPETITORS} busy-loop process started by the "
+                        "benchmark, per BLAS thread setting (default 30; 0 to skip; needs the mlp "
+                        "experiment)")
+
+
+def jobs(args, backend: str, experiments: list[str]) -> list[tuple]:
+    """The floor and busy-machine figures to measure (NumPy only: the floor is the CPU's)."""
+    if backend != "numpy":
+        return []
+    out = [("floor", backend, name, "floor", False) for name in experiments if args.floor_steps > 0]
+    if args.busy_steps > 0 and "mlp" in experiments:
+        out.append(("busy", backend, "mlp", "busy", False))
+    return out
+
+
+def measure(kind: str, name: str, cfg, args) -> tuple[dict, str]:
+    """One figure of :data:`KINDS`: its results and the lines to print."""
+    from ..fast import fast_path_applies
+    from .bench import make_network  # the same builder
+    path = "fast" if fast_path_applies(make_network(cfg), cfg.backward, None) else "plain"
+    if kind == "floor":
+        r = {"step_path": path, **floor_figures(cfg, args.floor_steps)}
+        return r, format_floor(name, r)
+    r = {"step_path": path, **busy_figures(cfg, args.busy_steps)}
+    return r, format_busy(name, r)
