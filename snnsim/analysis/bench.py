@@ -238,12 +238,14 @@ def device_name(xp) -> str:
 
 DESCRIPTION = __doc__ + """
 How long, on a 2-core CPU with NumPy:
-  python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, memory at
-                                       T = 5, 30 - about 15 s (measured: 14.7 s)
-  python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines,
-                                       memory at T = 100 - about 15 min and 17 GB of memory
-                                       (measured: 14.4 min; the N-MNIST O(T²) baseline alone
-                                       is 1.5-3 min a batch)
+  python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, the step
+                                       against its floor (snnsim/analysis/floor.py) and with a
+                                       competing process, memory at T = 5, 30 - about 40 s
+                                       (measured: 41 s with both cores busy with other work)
+  python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines
+                                       and floors, memory at T = 100 - over 15 min and 17 GB
+                                       of memory (the N-MNIST O(T²) baseline alone is 1.5-3 min
+                                       a batch; --floor-steps 20 shortens the CNN floors)
   python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
 A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
 
