@@ -26,6 +26,7 @@ the plain path. The workspace's arrays are overwritten by the next step: a
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -106,53 +107,98 @@ def select(mask, p, q, out):
 
 
 # --- the LIF forward, (2)-(6) -----------------------------------------------------------
+#: Neurons per block: each neuron's T steps are independent of every other neuron's, so the
+#: forward and backward run block by block over the neurons (B·N), and a block's scratch
+#: arrays stay in cache. (A 784-400-400-10 MLP at batch 50 is one block; a conv layer many.)
+BLOCK = 1 << 15
+
+
+def _blocks(n: int):
+    """(start, stop) of the neuron blocks of a layer of ``n`` neurons (B·N)."""
+    return [(i, min(i + BLOCK, n)) for i in range(0, n, BLOCK)]
+
+
+def _by_neuron(a, T: int):
+    """``a`` ``(T, B, ...)`` as ``(T, B·...)`` (a view of the contiguous workspace arrays)."""
+    return a.reshape(T, -1)
+
+
 def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, FastLIFState]:
-    """:func:`snnsim.neuron.lif_forward` into workspace arrays.
+    """:func:`snnsim.neuron.lif_forward` into workspace arrays, block by block of neurons.
 
     Per step: charge (4) into Δu[t] and u[t], fire (5) into s[t], reset into ū; after the
     loop the PSC (2) a[t] = (1-θs) a[t-1] + θs s[t], with θs s[t] = θs where s, else +0.0,
     taken from the bits of θs (the exact product, without converting s to floats).
     """
-    T, shape, step_shape, dtype = x.shape[0], x.shape, x.shape[1:], x.dtype
+    T, shape, dtype = x.shape[0], x.shape, x.dtype
     uint = _UINT[dtype.itemsize]
-    theta_m, v_th = dtype.type(neuron.theta_m), neuron.v_th   # compared as the plain path does
-    decay_s = dtype.type(1.0 - neuron.theta_s)
     u, du, a = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)  # (T, B, N)
     s, silent = ws.array(shape, np.bool_), ws.array(shape, uint)          # (T, B, N)
-    u_reset, tmp = ws.array(step_shape, dtype), ws.array(step_shape, dtype)   # (B, N)
-    u_reset.fill(0.0)
+    n = math.prod(shape[1:])
+    width = min(n, BLOCK)
+    u_reset, tmp = ws.array((width,), dtype), ws.array((width,), dtype)   # (block,)
+    arrays = [_by_neuron(v, T) for v in (x, u, du, s, silent, a)]         # (T, B·N)
+    for i, j in _blocks(n):
+        _forward_block(*(v[:, i:j] for v in arrays), u_reset[:j - i], tmp[:j - i], neuron)
+    return a, FastLIFState(x=x, u=u, du=du, s=s, a=a, silent=silent)
+
+
+def _forward_block(x, u, du, s, silent, a, u_reset, tmp, neuron: NeuronParams) -> None:
+    """The forward of one block of neurons, ``(T, block)`` views in, written in place."""
+    T, dtype = x.shape[0], x.dtype
+    theta_m, v_th = dtype.type(neuron.theta_m), neuron.v_th   # compared as the plain path does
+    decay_s = dtype.type(1.0 - neuron.theta_s)
+    theta_s_bits = _bits(np.asarray(neuron.theta_s, dtype))
     zero_reset = neuron.reset == "zero"
+    u_reset.fill(0.0)
     for t in range(T):
         np.multiply(u_reset, theta_m, out=tmp)
         np.subtract(x[t], tmp, out=du[t])                                 # Δu = x - θm ū
         np.add(u_reset, du[t], out=u[t])                                  # u = ū + Δu
         np.greater(u[t], v_th, out=s[t])                                  # s = u > V_th
-        np.subtract(s[t], 1, out=silent[t], dtype=uint, casting="unsafe")  # ones where silent
+        np.subtract(s[t], 1, out=silent[t], dtype=silent.dtype, casting="unsafe")  # ones: silent
         if zero_reset:                                                    # ū = where(s, 0, u)
             np.bitwise_and(_bits(u[t]), silent[t], out=_bits(u_reset))
         else:                                                             # ū = u - V_th s
             np.multiply(s[t], dtype.type(v_th), out=tmp, dtype=dtype)
             np.subtract(u[t], tmp, out=u_reset)
     a_bits = _bits(a)
-    np.bitwise_and(silent, _bits(np.asarray(neuron.theta_s, dtype)), out=a_bits)   # θs (1-s)
-    np.bitwise_xor(a_bits, _bits(np.asarray(neuron.theta_s, dtype)), out=a_bits)   # θs s
+    np.bitwise_and(silent, theta_s_bits, out=a_bits)                      # θs (1-s)
+    np.bitwise_xor(a_bits, theta_s_bits, out=a_bits)                      # θs s
     for t in range(1, T):                                                 # a[0] = θs s[0]
         np.multiply(a[t - 1], decay_s, out=tmp)
         np.add(tmp, a[t], out=a[t])                                       # (1-θs) a[t-1] + θs s[t]
-    return a, FastLIFState(x=x, u=u, du=du, s=s, a=a, silent=silent)
 
 
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
 def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
                       ws: Workspace):
-    """:func:`snnsim.tsslbp.lif_backward` into workspace arrays; returns δ ``(T, B, N)``.
-    ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
-    T, shape, step_shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.shape[1:], dL_da.dtype
+    """:func:`snnsim.tsslbp.lif_backward` into a workspace array, block by block of neurons;
+    returns δ ``(T, B, N)``. ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
+    T, shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.dtype
+    G = ws.array(shape, dtype)                                            # (T, B, N)
+    n = math.prod(shape[1:])
+    width = min(n, BLOCK)
+    # scratch of one block: S, P, ∂t/∂u; warm-up σ' S, its denominator, a temporary; the
+    # warm-up mask and its bits; per step: leak, φ, zero
+    block = [ws.array((T, width), dtype) for _ in range(6)]
+    block += [ws.array((T, width), np.bool_), ws.array((T, width), _UINT[dtype.itemsize])]
+    step = [ws.array((width,), dtype) for _ in range(3)]
+    arrays = [_by_neuron(v, T) for v in (dL_da, state.u, state.du, state.a, state.silent, G)]
+    for i, j in _blocks(n):
+        _backward_block(*(v[:, i:j] for v in arrays), [b[..., :j - i] for b in block],
+                        [b[:j - i] for b in step], neuron, grad)
+    return G
+
+
+def _backward_block(dL_da, u, du, a, silent, G, block, step, neuron: NeuronParams,
+                    grad: GradientParams) -> None:
+    """δ of one block of neurons into ``G``, ``(T, block)`` views; scratch in ``block``, ``step``."""
+    T, dtype = dL_da.shape[0], dL_da.dtype
     theta_m, theta_s = neuron.theta_m, neuron.theta_s
-    S, P, dt_du, G = (ws.array(shape, dtype) for _ in range(4))          # (T, B, N)
-    leak, intra, zero = (ws.array(step_shape, dtype) for _ in range(3))   # (B, N)
+    S, P, dt_du = block[:3]
+    leak, intra, zero = step
     zero.fill(0.0)
-    silent = state.silent
     # S[t] = θs g[t] + (1-θs) S[t+1], S[T] = 0    (9), (12)
     decay_s = dtype.type(1.0 - theta_s)
     np.multiply(dL_da, dtype.type(theta_s), out=S)
@@ -161,7 +207,7 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
         np.multiply(S[t + 1], decay_s, out=leak)
         np.add(S[t], leak, out=S[t])
     # ∂t_m/∂u[t_m] = -1/Δu at a spike, 0 elsewhere, within ±bound    (12)
-    dt_bits, du_bits = _bits(dt_du), _bits(state.du)
+    dt_bits, du_bits = _bits(dt_du), _bits(du)
     inf_bits = _bits(np.asarray(np.inf, dtype))
     np.bitwise_xor(du_bits, inf_bits, out=dt_bits)
     np.bitwise_and(dt_bits, silent, out=dt_bits)
@@ -172,7 +218,7 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
     # φ<1> source term -c S ∂t_m/∂u over all T    (11)
     np.multiply(S, dtype.type(-psc_shift_scale(theta_s, grad.reading)), out=P)
     np.multiply(P, dt_du, out=P)
-    R = state.u if neuron.reset == "zero" else np.broadcast_to(np.asarray(neuron.v_th, dtype), shape)
+    R = u if neuron.reset == "zero" else np.broadcast_to(np.asarray(neuron.v_th, dtype), u.shape)
     b = dtype.type(reset_shift_coefficient(neuron, grad.reading))
     through = dtype.type(reset_passthrough(neuron))
     decay_m = dtype.type(1.0 - theta_m)
@@ -190,19 +236,18 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
         np.bitwise_and(G_bits[t], silent[t], out=G_bits[t])               #   select() on the
         np.bitwise_xor(G_bits[t], intra_bits, out=G_bits[t])              #   silent bits
         carry = G[t]
-    if not grad.warmup:
-        return G
-    return warmup_replace_fast(G, S, state, neuron, ws)
+    if grad.warmup:
+        warmup_replace_fast(G, S, u, a, neuron, block[3:])
 
 
-def warmup_replace_fast(delta, S, state, neuron: NeuronParams, ws: Workspace):
+def warmup_replace_fast(delta, S, u, a, neuron: NeuronParams, scratch) -> None:
     """:func:`snnsim.tsslbp.warmup_replace` in place on ``delta``: δ = σ'(u) S where
-    a < 1/(4τs)    (S 2.3); σ' as :func:`snnsim.tsslbp.warmup_surrogate`, one exp an element."""
-    shape, dtype = delta.shape, delta.dtype
-    ez, den, tmp = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)
-    warm, m = ws.array(shape, np.bool_), ws.array(shape, _UINT[dtype.itemsize])
+    a < 1/(4τs)    (S 2.3); σ' as :func:`snnsim.tsslbp.warmup_surrogate`, one exp an element.
+    ``scratch``: three float arrays, a bool and an unsigned one, of ``delta``'s shape."""
+    dtype = delta.dtype
+    ez, den, tmp, warm, m = scratch
     width = dtype.type(WARMUP_WIDTH)
-    np.subtract(dtype.type(neuron.v_th), state.u, out=ez)
+    np.subtract(dtype.type(neuron.v_th), u, out=ez)
     np.divide(ez, width, out=ez)
     np.clip(ez, -WARMUP_Z_CLIP, WARMUP_Z_CLIP, out=ez)                    # z
     np.exp(ez, out=ez)                                                    # e^z
@@ -211,9 +256,11 @@ def warmup_replace_fast(delta, S, state, neuron: NeuronParams, ws: Workspace):
     np.multiply(tmp, den, out=den)                                        # w (1 + e^z)^2
     np.divide(ez, den, out=ez)                                            # σ'(u)
     np.multiply(ez, S, out=ez)
-    np.less(state.a, WARMUP_PSC_FRACTION * neuron.theta_s, out=warm)
+    np.less(a, WARMUP_PSC_FRACTION * neuron.theta_s, out=warm)
     spike_bits(warm, m)
-    return select(m, ez, delta, out=ez)
+    np.bitwise_xor(_bits(ez), _bits(delta), out=_bits(ez))                # δ = where(warm, σ'S, δ)
+    np.bitwise_and(_bits(ez), m, out=_bits(ez))
+    np.bitwise_xor(_bits(ez), _bits(delta), out=_bits(delta))
 
 
 # --- the neuron model and the optimiser update ----------------------------------------------
@@ -278,5 +325,5 @@ def fast_path_applies(net, backward: str, model) -> bool:
         and net.model is LIF
 
 
-__all__ = ["FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
+__all__ = ["BLOCK", "FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
            "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warmup_replace_fast"]

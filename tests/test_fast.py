@@ -45,9 +45,12 @@ GRADS = [GradientParams(), GradientParams("timing", 8.0, True), EXACT_TIMING,
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 @pytest.mark.parametrize("grad", GRADS, ids=lambda g: f"{g.reading}-{g.sensitivity_bound}-{g.warmup}")
 @pytest.mark.parametrize("v_th", [1.0, 0.3])
-def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th):
+@pytest.mark.parametrize("block", [fast.BLOCK, 37])
+def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th, block, monkeypatch):
     """Every field of the state and δ; V_th = 0.3 (not a float32) with currents exactly at
-    float32(0.3), where comparing in another precision than the plain path would differ."""
+    float32(0.3), where comparing in another precision than the plain path would differ;
+    the 231 neurons in one block, or in blocks of 37 (the last one shorter)."""
+    monkeypatch.setattr(fast, "BLOCK", block)
     rng = np.random.default_rng(3)
     neuron = NeuronParams(reset=reset, v_th=v_th)
     x = currents(rng, (6, 7, 33), dtype) * v_th                           # (T, B, N)
@@ -135,9 +138,12 @@ def train_both(make, dtype, static, grad_clip, weight_clamp, steps=4):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
-def test_train_step_bit_identical_over_steps(make, static, dtype):
+@pytest.mark.parametrize("block", [fast.BLOCK, 101])
+def test_train_step_bit_identical_over_steps(make, static, dtype, block, monkeypatch):
     """Four steps of the whole training step (forward, loss, backward, clip, AdamW with its
-    moments, clamp): weights, m, v, losses and counts equal bit for bit."""
+    moments, clamp): weights, m, v, losses and counts equal bit for bit; the layers' neurons
+    in one block each, or in blocks of 101."""
+    monkeypatch.setattr(fast, "BLOCK", block)
     (net_p, opt_p, res_p), (net_f, opt_f, res_f) = train_both(make, dtype, static, CLIP, 0.3)
     assert res_p == res_f
     assert opt_p.step_count == opt_f.step_count == 4
