@@ -17,8 +17,8 @@ def test_mlp_work_is_the_products_and_passes_of_the_step():
     layer on B rows and without its g), 0.309 GFLOP; touches counted by hand."""
     cfg = bench.experiment_config("mlp", "numpy")
     net = make_network(cfg)
-    x, labels = bench.make_batch(cfg, net, np.random.default_rng(0))
-    products, touches, exps = floor.step_work(net, x, labels)
+    x, _ = bench.make_batch(cfg, net, np.random.default_rng(0))
+    products, touches, exps = floor.step_work(net, x)
     shapes = sorted((p.m, p.k, p.n) for p in products)
     assert shapes == sorted([(50, 784, 400), (400, 50, 784),                      # layer 1
                              (250, 400, 400), (400, 250, 400), (250, 400, 400),   # layer 2
@@ -36,8 +36,8 @@ def test_mlp_work_is_the_products_and_passes_of_the_step():
 def test_cnn_work_counts_the_im2col_columns():
     cfg = TrainConfig(network="4C3(pad 1)-P2-8C3(pad 1)-P2-16-10", n_steps=2, batch_size=3)
     net = make_network(cfg)
-    x, labels = bench.make_batch(cfg, net, np.random.default_rng(0))
-    products, touches, _ = floor.step_work(net, x, labels)
+    x, _ = bench.make_batch(cfg, net, np.random.default_rng(0))
+    products, touches, _ = floor.step_work(net, x)
     assert len(products) == 2 + 3 + 3 + 3                 # first conv has no g
     # second conv: columns (4·3·3, T·B·14·14) written by im2col and read by col2im
     assert touches[((36, 2 * 3 * 14 * 14), "float32")] == 2

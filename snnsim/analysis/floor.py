@@ -66,7 +66,7 @@ class Product:
     b_t: bool = False
 
 
-def step_work(net, x, labels) -> tuple[list[Product], dict, list[int]]:
+def step_work(net, x) -> tuple[list[Product], dict, list[int]]:
     """The unavoidable work of one training step of ``net`` on the batch ``x``:
     (products, touches, exps) — touches as {(shape, dtype name): count}, a bool array's
     touch counted by its bytes; exps as element counts. Read off one forward pass."""
@@ -124,10 +124,10 @@ def step_work(net, x, labels) -> tuple[list[Product], dict, list[int]]:
 class Floor:
     """The operands of the floor's work, allocated once; :meth:`time` runs it once."""
 
-    def __init__(self, net, x, labels):
+    def __init__(self, net, x):
         rng = np.random.default_rng(0)
         dtype = np.dtype(net.dtype)
-        products, touches, exps = step_work(net, x, labels)
+        products, touches, exps = step_work(net, x)
 
         def arr(shape):
             return rng.standard_normal(shape).astype(dtype)
@@ -174,7 +174,7 @@ def floor_figures(cfg, n: int, warmup: int = 3) -> dict:
     from .bench import StepTimer
     timers = {"fast": StepTimer(cfg), "plain": StepTimer(cfg)}
     timers["plain"].fast = False
-    floor = Floor(timers["fast"].net, timers["fast"].x, timers["fast"].labels)
+    floor = Floor(timers["fast"].net, timers["fast"].x)
     med = statistics.median
     out = {"rounds": n, "n_products": floor.n_products, "gflop": floor.flop / 1e9,
            "touch_mib": floor.touch_bytes / 2**20, "blas_threads": _blas_threads()}
