@@ -30,7 +30,7 @@ import math
 
 from .backend import array_module, device
 from .layers import Layer
-from .layout import ascontiguous
+from .layout import ascontiguous, window_view
 from .params import NeuronParams
 
 
@@ -77,6 +77,10 @@ def im2col(a_pad, kernel_size: int, stride: int, H_out: int, W_out: int):
     C, N = a_pad.shape[:2]
     k, s = kernel_size, stride
     cols = xp.empty((C, k, k, N, H_out, W_out), dtype=a_pad.dtype, device=device(a_pad))
+    windows = window_view(a_pad, xp, k, s, H_out, W_out)                         # NumPy: one copy
+    if windows is not None:
+        cols[...] = windows
+        return cols
     for p in range(k):
         for q in range(k):
             cols[:, p, q, ...] = a_pad[:, :, p:p + s * (H_out - 1) + 1:s, q:q + s * (W_out - 1) + 1:s]

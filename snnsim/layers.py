@@ -52,14 +52,22 @@ class Layer:
 def dense_forward(a_prev, W):
     """x^l[t] = W^l a^{l-1}[t] for every t and sample, same step, no bias   (4).
 
-    ``a_prev`` ``(T, B, N_in)``, ``W`` ``(N_out, N_in)`` -> ``x`` ``(T, B, N_out)``.
+    ``a_prev`` ``(T, B, N_in)``, ``W`` ``(N_out, N_in)`` -> ``x`` ``(T, B, N_out)``;
+    the T·B rows as one matrix product (one GEMM, not T).
     """
-    return a_prev @ W.T, (a_prev, W)
+    return _rows_times(a_prev, W.T), (a_prev, W)
 
 
 def delta_hidden(dL_dx, W):
     """g^{l-1}[t] = (W^l)^T δ^l[t]: the error reaching the layer below   (10), (S 12)."""
-    return dL_dx @ W                                                      # (T, B, N_in)
+    return _rows_times(dL_dx, W)                                          # (T, B, N_in)
+
+
+def _rows_times(a, M):
+    """``a`` ``(T, B, n)`` times ``M`` ``(n, m)`` as one ``(T·B, n) @ (n, m)`` product."""
+    xp = array_module(a, M)
+    rows = xp.reshape(a, (-1, a.shape[-1])) @ M                          # (T·B, m)
+    return xp.reshape(rows, a.shape[:-1] + (M.shape[-1],))
 
 
 def weight_grad(dL_dx, a_prev):

@@ -12,6 +12,8 @@ module instead of the arrays:
   elsewhere the array itself (layout is the library's business).
 - :func:`into`: an element-wise function written into an existing array, ``out=`` on
   NumPy/CuPy (no temporary), ``out[...] = f(...)`` elsewhere (the standard has no ``out``).
+- :func:`window_view`: im2col's receptive fields as one strided view on NumPy (None
+  elsewhere: the caller copies one slice per kernel offset).
 """
 from __future__ import annotations
 
@@ -37,6 +39,19 @@ def ascontiguous(x, xp, dtype=None):
     return native_module(xp).ascontiguousarray(x, dtype=dtype)
 
 
+def window_view(a_pad, xp, kernel_size: int, stride: int, H_out: int, W_out: int):
+    """The k×k receptive fields of ``a_pad`` ``(C, N, Hp, Wp)`` as a read-only strided view
+    ``(C, k, k, N, H_out, W_out)`` on NumPy (one copy then gathers them all, a few times
+    faster than one slice per offset); None elsewhere (the caller slices)."""
+    if backend_name(xp) != "numpy":
+        return None
+    import numpy as np
+    k, s = kernel_size, stride
+    v = np.lib.stride_tricks.sliding_window_view(a_pad, (k, k), axis=(2, 3))   # (C, N, H', W', k, k)
+    v = v[:, :, :s * (H_out - 1) + 1:s, :s * (W_out - 1) + 1:s]               # (C, N, Ho, Wo, k, k)
+    return v.transpose(0, 4, 5, 1, 2, 3)                                       # (C, k, k, N, Ho, Wo)
+
+
 def into(xp, name: str, *args, out):
     """``out[...] = xp.<name>(*args)``, without a temporary on NumPy/CuPy; returns ``out``."""
     if _has_layout(xp):
@@ -45,4 +60,4 @@ def into(xp, name: str, *args, out):
     return out
 
 
-__all__ = ["ascontiguous", "into", "is_time_broadcast"]
+__all__ = ["ascontiguous", "into", "is_time_broadcast", "window_view"]

@@ -35,33 +35,35 @@ def _pool_output_shape(in_shape, kernel_size: int):
 def pool_forward(a_prev, kernel_size: int, gain: float = POOL_GAIN):
     """out = gain · Σ over each k×k window of the PSC, stride k, floor.
 
-    ``a_prev`` ``(T, B, C, H, W)`` -> ``(T, B, C, ⌊H/k⌋, ⌊W/k⌋)``, and the cache.
+    ``a_prev`` ``(T, B, C, H, W)`` -> ``(T, B, C, ⌊H/k⌋, ⌊W/k⌋)``, and the cache. The sum
+    runs over the k² window offsets (p, q), one strided slice a[..., k·i + p, k·j + q] each.
     """
     if a_prev.ndim != 5:
         raise ValueError(f"pool_forward expects a_prev of shape (T, B, C, H, W), got {a_prev.shape}")
     k = kernel_size
-    C, H_out, W_out = _pool_output_shape(a_prev.shape[2:], k)
-    T, B = a_prev.shape[:2]
-    xp = array_module(a_prev)
-    a_crop = a_prev[..., :k * H_out, :k * W_out]                                 # (T, B, C, k·Ho, k·Wo)
-    windows = xp.reshape(a_crop, (T, B, C, H_out, k, W_out, k))                  # (T, B, C, Ho, k, Wo, k)
-    out = gain * xp.sum(windows, axis=(4, 6))                                    # (T, B, C, Ho, Wo)
-    return xp.astype(out, a_prev.dtype, copy=False), (a_prev.shape, k, gain)
+    _, H_out, W_out = _pool_output_shape(a_prev.shape[2:], k)
+    total = None
+    for p in range(k):
+        for q in range(k):
+            window = a_prev[..., p:k * H_out:k, q:k * W_out:k]                  # (T, B, C, Ho, Wo)
+            total = window if total is None else total + window
+    return gain * total, (a_prev.shape, k, gain)                              # (T, B, C, Ho, Wo)
 
 
 def pool_backward(d_out, cache):
-    """∂L/∂a = gain · ∂L/∂out on every element of its window; 0 on floored-off
-    rows and columns. ``d_out`` ``(T, B, C, Ho, Wo)`` -> ``(T, B, C, H, W)``."""
+    """∂L/∂a = gain · ∂L/∂out on every element of its window, written offset by offset
+    (p, q); 0 on floored-off rows and columns. ``d_out`` ``(T, B, C, Ho, Wo)`` ->
+    ``(T, B, C, H, W)``."""
     in_shape, k, gain = cache
     xp = array_module(d_out)
     T, B, C, H_out, W_out = d_out.shape
-    spread = xp.broadcast_to((gain * d_out)[:, :, :, :, None, :, None],
-                             (T, B, C, H_out, k, W_out, k))                       # (T, B, C, Ho, k, Wo, k)
-    spread = xp.astype(xp.reshape(spread, (T, B, C, k * H_out, k * W_out)), d_out.dtype, copy=False)
-    if tuple(in_shape[3:]) == (k * H_out, k * W_out):
-        return spread
-    d_in = xp.zeros(in_shape, dtype=d_out.dtype, device=device(d_out))          # (T, B, C, H, W)
-    d_in[..., :k * H_out, :k * W_out] = spread
+    g = gain * d_out                                                             # (T, B, C, Ho, Wo)
+    floored = tuple(in_shape[3:]) != (k * H_out, k * W_out)
+    make = xp.zeros if floored else xp.empty
+    d_in = make(tuple(in_shape), dtype=d_out.dtype, device=device(d_out))      # (T, B, C, H, W)
+    for p in range(k):
+        for q in range(k):
+            d_in[..., p:k * H_out:k, q:k * W_out:k] = g
     return d_in
 
 

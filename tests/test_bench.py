@@ -12,7 +12,8 @@ import pytest
 from snnsim.analysis import bench
 from snnsim.backend import BackendError
 
-QUICK = ["--batches", "1", "--warmup", "0", "--max-batches-slow", "1", "--steps-sweep", "5"]
+QUICK = ["--batches", "1", "--warmup", "0", "--max-batches-slow", "1", "--steps-sweep", "5",
+         "--floor-steps", "0", "--busy-steps", "0"]      # those two: tests/test_floor.py
 
 
 def test_bench_writes_all_figures(tmp_path, capsys, monkeypatch):
@@ -39,7 +40,8 @@ def test_bench_writes_all_figures(tmp_path, capsys, monkeypatch):
 def test_quick_default_and_full_plans():
     p = bench.make_parser()
     quick = bench.plan(p.parse_args([]))
-    assert {(k, key) for k, _, key, _, _ in quick} == {("run", "mlp"), ("memory", 5), ("memory", 30)}
+    assert {(k, key) for k, _, key, _, _ in quick} == {("run", "mlp"), ("memory", 5), ("memory", 30),
+                                                         ("floor", "mlp"), ("busy", "mlp")}
     full = bench.plan(p.parse_args(["--full"]))
     assert {key for k, _, key, _, _ in full if k == "run"} == {"mlp", "cnn", "nmnist"}
     assert {key for k, _, key, _, _ in full if k == "memory"} == {5, 30, 100}

@@ -40,9 +40,11 @@ from ..training import data as data_mod
 from ..training import train as train_mod
 from ..training.config import ConfigError, TrainConfig, load_config_file
 from ..training.optim import AdamW
+from ..training.threads import choose_for_run
 from ..training.train import make_loss, make_network, train_step, write_json_atomic
 from ..tsslbp import LIF_EXPLICIT
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
+from . import floor as floor_mod
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
@@ -91,13 +93,14 @@ class StepTimer:
         self.rng = np.random.default_rng(cfg.seed)
         self.x, self.labels = make_batch(cfg, self.net, self.rng)
         self.model = LIF_EXPLICIT if explicit else None
+        self.fast = True                          # False: the plain path (snnsim.fast)
 
     def step(self) -> float:
         """Seconds of one synchronised training step."""
         synchronize(self.net.xp)
         t0 = time.perf_counter()
         train_step(self.net, self.opt, self.x, self.labels, self.loss_fn, self.cfg, self.rng,
-                   model=self.model)
+                   model=self.model, fast=self.fast)
         synchronize(self.net.xp)
         return time.perf_counter() - t0
 
@@ -194,7 +197,7 @@ def phase_figures(cfg: TrainConfig, batches: int, warmup: int, profile: bool = F
             if prof and i >= warmup:
                 prof.enable()
             x_in, labels = clock.wrap("data", next)(it)
-            train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
+            train_step(net, opt, x_in, labels, loss_fn, cfg, rng, fast=False)   # phases: plain path
             if prof:
                 prof.disable()
             if i >= warmup:
@@ -237,12 +240,14 @@ def device_name(xp) -> str:
 
 DESCRIPTION = __doc__ + """
 How long, on a 2-core CPU with NumPy:
-  python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, memory at
-                                       T = 5, 30 - about 15 s (measured: 14.7 s)
-  python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines,
-                                       memory at T = 100 - about 15 min and 17 GB of memory
-                                       (measured: 14.4 min; the N-MNIST O(T²) baseline alone
-                                       is 1.5-3 min a batch)
+  python3 -m snnsim.bench              quick: the MLP step and its O(T²) baseline, the step
+                                       against its floor (snnsim/analysis/floor.py) and with a
+                                       competing process, memory at T = 5, 30 - about 40 s
+                                       (measured: 41 s with both cores busy with other work)
+  python3 -m snnsim.bench --full       + the CNN and N-MNIST experiments with their baselines
+                                       and floors, memory at T = 100 - over 15 min and 17 GB
+                                       of memory (the N-MNIST O(T²) baseline alone is 1.5-3 min
+                                       a batch; --floor-steps 20 shortens the CNN floors)
   python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
 A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
 
@@ -272,6 +277,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", action="store_true",
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
+    floor_mod.add_arguments(p)
     p.add_argument("--out", default="runs/bench.json",
                    help="JSON file of all figures, rewritten after each (default runs/bench.json)")
     return p
@@ -295,6 +301,7 @@ def plan(args) -> list[tuple]:
                 jobs.append(("run", backend, name, "fused", False))
             if not args.no_baseline:
                 jobs.append(("run", backend, name, "explicit_phi", True))
+        jobs += floor_mod.jobs(args, backend, experiments)
         if args.phases:
             jobs.append(("phases", backend, "mlp", "phases", False))
         for T in sweep:
@@ -329,6 +336,9 @@ def main(argv=None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     devices = check_args(p, args)
+    threads_note = choose_for_run("numpy" if "numpy" in devices else "")   # as training chooses
+    if threads_note:
+        print(threads_note)
     jobs = plan(args)
     results = {"argv": sys.argv if argv is None else ["python3 -m snnsim.bench", *argv],
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
@@ -340,7 +350,7 @@ def main(argv=None) -> int:
     bar = tqdm(jobs, desc="bench", unit="figure", dynamic_ncols=True)
     try:
         for kind, backend, key, label, explicit in bar:
-            bar.set_postfix_str(f"{backend} {key if kind == 'run' else f'T={key}'} {label}")
+            bar.set_postfix_str(f"{backend} {f'T={key}' if kind == 'memory' else key} {label}")
             if kind == "run":
                 cfg = experiment_config(key, backend, args.backward)
                 if label == "fused":
@@ -360,6 +370,10 @@ def main(argv=None) -> int:
                                                   / row["recursion"]["s_per_batch"])
                     tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
                                f"the O(T²) baseline's speed")
+            elif kind in floor_mod.KINDS:
+                r, text = floor_mod.measure(kind, key, experiment_config(key, backend, args.backward), args)
+                results.setdefault(kind, []).append({"experiment": key, "backend": backend, **r})
+                tqdm.write(text)
             elif kind == "phases":
                 cfg = experiment_config("mlp", backend, args.backward)
                 r = phase_figures(cfg, args.batches, args.warmup, args.profile)

@@ -72,36 +72,51 @@ class AdamW:
 
     def step(self, grads: list[dict]) -> None:
         """One AdamW update of every parameter from ``grads`` (same structure as params)."""
+        consts = self.begin_step(grads)
+        for layer, g_layer, m_layer, v_layer, t_layer in zip(self.params, grads, self.m, self.v,
+                                                             self._tmp):
+            for name, p in layer.items():
+                self.update(p, g_layer[name], m_layer[name], v_layer[name], t_layer[name], consts)
+
+    def begin_step(self, grads: list[dict]) -> tuple[float, float, float]:
+        """Check ``grads`` against the parameters, count the step t and return its scalars
+        (1 - lr·λ, lr/(1-β1^t), 1/√(1-β2^t)) for :meth:`update`."""
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradient dicts for {len(self.params)} parameter dicts")
+        for layer, g_layer in zip(self.params, grads):
+            for name, p in layer.items():
+                if g_layer[name].shape != p.shape:
+                    raise ValueError(f"gradient of {name!r} has shape {g_layer[name].shape}, "
+                                     f"parameter {p.shape}")
         self.step_count += 1
         t = self.step_count
         beta1, beta2 = self.betas
         decay = 1.0 - self.lr * self.weight_decay
         step_size = self.lr / (1.0 - beta1 ** t)                 # lr / (1-β1^t)
         inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)          # 1 / √(1-β2^t)
-        for layer, g_layer, m_layer, v_layer, t_layer in zip(self.params, grads, self.m, self.v,
-                                                             self._tmp):
-            for name, p in layer.items():
-                g, m, v, tmp = g_layer[name], m_layer[name], v_layer[name], t_layer[name]
-                if g.shape != p.shape:
-                    raise ValueError(f"gradient of {name!r} has shape {g.shape}, parameter {p.shape}")
-                xp = array_module(p, g)
-                into(xp, "subtract", g, m, out=tmp)              # g - m
-                if self.weight_decay:
-                    p *= decay                                    # p (1 - lr λ)
-                tmp *= 1.0 - beta1
-                m += tmp                                          # m + (1-β1)(g - m) = β1 m + (1-β1) g
-                into(xp, "multiply", g, g, out=tmp)
-                tmp *= 1.0 - beta2
-                v *= beta2
-                v += tmp                                          # β2 v + (1-β2) g²
-                into(xp, "sqrt", v, out=tmp)
-                tmp *= inv_sqrt_bc2
-                tmp += self.eps                                   # √v̂ + ε
-                into(xp, "divide", m, tmp, out=tmp)
-                tmp *= step_size
-                p -= tmp                                          # p - lr m̂ / (√v̂ + ε)
+        return decay, step_size, inv_sqrt_bc2
+
+    def update(self, p, g, m, v, tmp, consts: tuple[float, float, float]) -> None:
+        """The update of one parameter ``p`` (or of a block of one, :mod:`snnsim.fast`) with
+        its gradient g and moments m, v, in place, through the scratch array ``tmp``."""
+        decay, step_size, inv_sqrt_bc2 = consts
+        beta1, beta2 = self.betas
+        xp = array_module(p, g)
+        into(xp, "subtract", g, m, out=tmp)                      # g - m
+        if self.weight_decay:
+            p *= decay                                            # p (1 - lr λ)
+        tmp *= 1.0 - beta1
+        m += tmp                                                  # m + (1-β1)(g - m) = β1 m + (1-β1) g
+        into(xp, "multiply", g, g, out=tmp)
+        tmp *= 1.0 - beta2
+        v *= beta2
+        v += tmp                                                  # β2 v + (1-β2) g²
+        into(xp, "sqrt", v, out=tmp)
+        tmp *= inv_sqrt_bc2
+        tmp += self.eps                                           # √v̂ + ε
+        into(xp, "divide", m, tmp, out=tmp)
+        tmp *= step_size
+        p -= tmp                                                  # p - lr m̂ / (√v̂ + ε)
 
     # --- state -------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -135,6 +135,16 @@ def record_start(run_dir, info: dict, resumed_after: int | None = None,
     return record
 
 
+def blas_thread_count(record: dict | None) -> int | None:
+    """The BLAS thread count of a ``run.json`` record's first start (its first ``blas``
+    library entry), or None when the record has none."""
+    if not record:
+        return None
+    blas = [e for e in starts(record)[0].get("blas", []) if e.get("user_api") == "blas"]
+    n = blas[0].get("num_threads") if blas else None
+    return int(n) if n else None
+
+
 def resume_note(record: dict) -> str | None:
     """A note when the latest start of a run (``run.json``'s record) differs from its
     first one in what decides the bits (:func:`reproducibility_key`): the resumed
@@ -152,6 +162,6 @@ def resume_note(record: dict) -> str | None:
             "uninterrupted run (docs/reproducibility.md)")
 
 
-__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info",
+__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info", "blas_thread_count",
            "read_run_info", "record_start", "reproducibility_key", "resume_note", "run_info",
            "starts", "thread_env"]

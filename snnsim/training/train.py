@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
-import os
 import re
 import sys
 import time
@@ -49,13 +48,14 @@ import numpy as np
 from ..backend import device, get_backend
 from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
+from ..fast import fast_path_applies, fast_train_step
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from . import data as data_mod
-from . import eta, guard, provenance, runfolder, runinfo
+from . import eta, guard, provenance, runfolder, runinfo, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     CheckpointError,
@@ -76,6 +76,7 @@ from .config import (
     normalize_key,
 )
 from .optim import AdamW, clamp_weights, clip_grad_norm
+from .threads import BLAS_THREAD_VARS  # noqa: F401  (re-exported for the benchmark)
 
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = runfolder.CHECKPOINT_NAME
@@ -173,7 +174,7 @@ def make_loss(cfg: TrainConfig, net: Network):
 
 def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig,
                rng: np.random.Generator, reduce_grads=None,
-               model=None) -> tuple[float, int]:
+               model=None, fast: bool = True) -> tuple[float, int]:
     """Forward, loss, backward, clip, AdamW, clamp. Returns (L, n correct).
 
     The backward is ``cfg.backward`` (:mod:`snnsim.variants`): TSSL-BP with the network's
@@ -181,7 +182,11 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
     BPTT). ``model``, a :class:`~snnsim.neuron.NeuronModel`, if given, replaces it (the
     benchmark's O(T²) baseline). ``reduce_grads(grads)``: data-parallel training sums the
     gradients over the ranks there, in place (:mod:`snnsim.training.parallel`).
+    ``fast``: where it applies (NumPy, TSSL-BP), the same step bit for bit on the fast path
+    of :mod:`snnsim.fast` (buffers reused, fewer passes); False: the plain functions.
     """
+    if fast and fast_path_applies(net, cfg.backward, model):
+        return fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads)
     a, cache = net.forward(x_in, train=True, rng=rng)                      # (T, B, C)
     L, g = loss_fn(a, labels)
     if model is None:
@@ -240,26 +245,6 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 def append_metrics(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def blas_thread_hint(backend: str) -> str | None:
-    """A hint when the CPU is oversubscribed and BLAS threads were left at their default:
-    OpenBLAS threads then spin-wait for each other and a training step gets several
-    times slower (measured: 5x at load 9 on 2 CPUs, python3 -m snnsim.bench --phases)."""
-    if backend != "numpy" or any(os.environ.get(v) for v in BLAS_THREAD_VARS):
-        return None
-    try:
-        load, n_cpu = os.getloadavg()[0], os.cpu_count() or 1
-    except (OSError, AttributeError):   # pragma: no cover - platforms without getloadavg
-        return None
-    if load <= n_cpu:
-        return None
-    return (f"note: this machine is busy (load {load:.1f} on {n_cpu} CPUs); multi-threaded BLAS "
-            f"then slows training several-fold. Faster: OPENBLAS_NUM_THREADS=1 python3 -m "
-            f"snnsim.train ...")
 
 
 def _silent(*args, **kwargs) -> None:
@@ -359,14 +344,17 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     log("snnsim.train: resolved config")
     log(cfg.format())
     log("data files read:\n" + provenance.describe(data_files))
+    previous = runinfo.read_run_info(Path(resume["path"]).parent) if resume is not None else None
+    threads_note = threads.choose_for_run(cfg.backend, runinfo.blas_thread_count(previous))
+    if threads_note:                                  # before run.json records the count
+        log(threads_note)
     if root:
         write_json_atomic(run_dir / CONFIG_NAME, {**cfg.to_dict(), "data_files": data_files})
         info = runinfo.run_info(cfg.backend, cfg.dtype)
         if resume is None:
             record = runinfo.record_start(run_dir, info)
         else:
-            record = runinfo.record_start(run_dir, info, int(resume["epoch"]),
-                                          runinfo.read_run_info(Path(resume["path"]).parent))
+            record = runinfo.record_start(run_dir, info, int(resume["epoch"]), previous)
         note = runinfo.resume_note(record)
         if note:
             log(note)
@@ -399,9 +387,6 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         dp.check_batches(n_train, cfg.batch_size)
         log(f"data-parallel over {dp.size} MPI ranks: {cfg.batch_size} samples per batch split "
             f"across them, gradients summed with one Allreduce per step")
-    hint = blas_thread_hint(cfg.backend)
-    if hint:
-        log(hint)
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
     saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
@@ -518,8 +503,8 @@ estimated, with a range, once at least 10 batches and 30 s are timed, and
 again after every epoch; tqdm's bar shows the rest of the current epoch.
 Ctrl-C keeps the last complete epoch's checkpoint and prints the command that
 resumes it. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
-On a busy CPU, OPENBLAS_NUM_THREADS=1 python3 -m snnsim.train is often several
-times faster (multi-threaded BLAS spin-waits when the CPUs are oversubscribed)."""
+On NumPy the run uses as many BLAS threads as cores are idle at its start (one on a
+busy machine, where more would spin-wait); OPENBLAS_NUM_THREADS=n fixes the count."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,

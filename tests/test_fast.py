@@ -1,0 +1,199 @@
+"""snnsim.fast: the fast path of the training step computes the plain path's numbers, bit for bit.
+
+Equality is of the bits (the arrays' integer views), not of values: -0.0 against +0.0 or
+two different NaNs would fail. Every test checks that the case it compares is not vacuous
+(spikes and silent steps both occur, warm-up both applies and not, the clip and the clamp
+act).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snnsim import fast
+from snnsim.conv import Conv2d
+from snnsim.layers import Dense
+from snnsim.network import Network, repeat_static
+from snnsim.neuron import lif_forward
+from snnsim.params import EXACT_TIMING, GradientParams, NeuronParams
+from snnsim.pool import Pool2d
+from snnsim.training.config import TrainConfig
+from snnsim.training.optim import AdamW
+from snnsim.training.train import make_loss, train_step
+from snnsim.tsslbp import lif_backward, warmup_mask
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == np.bool_:
+        return bool(np.array_equal(a, b))
+    return bool(np.array_equal(a.view(f"u{a.dtype.itemsize}"), b.view(f"u{b.dtype.itemsize}")))
+
+
+def currents(rng, shape, dtype):
+    """Input currents that make LIF neurons fire at some steps and not at others."""
+    return (0.9 * rng.standard_normal(shape) + 0.6).astype(dtype)
+
+
+GRADS = [GradientParams(), GradientParams("timing", 8.0, True), EXACT_TIMING,
+         GradientParams("authors", None, False)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("grad", GRADS, ids=lambda g: f"{g.reading}-{g.sensitivity_bound}-{g.warmup}")
+@pytest.mark.parametrize("v_th", [1.0, 0.3])
+@pytest.mark.parametrize("block", [fast.BLOCK, 37])
+def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th, block, monkeypatch):
+    """Every field of the state and δ; V_th = 0.3 (not a float32) with currents exactly at
+    float32(0.3), where comparing in another precision than the plain path would differ;
+    the 231 neurons in one block, or in blocks of 37 (the last one shorter)."""
+    monkeypatch.setattr(fast, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    neuron = NeuronParams(reset=reset, v_th=v_th)
+    x = currents(rng, (6, 7, 33), dtype) * v_th                           # (T, B, N)
+    x[0, 0, :5] = v_th                                                    # u[0] = x[0] = V_th
+    g = rng.standard_normal(x.shape).astype(dtype)
+    ws = fast.Workspace()
+    for _ in range(2):                                                    # the second reuses buffers
+        ws.reset()
+        a_f, st_f = fast.lif_forward_fast(x, neuron, ws)
+        d_f = fast.lif_backward_fast(g, st_f, neuron, grad, ws)
+    a, st = lif_forward(x, neuron)
+    d = lif_backward(g, st, neuron, grad)
+    assert 0.05 < st.s.mean() < 0.8                                       # spikes and silence
+    warm = warmup_mask(st.a, neuron.theta_s)
+    assert warm.any() and not warm.all()
+    assert same_bits(a_f, a)
+    for name in ("u", "du", "s", "a"):
+        assert same_bits(getattr(st_f, name), getattr(st, name)), name
+    assert same_bits(d_f, d)
+
+
+def test_select_is_where_bit_for_bit():
+    rng = np.random.default_rng(0)
+    p = np.array([-0.0, 0.0, np.nan, -np.inf, 1.5, -2.0])
+    q = np.array([0.0, -0.0, 3.0, np.inf, np.nan, -0.0])
+    s = np.array([True, False, True, False, True, False])
+    out = np.empty_like(p)
+    fast.select(fast.spike_bits(s, np.empty(6, np.uint64)), p, q, out)
+    assert same_bits(out, np.where(s, p, q))
+    x = rng.standard_normal(1000).astype(np.float32)
+    s = rng.random(1000) < 0.3
+    out = np.empty_like(x)
+    fast.select(fast.spike_bits(s, np.empty(1000, np.uint32)), x, -x, out)
+    assert same_bits(out, np.where(s, x, -x))
+
+
+# weights scaled up so that every layer fires at 10-30 % of its steps (see the test below)
+def mlp(dtype):
+    return Network([Dense(40, 2.0), Dense(30, 2.0), Dense(10, 3.0)], input_shape=(50,), dtype=dtype,
+                   seed=1)
+
+
+def cnn(dtype):
+    return Network([Conv2d(4, 3, padding=1, weight_scale=4.0), Pool2d(2),
+                    Conv2d(6, 3, padding=1, stride=2, weight_scale=4.0), Dense(20, 3.0), Dense(10, 3.0)],
+                   input_shape=(2, 10, 10), dtype=dtype, seed=2)
+
+
+CLIP = 1.0
+CASES = [(mlp, True), (mlp, False), (cnn, True), (cnn, False)]
+CASE_IDS = ["mlp-static", "mlp-events", "cnn-static", "cnn-events"]
+
+
+def batches(net, rng, n, static: bool):
+    """``n`` batches: static images (the first layer's shortcut) or event frames."""
+    T, B = 5, 8
+    out = []
+    for _ in range(n):
+        if static:
+            x = repeat_static(np.asarray(2.0 * rng.random((B,) + net.input_shape), net.dtype), T)
+        else:
+            x = np.asarray(rng.random((T, B) + net.input_shape) < 0.4, net.dtype)
+        out.append((x, rng.integers(0, 10, B)))
+    return out
+
+
+def train_both(make, dtype, static, grad_clip, weight_clamp, steps=4):
+    cfg = TrainConfig(dtype=dtype, n_steps=5, batch_size=8, grad_clip=grad_clip,
+                      weight_clamp=weight_clamp, lr=0.05)
+    runs = []
+    for use_fast in (False, True):
+        net = make(dtype)
+        opt = AdamW(net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                    weight_decay=cfg.weight_decay)
+        loss_fn = make_loss(cfg, net)
+        rng = np.random.default_rng(7)
+        results = [train_step(net, opt, x, y, loss_fn, cfg, rng, fast=use_fast)
+                   for x, y in batches(net, np.random.default_rng(5), steps, static)]
+        runs.append((net, opt, results))
+    assert fast.fast_path_applies(runs[1][0], cfg.backward, None)
+    assert getattr(runs[0][0], "fast_path", None) is None                 # the plain run was plain
+    assert runs[1][0].fast_path.ws.nbytes > 0
+    return runs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("block", [fast.BLOCK, 101])
+def test_train_step_bit_identical_over_steps(make, static, dtype, block, monkeypatch):
+    """Four steps of the whole training step (forward, loss, backward, clip, AdamW with its
+    moments, clamp): weights, m, v, losses and counts equal bit for bit; the layers' neurons
+    in one block each, or in blocks of 101."""
+    monkeypatch.setattr(fast, "BLOCK", block)
+    (net_p, opt_p, res_p), (net_f, opt_f, res_f) = train_both(make, dtype, static, CLIP, 0.3)
+    assert res_p == res_f
+    assert opt_p.step_count == opt_f.step_count == 4
+    clamped = 0
+    for i, (lp, lf) in enumerate(zip(net_p.params, net_f.params)):
+        for name in lp:
+            assert same_bits(lp[name], lf[name]), (i, name)
+            assert same_bits(opt_p.m[i][name], opt_f.m[i][name]), (i, name, "m")
+            assert same_bits(opt_p.v[i][name], opt_f.v[i][name]), (i, name, "v")
+            clamped += int(np.sum(np.abs(lp[name]) == 0.3))
+    assert clamped > 0                                                    # the clamp acted
+
+
+@pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
+def test_compared_steps_fire_and_clip(make, static):
+    """In the equality test's first step every spiking layer fires at some steps and not
+    at others, and the gradient norm exceeds the clip (the scaled branch is compared)."""
+    from snnsim.training.optim import global_grad_norm
+    net = make("float64")
+    cfg = TrainConfig(dtype="float64", n_steps=5, batch_size=8)
+    (x, y), = batches(net, np.random.default_rng(5), 1, static)
+    a, cache = net.forward(x, train=True)
+    _, g = make_loss(cfg, net)(a, y)
+    rates = [float(st.s.mean()) for st in cache.states if st is not None]
+    assert all(0.05 < r < 0.5 for r in rates), rates
+    assert global_grad_norm(net.backward(g, cache)) > 2 * CLIP
+
+
+@pytest.mark.parametrize("backward", ["surrogate", "timing"])
+def test_other_backwards_take_the_plain_path(backward):
+    net = mlp("float64")
+    assert not fast.fast_path_applies(net, backward, None)
+    assert fast.fast_path_applies(net, "tsslbp", None)
+
+
+def test_update_fast_equals_clip_step_clamp():
+    """Parameters of any layout, gradients clipped: the same bits as the three plain calls."""
+    from snnsim.training.optim import clamp_weights, clip_grad_norm
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((3, 1000))
+    params = [{"W": np.asfortranarray(rng.standard_normal((30, 20))), "V": base.copy()}]
+    twin = [{k: v.copy(order="K") for k, v in params[0].items()}]
+    opt_p, opt_f = AdamW(params, lr=0.1), AdamW(twin, lr=0.1)
+    for _ in range(3):
+        grads = [{k: rng.standard_normal(v.shape) for k, v in params[0].items()}]
+        grads_f = [{k: v.copy() for k, v in grads[0].items()}]
+        clip_grad_norm(grads, 1.0)
+        opt_p.step(grads)
+        clamp_weights(params, -1.0, 1.0)
+        fast.update_fast(opt_f, grads_f, 1.0, 1.0)
+    for k in params[0]:
+        assert same_bits(params[0][k], twin[0][k])
+        assert same_bits(opt_p.v[0][k], opt_f.v[0][k])
