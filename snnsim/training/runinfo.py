@@ -162,6 +162,6 @@ def resume_note(record: dict) -> str | None:
             "uninterrupted run (docs/reproducibility.md)")
 
 
-__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info", "blas_thread_count",
-           "read_run_info", "record_start", "reproducibility_key", "resume_note", "run_info",
-           "starts", "thread_env"]
+__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info",
+           "blas_thread_count", "read_run_info", "record_start", "reproducibility_key",
+           "resume_note", "run_info", "starts", "thread_env"]
