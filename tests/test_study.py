@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ optuna = pytest.importorskip("optuna", reason="optuna missing (pip install -e .[
 
 from test_train import write_fashion_mnist  # noqa: E402
 
+import snnsim  # noqa: E402
 from snnsim import study as study_mod  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +75,16 @@ def metrics_epochs(run_dir) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
 
 
+def assert_code_recorded(label: str):
+    """A trial names the code it ran: the commit of this checkout when the suite tests
+    the source tree, else the installed package (scripts/check_dist.sh runs the suite
+    against a wheel installed in a fresh environment)."""
+    if Path(snnsim.__file__).resolve().parent == REPO / "snnsim":
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", label), label
+    else:
+        assert label == f"none (installed package snnsim=={snnsim.__version__})", label
+
+
 def check_grid_done_once(study_dir, storage=None):
     """Four grid points, four trials, all complete, each in its own run folder with epochs
     1 and 2 once, each run by one trial (one log per point)."""
@@ -89,7 +101,8 @@ def check_grid_done_once(study_dir, storage=None):
         assert metrics_epochs(Path(study_dir) / a["run_dir"]) == [1, 2]
         assert a["epochs"] == 2 and a["resumed_from_epoch"] == 0
         assert 0 <= a["final_test_acc"] <= a["best_test_acc"] <= 100 and a["seconds"] > 0
-        assert a["commit"] and t.value == a["best_test_acc"]
+        assert_code_recorded(a["commit"])
+        assert t.value == a["best_test_acc"]
         assert a["command"].startswith("python3 -m snnsim.train --config ")
         assert f"--out {Path(study_dir) / a['run_dir']} " in a["command"]
     logs = sorted(p.name.split(".trial")[0] for p in (Path(study_dir) / "logs").iterdir())
@@ -103,7 +116,7 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     procs = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
     outs = [finish(p) for p in procs]
     assert sum("created study" in out for out in outs) == 1
-    check_grid_done_once(study_dir)
+    study = check_grid_done_once(study_dir)
 
     # The report: one table per variant (results.md format) and the curves.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -114,6 +127,7 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     assert "## tiny+preset=authors" in text and "## tiny+preset=paper" in text
     assert "| snnsim |" in text and "| paper |" not in text     # not a paper experiment
     assert "on test machine" in text and "(seeds [0, 1]), 2 epochs" in text
+    assert f"; commit {study.trials[0].user_attrs['commit']}." in text
     records = json.loads((study_dir / "report.json").read_text())
     study = load(study_dir)
     for exp in ("tiny+preset=authors", "tiny+preset=paper"):
