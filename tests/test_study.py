@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import procs
 import pytest
 
 optuna = pytest.importorskip("optuna", reason="optuna missing (pip install -e .[test])")
@@ -49,17 +50,18 @@ def tiny_config(tmp_path_factory):
 
 
 def worker(study_dir, config, data_dir, *extra) -> subprocess.Popen:
-    """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen)."""
+    """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen;
+    a worker still running when its test ends is killed with its runs: tests/procs.py)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "snnsim.study", "run", str(study_dir), "--config", str(config),
            f"--data_dir={data_dir}", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return procs.start(cmd, cwd=REPO, env=env, stderr=subprocess.STDOUT)
 
 
-def finish(proc: subprocess.Popen, timeout=300) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-4000:]
+def finish(proc: subprocess.Popen, timeout=300, status=0) -> str:
+    """The worker's output, once it exited with ``status`` within ``timeout`` seconds."""
+    out, _ = procs.finish(proc, timeout)
+    assert proc.returncode == status, out[-4000:]
     return out
 
 
@@ -113,16 +115,16 @@ def check_grid_done_once(study_dir, storage=None):
 def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     """Both workers start together: the study is created and its grid enqueued once."""
     study_dir = tmp_path / "grid"
-    procs = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
-    outs = [finish(p) for p in procs]
+    workers = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
+    outs = [finish(p) for p in workers]
     assert sum("created study" in out for out in outs) == 1
     study = check_grid_done_once(study_dir)
 
     # The report: one table per variant (results.md format) and the curves.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "snnsim.study", "report", str(study_dir),
-                    "--device", "test machine"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    rep = procs.run([sys.executable, "-m", "snnsim.study", "report", str(study_dir),
+                     "--device", "test machine"], 120, cwd=REPO, env=env)
+    assert rep.returncode == 0, rep.stderr[-4000:]
     text = (study_dir / "report.md").read_text()
     assert "## tiny+preset=authors" in text and "## tiny+preset=paper" in text
     assert "| snnsim |" in text and "| paper |" not in text     # not a paper experiment
@@ -139,10 +141,9 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
 
     # A worker started after the end finds nothing to do; other arguments are refused.
     assert "ran none" in finish(worker(study_dir, tiny_config, data_dir, *GRID))
-    proc = worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
-                  "preset=authors,paper")
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "created with other arguments" in out
+    out = finish(worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
+                        "preset=authors,paper"), timeout=120, status=2)
+    assert "created with other arguments" in out
 
 
 def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_dir):
@@ -154,12 +155,9 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
     run_dir = study_dir / "trials" / "tiny-seed0"
     args = ["--seeds", "0", f"--epochs={epochs}", *FAST_RETRY]
     a = worker(study_dir, tiny_config, data_dir, *args)
-    deadline = time.monotonic() + 120
-    while len(metrics_epochs(run_dir)) < 2:
-        assert a.poll() is None and time.monotonic() < deadline, a.communicate()[0]
-        time.sleep(0.05)
-    a.send_signal(signal.SIGKILL)
-    a.communicate(timeout=30)
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs of worker A")
+    a.send_signal(signal.SIGKILL)           # the worker alone: its run must die with it
+    procs.finish(a, 30)
     killed_at = len(metrics_epochs(run_dir))
     assert 2 <= killed_at < epochs
     time.sleep(1.5)                         # the run died with its worker: no more epochs
@@ -245,7 +243,7 @@ def postgres_url():
     data = Path(root) / "data"
 
     def pg(*cmd):
-        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+        return procs.run([*as_user, *cmd], 120)
     init = pg(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -266,9 +264,9 @@ def postgres_url():
 
 def test_two_workers_on_postgresql(tmp_path, tiny_config, data_dir, postgres_url):
     study_dir = tmp_path / "pg_grid"
-    procs = [worker(study_dir, tiny_config, data_dir, *GRID, "--storage", postgres_url)
-             for _ in range(2)]
-    outs = [finish(p) for p in procs]
+    workers = [worker(study_dir, tiny_config, data_dir, *GRID, "--storage", postgres_url)
+               for _ in range(2)]
+    outs = [finish(p) for p in workers]
     assert sum("created study" in out for out in outs) == 1
     assert not (study_dir / study_mod.STORAGE_FILE).exists()     # the study is in the server
     check_grid_done_once(study_dir, postgres_url)
