@@ -9,6 +9,7 @@ trial takes a second or two (most of it the subprocess starting).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -178,6 +179,49 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
     trained = [int(line.split("/")[0].split()[-1]) for line in log.splitlines()
                if line.startswith("epoch ") and f"/{epochs}:" in line]
     assert trained == list(range(resumed + 1, epochs + 1))
+
+
+def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_config, data_dir):
+    """SIGINT to the worker alone (``kill -INT``; Ctrl-C reaches the run as well): the
+    worker passes it on to its run after study.INTERRUPT_GRACE_S, the run stops at once
+    (exit 130), its trial is failed and queued to resume, and the worker exits 130.
+    It used to wait for the run to finish all its epochs and carry on."""
+    epochs = 100_000                         # hours of training: the run must be stopped
+    study_dir = tmp_path / "interrupt"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    a = worker(study_dir, tiny_config, data_dir, "--seeds", "0", f"--epochs={epochs}")
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs")
+    a.send_signal(signal.SIGINT)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + 60, status=study_mod.EXIT_INTERRUPTED)
+    assert "stopped (exit 130); queued to resume" in out and "interrupted;" in out
+    stopped_at = len(metrics_epochs(run_dir))
+    time.sleep(1.5)                          # the run is gone: no more epochs
+    assert 2 <= len(metrics_epochs(run_dir)) == stopped_at < epochs
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_run_whose_worker_died_before_it_started_kills_itself():
+    """The death signal (PR_SET_PDEATHSIG) is set in the child after the fork; a worker
+    that died in between sends none. The child then finds another parent and kills
+    itself before it runs. Here the preexec_fn of this process is used by a forked
+    child of it: the run's parent is not the worker that prepared it."""
+    preexec = study_mod.die_with_parent()
+    if preexec is None:
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+
+    def child():    # exit status: the signal that ended the run, or 100 + its exit status
+        rc = subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=preexec).wait(60)
+        os._exit(-rc if rc < 0 else 100 + rc)
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        pytest.fail("the forked child did not finish in 120 s")
+    assert proc.exitcode == signal.SIGKILL      # the run was killed by SIGKILL before exec
 
 
 def test_search_runs_n_trials(tmp_path, tiny_config, data_dir):
