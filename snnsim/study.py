@@ -279,8 +279,10 @@ PR_SET_PDEATHSIG = 1
 
 
 #: Seconds an interrupted worker gives its run to stop on its own before passing the
-#: SIGINT on (Ctrl-C reaches the run too; ``kill -INT WORKER`` only the worker).
+#: SIGINT on (Ctrl-C reaches the run too; ``kill -INT WORKER`` only the worker), and
+#: then before killing it (a run stops after its current batch).
 INTERRUPT_GRACE_S = 10.0
+KILL_GRACE_S = 60.0
 
 
 def die_with_parent():
@@ -305,16 +307,18 @@ def die_with_parent():
     return preexec
 
 
-def stop_run(proc: subprocess.Popen, grace_s: float = INTERRUPT_GRACE_S) -> int:
+def stop_run(proc: subprocess.Popen, grace_s: float = INTERRUPT_GRACE_S,
+             kill_s: float = KILL_GRACE_S) -> int:
     """The run of an interrupted worker, stopped: it got the SIGINT too when it came
-    from the terminal (the whole foreground group) and stops at once, resumable; when
-    the worker alone got it, the run gets SIGINT after ``grace_s``. Returns its exit
-    status."""
-    try:
-        return proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        return proc.wait()
+    from the terminal (the whole foreground group) and stops after its batch,
+    resumable; when the worker alone got it, the run gets SIGINT after ``grace_s``,
+    and SIGKILL ``kill_s`` later (its last checkpoint stays). Returns its exit status."""
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, kill_s)):
+        try:
+            return proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    return proc.wait()
 
 
 def train_command(run: dict, spec: dict, run_dir: Path, resume: bool) -> list[str]:

@@ -29,11 +29,29 @@ _started: list[subprocess.Popen] = []
 
 def start(cmd, **kwargs) -> subprocess.Popen:
     """``subprocess.Popen(cmd, **kwargs)`` in a new session (its own process group);
-    stdout and stderr are captured as text unless ``kwargs`` says otherwise."""
+    stdout and stderr are captured as text unless ``kwargs`` says otherwise. The child
+    starts with Ctrl-C's SIGINT at its default also when the suite runs with SIGINT
+    ignored (a job started in the background inherits that), so that a test can
+    interrupt it."""
     kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kwargs}
-    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    with _sigint_not_ignored():
+        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
     _started.append(proc)
     return proc
+
+
+@contextlib.contextmanager
+def _sigint_not_ignored():
+    """Python's SIGINT handler in the block where SIGINT is ignored (a child inherits an
+    ignored signal through exec, a handled one as its default)."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def session_members(sid: int) -> list[int]:

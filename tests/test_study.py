@@ -53,7 +53,9 @@ def tiny_config(tmp_path_factory):
 def worker(study_dir, config, data_dir, *extra) -> subprocess.Popen:
     """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen;
     a worker still running when its test ends is killed with its runs: tests/procs.py)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # unbuffered: a worker killed for hanging shows what it had printed
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "snnsim.study", "run", str(study_dir), "--config", str(config),
            f"--data_dir={data_dir}", *extra]
     return procs.start(cmd, cwd=REPO, env=env, stderr=subprocess.STDOUT)
@@ -201,6 +203,17 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
     assert retry.state == optuna.trial.TrialState.WAITING
     assert retry.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_run_deaf_to_sigint_is_killed_after_the_grace(tmp_path):
+    """study.stop_run: a run that does not stop on SIGINT gets SIGKILL ``kill_s`` later
+    (an interrupted worker must not wait on it for ever)."""
+    ready = tmp_path / "ready"
+    deaf = ("import pathlib, signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "pathlib.Path(sys.argv[1]).touch(); time.sleep(600)")
+    proc = procs.start([sys.executable, "-c", deaf, str(ready)])
+    procs.wait_for(ready.exists, proc, 60, "the run to ignore SIGINT")
+    assert study_mod.stop_run(proc, grace_s=0.2, kill_s=0.5) == -signal.SIGKILL
 
 
 def test_a_run_whose_worker_died_before_it_started_kills_itself():
