@@ -185,8 +185,9 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
 
 def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_config, data_dir):
     """SIGINT to the worker alone (``kill -INT``; Ctrl-C reaches the run as well): the
-    worker passes it on to its run after study.INTERRUPT_GRACE_S, the run stops at once
-    (exit 130), its trial is failed and queued to resume, and the worker exits 130.
+    worker passes it on to its run after study.INTERRUPT_GRACE_S, the run stops after
+    its batch (exit 130), its trial is failed and queued to resume, and the worker
+    exits 130.
     It used to wait for the run to finish all its epochs and carry on."""
     epochs = 100_000                         # hours of training: the run must be stopped
     study_dir = tmp_path / "interrupt"
@@ -194,7 +195,8 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     a = worker(study_dir, tiny_config, data_dir, "--seeds", "0", f"--epochs={epochs}")
     procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs")
     a.send_signal(signal.SIGINT)
-    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + 60, status=study_mod.EXIT_INTERRUPTED)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
+                 status=study_mod.EXIT_INTERRUPTED)
     assert "stopped (exit 130); queued to resume" in out and "interrupted;" in out
     stopped_at = len(metrics_epochs(run_dir))
     time.sleep(1.5)                          # the run is gone: no more epochs
