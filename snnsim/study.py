@@ -26,7 +26,9 @@ attribute) every ``--heartbeat`` seconds. A RUNNING trial silent for ``--grace``
 seconds belongs to a dead worker: the first worker to notice marks it FAIL and
 Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it; the copy runs
 in the same run folder (``DIR/trials/<config>-<key>=<value>-seed<k>``), so it
-resumes from the last checkpoint (``--resume``) instead of starting over.
+resumes from the last checkpoint (``--resume``) instead of starting over. An
+interrupted worker (Ctrl-C, or SIGINT to the worker alone) stops its run, queues its
+trial to resume the same way and exits 130.
 
 Trials. Each trial is a subprocess ``python3 -m snnsim.train`` (its command is in
 the trial's attributes and in ``DIR/logs/``): a crash, a leak or GPU memory of one
@@ -276,10 +278,19 @@ def heartbeat(study, trial, interval_s: float):
 PR_SET_PDEATHSIG = 1
 
 
+#: Seconds an interrupted worker gives its run to stop on its own before passing the
+#: SIGINT on (Ctrl-C reaches the run too; ``kill -INT WORKER`` only the worker), and
+#: then before killing it (a run stops after its current batch).
+INTERRUPT_GRACE_S = 10.0
+KILL_GRACE_S = 60.0
+
+
 def die_with_parent():
     """Linux: a ``preexec_fn`` after which the run gets SIGKILL when its worker dies
-    (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. The function is looked up here, in
-    the worker, so that the child between fork and exec only calls it."""
+    (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. A worker that died between the fork
+    and the ``prctl`` sends no signal: the child, no longer the worker's, kills itself.
+    The function is looked up here, in the worker, so that the child between fork and
+    exec only calls it."""
     if sys.platform != "linux":
         return None
     import ctypes
@@ -287,7 +298,27 @@ def die_with_parent():
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    worker = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != worker:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+def stop_run(proc: subprocess.Popen, grace_s: float = INTERRUPT_GRACE_S,
+             kill_s: float = KILL_GRACE_S) -> int:
+    """The run of an interrupted worker, stopped: it got the SIGINT too when it came
+    from the terminal (the whole foreground group) and stops after its batch,
+    resumable; when the worker alone got it, the run gets SIGINT after ``grace_s``,
+    and SIGKILL ``kill_s`` later (its last checkpoint stays). Returns its exit status."""
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, kill_s)):
+        try:
+            return proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    return proc.wait()
 
 
 def train_command(run: dict, spec: dict, run_dir: Path, resume: bool) -> list[str]:
@@ -340,10 +371,10 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     with heartbeat(study, trial, opts.heartbeat):
         try:
             rc = proc.wait()
-        except KeyboardInterrupt:   # the run got the SIGINT too: it saves and stops
+        except KeyboardInterrupt:   # the run stops, keeping its last checkpoint
             interrupted = True
-            rc = proc.wait()
-    if rc == 0:
+            rc = stop_run(proc)
+    if rc == 0:           # finished (an interrupted run exits 130)
         result = read_run(run_dir)
         for key, value in {"final_test_acc": result["final"], "best_test_acc": result["best"],
                            "epochs": result["epochs"], "seconds": round(time.time() - t0, 1),
@@ -353,17 +384,19 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
         study.tell(trial, result["best"])
         log(f"trial {trial.number} {run['name']}: done, best test accuracy "
             f"{result['best']:.2f} %, final {result['final']:.2f} %")
-        return "COMPLETE"
-    trial.set_user_attr("exit_code", rc)
-    frozen = study.tell(trial, state=TrialState.FAIL)
-    if interrupted or rc < 0:     # stopped or killed, not wrong: another worker resumes it
-        RetryHeartbeatStaleTrialCallback(opts.max_retry)(study, frozen)
-        log(f"trial {trial.number} {run['name']}: stopped (exit {rc}); queued to resume")
+        state = "COMPLETE"
     else:
-        log(f"trial {trial.number} {run['name']}: failed (exit {rc}); see {log_path}")
-    if interrupted:
+        trial.set_user_attr("exit_code", rc)
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        if interrupted or rc < 0:     # stopped or killed, not wrong: another worker resumes it
+            RetryHeartbeatStaleTrialCallback(opts.max_retry)(study, frozen)
+            log(f"trial {trial.number} {run['name']}: stopped (exit {rc}); queued to resume")
+        else:
+            log(f"trial {trial.number} {run['name']}: failed (exit {rc}); see {log_path}")
+        state = "FAIL"
+    if interrupted:       # the worker stops too, also after a run that finished meanwhile
         raise KeyboardInterrupt
-    return "FAIL"
+    return state
 
 
 def work(study, spec: dict, study_dir: Path, opts, log=print) -> dict:

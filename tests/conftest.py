@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import procs
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -20,6 +21,14 @@ settings.register_profile("ci", max_examples=200, deadline=None, derandomize=Tru
 settings.register_profile("stress", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test():
+    """Children started with procs.start (tests/procs.py) and still running when their
+    test ends (it failed half way) are killed with what they started."""
+    yield
+    procs.reap()
 
 
 def fashion_mnist_available() -> bool:

@@ -144,7 +144,7 @@ def _build_library(dtype_name: str, mode: str) -> ctypes.CDLL:
         lib = Path(tmp) / f"lif_kernels_{dtype.name}_{mode}.so"
         src.write_text(text)
         cmd = [compiler, *EMULATION_CFLAGS, std, *defines, str(src), "-o", str(lib), "-lm"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise KernelBuildError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
         library = ctypes.CDLL(str(lib))          # mapped: the file may go with the folder

@@ -13,16 +13,30 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from snnsim.training import train as train_mod
 from snnsim.training.checkpoint import checkpoint_epoch, load_checkpoint
 
+#: Seconds a forked run of the tiny network may take before it counts as hung (a run of
+#: 30 epochs takes a few seconds, a minute on a machine busy with other work).
+RUN_TIMEOUT_S = 300
+
 
 def _child(argv):
+    # The run writes through tqdm.write, whose default lock is a multiprocessing
+    # semaphore shared with the parent that forked it (and with every other child of
+    # it), plus a thread lock copied as it was at the fork. A child killed (kill -9)
+    # inside a write leaves the semaphore taken for ever; a fork while another thread
+    # (tqdm's monitor) held the lock leaves the child's copy taken: the next write,
+    # here or in the parent, then blocks at 0 % CPU. Each child writes under a lock
+    # of its own.
+    tqdm.set_lock(threading.RLock())
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = train_mod.main(argv)
     os._exit(code)
@@ -38,15 +52,24 @@ def start_run(argv) -> multiprocessing.Process:
 def kill9(proc: multiprocessing.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
+    proc.join(RUN_TIMEOUT_S)
+    assert not proc.is_alive(), f"process {proc.pid} survived SIGKILL"
+
+
+def finish_run(proc: multiprocessing.Process, what: str, timeout: float = RUN_TIMEOUT_S) -> None:
+    """Wait for a forked run to end, at most ``timeout`` seconds; it must succeed (one
+    still running then is killed and the caller fails)."""
+    proc.join(timeout)
+    if proc.is_alive():
+        kill9(proc)
+        raise AssertionError(f"{what} did not finish in {timeout} s (hung; killed)")
+    assert proc.exitcode == 0, f"{what} exited {proc.exitcode}"
 
 
 def timed_run(argv) -> float:
     """Seconds of an uninterrupted forked run of ``argv`` (which must succeed)."""
     t0 = time.perf_counter()
-    proc = start_run(argv)
-    proc.join()
-    assert proc.exitcode == 0, f"run {argv} exited {proc.exitcode}"
+    finish_run(start_run(argv), f"run {argv}")
     return time.perf_counter() - t0
 
 
@@ -108,8 +131,7 @@ def soak(argv_new, argv_resume, run_dir, epochs: int, kills: int, rng: np.random
         started = (run_dir / "checkpoint.h5").exists()
         proc = start_run(argv_resume if started else argv_new)
         if done >= kills:
-            proc.join()
-            assert proc.exitcode == 0, f"the last (uninterrupted) run exited {proc.exitcode}"
+            finish_run(proc, "the last (uninterrupted) run")
             break
         time.sleep(float(rng.uniform(0.0, max_delay)))
         finished_before_kill = not proc.is_alive()
@@ -130,5 +152,5 @@ def soak(argv_new, argv_resume, run_dir, epochs: int, kills: int, rng: np.random
     return {"kills": done, "lagging": lagging, "epochs_at_kill": at_kill}
 
 
-__all__ = ["check_consistent", "check_finished", "kill9", "kill_window", "soak", "start_run",
-           "timed_run"]
+__all__ = ["RUN_TIMEOUT_S", "check_consistent", "check_finished", "finish_run", "kill9",
+           "kill_window", "soak", "start_run", "timed_run"]

@@ -62,9 +62,9 @@ def test_a_copy_of_the_package_alone_trains_with_a_shipped_config(tmp_path):
     if shutil.which("git"):
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo)]
         (repo / "README").write_text("another project\n")
-        subprocess.run([*git, "init", "-q"], check=True)
-        subprocess.run([*git, "add", "README", ".venv"], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+        subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+        subprocess.run([*git, "add", "README", ".venv"], check=True, timeout=60)
+        subprocess.run([*git, "commit", "-q", "-m", "x"], check=True, timeout=60)
     data = write_fashion_mnist(tmp_path / "data")
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

@@ -52,7 +52,7 @@ def _git(root: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org",
                            "-C", str(root), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
+                          env=env, timeout=60).stdout.strip()
 
 
 def _fake_tree(root: Path, pyproject: bool = True) -> Path:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import procs
 import pytest
 from test_train import write_fashion_mnist
 
@@ -71,7 +71,7 @@ def train(argv, n_ranks: int | None):
     if n_ranks is not None:
         cmd = [_mpiexec(), "-n", str(n_ranks), "--oversubscribe", "--bind-to", "none",
                *cmd, "--data-parallel"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = procs.run(cmd, 300, cwd=REPO, env=env)     # a hung rank: mpiexec and ranks killed
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -122,9 +122,8 @@ def test_a_batch_smaller_than_the_ranks_is_refused(data_dir, tmp_path):
     argv = args(data_dir, tmp_path / "r", 1)
     argv[argv.index("--batch-size=10")] = "--batch-size=32"
     env = {**os.environ, "PYTHONPATH": str(REPO), **MPI_ENV}
-    proc = subprocess.run([_mpiexec(), "-n", "2", "--oversubscribe", sys.executable, "-m",
-                           "snnsim.train", *argv, "--data-parallel"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = procs.run([_mpiexec(), "-n", "2", "--oversubscribe", sys.executable, "-m",
+                      "snnsim.train", *argv, "--data-parallel"], 300, cwd=REPO, env=env)
     assert proc.returncode == 2
     assert "needs at least 2 samples in every batch" in proc.stderr
 

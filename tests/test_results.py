@@ -9,7 +9,7 @@ import pytest
 from reference import make_results
 
 
-def _run(folder, seed, accs):
+def _run(folder, seed, accs, attrs=None):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"name": "fashion_mnist_mlp", "seed": seed,
                                                     "backend": "numpy", "network": "x.yaml"}))
@@ -17,7 +17,8 @@ def _run(folder, seed, accs):
         json.dumps({"epoch": i + 1, "test_acc": a, "seconds": 10.0, "eval_seconds": 1.0}) + "\n"
         for i, a in enumerate(accs)))
     with h5py.File(folder / "checkpoint.h5", "w") as f:
-        f.attrs["git_commit"] = "abc"
+        for key, value in ({"git_commit": "abc"} if attrs is None else attrs).items():
+            f.attrs[key] = value
 
 
 def _authors_and_paper_runs(tmp_path):
@@ -92,3 +93,20 @@ def test_variants_are_their_own_experiment(tmp_path):
     variant = next(r for r in recs if r["experiment"] == "fashion_mnist_mlp+preset=paper")
     assert variant["command"].endswith("--preset=paper")
     assert variant["config"] == "configs/fashion_mnist_mlp.yaml"
+
+
+@pytest.mark.parametrize("attrs, shown", [
+    ({"git_commit": "abc", "source": "git checkout"}, "abc"),
+    # a run of an installed package: no commit, the checkpoint says where the code came from
+    ({"git_commit": "", "source": "installed package snnsim==0.1.0"},
+     "none (installed package snnsim==0.1.0)"),
+    ({}, "unknown"),                        # a checkpoint that says neither
+])
+def test_the_code_of_a_run_is_named(tmp_path, attrs, shown):
+    _run(tmp_path / "s0", 0, [0.8], attrs)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert make_results.main([str(tmp_path / "s0"), "--device", "cpu", "--out-dir", str(out)]) == 0
+    recs = json.loads((out / "results.json").read_text())
+    assert {tuple(r["commit"]) for r in recs if r["source"] == "snnsim"} == {(shown,)}
+    assert f"; commit {shown}." in (out / "results.md").read_text()

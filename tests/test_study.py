@@ -9,7 +9,9 @@ trial takes a second or two (most of it the subprocess starting).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,12 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import procs
 import pytest
 
 optuna = pytest.importorskip("optuna", reason="optuna missing (pip install -e .[test])")
 
 from test_train import write_fashion_mnist  # noqa: E402
 
+import snnsim  # noqa: E402
 from snnsim import study as study_mod  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +51,20 @@ def tiny_config(tmp_path_factory):
 
 
 def worker(study_dir, config, data_dir, *extra) -> subprocess.Popen:
-    """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    """One ``python3 -m snnsim.study run`` worker process (output in the returned Popen;
+    a worker still running when its test ends is killed with its runs: tests/procs.py)."""
+    # unbuffered: a worker killed for hanging shows what it had printed
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "snnsim.study", "run", str(study_dir), "--config", str(config),
            f"--data_dir={data_dir}", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return procs.start(cmd, cwd=REPO, env=env, stderr=subprocess.STDOUT)
 
 
-def finish(proc: subprocess.Popen, timeout=300) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-4000:]
+def finish(proc: subprocess.Popen, timeout=300, status=0) -> str:
+    """The worker's output, once it exited with ``status`` within ``timeout`` seconds."""
+    out, _ = procs.finish(proc, timeout)
+    assert proc.returncode == status, out[-4000:]
     return out
 
 
@@ -71,6 +78,16 @@ def metrics_epochs(run_dir) -> list[int]:
     if not path.exists():
         return []
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_code_recorded(label: str):
+    """A trial names the code it ran: the commit of this checkout when the suite tests
+    the source tree, else the installed package (scripts/check_dist.sh runs the suite
+    against a wheel installed in a fresh environment)."""
+    if Path(snnsim.__file__).resolve().parent == REPO / "snnsim":
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", label), label
+    else:
+        assert label == f"none (installed package snnsim=={snnsim.__version__})", label
 
 
 def check_grid_done_once(study_dir, storage=None):
@@ -89,7 +106,8 @@ def check_grid_done_once(study_dir, storage=None):
         assert metrics_epochs(Path(study_dir) / a["run_dir"]) == [1, 2]
         assert a["epochs"] == 2 and a["resumed_from_epoch"] == 0
         assert 0 <= a["final_test_acc"] <= a["best_test_acc"] <= 100 and a["seconds"] > 0
-        assert a["commit"] and t.value == a["best_test_acc"]
+        assert_code_recorded(a["commit"])
+        assert t.value == a["best_test_acc"]
         assert a["command"].startswith("python3 -m snnsim.train --config ")
         assert f"--out {Path(study_dir) / a['run_dir']} " in a["command"]
     logs = sorted(p.name.split(".trial")[0] for p in (Path(study_dir) / "logs").iterdir())
@@ -100,20 +118,21 @@ def check_grid_done_once(study_dir, storage=None):
 def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     """Both workers start together: the study is created and its grid enqueued once."""
     study_dir = tmp_path / "grid"
-    procs = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
-    outs = [finish(p) for p in procs]
+    workers = [worker(study_dir, tiny_config, data_dir, *GRID) for _ in range(2)]
+    outs = [finish(p) for p in workers]
     assert sum("created study" in out for out in outs) == 1
-    check_grid_done_once(study_dir)
+    study = check_grid_done_once(study_dir)
 
     # The report: one table per variant (results.md format) and the curves.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "snnsim.study", "report", str(study_dir),
-                    "--device", "test machine"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    rep = procs.run([sys.executable, "-m", "snnsim.study", "report", str(study_dir),
+                     "--device", "test machine"], 120, cwd=REPO, env=env)
+    assert rep.returncode == 0, rep.stderr[-4000:]
     text = (study_dir / "report.md").read_text()
     assert "## tiny+preset=authors" in text and "## tiny+preset=paper" in text
     assert "| snnsim |" in text and "| paper |" not in text     # not a paper experiment
     assert "on test machine" in text and "(seeds [0, 1]), 2 epochs" in text
+    assert f"; commit {study.trials[0].user_attrs['commit']}." in text
     records = json.loads((study_dir / "report.json").read_text())
     study = load(study_dir)
     for exp in ("tiny+preset=authors", "tiny+preset=paper"):
@@ -125,10 +144,9 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
 
     # A worker started after the end finds nothing to do; other arguments are refused.
     assert "ran none" in finish(worker(study_dir, tiny_config, data_dir, *GRID))
-    proc = worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
-                  "preset=authors,paper")
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "created with other arguments" in out
+    out = finish(worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
+                        "preset=authors,paper"), timeout=120, status=2)
+    assert "created with other arguments" in out
 
 
 def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_dir):
@@ -140,12 +158,9 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
     run_dir = study_dir / "trials" / "tiny-seed0"
     args = ["--seeds", "0", f"--epochs={epochs}", *FAST_RETRY]
     a = worker(study_dir, tiny_config, data_dir, *args)
-    deadline = time.monotonic() + 120
-    while len(metrics_epochs(run_dir)) < 2:
-        assert a.poll() is None and time.monotonic() < deadline, a.communicate()[0]
-        time.sleep(0.05)
-    a.send_signal(signal.SIGKILL)
-    a.communicate(timeout=30)
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs of worker A")
+    a.send_signal(signal.SIGKILL)           # the worker alone: its run must die with it
+    procs.finish(a, 30)
     killed_at = len(metrics_epochs(run_dir))
     assert 2 <= killed_at < epochs
     time.sleep(1.5)                         # the run died with its worker: no more epochs
@@ -166,6 +181,62 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
     trained = [int(line.split("/")[0].split()[-1]) for line in log.splitlines()
                if line.startswith("epoch ") and f"/{epochs}:" in line]
     assert trained == list(range(resumed + 1, epochs + 1))
+
+
+def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_config, data_dir):
+    """SIGINT to the worker alone (``kill -INT``; Ctrl-C reaches the run as well): the
+    worker passes it on to its run after study.INTERRUPT_GRACE_S, the run stops after
+    its batch (exit 130), its trial is failed and queued to resume, and the worker
+    exits 130.
+    It used to wait for the run to finish all its epochs and carry on."""
+    epochs = 100_000                         # hours of training: the run must be stopped
+    study_dir = tmp_path / "interrupt"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    a = worker(study_dir, tiny_config, data_dir, "--seeds", "0", f"--epochs={epochs}")
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs")
+    a.send_signal(signal.SIGINT)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
+                 status=study_mod.EXIT_INTERRUPTED)
+    assert "stopped (exit 130); queued to resume" in out and "interrupted;" in out
+    stopped_at = len(metrics_epochs(run_dir))
+    time.sleep(1.5)                          # the run is gone: no more epochs
+    assert 2 <= len(metrics_epochs(run_dir)) == stopped_at < epochs
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_run_deaf_to_sigint_is_killed_after_the_grace(tmp_path):
+    """study.stop_run: a run that does not stop on SIGINT gets SIGKILL ``kill_s`` later
+    (an interrupted worker must not wait on it for ever)."""
+    ready = tmp_path / "ready"
+    deaf = ("import pathlib, signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "pathlib.Path(sys.argv[1]).touch(); time.sleep(600)")
+    proc = procs.start([sys.executable, "-c", deaf, str(ready)])
+    procs.wait_for(ready.exists, proc, 60, "the run to ignore SIGINT")
+    assert study_mod.stop_run(proc, grace_s=0.2, kill_s=0.5) == -signal.SIGKILL
+
+
+def test_a_run_whose_worker_died_before_it_started_kills_itself():
+    """The death signal (PR_SET_PDEATHSIG) is set in the child after the fork; a worker
+    that died in between sends none. The child then finds another parent and kills
+    itself before it runs. Here the preexec_fn of this process is used by a forked
+    child of it: the run's parent is not the worker that prepared it."""
+    preexec = study_mod.die_with_parent()
+    if preexec is None:
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+
+    def child():    # exit status: the signal that ended the run, or 100 + its exit status
+        rc = subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=preexec).wait(60)
+        os._exit(-rc if rc < 0 else 100 + rc)
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(120)
+    if proc.is_alive():
+        proc.kill()
+        pytest.fail("the forked child did not finish in 120 s")
+    assert proc.exitcode == signal.SIGKILL      # the run was killed by SIGKILL before exec
 
 
 def test_search_runs_n_trials(tmp_path, tiny_config, data_dir):
@@ -231,7 +302,7 @@ def postgres_url():
     data = Path(root) / "data"
 
     def pg(*cmd):
-        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+        return procs.run([*as_user, *cmd], 120)
     init = pg(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -252,9 +323,9 @@ def postgres_url():
 
 def test_two_workers_on_postgresql(tmp_path, tiny_config, data_dir, postgres_url):
     study_dir = tmp_path / "pg_grid"
-    procs = [worker(study_dir, tiny_config, data_dir, *GRID, "--storage", postgres_url)
-             for _ in range(2)]
-    outs = [finish(p) for p in procs]
+    workers = [worker(study_dir, tiny_config, data_dir, *GRID, "--storage", postgres_url)
+               for _ in range(2)]
+    outs = [finish(p) for p in workers]
     assert sum("created study" in out for out in outs) == 1
     assert not (study_dir / study_mod.STORAGE_FILE).exists()     # the study is in the server
     check_grid_done_once(study_dir, postgres_url)

@@ -36,13 +36,24 @@ PAPER_EPOCHS = {"fashion_mnist_mlp": 100, "fashion_mnist_cnn": 100, "mnist_cnn":
                 "nmnist_cnn": 100, "cifar10_cnn1": 150, "cifar10_cnn2": 150}
 
 
+def code_label(attrs) -> str:
+    """The code a run used, for the tables: its commit (``<sha>`` or ``<sha>-dirty``);
+    ``none (installed package snnsim==X)`` when the package was not in a git checkout
+    (the checkpoint's ``git_commit`` is empty, its ``source`` says where the code came
+    from); ``unknown`` when the checkpoint says neither."""
+    commit, source = str(attrs.get("git_commit", "")), str(attrs.get("source", ""))
+    if commit:
+        return commit
+    return f"none ({source})" if source else "unknown"
+
+
 def read_run(folder: Path) -> dict:
     cfg = json.loads((folder / "config.json").read_text())
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{folder}: metrics.jsonl holds no epoch")
     with h5py.File(folder / "checkpoint.h5", "r") as f:
-        commit = str(f.attrs.get("git_commit", "unknown"))
+        commit = code_label(f.attrs)
     return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit,
             "experiment": experiment_name(cfg),
             "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
@@ -167,5 +178,6 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
     return out + new
 
 
-__all__ = ["PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "experiment_name",
-           "markdown", "mean_std", "merge_records", "paper_records", "read_run", "records_for"]
+__all__ = ["PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
+           "experiment_name", "markdown", "mean_std", "merge_records", "paper_records", "read_run",
+           "records_for"]

@@ -5,7 +5,7 @@ Recorded in ``config.json`` (key ``data_files``) and in every checkpoint (attrib
 the repository when it lies inside it, else as it was given (``--data-dir``, or the
 search path of :mod:`snnsim.datasets.registry`), so that no absolute path of the
 machine that ran the tests ends up in a committed file through the repository's
-own ``data/``.
+own ``data/``. An installed package has no repository: its paths are written as given.
 
 One record per file::
 
@@ -21,12 +21,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..version import is_source_tree, package_dir
+
+#: The source tree that holds the running package; None for an installed package
+#: (``site-packages/snnsim``), which has no repository.
+REPO_ROOT = package_dir().parent if is_source_tree(package_dir().parent) else None
 
 
 def display_path(path) -> str:
     """``path`` relative to the repository when inside it, else as given."""
     path = Path(path)
+    if REPO_ROOT is None:
+        return str(path)
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:

@@ -19,8 +19,9 @@ One writer: :func:`locked` takes an exclusive lock on ``<run folder>/run.lock``
 for the whole run; a second ``train`` or ``--resume`` on the folder fails at
 once with one line. Temporary files have unique names (pid and a random part);
 those a killed writer left (``*.tmp``) are removed on the next start, under the
-lock. SIGTERM (what job schedulers send) stops a run like Ctrl-C, at the next
-batch or once the epoch's files are written (:func:`sigterm_as_interrupt`).
+lock. Ctrl-C (SIGINT) and SIGTERM (what job schedulers send) stop a run at the
+next batch or once the epoch's files are written (:func:`sigterm_as_interrupt`); a
+second one stops it at once.
 """
 from __future__ import annotations
 
@@ -159,40 +160,54 @@ def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME)) -> None:
 
 
 class StopRequest:
-    """Set by SIGTERM; :meth:`check` raises :class:`Terminated` at the run's next safe
-    point (after a batch, after an epoch's files are written)."""
+    """Set by SIGINT or SIGTERM; :meth:`check` raises, at the run's next safe point
+    (after a batch, after an epoch's files are written), KeyboardInterrupt after
+    SIGINT and :class:`Terminated` after SIGTERM."""
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
 
     def check(self) -> None:
         if self.requested:
-            raise Terminated("SIGTERM")
+            raise _stop_exception(self.signum)
+
+
+def _stop_exception(signum) -> KeyboardInterrupt:
+    return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block SIGTERM stops the run like Ctrl-C, cleanly and resumably: the
-    handler only records the request (an exception raised inside a signal handler can
-    land in a finaliser and be lost), and the run calls ``stop.check()`` at its safe
-    points, which raises :class:`Terminated` (a KeyboardInterrupt). A second SIGTERM
-    raises at once. Outside the main thread (where handlers cannot be set) the block
-    runs without a handler. Yields the :class:`StopRequest`."""
+    """Within the block SIGINT (Ctrl-C) and SIGTERM stop the run cleanly and
+    resumably: the handler only records the request, and the run calls
+    ``stop.check()`` at its safe points, which raises KeyboardInterrupt (SIGINT) or
+    :class:`Terminated` (SIGTERM, a KeyboardInterrupt). Python's own SIGINT handler
+    raises KeyboardInterrupt wherever the run is, also inside a finaliser (a weakref
+    callback, say), which reports it as "Exception ignored" and drops it: the run
+    went on training. A second signal raises at once. An ignored SIGINT (a job
+    started in the background) stays ignored. Outside the main thread (where
+    handlers cannot be set) the block runs without handlers. Yields the
+    :class:`StopRequest`."""
     stop = StopRequest()
 
     def handler(signum, frame):
         if stop.requested:
-            raise Terminated("SIGTERM (second)")
-        stop.requested = True
+            raise _stop_exception(signum)
+        stop.requested, stop.signum = True, signum
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if not (signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN):
+                previous[signum] = signal.signal(signum, handler)
     except ValueError:     # not the main thread
         yield stop
         return
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 __all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
