@@ -302,8 +302,9 @@ def test_soak_random_kills_leave_a_consistent_folder(data_dir, tmp_path):
     checkpoint loads, best.h5 holds the checkpoint's best epoch (or lags by the one
     promotion the next start repairs), and the finished run has best.h5 equal to
     the best epoch of metrics.jsonl, with the same final weights as a run never
-    killed (resume is bit-exact)."""
-    epochs = 30
+    killed (resume is bit-exact). 60 epochs: the kill window is timed before the soak, and
+    on a machine whose load drops meanwhile 30 epochs could finish before the 20th kill."""
+    epochs = 60
     startup, per_epoch = kill_window(lambda out, n: tiny_args(data_dir, out, epochs=n),
                                      tmp_path, epochs)
     out = tmp_path / "run"
