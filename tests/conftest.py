@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import os
 
+# Training runs in tests (in this process, forked, or in subprocesses) compare weights bit
+# for bit across runs; a run chooses its BLAS threads from the cores idle at its start
+# (snnsim/training/threads.py), which on a loaded machine differs from run to run and so
+# changes the bits. The environment variable fixes the count for every run of the suite
+# (tests/test_threads.py tests the choice itself with the variable removed).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 import procs
 import pytest
