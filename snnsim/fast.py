@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import fast_kernels
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
@@ -141,7 +142,15 @@ def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray
     T, shape, dtype = x.shape[0], x.shape, x.dtype
     uint = _UINT[dtype.itemsize]
     u, du, a = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)  # (T, B, N)
-    s, silent = ws.array(shape, np.bool_), ws.array(shape, uint)          # (T, B, N)
+    s = ws.array(shape, np.bool_)                                         # (T, B, N)
+    if fast_kernels.AVAILABLE:
+        c, n = dtype.type, math.prod(shape[1:])
+        fast_kernels.lif_forward_kernel(*(_by_neuron(v, T) for v in (x, u, du, s, a)),
+                                        ws.array((n,), dtype), ws.array((n,), dtype),
+                                        c(neuron.theta_m), c(neuron.v_th), c(neuron.theta_s),
+                                        c(1.0 - neuron.theta_s), neuron.reset == "zero")
+        return a, FastLIFState(x=x, u=u, du=du, s=s, a=a, silent=None)
+    silent = ws.array(shape, uint)                                        # (T, B, N)
     n = math.prod(shape[1:])
     width = min(n, BLOCK)
     u_reset, tmp = ws.array((width,), dtype), ws.array((width,), dtype)   # (block,)
@@ -185,6 +194,9 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
     returns δ ``(T, B, N)``. ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
     T, shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.dtype
     G = ws.array(shape, dtype)                                            # (T, B, N)
+    if fast_kernels.AVAILABLE:
+        _lif_backward_kernels(dL_da, state, neuron, grad, G, ws)
+        return G
     n = math.prod(shape[1:])
     width = min(n, BLOCK)
     # scratch of one block: S, P, ∂t/∂u; warm-up σ' S, its denominator, a temporary; the
@@ -197,6 +209,27 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
         _backward_block(*(v[:, i:j] for v in arrays), [b[..., :j - i] for b in block],
                         [b[:j - i] for b in step], neuron, grad)
     return G
+
+
+def _lif_backward_kernels(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
+                          G, ws: Workspace) -> None:
+    """δ into ``G`` by :func:`~snnsim.fast_kernels.lif_backward_kernel` and, with the
+    warm-up, NumPy's exp and :func:`~snnsim.fast_kernels.warmup_kernel`."""
+    T, dtype = G.shape[0], G.dtype
+    c = dtype.type
+    theta_s, bound = neuron.theta_s, grad.sensitivity_bound
+    S, Z = ws.array(G.shape, dtype), ws.array(G.shape if grad.warmup else (0,), dtype)
+    fast_kernels.lif_backward_kernel(
+        *(_by_neuron(v, T) for v in (dL_da, state.u, state.du, state.s, G, S)),
+        Z.reshape(T, -1), ws.array((G[0].size,), dtype), ws.array((G[0].size,), dtype),
+        c(theta_s), c(1.0 - theta_s), c(-psc_shift_scale(theta_s, grad.reading)),
+        c(1.0 - neuron.theta_m), c(reset_shift_coefficient(neuron, grad.reading)),
+        c(reset_passthrough(neuron)), c(np.inf if bound is None else bound), c(neuron.v_th),
+        neuron.reset == "zero", grad.warmup, c(WARMUP_WIDTH), c(WARMUP_Z_CLIP))
+    if grad.warmup:
+        np.exp(Z, out=Z)                                                  # e^z (S 2.3)
+        fast_kernels.warmup_kernel(G.reshape(-1), S.reshape(-1), state.a.reshape(-1),
+                                   Z.reshape(-1), c(WARMUP_PSC_FRACTION * theta_s), c(WARMUP_WIDTH))
 
 
 def _backward_block(dL_da, u, du, a, silent, G, block, step, neuron: NeuronParams,
@@ -303,11 +336,36 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     for layer, g_layer, m_layer, v_layer, t_layer in zip(opt.params, grads, opt.m, opt.v, opt._tmp):
         for name, p in layer.items():
             g = g_layer[name]
+            flat = _flat(p, g, m_layer[name], v_layer[name]) if fast_kernels.AVAILABLE else None
+            if flat is not None:
+                _adamw_kernel(opt, flat, scale, consts, weight_clamp)
+                continue
             if scale < 1.0:
                 g *= scale
             opt.update(p, g, m_layer[name], v_layer[name], t_layer[name], consts)
             if weight_clamp:
                 np.clip(p, -weight_clamp, weight_clamp, out=p)
+
+
+def _flat(*arrays):
+    """The arrays as 1-D views in one element order (all C- or all F-contiguous, one dtype),
+    or None."""
+    if len({a.dtype for a in arrays}) == 1:
+        for order in ("C", "F"):
+            if all(a.flags[order + "_CONTIGUOUS"] for a in arrays):
+                return [a.reshape(-1, order=order) for a in arrays]
+    return None
+
+
+def _adamw_kernel(opt, flat, scale: float, consts, weight_clamp: float) -> None:
+    """Clip's scaling, AdamW and clamp of one parameter by :func:`~snnsim.fast_kernels.adamw_kernel`
+    (``flat``: p, g, m, v from :func:`_flat`), with the plain path's constants in its dtype."""
+    c = flat[0].dtype.type
+    decay, step_size, inv_sqrt_bc2 = consts
+    beta1, beta2 = opt.betas
+    fast_kernels.adamw_kernel(*flat, scale < 1.0, c(scale), bool(opt.weight_decay), c(decay),
+                              c(1.0 - beta1), c(beta2), c(1.0 - beta2), c(inv_sqrt_bc2),
+                              c(opt.eps), c(step_size), bool(weight_clamp), c(weight_clamp))
 
 
 def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None):
