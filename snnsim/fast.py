@@ -4,7 +4,12 @@ The plain engine (:mod:`snnsim.neuron`, :mod:`snnsim.tsslbp`, :mod:`snnsim.train
 reads as the equations and allocates a new array for every intermediate. This module is
 its twin for the CPU training step; it computes the *same floating-point operations on
 every element in the same order*, so its results are bit-identical to the plain path's
-(tested in float64 and float32, ``tests/test_fast.py``). What it changes:
+(tested in float64 and float32, ``tests/test_fast.py``).
+
+Where numba is installed (``pip install snnsim[fast]``), the LIF forward, the TSSL-BP
+backward and clip + AdamW + clamp each run as one compiled loop, the kernels of
+:mod:`snnsim.fast_kernels` (the warm-up's exp stays NumPy's); without numba, the NumPy
+passes below, which change:
 
 - buffers: every ``(T, B, N)`` array of the LIF forward and backward lives in a
   :class:`Workspace`, allocated at the first step and handed out again, in the same order,
@@ -28,8 +33,8 @@ the plain path. The workspace's arrays are overwritten by the next step: a
 :class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then.
 
 What it does not change: the layers (dense, conv, pooling) and their matrix products,
-which both paths share; the element-wise work stays one NumPy call per operation, some
-forty passes over a LIF layer's arrays where a fused kernel would make one (measured
+which both paths share. Without numba the element-wise work stays one NumPy call per
+operation, some forty passes over a LIF layer's arrays where a kernel makes one (measured
 against the step's floor: :mod:`snnsim.analysis.floor`).
 """
 from __future__ import annotations
@@ -133,7 +138,9 @@ def _by_neuron(a, T: int):
 
 
 def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, FastLIFState]:
-    """:func:`snnsim.neuron.lif_forward` into workspace arrays, block by block of neurons.
+    """:func:`snnsim.neuron.lif_forward` into workspace arrays: by
+    :func:`~snnsim.fast_kernels.lif_forward_kernel` where numba is installed, else block by
+    block of neurons, as follows.
 
     Per step: charge (4) into Δu[t] and u[t], fire (5) into s[t], reset into ū; after the
     loop the PSC (2) a[t] = (1-θs) a[t-1] + θs s[t], with θs s[t] = θs where s, else +0.0,
@@ -190,8 +197,9 @@ def _forward_block(x, u, du, s, silent, a, u_reset, tmp, neuron: NeuronParams) -
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
 def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
                       ws: Workspace):
-    """:func:`snnsim.tsslbp.lif_backward` into a workspace array, block by block of neurons;
-    returns δ ``(T, B, N)``. ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
+    """:func:`snnsim.tsslbp.lif_backward` into a workspace array, by the kernels where numba
+    is installed, else block by block of neurons; returns δ ``(T, B, N)``. ``state`` from
+    :func:`lif_forward_fast` (its ``silent`` bits on the NumPy passes)."""
     T, shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.dtype
     G = ws.array(shape, dtype)                                            # (T, B, N)
     if fast_kernels.AVAILABLE:
@@ -325,7 +333,9 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     """:func:`clip_grad_norm`, :meth:`AdamW.step` and :func:`clamp_weights` on ``opt.params``
     in one walk over the parameters: each is scaled, updated by :meth:`AdamW.update` and
     clamped in turn. Same norm, same scale, same operations on every element as the three
-    plain calls. (Blocks that stay in cache were tried: the passes are not memory-bound at
+    plain calls. Where numba is installed, one :func:`~snnsim.fast_kernels.adamw_kernel` walk
+    per parameter whose arrays share one element order (the gradient is then used scaled,
+    not scaled in place). (Blocks that stay in cache were tried: the passes are not memory-bound at
     these sizes, and the calls per block cost more than they saved.)"""
     scale = 1.0
     if grad_clip:

@@ -19,6 +19,7 @@ import numpy as np
 
 try:
     import numba
+
     # numba's first compile (or cache load) loads SciPy's BLAS for its own np.dot and
     # np.linalg (numba.np.arraymath); loaded now, at import, it comes under the BLAS thread
     # count a run sets at its start (snnsim.training.threads), not OpenBLAS's default.
