@@ -394,6 +394,23 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
     return L, n_correct(a, labels)
 
 
+def warm_up(dtypes=("float32", "float64")) -> None:
+    """Compile the kernels of :mod:`snnsim.fast_kernels` for ``dtypes`` now (or load them from
+    numba's cache: a few seconds the first time on a machine, a fraction of one later), on
+    a tiny layer and parameter. A process that forks runs (or times steps) calls it first,
+    so that the children do not each pay it. Without numba: nothing."""
+    if not fast_kernels.AVAILABLE:
+        return
+    from .training.optim import AdamW
+    neuron, grad = NeuronParams(), GradientParams(warmup=True)
+    for dtype in dtypes:
+        ws, x = Workspace(), np.ones((2, 1, 3), dtype)                    # (T, B, N)
+        _, state = lif_forward_fast(x, neuron, ws)
+        lif_backward_fast(x, state, neuron, grad, ws)
+        params = [{"W": np.ones((2, 2), dtype)}]
+        update_fast(AdamW(params, lr=0.1), [{"W": np.ones((2, 2), dtype)}], 1.0, 1.0)
+
+
 def fast_path_applies(net, backward: str, model) -> bool:
     """True where :func:`snnsim.training.train.train_step` takes the fast path: NumPy, the
     network's own LIF with TSSL-BP (``backward == "tsslbp"``, no substitute ``model``)."""
@@ -402,4 +419,5 @@ def fast_path_applies(net, backward: str, model) -> bool:
 
 
 __all__ = ["BLOCK", "FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
-           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warmup_replace_fast"]
+           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warm_up",
+           "warmup_replace_fast"]

@@ -22,6 +22,15 @@ settings.register_profile("stress", max_examples=1000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_kernels_compiled():
+    """The fast path's numba kernels compiled (or loaded from numba's cache) once, in the
+    test process, before any test: runs the tests fork inherit them, so a fork's start-up
+    (which tests/faults.py times to place its kills) does not include the first compile."""
+    from snnsim.fast import warm_up
+    warm_up()
+
+
 def fashion_mnist_available() -> bool:
     """True when the real Fashion-MNIST test split can be read (tests that need it skip otherwise)."""
     try:
