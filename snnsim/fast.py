@@ -4,7 +4,12 @@ The plain engine (:mod:`snnsim.neuron`, :mod:`snnsim.tsslbp`, :mod:`snnsim.train
 reads as the equations and allocates a new array for every intermediate. This module is
 its twin for the CPU training step; it computes the *same floating-point operations on
 every element in the same order*, so its results are bit-identical to the plain path's
-(tested in float64 and float32, ``tests/test_fast.py``). What it changes:
+(tested in float64 and float32, ``tests/test_fast.py``).
+
+Where numba is installed (``pip install snnsim[fast]``), the LIF forward, the TSSL-BP
+backward and clip + AdamW + clamp each run as one compiled loop, the kernels of
+:mod:`snnsim.fast_kernels` (the warm-up's exp stays NumPy's); without numba, the NumPy
+passes below, which change:
 
 - buffers: every ``(T, B, N)`` array of the LIF forward and backward lives in a
   :class:`Workspace`, allocated at the first step and handed out again, in the same order,
@@ -28,8 +33,8 @@ the plain path. The workspace's arrays are overwritten by the next step: a
 :class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then.
 
 What it does not change: the layers (dense, conv, pooling) and their matrix products,
-which both paths share; the element-wise work stays one NumPy call per operation, some
-forty passes over a LIF layer's arrays where a fused kernel would make one (measured
+which both paths share. Without numba the element-wise work stays one NumPy call per
+operation, some forty passes over a LIF layer's arrays where a kernel makes one (measured
 against the step's floor: :mod:`snnsim.analysis.floor`).
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import fast_kernels
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
@@ -132,7 +138,9 @@ def _by_neuron(a, T: int):
 
 
 def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, FastLIFState]:
-    """:func:`snnsim.neuron.lif_forward` into workspace arrays, block by block of neurons.
+    """:func:`snnsim.neuron.lif_forward` into workspace arrays: by
+    :func:`~snnsim.fast_kernels.lif_forward_kernel` where numba is installed, else block by
+    block of neurons, as follows.
 
     Per step: charge (4) into Δu[t] and u[t], fire (5) into s[t], reset into ū; after the
     loop the PSC (2) a[t] = (1-θs) a[t-1] + θs s[t], with θs s[t] = θs where s, else +0.0,
@@ -141,7 +149,15 @@ def lif_forward_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray
     T, shape, dtype = x.shape[0], x.shape, x.dtype
     uint = _UINT[dtype.itemsize]
     u, du, a = ws.array(shape, dtype), ws.array(shape, dtype), ws.array(shape, dtype)  # (T, B, N)
-    s, silent = ws.array(shape, np.bool_), ws.array(shape, uint)          # (T, B, N)
+    s = ws.array(shape, np.bool_)                                         # (T, B, N)
+    if fast_kernels.AVAILABLE:
+        c, n = dtype.type, math.prod(shape[1:])
+        fast_kernels.lif_forward_kernel(*(_by_neuron(v, T) for v in (x, u, du, s, a)),
+                                        ws.array((n,), dtype), ws.array((n,), dtype),
+                                        c(neuron.theta_m), c(neuron.v_th), c(neuron.theta_s),
+                                        c(1.0 - neuron.theta_s), neuron.reset == "zero")
+        return a, FastLIFState(x=x, u=u, du=du, s=s, a=a, silent=None)
+    silent = ws.array(shape, uint)                                        # (T, B, N)
     n = math.prod(shape[1:])
     width = min(n, BLOCK)
     u_reset, tmp = ws.array((width,), dtype), ws.array((width,), dtype)   # (block,)
@@ -181,10 +197,14 @@ def _forward_block(x, u, du, s, silent, a, u_reset, tmp, neuron: NeuronParams) -
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
 def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
                       ws: Workspace):
-    """:func:`snnsim.tsslbp.lif_backward` into a workspace array, block by block of neurons;
-    returns δ ``(T, B, N)``. ``state`` from :func:`lif_forward_fast` (its ``silent`` bits)."""
+    """:func:`snnsim.tsslbp.lif_backward` into a workspace array, by the kernels where numba
+    is installed, else block by block of neurons; returns δ ``(T, B, N)``. ``state`` from
+    :func:`lif_forward_fast` (its ``silent`` bits on the NumPy passes)."""
     T, shape, dtype = dL_da.shape[0], dL_da.shape, dL_da.dtype
     G = ws.array(shape, dtype)                                            # (T, B, N)
+    if fast_kernels.AVAILABLE:
+        _lif_backward_kernels(dL_da, state, neuron, grad, G, ws)
+        return G
     n = math.prod(shape[1:])
     width = min(n, BLOCK)
     # scratch of one block: S, P, ∂t/∂u; warm-up σ' S, its denominator, a temporary; the
@@ -197,6 +217,27 @@ def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: Gr
         _backward_block(*(v[:, i:j] for v in arrays), [b[..., :j - i] for b in block],
                         [b[:j - i] for b in step], neuron, grad)
     return G
+
+
+def _lif_backward_kernels(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
+                          G, ws: Workspace) -> None:
+    """δ into ``G`` by :func:`~snnsim.fast_kernels.lif_backward_kernel` and, with the
+    warm-up, NumPy's exp and :func:`~snnsim.fast_kernels.warmup_kernel`."""
+    T, dtype = G.shape[0], G.dtype
+    c = dtype.type
+    theta_s, bound = neuron.theta_s, grad.sensitivity_bound
+    S, Z = ws.array(G.shape, dtype), ws.array(G.shape if grad.warmup else (0,), dtype)
+    fast_kernels.lif_backward_kernel(
+        *(_by_neuron(v, T) for v in (dL_da, state.u, state.du, state.s, G, S)),
+        Z.reshape(T, -1), ws.array((G[0].size,), dtype), ws.array((G[0].size,), dtype),
+        c(theta_s), c(1.0 - theta_s), c(-psc_shift_scale(theta_s, grad.reading)),
+        c(1.0 - neuron.theta_m), c(reset_shift_coefficient(neuron, grad.reading)),
+        c(reset_passthrough(neuron)), c(np.inf if bound is None else bound), c(neuron.v_th),
+        neuron.reset == "zero", grad.warmup, c(WARMUP_WIDTH), c(WARMUP_Z_CLIP))
+    if grad.warmup:
+        np.exp(Z, out=Z)                                                  # e^z (S 2.3)
+        fast_kernels.warmup_kernel(G.reshape(-1), S.reshape(-1), state.a.reshape(-1),
+                                   Z.reshape(-1), c(WARMUP_PSC_FRACTION * theta_s), c(WARMUP_WIDTH))
 
 
 def _backward_block(dL_da, u, du, a, silent, G, block, step, neuron: NeuronParams,
@@ -292,7 +333,9 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     """:func:`clip_grad_norm`, :meth:`AdamW.step` and :func:`clamp_weights` on ``opt.params``
     in one walk over the parameters: each is scaled, updated by :meth:`AdamW.update` and
     clamped in turn. Same norm, same scale, same operations on every element as the three
-    plain calls. (Blocks that stay in cache were tried: the passes are not memory-bound at
+    plain calls. Where numba is installed, one :func:`~snnsim.fast_kernels.adamw_kernel` walk
+    per parameter whose arrays share one element order (the gradient is then used scaled,
+    not scaled in place). (Blocks that stay in cache were tried: the passes are not memory-bound at
     these sizes, and the calls per block cost more than they saved.)"""
     scale = 1.0
     if grad_clip:
@@ -303,11 +346,36 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     for layer, g_layer, m_layer, v_layer, t_layer in zip(opt.params, grads, opt.m, opt.v, opt._tmp):
         for name, p in layer.items():
             g = g_layer[name]
+            flat = _flat(p, g, m_layer[name], v_layer[name]) if fast_kernels.AVAILABLE else None
+            if flat is not None:
+                _adamw_kernel(opt, flat, scale, consts, weight_clamp)
+                continue
             if scale < 1.0:
                 g *= scale
             opt.update(p, g, m_layer[name], v_layer[name], t_layer[name], consts)
             if weight_clamp:
                 np.clip(p, -weight_clamp, weight_clamp, out=p)
+
+
+def _flat(*arrays):
+    """The arrays as 1-D views in one element order (all C- or all F-contiguous, one dtype),
+    or None."""
+    if len({a.dtype for a in arrays}) == 1:
+        for order in ("C", "F"):
+            if all(a.flags[order + "_CONTIGUOUS"] for a in arrays):
+                return [a.reshape(-1, order=order) for a in arrays]
+    return None
+
+
+def _adamw_kernel(opt, flat, scale: float, consts, weight_clamp: float) -> None:
+    """Clip's scaling, AdamW and clamp of one parameter by :func:`~snnsim.fast_kernels.adamw_kernel`
+    (``flat``: p, g, m, v from :func:`_flat`), with the plain path's constants in its dtype."""
+    c = flat[0].dtype.type
+    decay, step_size, inv_sqrt_bc2 = consts
+    beta1, beta2 = opt.betas
+    fast_kernels.adamw_kernel(*flat, scale < 1.0, c(scale), bool(opt.weight_decay), c(decay),
+                              c(1.0 - beta1), c(beta2), c(1.0 - beta2), c(inv_sqrt_bc2),
+                              c(opt.eps), c(step_size), bool(weight_clamp), c(weight_clamp))
 
 
 def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None):
@@ -326,6 +394,23 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
     return L, n_correct(a, labels)
 
 
+def warm_up(dtypes=("float32", "float64")) -> None:
+    """Compile the kernels of :mod:`snnsim.fast_kernels` for ``dtypes`` now (or load them from
+    numba's cache: a few seconds the first time on a machine, a fraction of one later), on
+    a tiny layer and parameter. A process that forks runs (or times steps) calls it first,
+    so that the children do not each pay it. Without numba: nothing."""
+    if not fast_kernels.AVAILABLE:
+        return
+    from .training.optim import AdamW
+    neuron, grad = NeuronParams(), GradientParams(warmup=True)
+    for dtype in dtypes:
+        ws, x = Workspace(), np.ones((2, 1, 3), dtype)                    # (T, B, N)
+        _, state = lif_forward_fast(x, neuron, ws)
+        lif_backward_fast(x, state, neuron, grad, ws)
+        params = [{"W": np.ones((2, 2), dtype)}]
+        update_fast(AdamW(params, lr=0.1), [{"W": np.ones((2, 2), dtype)}], 1.0, 1.0)
+
+
 def fast_path_applies(net, backward: str, model) -> bool:
     """True where :func:`snnsim.training.train.train_step` takes the fast path: NumPy, the
     network's own LIF with TSSL-BP (``backward == "tsslbp"``, no substitute ``model``)."""
@@ -334,4 +419,5 @@ def fast_path_applies(net, backward: str, model) -> bool:
 
 
 __all__ = ["BLOCK", "FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
-           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warmup_replace_fast"]
+           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warm_up",
+           "warmup_replace_fast"]

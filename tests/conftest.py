@@ -38,6 +38,15 @@ def _no_child_outlives_its_test():
     procs.reap()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_kernels_compiled():
+    """The fast path's numba kernels compiled (or loaded from numba's cache) once, in the
+    test process, before any test: runs the tests fork inherit them, so a fork's start-up
+    (which tests/faults.py times to place its kills) does not include the first compile."""
+    from snnsim.fast import warm_up
+    warm_up()
+
+
 def fashion_mnist_available() -> bool:
     """True when the real Fashion-MNIST test split can be read (tests that need it skip otherwise)."""
     try:

@@ -3,14 +3,20 @@
 Equality is of the bits (the arrays' integer views), not of values: -0.0 against +0.0 or
 two different NaNs would fail. Every test checks that the case it compares is not vacuous
 (spikes and silent steps both occur, warm-up both applies and not, the clip and the clamp
-act).
+act). The fast path is compared twice: with the numba kernels of :mod:`snnsim.fast_kernels`
+(where numba is installed; the ``test`` extra installs it) and with its NumPy passes, the
+path taken without numba (in one block of neurons, or in short blocks).
 """
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from snnsim import fast
+from snnsim import fast, fast_kernels
 from snnsim.conv import Conv2d
 from snnsim.layers import Dense
 from snnsim.network import Network, repeat_static
@@ -39,18 +45,49 @@ def currents(rng, shape, dtype):
 
 GRADS = [GradientParams(), GradientParams("timing", 8.0, True), EXACT_TIMING,
          GradientParams("authors", None, False)]
+ROOT = Path(__file__).resolve().parents[1]
+#: The top-level kernels, called from snnsim.fast (the per-step ones from inside them).
+KERNELS = ("lif_forward_kernel", "lif_backward_kernel", "warmup_kernel", "adamw_kernel")
+
+
+def use_path(path: str, monkeypatch) -> dict:
+    """Take the fast path's ``path``: ``numba`` (its kernels), ``numpy`` (its NumPy passes in
+    one block of neurons) or ``numpy-N`` (in blocks of N). Returns the kernels' call counts."""
+    if path == "numba" and not fast_kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install -e .[fast])")
+    monkeypatch.setattr(fast_kernels, "AVAILABLE", path == "numba")
+    if path.startswith("numpy-"):
+        monkeypatch.setattr(fast, "BLOCK", int(path.split("-")[1]))
+    calls = dict.fromkeys(KERNELS, 0)
+
+    def counted(name, kernel):
+        def call(*args):
+            calls[name] += 1
+            return kernel(*args)
+        return call
+
+    for name in KERNELS:
+        monkeypatch.setattr(fast_kernels, name, counted(name, getattr(fast_kernels, name)))
+    return calls
+
+
+def check_calls(path: str, calls: dict, names=KERNELS) -> None:
+    """The kernels ran on the numba path, and none on the NumPy one."""
+    for name in names:
+        assert (calls[name] > 0) == (path == "numba"), (name, calls)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 @pytest.mark.parametrize("grad", GRADS, ids=lambda g: f"{g.reading}-{g.sensitivity_bound}-{g.warmup}")
 @pytest.mark.parametrize("v_th", [1.0, 0.3])
-@pytest.mark.parametrize("block", [fast.BLOCK, 37])
-def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th, block, monkeypatch):
+@pytest.mark.parametrize("path", ["numba", "numpy", "numpy-37"])
+def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th, path, monkeypatch):
     """Every field of the state and δ; V_th = 0.3 (not a float32) with currents exactly at
     float32(0.3), where comparing in another precision than the plain path would differ;
-    the 231 neurons in one block, or in blocks of 37 (the last one shorter)."""
-    monkeypatch.setattr(fast, "BLOCK", block)
+    the numba kernels, or the NumPy passes with the 231 neurons in one block or in blocks
+    of 37 (the last one shorter)."""
+    calls = use_path(path, monkeypatch)
     rng = np.random.default_rng(3)
     neuron = NeuronParams(reset=reset, v_th=v_th)
     x = currents(rng, (6, 7, 33), dtype) * v_th                           # (T, B, N)
@@ -70,6 +107,7 @@ def test_lif_forward_and_backward_bit_identical(dtype, reset, grad, v_th, block,
     for name in ("u", "du", "s", "a"):
         assert same_bits(getattr(st_f, name), getattr(st, name)), name
     assert same_bits(d_f, d)
+    check_calls(path, calls, KERNELS[:3] if grad.warmup else KERNELS[:2])
 
 
 def test_select_is_where_bit_for_bit():
@@ -138,12 +176,12 @@ def train_both(make, dtype, static, grad_clip, weight_clamp, steps=4):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("block", [fast.BLOCK, 101])
-def test_train_step_bit_identical_over_steps(make, static, dtype, block, monkeypatch):
+@pytest.mark.parametrize("path", ["numba", "numpy", "numpy-101"])
+def test_train_step_bit_identical_over_steps(make, static, dtype, path, monkeypatch):
     """Four steps of the whole training step (forward, loss, backward, clip, AdamW with its
-    moments, clamp): weights, m, v, losses and counts equal bit for bit; the layers' neurons
-    in one block each, or in blocks of 101."""
-    monkeypatch.setattr(fast, "BLOCK", block)
+    moments, clamp): weights, m, v, losses and counts equal bit for bit; the numba kernels,
+    or the NumPy passes with the layers' neurons in one block each or in blocks of 101."""
+    calls = use_path(path, monkeypatch)
     (net_p, opt_p, res_p), (net_f, opt_f, res_f) = train_both(make, dtype, static, CLIP, 0.3)
     assert res_p == res_f
     assert opt_p.step_count == opt_f.step_count == 4
@@ -155,6 +193,7 @@ def test_train_step_bit_identical_over_steps(make, static, dtype, block, monkeyp
             assert same_bits(opt_p.v[i][name], opt_f.v[i][name]), (i, name, "v")
             clamped += int(np.sum(np.abs(lp[name]) == 0.3))
     assert clamped > 0                                                    # the clamp acted
+    check_calls(path, calls)
 
 
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
@@ -179,21 +218,49 @@ def test_other_backwards_take_the_plain_path(backward):
     assert fast.fast_path_applies(net, "tsslbp", None)
 
 
-def test_update_fast_equals_clip_step_clamp():
-    """Parameters of any layout, gradients clipped: the same bits as the three plain calls."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+def test_update_fast_equals_clip_step_clamp(dtype, path, monkeypatch):
+    """Parameters of any layout, gradients clipped: the same bits as the three plain calls.
+    W and its gradient Fortran-ordered (one element order: the kernel takes them), U
+    Fortran-ordered with a C-ordered gradient (the kernel cannot: AdamW.update does), V
+    C-ordered; weight decay on and off."""
     from snnsim.training.optim import clamp_weights, clip_grad_norm
+    calls = use_path(path, monkeypatch)
     rng = np.random.default_rng(2)
-    base = rng.standard_normal((3, 1000))
-    params = [{"W": np.asfortranarray(rng.standard_normal((30, 20))), "V": base.copy()}]
-    twin = [{k: v.copy(order="K") for k, v in params[0].items()}]
-    opt_p, opt_f = AdamW(params, lr=0.1), AdamW(twin, lr=0.1)
-    for _ in range(3):
-        grads = [{k: rng.standard_normal(v.shape) for k, v in params[0].items()}]
-        grads_f = [{k: v.copy() for k, v in grads[0].items()}]
-        clip_grad_norm(grads, 1.0)
-        opt_p.step(grads)
-        clamp_weights(params, -1.0, 1.0)
-        fast.update_fast(opt_f, grads_f, 1.0, 1.0)
-    for k in params[0]:
-        assert same_bits(params[0][k], twin[0][k])
-        assert same_bits(opt_p.v[0][k], opt_f.v[0][k])
+    base = rng.standard_normal((3, 1000)).astype(dtype)
+    params = [{"W": np.asfortranarray(rng.standard_normal((30, 20)).astype(dtype)),
+               "U": np.asfortranarray(rng.standard_normal((20, 10)).astype(dtype)), "V": base.copy()}]
+    layout = {"W": np.asfortranarray, "U": np.ascontiguousarray, "V": np.ascontiguousarray}
+    for weight_decay in (0.01, 0.0):
+        ps = [{k: v.copy(order="K") for k, v in params[0].items()}]
+        twin = [{k: v.copy(order="K") for k, v in params[0].items()}]
+        opt_p = AdamW(ps, lr=0.1, weight_decay=weight_decay)
+        opt_f = AdamW(twin, lr=0.1, weight_decay=weight_decay)
+        for _ in range(3):
+            grads = [{k: layout[k](rng.standard_normal(v.shape).astype(dtype))
+                      for k, v in params[0].items()}]
+            grads_f = [{k: v.copy(order="K") for k, v in grads[0].items()}]
+            clip_grad_norm(grads, 1.0)
+            opt_p.step(grads)
+            clamp_weights(ps, -1.0, 1.0)
+            fast.update_fast(opt_f, grads_f, 1.0, 1.0)
+        for k in params[0]:
+            assert same_bits(ps[0][k], twin[0][k]), k
+            assert same_bits(opt_p.m[0][k], opt_f.m[0][k]), k
+            assert same_bits(opt_p.v[0][k], opt_f.v[0][k]), k
+        assert np.any(np.abs(ps[0]["V"]) == 1.0)                          # the clamp acted
+    assert calls["adamw_kernel"] == (2 * 3 * 2 if path == "numba" else 0)   # W and V, not U
+
+
+def test_without_numba_the_numpy_passes_serve():
+    """numba not importable: :data:`snnsim.fast_kernels.AVAILABLE` is False and the fast step
+    runs (on its NumPy passes; their equality to the plain path is tested above)."""
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from snnsim import fast_kernels\n"
+            "assert not fast_kernels.AVAILABLE\n"
+            "from tests.test_fast import mlp, train_both\n"
+            "(_, _, plain), (_, _, fast) = train_both(mlp, 'float32', True, 1.0, 0.3, steps=2)\n"
+            "assert plain == fast, (plain, fast)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)

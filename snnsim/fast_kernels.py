@@ -1,0 +1,173 @@
+"""Fused loops of the CPU fast path, compiled by numba (optional: ``pip install snnsim[fast]``).
+
+Each kernel is one loop over the neurons (or the weights) that does, per element, the
+arithmetic of several plain functions in the order they do it, in the array's dtype:
+every constant is passed in as a scalar of that dtype (a Python float meets a float32
+array as a float32, NumPy's rule), no ``fastmath`` (no reassociation, no contraction to
+fused multiply-adds), IEEE division (``error_model="numpy"``: x/0 is ±inf, not an
+exception). The results are the plain path's bit for bit, in float32 and float64
+(``tests/test_fast.py``). What a kernel cannot reproduce bit for bit stays NumPy: the
+exp of the warm-up's σ' (numba's exp is the C library's, NumPy's float32 exp its own SIMD
+code: on 10⁶ float32 z in [-8, 8], 39 % differed in the last bit).
+
+:mod:`snnsim.fast` calls them where :data:`AVAILABLE` (numba is installed) and runs its
+NumPy passes otherwise. Compiled code is cached on disk (``cache=True``): the first call of
+each kernel and dtype compiles it once per machine, later processes load it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+
+    # numba's first compile (or cache load) loads SciPy's BLAS for its own np.dot and
+    # np.linalg (numba.np.arraymath); loaded now, at import, it comes under the BLAS thread
+    # count a run sets at its start (snnsim.training.threads), not OpenBLAS's default.
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError:                      # the NumPy passes of snnsim.fast serve instead
+    numba = None
+
+#: numba is installed: :mod:`snnsim.fast` runs these kernels (tests switch it off).
+AVAILABLE = numba is not None
+
+
+def _jit(f):
+    """Compile ``f`` with numba where it is installed (IEEE arithmetic, cached on disk)."""
+    if numba is None:
+        return f
+    return numba.njit(cache=True, error_model="numpy")(f)
+
+
+# --- the LIF forward: snnsim.neuron ---------------------------------------------------------
+@_jit
+def lif_forward_kernel(x, u, du, s, a, u_reset, a_prev, theta_m, v_th, theta_s, decay_s,
+                       zero_reset):
+    """One LIF layer's forward, :func:`snnsim.neuron.lif_forward`: ``(T, n)`` arrays in (``x``)
+    and out (``u``, ``du``, ``s``, ``a``), :func:`lif_forward_step` for t = 0..T-1 from
+    ū[-1] = a[-1] = 0; ``u_reset``, ``a_prev`` ``(n,)`` scratch, the carries ū[t-1], a[t-1]."""
+    zero = x.dtype.type(0.0)
+    u_reset[:] = zero
+    a_prev[:] = zero
+    for t in range(x.shape[0]):
+        lif_forward_step(x[t], u[t], du[t], s[t], a[t], u_reset, a_prev, theta_m, v_th, theta_s,
+                         decay_s, zero_reset)
+
+
+@_jit
+def lif_forward_step(x, u, du, s, a, u_reset, a_prev, theta_m, v_th, theta_s, decay_s,
+                     zero_reset):
+    """Step t of every neuron, ``(n,)`` arrays; ``decay_s`` = 1 - θs. Per neuron, as
+    :func:`snnsim.neuron.lif_forward` calls them:
+
+    - charge (4), :func:`~snnsim.neuron.membrane_update`: Δu = x - θm ū;  u = ū + Δu
+    - fire (5), :func:`~snnsim.neuron.fire`: s = u > V_th
+    - reset, :func:`~snnsim.neuron.reset_membrane`: ū = where(s, 0, u) or u - V_th s
+    - synapse (2), :func:`~snnsim.neuron.psc_update`: a = (1-θs) a[t-1] + θs s
+
+    (One step of all neurons per loop, a function of its own, the carries in scratch rows:
+    so the compiler runs the neurons on SIMD lanes, the selections as blends. The same loop
+    body nested inside the loop over t ran 5-10x slower, unvectorised.)
+    """
+    zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
+    for j in range(x.shape[0]):
+        d = x[j] - theta_m * u_reset[j]
+        v = u_reset[j] + d
+        spike = v > v_th
+        s_f = one if spike else zero
+        u_reset[j] = (zero if spike else v) if zero_reset else v - v_th * s_f
+        a_prev[j] = decay_s * a_prev[j] + theta_s * s_f
+        du[j], u[j], s[j], a[j] = d, v, spike, a_prev[j]
+
+
+# --- the TSSL-BP backward: snnsim.tsslbp ----------------------------------------------------
+@_jit
+def lif_backward_kernel(g, u, du, s, G, S, Z, S_next, G_next, theta_s, decay_s, neg_c, decay_m,
+                        b, through, bound, v_th, zero_reset, warmup, width, z_clip):
+    """δ of one LIF layer (without the warm-up's replacement) into ``G``, the reverse
+    recursion of :func:`snnsim.tsslbp.lif_backward`: ``(T, n)`` arrays,
+    :func:`lif_backward_step` for t = T-1..0 from S[T] = G[T] = 0; ``S_next``, ``G_next``
+    ``(n,)`` scratch, the carries S[t+1], G[t+1]."""
+    zero = g.dtype.type(0.0)
+    S_next[:] = zero
+    G_next[:] = zero
+    for t in range(g.shape[0] - 1, -1, -1):
+        lif_backward_step(g[t], u[t], du[t], s[t], G[t], S[t], Z[t], S_next, G_next, theta_s,
+                          decay_s, neg_c, decay_m, b, through, bound, v_th, zero_reset, warmup,
+                          width, z_clip)
+
+
+@_jit
+def lif_backward_step(g, u, du, s, G, S, Z, S_next, G_next, theta_s, decay_s, neg_c, decay_m, b,
+                      through, bound, v_th, zero_reset, warmup, width, z_clip):
+    """Step t of every neuron's backward, ``(n,)`` arrays. Per neuron:
+
+    - S = θs g + (1-θs) S[t+1]  (9), (12)  -> ``S``         :func:`~snnsim.tsslbp.psc_reverse_sum`
+    - leak = (1-θm) G[t+1]  (4)                            :func:`~snnsim.tsslbp.leak_path`
+    - ∂t/∂u = clip(-1/Δu, ±bound)  (12)                   :func:`~snnsim.tsslbp.spike_time_sensitivity`
+    - at a spike G = -c S ∂t/∂u  (11)  +  G[t+1] b R ∂t/∂u  (13)  +  through · leak
+      (:func:`~snnsim.tsslbp.phi_inter`, :func:`~snnsim.tsslbp.phi_intra`,
+      :func:`~snnsim.tsslbp.reset_passthrough`); silent: G = leak  -> ``G``
+
+    ``neg_c`` = -c of :func:`~snnsim.tsslbp.psc_shift_scale`, ``b`` of
+    :func:`~snnsim.tsslbp.reset_shift_coefficient`, ``through`` of
+    :func:`~snnsim.tsslbp.reset_passthrough`, R = u (zero reset) or V_th; ``bound`` = inf
+    for none (the clip then changes nothing). With ``warmup``:
+    z = clip((V_th - u)/w, ±z_clip) of :func:`~snnsim.tsslbp.warmup_surrogate` -> ``Z``.
+    """
+    minus_one = g.dtype.type(-1.0)
+    for j in range(g.shape[0]):
+        S_j = theta_s * g[j] + decay_s * S_next[j]
+        leak = decay_m * G_next[j]
+        dt_du = minus_one / du[j]
+        dt_du = -bound if dt_du < -bound else (bound if dt_du > bound else dt_du)
+        R = u[j] if zero_reset else v_th
+        at_spike = neg_c * S_j * dt_du + G_next[j] * b * R * dt_du + through * leak
+        G_next[j] = at_spike if s[j] else leak
+        S_next[j] = S_j
+        G[j], S[j] = G_next[j], S_j
+        if warmup:
+            z = (v_th - u[j]) / width
+            Z[j] = -z_clip if z < -z_clip else (z_clip if z > z_clip else z)
+
+
+@_jit
+def warmup_kernel(delta, S, a, ez, warm_below, width):
+    """δ = σ'(u) S where a < 1/(4τs) (``warm_below``), ``delta`` elsewhere   (S 2.3), flat
+    arrays: σ' = e^z / (w (1 + e^z)²) as :func:`snnsim.tsslbp.warmup_surrogate`
+    (``ez`` = e^z), times S, as :func:`snnsim.tsslbp.warmup_replace`."""
+    one = delta.dtype.type(1.0)
+    for i in range(delta.size):
+        one_plus = one + ez[i]
+        warm = ez[i] / (width * one_plus * one_plus) * S[i]
+        delta[i] = warm if a[i] < warm_below else delta[i]
+
+
+# --- clip's scaling, AdamW and the clamp: snnsim.training.optim -----------------------------
+@_jit
+def adamw_kernel(p, g, m, v, scaled, scale, decayed, decay, one_minus_beta1, beta2,
+                 one_minus_beta2, inv_sqrt_bc2, eps, step_size, clamped, clamp):
+    """One walk over the flat parameter ``p`` with its gradient g and moments m, v:
+
+    - the clip's scaling (:func:`~snnsim.training.optim.clip_grad_norm`): g·scale, if ``scaled``
+      (the scaled g is used, not written back);
+    - :meth:`~snnsim.training.optim.AdamW.update`, in its order: p (1 - lr λ) if ``decayed``;
+      m + (1-β1)(g - m);  β2 v + (1-β2) g²;  p - step_size · m / (√v / √(1-β2^t) + ε);
+    - the clamp (:func:`~snnsim.training.optim.clamp_weights`) to ±``clamp``, if ``clamped``.
+    """
+    for i in range(p.size):
+        g_i = g[i] * scale if scaled else g[i]
+        p_i = p[i] * decay if decayed else p[i]
+        m_i = m[i] + (g_i - m[i]) * one_minus_beta1
+        v_i = v[i] * beta2 + (g_i * g_i) * one_minus_beta2
+        p_i = p_i - m_i / (np.sqrt(v_i) * inv_sqrt_bc2 + eps) * step_size
+        if clamped:
+            if p_i < -clamp:
+                p_i = -clamp
+            elif p_i > clamp:
+                p_i = clamp
+        p[i], m[i], v[i] = p_i, m_i, v_i
+
+
+__all__ = ["AVAILABLE", "adamw_kernel", "lif_backward_kernel", "lif_backward_step",
+           "lif_forward_kernel", "lif_forward_step", "warmup_kernel"]
