@@ -17,8 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+# the fast extra: numba kernels of the NumPy training step (snnsim/fast_kernels.py);
+# the test extra includes it
+testing=""
+extras="[fast]"
+[ "${1:-}" = "--test" ] && testing=1 && extras="[test]"
 PY=${PYTHON:-python3}
 VENV=${SNNSIM_VENV:-.venv}
 
@@ -45,7 +48,7 @@ fi
 
 # --test: data-parallel tests need an MPI (mpi4py builds against it: mpicc), the
 # study's PostgreSQL test a PostgreSQL server (initdb, pg_ctl).
-if [ -n "$extras" ]; then
+if [ -n "$testing" ]; then
   if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpiexec >/dev/null 2>&1; then
     apt_install openmpi-bin libopenmpi-dev \
       || echo "note: install an MPI (openmpi-bin libopenmpi-dev); the MPI tests will skip"
