@@ -37,6 +37,17 @@ def test_bench_writes_all_figures(tmp_path, capsys, monkeypatch):
     assert len(calls) == 2 * 2 + 2 * 2
 
 
+def test_the_recorded_command_names_no_path_of_this_machine(tmp_path, monkeypatch):
+    """Run as ``python3 -m snnsim.bench`` (sys.argv[0] is the module's absolute path): the
+    JSON records the command as it is typed, not that path."""
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(bench.sys, "argv", ["/abs/path/snnsim/bench.py", "--experiments", "mlp",
+                                            *QUICK, "--no-baseline", "--out", str(out)])
+    assert bench.main() == 0
+    argv = json.loads(out.read_text())["argv"]
+    assert argv[0] == "python3 -m snnsim.bench" and "/abs/path" not in " ".join(argv)
+
+
 def test_quick_default_and_full_plans():
     p = bench.make_parser()
     quick = bench.plan(p.parse_args([]))

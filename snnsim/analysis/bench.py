@@ -340,7 +340,7 @@ def main(argv=None) -> int:
     if threads_note:
         print(threads_note)
     jobs = plan(args)
-    results = {"argv": sys.argv if argv is None else ["python3 -m snnsim.bench", *argv],
+    results = {"argv": ["python3 -m snnsim.bench", *(sys.argv[1:] if argv is None else argv)],
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
                "blas_threads": {v: os.environ.get(v) for v in BLAS_THREAD_VARS},
                "devices": devices, "runs": [], "memory_sweep": [], "phases": []}
