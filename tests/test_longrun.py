@@ -51,6 +51,7 @@ def test_section_ranks_and_compares_against_the_authors(tmp_path):
     assert "best-epoch accuracy +1.00 points" in line and "a significant difference" in line
     assert "final-epoch accuracy +0.00 points" in line and "not significant" in line
     assert "preset=paper" not in text
+    assert "with 3 seeds per variant" in text
 
 
 def test_no_section_without_two_variants(tmp_path):

@@ -110,3 +110,26 @@ def test_the_code_of_a_run_is_named(tmp_path, attrs, shown):
     recs = json.loads((out / "results.json").read_text())
     assert {tuple(r["commit"]) for r in recs if r["source"] == "snnsim"} == {(shown,)}
     assert f"; commit {shown}." in (out / "results.md").read_text()
+
+
+def test_runs_of_other_commits_keep_the_earlier_figures(tmp_path):
+    """New runs of an experiment replace its record; made at another commit, the old
+    record stays, renamed '... (earlier commits)', with the paper row beside it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _run(tmp_path / "old", 0, [0.80, 0.90], {"git_commit": "old"})
+    make_results.main([str(tmp_path / "old"), "--device", "cpu", "--out-dir", str(out)])
+    _run(tmp_path / "new", 0, [0.85], {"git_commit": "new"})
+    make_results.main([str(tmp_path / "new"), "--device", "cpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    snn = {r["experiment"]: r for r in recs if r["source"] == "snnsim" and r["metric"] == "best_mean"}
+    assert snn["fashion_mnist_mlp"]["value"] == 85.0 and snn["fashion_mnist_mlp"]["commit"] == ["new"]
+    assert snn["fashion_mnist_mlp (earlier commits)"]["value"] == 90.0
+    text = (out / "results.md").read_text()
+    section = text.split("## fashion_mnist_mlp (earlier commits)")[1].split("## ")[0]
+    assert "| paper | not reported | 89.75 ± 0.03 | 89.80 |" in section
+    # the same commit again: replaced, no second earlier record
+    make_results.main([str(tmp_path / "new"), "--device", "cpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    assert sorted({r["experiment"] for r in recs if r["source"] == "snnsim"}) == [
+        "fashion_mnist_mlp", "fashion_mnist_mlp (earlier commits)"]

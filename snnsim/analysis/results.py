@@ -135,8 +135,9 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
     experiments = list(dict.fromkeys(r["experiment"] for r in records if r["source"] == "snnsim"))
     for exp in experiments:
         recs = {(r["source"], r["metric"]): r for r in records if r["experiment"] == exp}
+        base = exp.removesuffix(EARLIER).split("+")[0]
         recs.update({("paper", r["metric"]): r for r in records
-                     if r["experiment"] == exp.split("+")[0] and r["source"] == "paper"})
+                     if r["experiment"] == base and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
         lines += [f"## {exp}", "",
                   f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), "
@@ -170,14 +171,29 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
     return "\n".join(lines)
 
 
+#: Appended to the experiment of kept records that newer runs of other commits replace.
+EARLIER = " (earlier commits)"
+
+
 def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
-    """``new`` records, after those of ``kept`` for experiments that ``new`` does not
-    have (a paper record is kept once per experiment)."""
+    """``new`` records, after those of ``kept`` for experiments that ``new`` does not have
+    (a paper record is kept once per experiment). A kept snnsim record of an experiment
+    that ``new`` has again, made by none of the new runs' commits, stays as
+    ``<experiment> (earlier commits)``: newer runs do not erase older figures."""
     new_keys = {(r["experiment"], r["source"]) for r in new}
-    out = [r for r in kept if (r["experiment"], r["source"]) not in new_keys]
+    new_commits: dict[str, set] = {}
+    for r in new:
+        if r["source"] == "snnsim":
+            new_commits.setdefault(r["experiment"], set()).update(r.get("commit") or [])
+    out = []
+    for r in kept:
+        if (r["experiment"], r["source"]) not in new_keys:
+            out.append(r)
+        elif r["source"] == "snnsim" and not set(r.get("commit") or []) & new_commits[r["experiment"]]:
+            out.append({**r, "experiment": r["experiment"] + EARLIER})
     return out + new
 
 
-__all__ = ["PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
+__all__ = ["EARLIER", "PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
            "experiment_name", "markdown", "mean_std", "merge_records", "paper_records", "read_run",
            "records_for"]

@@ -96,10 +96,14 @@ def long_run_section(results_json: Path) -> str | None:
         rows.append(f"| `{v}` | {len(rec['runs'])} | {rec['epochs']} | {_ms(bests)} | {max(bests):.2f} "
                     f"| {_ms(finals)} |")
     ranked = sorted(runs, key=lambda v: -statistics.mean(r["best"] for r in runs[v]["runs"]))
+    counts = sorted({len(rec["runs"]) for rec in runs.values()})
+    seeds = "-".join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts))
     lines = ["| backward | runs | epochs | best (mean ± std) | best (max) | final (mean ± std) |",
              "|---|---|---|---|---|---|", *rows, "",
              "Ranked by mean best-epoch accuracy: " + " > ".join(f"`{v}`" for v in ranked) + ".", "",
-             *comparison_lines(runs)]
+             *comparison_lines(runs), "",
+             f"The comparisons use Welch's t-test on the per-seed values (two-sided); with {seeds} "
+             "seeds per variant, only large differences are detectable."]
     return "\n".join(lines) + "\n"
 
 

@@ -505,8 +505,7 @@ def build_report(out: Path, plots: Path, cmd: str = "python3 -m snnsim.fidelity 
     long_run = long_run_section(out / "results.json")
     if long_run:
         parts.append(fill("long_run", table=long_run, study_cmd=LONG_RUN_STUDY_CMD,
-                          results_cmd=LONG_RUN_RESULTS_CMD,
-                          n_note="with five seeds each, only large differences are detectable"))
+                          results_cmd=LONG_RUN_RESULTS_CMD))
     if r:
         cmd = r.get("cmd", "python3 -m snnsim.fidelity random")
         parts.append(f"Random networks (the core-engine check): `{cmd}`, "
