@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,7 +35,13 @@ if str(REPO) not in sys.path:                       # run as a script from anywh
 from reference import make_results  # noqa: E402
 from snnsim import study as study_mod  # noqa: E402
 from snnsim.analysis import plots  # noqa: E402
-from snnsim.analysis.record import count_distributions, network_from_checkpoint, record_dataset  # noqa: E402
+from snnsim.analysis.record import (  # noqa: E402
+    checkpoint_meta,
+    count_distributions,
+    network_from_checkpoint,
+    record_dataset,
+    save_recording,
+)
 from snnsim.fidelity import cli as fidelity_cli  # noqa: E402
 from snnsim.fidelity.longrun import variant_of  # noqa: E402
 
@@ -64,10 +71,11 @@ def sparsity_rows(variant: str, folder: Path, best: float, out: Path,
     """Record the run's best network on the first test samples; draw Fig. 7 into
     ``out/sparsity_<variant>/``; one table row per layer and one for the network."""
     net, cfg, _ = network_from_checkpoint(folder / "best.h5", backend="numpy")
-    rec = record_dataset(net, cfg, SPARSITY_SAMPLES, "test", data_dir=data_dir)
-    plots.main(["sparsity", str(folder / "best.h5"), "--samples", str(SPARSITY_SAMPLES),
-                "--out", str(out / f"sparsity_{variant}"), "--formats", "png"]
-               + (["--data-dir", data_dir] if data_dir else []))
+    rec = record_dataset(net, cfg, SPARSITY_SAMPLES, "test", data_dir=data_dir,
+                         meta={"source": str(folder / "best.h5"), **checkpoint_meta(folder / "best.h5")})
+    with tempfile.TemporaryDirectory() as tmp:      # the figure from this recording, not a second one
+        path = save_recording(Path(tmp) / "recording.h5", rec)
+        plots.main(["sparsity", str(path), "--out", str(out / f"sparsity_{variant}"), "--formats", "png"])
     rows = []
     for name, pct in count_distributions(rec).items():
         mean_spikes = sum(k * p for k, p in enumerate(pct)) / 100.0

@@ -17,6 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ..analysis.results import mean_std
 from ..variants import DEFAULT_BACKWARD
 
 BASE = "fashion_mnist_mlp"
@@ -47,9 +48,8 @@ def long_runs(records: list[dict]) -> dict[str, dict]:
 
 
 def _ms(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    mean, std = mean_std(values)
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float | None]:
