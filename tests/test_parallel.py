@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -144,3 +145,72 @@ def test_shards_cover_every_batch_once():
     shard_batch(aug, np.arange(4), g1, 0, 2)
     shard_batch(aug, np.arange(4), g2, 1, 2)
     assert g1.bit_generator.state == g2.bit_generator.state
+
+
+def mpi_train(argv, timeout_s: float = 120):
+    """``mpiexec -n 2 python3 -m snnsim.train ARGV --data-parallel``: the finished process
+    (a hang fails the test after ``timeout_s``, ranks killed)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **MPI_ENV}
+    return procs.run([_mpiexec(), "-n", "2", "--oversubscribe", "--bind-to", "none",
+                      sys.executable, "-m", "snnsim.train", *argv, "--data-parallel"],
+                     timeout_s, cwd=REPO, env=env)
+
+
+@needs_mpi
+def test_a_refusal_by_rank_0_alone_stops_every_rank(data_dir, tmp_path):
+    """Rank 0 alone checks the run folder: its refusal (a folder that holds a run, an
+    --out that is a file) must end rank 1 too, with exit status 2 and one error line,
+    instead of leaving it in the first Allreduce (it hung before) or aborting with a
+    traceback."""
+    train(args(data_dir, tmp_path / "run", 1), None)
+    (tmp_path / "file").write_text("")
+    for out, message in ((tmp_path / "run", "already holds a run"),
+                         (tmp_path / "file", "exists and is not a folder")):
+        proc = mpi_train(args(data_dir, out, 1))
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("snnsim.train:")]
+        assert len(errors) == 1 and message in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]
+
+
+def _rank_pids(proc) -> dict[int, int]:
+    """{MPI rank: pid} of the ranks ``mpiexec`` (``proc``) started (Linux /proc)."""
+    ranks = {}
+    for pid in procs.session_members(proc.pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in environ:
+            if item.startswith(b"OMPI_COMM_WORLD_RANK="):
+                ranks[int(item.split(b"=", 1)[1])] = pid
+    return ranks
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks in /proc")
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(data_dir, tmp_path):
+    """SIGTERM to rank 1 alone (a scheduler that signals one node, say): every rank stops
+    after the same step, rank 0 says where the last checkpoint is, and the run resumes.
+    Before the stop request was shared, rank 1 left and rank 0 waited in the next
+    Allreduce for ever; with rank 1's own request read between the shared check and its
+    raise, it still did once in a few runs."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **MPI_ENV}
+    argv = args(data_dir, out, 500)          # far more epochs than the test waits for
+    proc = procs.start([_mpiexec(), "-n", "2", "--oversubscribe", "--bind-to", "none",
+                        sys.executable, "-m", "snnsim.train", *argv, "--data-parallel"],
+                       cwd=REPO, env=env)
+    procs.wait_for((out / "checkpoint.h5").exists, proc, 120, "the first epoch's checkpoint")
+    ranks = _rank_pids(proc)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)
+    stdout, stderr = procs.finish(proc, 120)     # a rank left waiting: killed, test failed
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "terminated (SIGTERM)" in stdout and "Resume with" in stdout
+    epoch = load_checkpoint(out / "checkpoint.h5")["epoch"]
+    assert 1 <= epoch < 500
+    done = mpi_train(["--resume", str(out), f"--epochs={epoch + 1}", "--progress=false"])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert load_checkpoint(out / "checkpoint.h5")["epoch"] == epoch + 1

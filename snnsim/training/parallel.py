@@ -11,6 +11,11 @@ one ``Allreduce`` of one flat buffer makes it, and then clipping, AdamW and the
 weight clamp make the same step on every rank that one process makes (up to
 the order of the floating-point sum). Rank 0 alone writes the run folder.
 
+Rank 0 alone checks, locks and writes the run folder; its refusal reaches the
+other ranks through :meth:`DataParallel.agree`. A stop request (SIGINT, SIGTERM)
+is shared after every step (:meth:`DataParallel.check_stop`), so a signal to any
+rank stops all of them after the same step.
+
 Nothing in a checkpoint depends on N (weights, optimizer moments, the run's
 generator), so a run resumes with any N, or without MPI. Two caveats:
 
@@ -35,8 +40,7 @@ import traceback
 
 import numpy as np
 
-from ..datasets.errors import DatasetError
-from .checkpoint import CheckpointError
+from ..cli import EXIT_DIVERGED, EXIT_USAGE
 from .config import ConfigError
 
 
@@ -51,6 +55,7 @@ class DataParallel:
         self.xp = xp
         self._buf = None        # the flat gradient buffer, (P,), allocated at the first step
         self._nccl = None
+        self.agreed = False     # set by agree(): every rank's setup has succeeded
         if xp is not np:
             self._nccl = self._start_nccl()
 
@@ -82,20 +87,60 @@ class DataParallel:
                               f"batches of {batch_size} has {last}: change batch_size or "
                               "train_subset")
 
+    def agree(self, error: BaseException | None = None) -> None:
+        """Collective, called by every rank once its setup is done (``error`` None) or
+        has failed with a user error (``error``): rank 0 alone checks and locks the run
+        folder, so the others must learn of its refusal instead of waiting for it in
+        the first Allreduce. If any rank failed, every rank leaves: the first failed
+        rank raises its error (one line, exit status 2), the others exit 2 quietly."""
+        failed = self.comm.allgather(error is not None)
+        self.agreed = True
+        if not any(failed):
+            return
+        if error is not None and self.rank == failed.index(True):
+            raise error
+        raise SystemExit(EXIT_USAGE)
+
+    def check_stop(self, stop) -> None:
+        """``stop.check()`` (a :class:`~snnsim.training.runfolder.StopRequest`) made
+        collective: a signal reaches the ranks at different moments, or only one of
+        them, so every rank stops after the same step if any rank was asked to (the
+        largest signal number wins: SIGTERM over SIGINT)."""
+        from .runfolder import stop_exception
+        signum = self.comm.allreduce(int(stop.signum or 0), op=self.MPI.MAX)
+        if signum:     # (the agreed value only: a signal during the Allreduce waits a step)
+            stop.requested, stop.signum = True, signum
+            raise stop_exception(signum)
+
     @contextlib.contextmanager
     def abort_on_crash(self):
-        """An unexpected exception on one rank aborts them all (instead of leaving the
-        others waiting in an Allreduce); errors every rank meets alike pass through."""
+        """An exception on one rank must not leave the others waiting in an Allreduce.
+        Before :meth:`agree` a user error goes through it (every rank exits with 2, one
+        line); after it, and for any other exception, the rank prints the error (one
+        line for a user error or a divergence, else the traceback) and ``MPI_Abort``
+        ends every rank with the exit status the run would have had alone (2, 3, 1)."""
+        from ..cli import error_line, user_errors
+        from .guard import DivergenceError
         try:
             yield
-        except (ConfigError, CheckpointError, DatasetError):
-            raise
-        except Exception:
+        except Exception as exc:
             if self.size == 1:
                 raise
-            traceback.print_exc()
+            user = isinstance(exc, user_errors())
+            if user and not self.agreed:
+                self.agree(exc)
+            where = "" if self.root else f" (rank {self.rank})"
+            if isinstance(exc, DivergenceError):
+                print(f"snnsim.train: diverged{where}: {error_line(exc)}", file=sys.stderr)
+                code = EXIT_DIVERGED
+            elif user:
+                print(f"snnsim.train: error{where}: {error_line(exc)}", file=sys.stderr)
+                code = EXIT_USAGE
+            else:
+                traceback.print_exc()
+                code = 1
             sys.stderr.flush()
-            self.comm.Abort(1)
+            self.comm.Abort(code)
 
     def allreduce_grads(self, grads: list[dict]) -> None:
         """Replace every rank's gradients (per layer ``{name: array}``) by their sum over

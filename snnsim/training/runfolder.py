@@ -170,10 +170,12 @@ class StopRequest:
 
     def check(self) -> None:
         if self.requested:
-            raise _stop_exception(self.signum)
+            raise stop_exception(self.signum)
 
 
-def _stop_exception(signum) -> KeyboardInterrupt:
+def stop_exception(signum) -> KeyboardInterrupt:
+    """The exception of a stop by ``signum``: :class:`Terminated` for SIGTERM, else
+    KeyboardInterrupt."""
     return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -193,7 +195,7 @@ def sigterm_as_interrupt():
 
     def handler(signum, frame):
         if stop.requested:
-            raise _stop_exception(signum)
+            raise stop_exception(signum)
         stop.requested, stop.signum = True, signum
     previous = {}
     try:
@@ -213,4 +215,4 @@ def sigterm_as_interrupt():
 __all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
            "adopt_best", "best_epoch_on_disk", "check_new_run_folder", "clean_leftovers",
            "locked", "promote", "remove_files", "remove_if_only_lock", "repair_best",
-           "sigterm_as_interrupt"]
+           "sigterm_as_interrupt", "stop_exception"]

@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import re
 import sys
@@ -341,6 +342,9 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         removed = runfolder.clean_leftovers(run_dir)
         if removed:
             log(f"removed {len(removed)} temporary file(s) a killed run left in {run_dir}")
+    if dp is not None:
+        dp.check_batches(len(train_split), cfg.batch_size)
+        dp.agree()          # rank 0's folder checks passed (else every rank leaves here)
     log("snnsim.train: resolved config")
     log(cfg.format())
     log("data files read:\n" + provenance.describe(data_files))
@@ -384,7 +388,6 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     log(f"data {cfg.dataset}: {n_train} train / {n_test} test samples, {per_epoch} batches of "
         f"{cfg.batch_size} per epoch; backend {cfg.backend} {cfg.dtype}; run folder {run_dir}")
     if dp is not None:
-        dp.check_batches(n_train, cfg.batch_size)
         log(f"data-parallel over {dp.size} MPI ranks: {cfg.batch_size} samples per batch split "
             f"across them, gradients summed with one Allreduce per step")
     best = max((row["test_acc"] for row in history), default=-1.0)
@@ -396,6 +399,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     bar = None
     try:
         with runfolder.sigterm_as_interrupt() as stop:
+            check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not cfg.progress, leave=False, dynamic_ncols=True)
@@ -411,7 +415,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                         L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
                                           dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
                     guard.check_step(net, opt, L, epoch + 1, i)
-                    stop.check()
+                    check_stop()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -464,7 +468,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     + (f" | {left} epoch{'s' if left != 1 else ''} left: "
                        + eta.format_estimate(eta.from_epochs(epoch_seconds, left, batch_seconds))
                        if left > 0 else ""))
-                stop.check()
+                check_stop()
     except KeyboardInterrupt as exc:
         if bar is not None:
             bar.close()
