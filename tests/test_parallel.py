@@ -214,3 +214,18 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(data_dir, tmp_
     done = mpi_train(["--resume", str(out), f"--epochs={epoch + 1}", "--progress=false"])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == epoch + 1
+
+
+@needs_mpi
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_under_mpi_ends_every_rank_with_status_3(data_dir, tmp_path):
+    """lr 1e38 in float32, clip and clamp off: the weights overflow in the first steps on
+    every rank. The ranks leave through MPI_Abort with the exit status of a diverged run
+    alone (3) and the "diverged" line, no traceback, no checkpoint."""
+    out = tmp_path / "run"
+    argv = args(data_dir, out, 2)
+    argv[argv.index("--dtype=float64")] = "--dtype=float32"
+    proc = mpi_train([*argv, "--lr=1e38", "--grad_clip=0", "--weight_clamp=0"])
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "snnsim.train: diverged" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "checkpoint.h5").exists()
