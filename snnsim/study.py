@@ -242,10 +242,16 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
 
 def pop_waiting(study):
     """Take the next WAITING trial (the storage grants each to one worker), or None.
-    Optuna's ``ask`` would create a new trial when the queue is empty; a grid must not."""
+    Optuna's ``ask`` would create a new trial when the queue is empty; a grid must not.
+    Retries of failed or interrupted trials come first (in the order of the trials they
+    retry): their runs resume from a checkpoint, and a study that is stopped again
+    should have finished them rather than started more."""
     import optuna
     from optuna.trial import Trial, TrialState
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    retry_first = sorted(waiting, key=lambda t: ("failed_trial" not in t.system_attrs,
+                                                 t.system_attrs.get("failed_trial", t.number)))
+    for t in retry_first:
         try:
             if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                 return Trial(study, t._trial_id)

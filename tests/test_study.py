@@ -329,3 +329,27 @@ def test_two_workers_on_postgresql(tmp_path, tiny_config, data_dir, postgres_url
     assert sum("created study" in out for out in outs) == 1
     assert not (study_dir / study_mod.STORAGE_FILE).exists()     # the study is in the server
     check_grid_done_once(study_dir, postgres_url)
+
+
+def test_retries_are_taken_before_new_grid_points():
+    """Two workers stopped in trials 0 and 1 of a grid of 4: their retries (trials 4, 5,
+    queued behind the grid points 2 and 3) are taken first, in the order of the trials
+    they retry, then the grid goes on. It used to start points 2 and 3 first and leave
+    the half-trained runs for last."""
+    from optuna.trial import TrialState
+    study = optuna.create_study(direction="maximize")
+    for name in "abcd":
+        study.enqueue_trial({"point": name}, skip_if_exists=False)
+    first = study_mod.pop_waiting(study)
+    second = study_mod.pop_waiting(study)
+    assert (first.number, second.number) == (0, 1)
+    for trial in (second, first):              # the later trial fails first
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(None)(
+            study, study._storage.get_trial(trial._trial_id))
+    taken = []
+    while (trial := study_mod.pop_waiting(study)) is not None:
+        taken.append(trial.number)
+    retry_of = {t.number: t.system_attrs.get("failed_trial") for t in study.get_trials()}
+    assert [retry_of[n] for n in taken[:2]] == [0, 1]     # the retries, of trial 0 then 1
+    assert taken[2:] == [2, 3]
