@@ -59,3 +59,26 @@ def test_no_section_without_two_variants(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps([record("fashion_mnist_mlp", [89.0, 90.0], [88.0, 89.0])]))
     assert longrun.long_run_section(path) is None
+
+
+def test_the_answer_is_computed_from_the_runs():
+    """TSSL-BP 89.6/89.7/89.8 best, surrogate 90.6/90.7/90.8: surrogate is 1.00 point ahead,
+    significant (p = 2.1e-4 by hand: t = 1 / sqrt(2 · 0.01 / 3) = 12.25, df = 4); the final
+    accuracies are equal (0.00 points, p = 1). The three means lie within 1.00 point; each
+    variant's seeds have std 0.10."""
+    runs = longrun.long_runs([
+        record("fashion_mnist_mlp", [89.6, 89.7, 89.8], [89.0, 89.1, 89.2]),
+        record("fashion_mnist_mlp+backward=surrogate", [90.6, 90.7, 90.8], [89.0, 89.2, 89.1]),
+        record("fashion_mnist_mlp+backward=timing-bw-flipped", [89.9, 90.0, 90.1],
+               [89.0, 89.1, 89.2])])
+    text = longrun.answer(runs)
+    assert "trains the MLP worse than surrogate-gradient BPTT" in text
+    assert "-1.00 points in best-epoch accuracy (p < 0.001)" in text
+    assert "+0.00 points in final-epoch accuracy (p = 1.000)" in text
+    assert "within 1.00 points of each other" in text
+    assert "standard deviation over seeds of 0.10-0.10 points" in text
+    level = longrun.long_runs([
+        record("fashion_mnist_mlp", [89.6, 89.7, 89.8], [89.0, 89.1, 89.2]),
+        record("fashion_mnist_mlp+backward=surrogate", [89.7, 89.6, 89.9], [89.1, 89.0, 89.3])])
+    assert "neither better nor worse than" in longrun.answer(level)
+    assert longrun.answer({"tsslbp": level["tsslbp"]}) is None
