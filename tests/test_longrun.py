@@ -48,10 +48,11 @@ def test_section_ranks_and_compares_against_the_authors(tmp_path):
     assert "| `surrogate` | 3 | 100 | 90.70 ± 0.10 | 90.80 | 89.10 ± 0.10 |" in text
     assert "`surrogate` > `tsslbp`" in text
     line = next(x for x in text.splitlines() if x.startswith("- `surrogate`"))
-    assert "best-epoch accuracy +1.00 points" in line and "a significant difference" in line
+    assert "best-epoch accuracy +1.00 points" in line and "significant also after" in line
     assert "final-epoch accuracy +0.00 points" in line and "not significant" in line
     assert "preset=paper" not in text
     assert "with 3 seeds per variant" in text
+    assert "2 of them, so a difference counts when p < 0.0250" in text
 
 
 def test_no_section_without_two_variants(tmp_path):
@@ -63,9 +64,10 @@ def test_no_section_without_two_variants(tmp_path):
 
 def test_the_answer_is_computed_from_the_runs():
     """TSSL-BP 89.6/89.7/89.8 best, surrogate 90.6/90.7/90.8: surrogate is 1.00 point ahead,
-    significant (p = 2.1e-4 by hand: t = 1 / sqrt(2 · 0.01 / 3) = 12.25, df = 4); the final
-    accuracies are equal (0.00 points, p = 1). The three means lie within 1.00 point; each
-    variant's seeds have std 0.10."""
+    significant also after the Bonferroni correction for 2 variants x 2 metrics = 4
+    comparisons (p = 2.1e-4 by hand: t = 1 / sqrt(2 · 0.01 / 3) = 12.25, df = 4, against
+    0.05 / 4 = 0.0125); the final accuracies are equal (0.00 points, p = 1). The three means
+    lie within 1.00 point; each variant's seeds have std 0.10."""
     runs = longrun.long_runs([
         record("fashion_mnist_mlp", [89.6, 89.7, 89.8], [89.0, 89.1, 89.2]),
         record("fashion_mnist_mlp+backward=surrogate", [90.6, 90.7, 90.8], [89.0, 89.2, 89.1]),
@@ -73,10 +75,24 @@ def test_the_answer_is_computed_from_the_runs():
                [89.0, 89.1, 89.2])])
     text = longrun.answer(runs)
     assert "trains the MLP worse than surrogate-gradient BPTT" in text
-    assert "-1.00 points in best-epoch accuracy (p < 0.001)" in text
-    assert "+0.00 points in final-epoch accuracy (p = 1.000)" in text
+    assert ("in best-epoch accuracy TSSL-BP is 1.00 points behind it (p < 0.001, significant "
+            "also after the correction)") in text
+    assert "final-epoch accuracy TSSL-BP is 0.00 points level with it (p = 1.000, not significant)" in text
     assert "within 1.00 points of each other" in text
     assert "standard deviation over seeds of 0.10-0.10 points" in text
+
+
+def test_a_difference_significant_only_uncorrected_is_not_called_one():
+    """Best 89/90/91 against 92/93/94: 3 points behind, p = 0.0213 (the t-table value of
+    test_welch_difference_and_p_value), below 0.05 but not below 0.05 / 4 = 0.0125."""
+    runs = longrun.long_runs([
+        record("fashion_mnist_mlp", [89.0, 90.0, 91.0], [89.0, 89.1, 89.2]),
+        record("fashion_mnist_mlp+backward=surrogate", [92.0, 93.0, 94.0], [89.0, 89.1, 89.2]),
+        record("fashion_mnist_mlp+backward=timing-bw-flipped", [90.0, 90.0, 90.1],
+               [89.0, 89.1, 89.2])])
+    text = longrun.answer(runs)
+    assert "trains the MLP no better than surrogate-gradient BPTT" in text
+    assert "3.00 points behind it (p = 0.021, significant at the 5 % level alone" in text
     level = longrun.long_runs([
         record("fashion_mnist_mlp", [89.6, 89.7, 89.8], [89.0, 89.1, 89.2]),
         record("fashion_mnist_mlp+backward=surrogate", [89.7, 89.6, 89.9], [89.1, 89.0, 89.3])])

@@ -66,6 +66,23 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def n_comparisons(n_variants: int) -> int:
+    """The comparisons the section makes: every variant against TSSL-BP, best and final."""
+    return 2 * (n_variants - 1)
+
+
+def verdict(p: float | None, n_variants: int) -> str:
+    """The p-value and whether its difference counts: below 5 % after a Bonferroni
+    correction for :func:`n_comparisons`, below 5 % alone only, or neither."""
+    if p is None:
+        return "not enough runs to test"
+    if p < SIGNIFICANCE / n_comparisons(n_variants):
+        return f"{p_text(p)}, significant also after the correction"
+    if p < SIGNIFICANCE:
+        return f"{p_text(p)}, significant at the 5 % level alone, not after the correction"
+    return f"{p_text(p)}, not significant"
+
+
 def comparison_lines(runs: dict[str, dict]) -> list[str]:
     """One sentence per variant against the authors' TSSL-BP, for best and final accuracy."""
     if DEFAULT_BACKWARD not in runs:
@@ -78,10 +95,7 @@ def comparison_lines(runs: dict[str, dict]) -> list[str]:
         parts = []
         for key, what in (("best", "best-epoch"), ("final", "final-epoch")):
             diff, p = welch([r[key] for r in rec["runs"]], [r[key] for r in ref])
-            verdict = ("not enough runs to test" if p is None else
-                       p_text(p) + ", " + ("a significant difference" if p < SIGNIFICANCE
-                                           else "not significant at the 5 % level"))
-            parts.append(f"{what} accuracy {diff:+.2f} points ({verdict})")
+            parts.append(f"{what} accuracy {diff:+.2f} points ({verdict(p, len(runs))})")
         lines.append(f"- `{v}` against the authors' TSSL-BP ({len(rec['runs'])} vs {len(ref)} seeds): "
                      + "; ".join(parts) + ".")
     return lines
@@ -91,34 +105,45 @@ def answer(runs: dict[str, dict]) -> str | None:
     """The answer to the section's question, computed from the runs: does the gradient the
     paper calls more precise (the authors' TSSL-BP) train better than surrogate BPTT, and by
     how much; and how far apart all the variants are, against the spread over seeds.
+    The section makes 2·(variants - 1) comparisons (every variant against TSSL-BP, best
+    and final), so a difference counts as one when it passes the 5 % level after a
+    Bonferroni correction for them; one that passes only uncorrected is reported as such.
     None without both ``tsslbp`` and ``surrogate``."""
     if DEFAULT_BACKWARD not in runs or "surrogate" not in runs:
         return None
     ref = runs[DEFAULT_BACKWARD]["runs"]
     sur = runs["surrogate"]["runs"]
-    said = []
+    n_tests = n_comparisons(len(runs))
+    corrected = SIGNIFICANCE / n_tests
+    parts, firm, loose = [], [], []
     for key, what in (("best", "best-epoch"), ("final", "final-epoch")):
         diff, p = welch([r[key] for r in ref], [r[key] for r in sur])
-        said.append((diff, p, what))
-    significant = [(d, what) for d, p, what in said if p is not None and p < SIGNIFICANCE]
-    if any(d > 0 for d, _ in significant):
-        how = "better than"
-    elif significant:
-        how = "worse than"
+        if p is not None and p < corrected:
+            firm.append(diff)
+        elif p is not None and p < SIGNIFICANCE:
+            loose.append(diff)
+        side = "ahead of" if diff > 0 else "behind" if diff < 0 else "level with"
+        parts.append(f"in {what} accuracy TSSL-BP is {abs(diff):.2f} points {side} it "
+                     f"({verdict(p, len(runs))})")
+    if firm:
+        how = "better than" if all(d > 0 for d in firm) else "worse than" if all(
+            d < 0 for d in firm) else "neither uniformly better nor worse than"
+    elif loose:
+        how = "no better than" if all(d < 0 for d in loose) else "no worse than" if all(
+            d > 0 for d in loose) else "neither better nor worse than"
     else:
         how = "neither better nor worse than"
-    detail = "; ".join(f"{d:+.2f} points in {what} accuracy"
-                       + ("" if p is None else f" ({p_text(p)})") for d, p, what in said)
     means = {v: statistics.mean(r["best"] for r in rec["runs"]) for v, rec in runs.items()}
     stds = [mean_std([r["best"] for r in rec["runs"]])[1] for rec in runs.values()]
     stds = [x for x in stds if x is not None]
     spread = (f", against a standard deviation over seeds of {min(stds):.2f}-{max(stds):.2f} "
               "points within a variant" if stds else "")
     return (f"**The answer.** Over 100 epochs the authors' TSSL-BP, the gradient the paper calls "
-            f"more precise, trains the MLP {how} surrogate-gradient BPTT at the 5 % level: "
-            f"{detail}, TSSL-BP minus surrogate. The mean best-epoch accuracies of all "
-            f"{len(runs)} gradients lie within {max(means.values()) - min(means.values()):.2f} "
-            f"points of each other{spread}.")
+            f"more precise, trains the MLP {how} surrogate-gradient BPTT: "
+            + "; ".join(parts)
+            + f". The mean best-epoch accuracies of all {len(runs)} "
+            f"gradients lie within {max(means.values()) - min(means.values()):.2f} points of "
+            f"each other{spread}.")
 
 
 def long_run_section(results_json: Path) -> str | None:
@@ -141,8 +166,10 @@ def long_run_section(results_json: Path) -> str | None:
              "|---|---|---|---|---|---|", *rows, "",
              "Ranked by mean best-epoch accuracy: " + " > ".join(f"`{v}`" for v in ranked) + ".", "",
              *comparison_lines(runs), "",
-             f"The comparisons use Welch's t-test on the per-seed values (two-sided); with {seeds} "
-             "seeds per variant, only large differences are detectable."]
+             f"The comparisons use Welch's t-test on the per-seed values (two-sided), "
+             f"{n_comparisons(len(runs))} of them, so a difference counts when p < "
+             f"{SIGNIFICANCE / n_comparisons(len(runs)):.4f} (5 % after a Bonferroni correction); "
+             f"with {seeds} seeds per variant, only large differences are detectable."]
     verdict = answer(runs)
     if verdict:
         lines += ["", verdict]
@@ -150,4 +177,4 @@ def long_run_section(results_json: Path) -> str | None:
 
 
 __all__ = ["BASE", "SIGNIFICANCE", "answer", "comparison_lines", "long_run_section", "long_runs",
-           "p_text", "variant_of", "welch"]
+           "n_comparisons", "p_text", "variant_of", "verdict", "welch"]
