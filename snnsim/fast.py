@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fast_kernels
+from .conv import Conv2d, _check_conv_args, conv_weight_grad
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
@@ -312,11 +313,53 @@ def warmup_replace_fast(delta, S, u, a, neuron: NeuronParams, scratch) -> None:
     np.bitwise_xor(_bits(ez), _bits(delta), out=_bits(delta))
 
 
-# --- the neuron model and the optimiser update ----------------------------------------------
+# --- the convolution, (4), (8), (10) -------------------------------------------------------
+def conv_forward_fast(a_prev, W, stride: int, padding: int, ws: Workspace):
+    """:func:`snnsim.conv.conv_forward` into workspace arrays, its im2col by
+    :func:`~snnsim.fast_kernels.im2col_kernel` straight from ``a_prev`` ``(T, B, C, H, W)``
+    (no channels-first copy, no padded copy). The same product W_flat @ cols on the same
+    operands; the same cache. numba only (without it the layer's own forward serves)."""
+    T, B, C, H, W_in = a_prev.shape
+    C_out, H_out, W_out = _check_conv_args(a_prev.shape[2:], W.shape, stride, padding)
+    k, N, dtype = W.shape[2], T * B, a_prev.dtype
+    cols = ws.array((C * k * k, N * H_out * W_out), dtype)                # (C·k·k, N·Ho·Wo)
+    fast_kernels.im2col_kernel(np.ascontiguousarray(a_prev).reshape(-1), cols.reshape(-1), C, H,
+                               W_in, k, H_out, W_out, stride, padding)
+    x_2d = np.matmul(W.reshape(C_out, C * k * k), cols,
+                     out=ws.array((C_out, N * H_out * W_out), dtype))     # (C_out, N·Ho·Wo)
+    x = ws.array((T, B, C_out, H_out, W_out), dtype)                      # (T, B, C_out, Ho, Wo)
+    np.copyto(x, np.moveaxis(x_2d.reshape(C_out, T, B, H_out, W_out), 0, 2))
+    padded_hw = (H + 2 * padding, W_in + 2 * padding)
+    return x, (cols, W, a_prev.shape, padded_hw, stride, padding)
+
+
+def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
+    """:func:`snnsim.conv.conv_backward` into workspace arrays: ∂L/∂W by the plain
+    :func:`~snnsim.conv.conv_weight_grad`; g = W_flatᵀ @ δ_flat, then col2im, the crop and
+    the move back to ``(T, B, C, H, W)`` in one :func:`~snnsim.fast_kernels.col2im_kernel`."""
+    cols, W, in_shape, _, stride, padding = cache
+    C_out, C, k = W.shape[:3]
+    T, B, H_out, W_out = dL_dx.shape[0], dL_dx.shape[1], dL_dx.shape[3], dL_dx.shape[4]
+    dtype = dL_dx.dtype
+    dL_dx_2d = ws.array((C_out, T * B * H_out * W_out), dtype)            # (C_out, N·Ho·Wo)
+    np.copyto(dL_dx_2d.reshape(C_out, T, B, H_out, W_out), np.moveaxis(dL_dx, 2, 0))
+    dW = conv_weight_grad(dL_dx_2d, cols, W.shape)
+    if not need_input_grad:
+        return None, dW
+    dcols = np.matmul(W.reshape(C_out, C * k * k).T, dL_dx_2d,
+                      out=ws.array(cols.shape, dtype))                    # (C·k·k, N·Ho·Wo)
+    d_in = ws.array(tuple(in_shape), dtype)                               # (T, B, C, H, W)
+    fast_kernels.col2im_kernel(dcols.reshape(-1), d_in.reshape(-1), C, in_shape[3], in_shape[4],
+                               k, H_out, W_out, stride, padding)
+    return d_in, dW
+
+
+# --- the neuron model, the layers and the optimiser update ---------------------------------
 class FastPath:
-    """The fast twin of :data:`snnsim.tsslbp.LIF` and of clip + AdamW + clamp, with its own
-    :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel` for
-    :meth:`Network.forward` / :meth:`Network.backward`; call :meth:`start` before each step."""
+    """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and of clip + AdamW +
+    clamp, with its own :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel`
+    and the path itself the ``ops`` for :meth:`Network.forward` / :meth:`Network.backward`;
+    call :meth:`start` before each step."""
 
     def __init__(self):
         self.ws = Workspace()
@@ -327,6 +370,20 @@ class FastPath:
     def start(self) -> None:
         """A new step: the workspace hands out its arrays from the first again."""
         self.ws.reset()
+
+    def forward(self, layer, a, train: bool, rng):
+        """A layer's forward: a convolution by :func:`conv_forward_fast` where numba is
+        installed, every other layer (and every layer without numba) by its own."""
+        if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
+            return conv_forward_fast(a, layer.params["W"], layer.stride, layer.padding, self.ws)
+        return layer.forward(a, train=train, rng=rng)
+
+    def backward(self, layer, g, cache, need_input_grad: bool):
+        """A layer's backward, as :meth:`forward` chose: :func:`conv_backward_fast` or its own."""
+        if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
+            d_in, dW = conv_backward_fast(g, cache, need_input_grad, self.ws)
+            return d_in, {"W": dW}
+        return layer.backward(g, cache, need_input_grad=need_input_grad)
 
 
 def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -> None:
@@ -385,9 +442,9 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
     if fast is None:
         fast = net.fast_path = FastPath()
     fast.start()
-    a, cache = net.forward(x_in, train=True, rng=rng, model=fast.model)   # (T, B, C)
+    a, cache = net.forward(x_in, train=True, rng=rng, model=fast.model, ops=fast)   # (T, B, C)
     L, g = loss_fn(a, labels)
-    grads = net.backward(g, cache, model=fast.model)
+    grads = net.backward(g, cache, model=fast.model, ops=fast)
     if reduce_grads is not None:
         reduce_grads(grads)
     update_fast(opt, grads, cfg.grad_clip, cfg.weight_clamp)

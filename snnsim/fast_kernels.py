@@ -169,5 +169,86 @@ def adamw_kernel(p, g, m, v, scaled, scale, decayed, decay, one_minus_beta1, bet
         p[i], m[i], v[i] = p_i, m_i, v_i
 
 
-__all__ = ["AVAILABLE", "adamw_kernel", "lif_backward_kernel", "lif_backward_step",
-           "lif_forward_kernel", "lif_forward_step", "warmup_kernel"]
+# --- im2col and col2im of a convolution: snnsim.conv -----------------------------------------
+@_jit
+def im2col_kernel(a, cols, C, H, W, k, H_out, W_out, stride, padding):
+    """:func:`snnsim.conv.im2col` of the zero-padded, channels-first input, read straight from
+    ``a``, the flat T·B = N images ``(N, C, H, W)`` of ``(T, B, C, H, W)``: one pass that
+    does the moveaxis, the padding and the window copy,
+
+        cols[c, p, q, n, i, j] = a[n, c, s·i + p - pad, s·j + q - pad], 0 outside a,
+
+    into the flat ``cols`` ``(C, k, k, N, H_out, W_out)``, written in its memory order."""
+    N = a.size // (C * H * W)
+    zero = cols.dtype.type(0.0)
+    o = 0                                                   # the row cols[c, p, q, n, i]
+    for c in range(C):
+        for p in range(k):
+            for q in range(k):
+                j_lo, j_hi = _inside(q, padding, stride, W, W_out)
+                for n in range(N):
+                    image = (n * C + c) * H * W
+                    for i in range(H_out):
+                        y = stride * i + p - padding
+                        if y < 0 or y >= H:
+                            for j in range(W_out):
+                                cols[_u(o + j)] = zero
+                        else:
+                            r = image + y * W + q - padding
+                            for j in range(j_lo):
+                                cols[_u(o + j)] = zero
+                            for j in range(j_lo, j_hi):
+                                cols[_u(o + j)] = a[_u(r + stride * j)]
+                            for j in range(j_hi, W_out):
+                                cols[_u(o + j)] = zero
+                        o += W_out
+
+
+@_jit
+def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
+    """:func:`snnsim.conv.col2im`, the crop of the padding and the moveaxis back to
+    ``(T, B, C, H, W)`` in one pass: the flat ``dcols`` ``(C, k, k, N, H_out, W_out)``
+    scatter-added into the flat ``d_in`` ``(N, C, H, W)``; what lands in the padding is
+    skipped (the crop drops it). Each element's sum runs as in the plain col2im: from 0,
+    adding the offsets (p, q) in turn, p first (the same additions in the same order)."""
+    N = d_in.size // (C * H * W)
+    zero = d_in.dtype.type(0.0)
+    o = 0                                                   # the row dcols[c, p, q, n, i]
+    for c in range(C):
+        for n in range(N):
+            image = (n * C + c) * H * W
+            for e in range(H * W):
+                d_in[_u(image + e)] = zero
+        for p in range(k):
+            for q in range(k):
+                j_lo, j_hi = _inside(q, padding, stride, W, W_out)
+                for n in range(N):
+                    image = (n * C + c) * H * W
+                    for i in range(H_out):
+                        y = stride * i + p - padding
+                        if 0 <= y < H:
+                            r = image + y * W + q - padding
+                            for j in range(j_lo, j_hi):
+                                d_in[_u(r + stride * j)] += dcols[_u(o + j)]
+                        o += W_out
+
+
+#: Index type of the conv kernels' flat arrays: with unsigned indices numba leaves out its check
+#: for negative ones (Python's wraparound), which kept their loops from vectorising (2-3x slower).
+_u = np.uint64
+
+
+@_jit
+def _inside(q, padding, stride, size, n_out):
+    """The output indices j (``lo`` to ``hi`` - 1) whose input index s·j + q - pad lies in
+    0..size-1."""
+    lo = 0
+    while lo < n_out and stride * lo + q - padding < 0:
+        lo += 1
+    hi = lo
+    while hi < n_out and stride * hi + q - padding < size:
+        hi += 1
+    return lo, hi
+
+__all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
+           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "warmup_kernel"]
