@@ -197,8 +197,12 @@ def im2col_kernel(a, cols, C, H, W, k, H_out, W_out, stride, padding):
                             r = image + y * W + q - padding
                             for j in range(j_lo):
                                 cols[_u(o + j)] = zero
-                            for j in range(j_lo, j_hi):
-                                cols[_u(o + j)] = a[_u(r + stride * j)]
+                            if stride == 1:                 # (a loop the compiler vectorises)
+                                for j in range(j_lo, j_hi):
+                                    cols[_u(o + j)] = a[_u(r + j)]
+                            else:
+                                for j in range(j_lo, j_hi):
+                                    cols[_u(o + j)] = a[_u(r + stride * j)]
                             for j in range(j_hi, W_out):
                                 cols[_u(o + j)] = zero
                         o += W_out
@@ -228,8 +232,12 @@ def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
                         y = stride * i + p - padding
                         if 0 <= y < H:
                             r = image + y * W + q - padding
-                            for j in range(j_lo, j_hi):
-                                d_in[_u(r + stride * j)] += dcols[_u(o + j)]
+                            if stride == 1:                 # (a loop the compiler vectorises)
+                                for j in range(j_lo, j_hi):
+                                    d_in[_u(r + j)] += dcols[_u(o + j)]
+                            else:
+                                for j in range(j_lo, j_hi):
+                                    d_in[_u(r + stride * j)] += dcols[_u(o + j)]
                         o += W_out
 
 
