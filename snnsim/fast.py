@@ -49,6 +49,7 @@ from .conv import Conv2d, _check_conv_args, conv_weight_grad
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
+from .pool import Pool2d
 from .training.optim import CLIP_NORM_EPS, global_grad_norm
 from .tsslbp import LIF, psc_shift_scale, reset_passthrough, reset_shift_coefficient
 
@@ -354,6 +355,19 @@ def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
     return d_in, dW
 
 
+# --- sum pooling ---------------------------------------------------------------------------
+def pool_backward_fast(d_out, cache, ws: Workspace):
+    """:func:`snnsim.pool.pool_backward` by :func:`~snnsim.fast_kernels.pool_backward_kernel`
+    into a workspace array (one pass; the plain one writes g = gain · ∂L/∂out, then each
+    window offset). The forward stays :func:`snnsim.pool.pool_forward`: a kernel was no
+    faster than its k² strided NumPy sums."""
+    in_shape, k, gain = cache
+    d_in = ws.array(tuple(in_shape), d_out.dtype)                         # (T, B, C, H, W)
+    fast_kernels.pool_backward_kernel(np.ascontiguousarray(d_out).reshape(-1), d_in.reshape(-1),
+                                      in_shape[3], in_shape[4], k, d_out.dtype.type(gain))
+    return d_in
+
+
 # --- the neuron model, the layers and the optimiser update ---------------------------------
 class FastPath:
     """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and of clip + AdamW +
@@ -383,6 +397,8 @@ class FastPath:
         if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
             d_in, dW = conv_backward_fast(g, cache, need_input_grad, self.ws)
             return d_in, {"W": dW}
+        if fast_kernels.AVAILABLE and isinstance(layer, Pool2d):
+            return (pool_backward_fast(g, cache, self.ws) if need_input_grad else None), {}
         return layer.backward(g, cache, need_input_grad=need_input_grad)
 
 

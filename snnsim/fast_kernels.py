@@ -241,8 +241,35 @@ def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
                         o += W_out
 
 
-#: Index type of the conv kernels' flat arrays: with unsigned indices numba leaves out its check
-#: for negative ones (Python's wraparound), which kept their loops from vectorising (2-3x slower).
+# --- sum pooling: snnsim.pool --------------------------------------------------------------
+@_jit
+def pool_backward_kernel(d_out, d_in, H, W, k, gain):
+    """:func:`snnsim.pool.pool_backward` on flat arrays: ``d_in`` ``(M, H, W)`` = gain ·
+    ``d_out`` ``(M, ⌊H/k⌋, ⌊W/k⌋)`` on every element of its window, 0 on the floored-off rows
+    and columns."""
+    H_out, W_out = H // k, W // k
+    M = d_in.size // (H * W)
+    zero = d_in.dtype.type(0.0)
+    for m in range(M):
+        for y in range(H):
+            row = (m * H + y) * W
+            i = y // k
+            if i < H_out:
+                o = (m * H_out + i) * W_out
+                for j in range(W_out):
+                    g = gain * d_out[_u(o + j)]
+                    for q in range(k):
+                        d_in[_u(row + k * j + q)] = g
+                start = k * W_out
+            else:
+                start = 0
+            for z in range(start, W):
+                d_in[_u(row + z)] = zero
+
+
+#: Index type of the conv and pool kernels' flat arrays: with unsigned indices numba leaves out
+#: its check for negative ones (Python's wraparound), which kept the loops from vectorising
+#: (2-3x slower).
 _u = np.uint64
 
 
@@ -259,4 +286,5 @@ def _inside(q, padding, stride, size, n_out):
     return lo, hi
 
 __all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
-           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "warmup_kernel"]
+           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "pool_backward_kernel",
+           "warmup_kernel"]

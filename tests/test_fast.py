@@ -48,8 +48,8 @@ GRADS = [GradientParams(), GradientParams("timing", 8.0, True), EXACT_TIMING,
 ROOT = Path(__file__).resolve().parents[1]
 #: The top-level kernels, called from snnsim.fast (the per-step ones from inside them).
 KERNELS = ("lif_forward_kernel", "lif_backward_kernel", "warmup_kernel", "adamw_kernel")
-#: The convolution's kernels (a CNN's step calls them; an MLP's does not).
-CONV_KERNELS = ("im2col_kernel", "col2im_kernel")
+#: The convolution's and the pooling's kernels (a CNN's step calls them; an MLP's does not).
+CONV_KERNELS = ("im2col_kernel", "col2im_kernel", "pool_backward_kernel")
 
 
 def use_path(path: str, monkeypatch) -> dict:
@@ -196,8 +196,8 @@ def test_train_step_bit_identical_over_steps(make, static, dtype, path, monkeypa
             clamped += int(np.sum(np.abs(lp[name]) == 0.3))
     assert clamped > 0                                                    # the clamp acted
     check_calls(path, calls, KERNELS + (CONV_KERNELS if make is cnn else ()))
-    if make is cnn:                                                       # im2col of both convs,
-        assert calls["col2im_kernel"] in (0, 4) and calls["im2col_kernel"] in (0, 8)  # col2im of one
+    if make is cnn:                                    # per step: im2col of both convs, col2im of
+        assert calls["col2im_kernel"] in (0, 4) and calls["im2col_kernel"] in (0, 8)   # the second
 
 
 # (T, B, C, H, W) inputs, kernel (C_out, k), stride, padding: padding wider than the
@@ -237,6 +237,27 @@ def test_conv_forward_and_backward_bit_identical(in_shape, kernel, stride, paddi
         assert same_bits(d_in_f, d_in) and same_bits(dW_f, dW)
         assert fast.conv_backward_fast(d, cache_f, False, ws)[0] is None
     assert d_in.shape == a.shape and np.count_nonzero(d_in) > d_in.size // 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("in_shape,k", [((5, 3, 4, 8, 8), 2), ((2, 2, 3, 9, 7), 2), ((3, 2, 2, 10, 11), 3),
+                                        ((2, 3, 1, 4, 5), 1), ((1, 2, 2, 5, 4), 4)])
+def test_pool_backward_bit_identical(in_shape, k, dtype):
+    """The fast backward of sum pooling (numba) on random errors, H and W multiples of k or
+    floored: ∂L/∂a the plain :func:`pool_backward`'s bits, twice on one workspace (the
+    floored rows and columns zeroed again); errors with -0.0."""
+    from snnsim.pool import pool_backward, pool_forward
+    if not fast_kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install -e .[fast])")
+    rng = np.random.default_rng(sum(in_shape) + k)
+    out, cache = pool_forward(rng.standard_normal(in_shape).astype(dtype), k)
+    d = rng.standard_normal(out.shape).astype(dtype)
+    d[rng.random(out.shape) < 0.2] = -0.0
+    d_in = pool_backward(d, cache)
+    ws = fast.Workspace()
+    for _ in range(2):
+        ws.reset()
+        assert same_bits(fast.pool_backward_fast(d, cache, ws), d_in)
 
 
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
@@ -307,3 +328,4 @@ def test_without_numba_the_numpy_passes_serve():
             "(_, _, plain), (_, _, fast) = train_both(mlp, 'float32', True, 1.0, 0.3, steps=2)\n"
             "assert plain == fast, (plain, fast)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
+
