@@ -49,7 +49,7 @@ from .conv import Conv2d, _check_conv_args, conv_weight_grad
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
-from .pool import Pool2d
+from .pool import Pool2d, _pool_output_shape
 from .training.optim import CLIP_NORM_EPS, global_grad_norm
 from .tsslbp import LIF, psc_shift_scale, reset_passthrough, reset_shift_coefficient
 
@@ -356,11 +356,22 @@ def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
 
 
 # --- sum pooling ---------------------------------------------------------------------------
+def pool_forward_fast(a_prev, k: int, gain: float, ws: Workspace):
+    """:func:`snnsim.pool.pool_forward` by :func:`~snnsim.fast_kernels.pool_forward_kernel` into
+    a workspace array (one pass, where the plain one makes k² - 1 partial sums); the same
+    cache."""
+    T, B, C, H, W = a_prev.shape
+    _pool_output_shape(a_prev.shape[2:], k)
+    out = ws.array((T, B, C, H // k, W // k), a_prev.dtype)               # (T, B, C, Ho, Wo)
+    fast_kernels.pool_forward_kernel(np.ascontiguousarray(a_prev).reshape(-1), out.reshape(-1), H, W,
+                                     k, a_prev.dtype.type(gain))
+    return out, (a_prev.shape, k, gain)
+
+
 def pool_backward_fast(d_out, cache, ws: Workspace):
     """:func:`snnsim.pool.pool_backward` by :func:`~snnsim.fast_kernels.pool_backward_kernel`
     into a workspace array (one pass; the plain one writes g = gain · ∂L/∂out, then each
-    window offset). The forward stays :func:`snnsim.pool.pool_forward`: a kernel was no
-    faster than its k² strided NumPy sums."""
+    window offset)."""
     in_shape, k, gain = cache
     d_in = ws.array(tuple(in_shape), d_out.dtype)                         # (T, B, C, H, W)
     fast_kernels.pool_backward_kernel(np.ascontiguousarray(d_out).reshape(-1), d_in.reshape(-1),
@@ -386,14 +397,18 @@ class FastPath:
         self.ws.reset()
 
     def forward(self, layer, a, train: bool, rng):
-        """A layer's forward: a convolution by :func:`conv_forward_fast` where numba is
-        installed, every other layer (and every layer without numba) by its own."""
+        """A layer's forward: a convolution by :func:`conv_forward_fast`, a pooling by
+        :func:`pool_forward_fast` where numba is installed; every other layer (and every
+        layer without numba) by its own."""
         if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
             return conv_forward_fast(a, layer.params["W"], layer.stride, layer.padding, self.ws)
+        if fast_kernels.AVAILABLE and isinstance(layer, Pool2d):
+            return pool_forward_fast(a, layer.kernel_size, layer.gain, self.ws)
         return layer.forward(a, train=train, rng=rng)
 
     def backward(self, layer, g, cache, need_input_grad: bool):
-        """A layer's backward, as :meth:`forward` chose: :func:`conv_backward_fast` or its own."""
+        """A layer's backward, as :meth:`forward` chose: :func:`conv_backward_fast`,
+        :func:`pool_backward_fast` or its own."""
         if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
             d_in, dW = conv_backward_fast(g, cache, need_input_grad, self.ws)
             return d_in, {"W": dW}

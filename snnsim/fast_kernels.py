@@ -243,29 +243,62 @@ def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
 
 # --- sum pooling: snnsim.pool --------------------------------------------------------------
 @_jit
+def pool_forward_kernel(a, out, H, W, k, gain):
+    """:func:`snnsim.pool.pool_forward` on the flat ``a`` ``(M, H, W)`` (M = T·B·C) into the
+    flat ``out`` ``(M, ⌊H/k⌋, ⌊W/k⌋)``: per window the sum from offset (0, 0), adding the
+    others p first, then times ``gain``, as the plain function's slice sums do. (The 2×2
+    window written out: a loop the compiler vectorises, 4-6x faster than the general one.)"""
+    H_out, W_out = H // k, W // k
+    M = a.size // (H * W)
+    for m in range(M):
+        for i in range(H_out):
+            top = (m * H + k * i) * W                       # the row a[m, k·i]
+            o = (m * H_out + i) * W_out
+            if k == 2:
+                for j in range(W_out):
+                    total = a[_u(top + 2 * j)] + a[_u(top + 2 * j + 1)]
+                    total += a[_u(top + W + 2 * j)]
+                    total += a[_u(top + W + 2 * j + 1)]
+                    out[_u(o + j)] = gain * total
+            else:
+                for j in range(W_out):
+                    total = a[_u(top + k * j)]
+                    for q in range(1, k):
+                        total += a[_u(top + k * j + q)]
+                    for p in range(1, k):
+                        for q in range(k):
+                            total += a[_u(top + p * W + k * j + q)]
+                    out[_u(o + j)] = gain * total
+
+
+@_jit
 def pool_backward_kernel(d_out, d_in, H, W, k, gain):
     """:func:`snnsim.pool.pool_backward` on flat arrays: ``d_in`` ``(M, H, W)`` = gain ·
     ``d_out`` ``(M, ⌊H/k⌋, ⌊W/k⌋)`` on every element of its window, 0 on the floored-off rows
-    and columns."""
+    and columns. (k = 2 written out, as in :func:`pool_forward_kernel`.)"""
     H_out, W_out = H // k, W // k
     M = d_in.size // (H * W)
     zero = d_in.dtype.type(0.0)
     for m in range(M):
         for y in range(H):
-            row = (m * H + y) * W
+            row = (m * H + y) * W                           # the row d_in[m, y]
             i = y // k
+            start = 0                                       # the floored-off columns' start
             if i < H_out:
                 o = (m * H_out + i) * W_out
-                for j in range(W_out):
-                    g = gain * d_out[_u(o + j)]
-                    for q in range(k):
-                        d_in[_u(row + k * j + q)] = g
+                if k == 2:
+                    for j in range(W_out):
+                        g = gain * d_out[_u(o + j)]
+                        d_in[_u(row + 2 * j)] = g
+                        d_in[_u(row + 2 * j + 1)] = g
+                else:
+                    for j in range(W_out):
+                        g = gain * d_out[_u(o + j)]
+                        for q in range(k):
+                            d_in[_u(row + k * j + q)] = g
                 start = k * W_out
-            else:
-                start = 0
             for z in range(start, W):
                 d_in[_u(row + z)] = zero
-
 
 #: Index type of the conv and pool kernels' flat arrays: with unsigned indices numba leaves out
 #: its check for negative ones (Python's wraparound), which kept the loops from vectorising
@@ -287,4 +320,4 @@ def _inside(q, padding, stride, size, n_out):
 
 __all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
            "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "pool_backward_kernel",
-           "warmup_kernel"]
+           "pool_forward_kernel", "warmup_kernel"]

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The top-level kernels, called from snnsim.fast (the per-step ones from inside them).
 KERNELS = ("lif_forward_kernel", "lif_backward_kernel", "warmup_kernel", "adamw_kernel")
 #: The convolution's and the pooling's kernels (a CNN's step calls them; an MLP's does not).
-CONV_KERNELS = ("im2col_kernel", "col2im_kernel", "pool_backward_kernel")
+CONV_KERNELS = ("im2col_kernel", "col2im_kernel", "pool_forward_kernel", "pool_backward_kernel")
 
 
 def use_path(path: str, monkeypatch) -> dict:
@@ -244,25 +244,30 @@ def test_conv_forward_and_backward_bit_identical(in_shape, kernel, stride, paddi
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("in_shape,k", [((5, 3, 4, 8, 8), 2), ((2, 2, 3, 9, 7), 2), ((3, 2, 2, 10, 11), 3),
                                         ((2, 3, 1, 4, 5), 1), ((1, 2, 2, 5, 4), 4)])
-def test_pool_backward_bit_identical(in_shape, k, dtype):
-    """The fast backward of sum pooling (numba) on random errors, H and W multiples of k or
-    floored: ∂L/∂a the plain :func:`pool_backward`'s bits, twice on one workspace (the
-    second reuses its array, filled with NaN: the floored rows and columns zeroed again);
-    errors with -0.0."""
-    from snnsim.pool import pool_backward, pool_forward
+def test_pool_forward_and_backward_bit_identical(in_shape, k, dtype):
+    """The fast sum pooling (numba) on random inputs, H and W multiples of k or floored,
+    k = 2 (its own loop) and others: output and ∂L/∂a the plain :func:`pool_forward` /
+    :func:`pool_backward`'s bits, twice on one workspace (the second reuses its arrays,
+    filled with NaN: the floored rows and columns zeroed again); inputs and errors with -0.0."""
+    from snnsim.pool import POOL_GAIN, pool_backward, pool_forward
     if not fast_kernels.AVAILABLE:
         pytest.skip("numba is not installed (pip install -e .[fast])")
     rng = np.random.default_rng(sum(in_shape) + k)
-    out, cache = pool_forward(rng.standard_normal(in_shape).astype(dtype), k)
+    a = rng.standard_normal(in_shape).astype(dtype)
+    a[rng.random(in_shape) < 0.3] = -0.0
+    out, cache = pool_forward(a, k)
     d = rng.standard_normal(out.shape).astype(dtype)
     d[rng.random(out.shape) < 0.2] = -0.0
     d_in = pool_backward(d, cache)
     ws = fast.Workspace()
     for _ in range(2):
         ws.reset()
+        out_f, cache_f = fast.pool_forward_fast(a, k, POOL_GAIN, ws)
+        assert same_bits(out_f, out) and cache_f == cache
         d_in_f = fast.pool_backward_fast(d, cache, ws)
         assert same_bits(d_in_f, d_in)
-        d_in_f.fill(np.nan)                                               # the second call rewrites all
+        out_f.fill(np.nan)                                                # the second call
+        d_in_f.fill(np.nan)                                               # rewrites all
 
 
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
