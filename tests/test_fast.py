@@ -329,13 +329,15 @@ def test_update_fast_equals_clip_step_clamp(dtype, path, monkeypatch):
 
 def test_without_numba_the_numpy_passes_serve():
     """numba not importable: :data:`snnsim.fast_kernels.AVAILABLE` is False and the fast step
-    runs (on its NumPy passes; their equality to the plain path is tested above)."""
+    runs, the MLP's and the CNN's (on its NumPy passes, the layers' own conv and pooling;
+    their equality to the plain path is tested above)."""
     code = ("import sys; sys.modules['numba'] = None\n"
             "import numpy as np\n"
             "from snnsim import fast_kernels\n"
             "assert not fast_kernels.AVAILABLE\n"
-            "from tests.test_fast import mlp, train_both\n"
-            "(_, _, plain), (_, _, fast) = train_both(mlp, 'float32', True, 1.0, 0.3, steps=2)\n"
-            "assert plain == fast, (plain, fast)\n")
+            "from tests.test_fast import cnn, mlp, train_both\n"
+            "for make in (mlp, cnn):\n"
+            "    (_, _, plain), (_, _, fast) = train_both(make, 'float32', True, 1.0, 0.3, steps=2)\n"
+            "    assert plain == fast, (plain, fast)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
 
