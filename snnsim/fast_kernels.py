@@ -1,14 +1,14 @@
 """Fused loops of the CPU fast path, compiled by numba (optional: ``pip install snnsim[fast]``).
 
-Each kernel is one loop over the neurons (or the weights) that does, per element, the
-arithmetic of several plain functions in the order they do it, in the array's dtype:
-every constant is passed in as a scalar of that dtype (a Python float meets a float32
-array as a float32, NumPy's rule), no ``fastmath`` (no reassociation, no contraction to
-fused multiply-adds), IEEE division (``error_model="numpy"``: x/0 is ±inf, not an
-exception). The results are the plain path's bit for bit, in float32 and float64
-(``tests/test_fast.py``). What a kernel cannot reproduce bit for bit stays NumPy: the
-exp of the warm-up's σ' (numba's exp is the C library's, NumPy's float32 exp its own SIMD
-code: on 10⁶ float32 z in [-8, 8], 39 % differed in the last bit).
+Each kernel is one loop over the neurons (or the weights, or a layer's elements) that does,
+per element, the arithmetic (or the copies) of several plain functions in the order they do
+it, in the array's dtype: every constant is passed in as a scalar of that dtype (a Python
+float meets a float32 array as a float32, NumPy's rule), no ``fastmath`` (no reassociation,
+no contraction to fused multiply-adds), IEEE division (``error_model="numpy"``: x/0 is ±inf,
+not an exception). The results are the plain path's bit for bit, in float32 and float64
+(``tests/test_fast.py``). What a kernel cannot reproduce bit for bit stays NumPy: the exp of
+the warm-up's σ' (numba's exp is the C library's, NumPy's float32 exp its own SIMD code: on
+10⁶ float32 z in [-8, 8], 39 % differed in the last bit).
 
 :mod:`snnsim.fast` calls them where :data:`AVAILABLE` (numba is installed) and runs its
 NumPy passes otherwise. Compiled code is cached on disk (``cache=True``): the first call of
