@@ -494,8 +494,8 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
 def warm_up(dtypes=("float32", "float64")) -> None:
     """Compile the kernels of :mod:`snnsim.fast_kernels` for ``dtypes`` now (or load them from
     numba's cache: a few seconds the first time on a machine, a fraction of one later), on
-    a tiny layer and parameter. A process that forks runs (or times steps) calls it first,
-    so that the children do not each pay it. Without numba: nothing."""
+    a tiny layer, parameter, convolution and pooling. A process that forks runs (or times
+    steps) calls it first, so that the children do not each pay it. Without numba: nothing."""
     if not fast_kernels.AVAILABLE:
         return
     from .training.optim import AdamW
@@ -506,6 +506,11 @@ def warm_up(dtypes=("float32", "float64")) -> None:
         lif_backward_fast(x, state, neuron, grad, ws)
         params = [{"W": np.ones((2, 2), dtype)}]
         update_fast(AdamW(params, lr=0.1), [{"W": np.ones((2, 2), dtype)}], 1.0, 1.0)
+        a = np.ones((1, 1, 1, 4, 4), dtype)                               # (T, B, C, H, W)
+        x, cache = conv_forward_fast(a, np.ones((1, 1, 2, 2), dtype), 1, 1, ws)
+        conv_backward_fast(x, cache, True, ws)
+        out, cache = pool_forward_fast(a, 2, 1.0, ws)
+        pool_backward_fast(out, cache, ws)
 
 
 def fast_path_applies(net, backward: str, model) -> bool:
