@@ -36,7 +36,8 @@ Who takes it: :func:`fast_path_applies` — the NumPy backend, the network's own
 backward (``cfg.backward == "tsslbp"``, LIF neurons, not fused), no substitute model.
 CuPy (the fused CUDA kernels are its fast path), PyTorch and ``array_api_strict`` take
 the plain path. The workspace's arrays are overwritten by the next step: a
-:class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then.
+:class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then
+(a convolution's cached columns only until its backward, which reuses their array).
 
 What it does not change: the matrix products (the same operands, shapes and layouts, so
 the same BLAS calls) and the dense and dropout layers, which both paths share. Without numba
@@ -345,8 +346,10 @@ def conv_forward_fast(a_prev, W, stride: int, padding: int, ws: Workspace):
 
 def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
     """:func:`snnsim.conv.conv_backward` into workspace arrays: ∂L/∂W by the plain
-    :func:`~snnsim.conv.conv_weight_grad`; g = W_flatᵀ @ δ_flat, then col2im, the crop and
-    the move back to ``(T, B, C, H, W)`` in one :func:`~snnsim.fast_kernels.col2im_kernel`."""
+    :func:`~snnsim.conv.conv_weight_grad`; g = W_flatᵀ @ δ_flat into the array of the cached
+    columns (not needed after ∂L/∂W: the cache's columns are overwritten), then col2im, the
+    crop and the move back to ``(T, B, C, H, W)`` in one
+    :func:`~snnsim.fast_kernels.col2im_kernel`."""
     cols, W, in_shape, _, stride, padding = cache
     C_out, C, k = W.shape[:3]
     T, B, H_out, W_out = dL_dx.shape[0], dL_dx.shape[1], dL_dx.shape[3], dL_dx.shape[4]
@@ -356,8 +359,7 @@ def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
     dW = conv_weight_grad(dL_dx_2d, cols, W.shape)
     if not need_input_grad:
         return None, dW
-    dcols = np.matmul(W.reshape(C_out, C * k * k).T, dL_dx_2d,
-                      out=ws.array(cols.shape, dtype))                    # (C·k·k, N·Ho·Wo)
+    dcols = np.matmul(W.reshape(C_out, C * k * k).T, dL_dx_2d, out=cols)  # (C·k·k, N·Ho·Wo)
     d_in = ws.array(tuple(in_shape), dtype)                               # (T, B, C, H, W)
     fast_kernels.col2im_kernel(dcols.reshape(-1), d_in.reshape(-1), C, in_shape[3], in_shape[4],
                                k, H_out, W_out, stride, padding)
