@@ -44,8 +44,8 @@ the same BLAS calls) and the dense and dropout layers, which both paths share. W
 the element-wise work stays one NumPy call per operation, some forty passes over a LIF
 layer's arrays where a kernel makes one. Measured against the step's floor
 (:mod:`snnsim.analysis.floor`, ``python3 -m snnsim.bench``): the MLP step at 1.1x, the
-Fashion-MNIST CNN step at 1.15x with numba (1.56x before the conv and pooling kernels,
-measured in the same machine state), 1.73x without.
+Fashion-MNIST CNN step at 1.15-1.16x with numba (1.50-1.67x before the conv and pooling
+kernels, measured in the same machine state), 1.73x without.
 """
 from __future__ import annotations
 
