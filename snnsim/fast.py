@@ -392,8 +392,8 @@ def pool_backward_fast(d_out, cache, ws: Workspace):
 
 # --- the neuron model, the layers and the optimiser update ---------------------------------
 class FastPath:
-    """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and of clip + AdamW +
-    clamp, with its own :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel`
+    """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and the pooling and of
+    clip + AdamW + clamp, with its own :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel`
     and the path itself the ``ops`` for :meth:`Network.forward` / :meth:`Network.backward`;
     call :meth:`start` before each step."""
 
