@@ -157,7 +157,7 @@ class Network:
         the network's neuron model for this call (its ``forward`` is used), e.g.
         by the event-shift model (:mod:`snnsim.eventshift`). ``ops`` replaces the
         layers' own forward: ``ops.forward(layer, a, train, rng)`` (the fast path's
-        convolution, :class:`snnsim.fast.FastPath`).
+        convolution and pooling, :class:`snnsim.fast.FastPath`).
         Returns ``(a_out, cache)``: the output PSC ``(T, B, C)`` and a
         :class:`NetworkCache`.
         """
