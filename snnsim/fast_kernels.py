@@ -217,28 +217,27 @@ def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
     adding the offsets (p, q) in turn, p first (the same additions in the same order)."""
     N = d_in.size // (C * H * W)
     zero = d_in.dtype.type(0.0)
-    o = 0                                                   # the row dcols[c, p, q, n, i]
     for c in range(C):
         for n in range(N):
             image = (n * C + c) * H * W
             for e in range(H * W):
                 d_in[_u(image + e)] = zero
         for p in range(k):
+            i_lo, i_hi = _inside(p, padding, stride, H, H_out)     # rows i not in the padding
             for q in range(k):
                 j_lo, j_hi = _inside(q, padding, stride, W, W_out)
                 for n in range(N):
                     image = (n * C + c) * H * W
-                    for i in range(H_out):
-                        y = stride * i + p - padding
-                        if 0 <= y < H:
-                            r = image + y * W + q - padding
-                            if stride == 1:                 # (a loop the compiler vectorises)
-                                for j in range(j_lo, j_hi):
-                                    d_in[_u(r + j)] += dcols[_u(o + j)]
-                            else:
-                                for j in range(j_lo, j_hi):
-                                    d_in[_u(r + stride * j)] += dcols[_u(o + j)]
-                        o += W_out
+                    block = (((c * k + p) * k + q) * N + n) * H_out * W_out   # dcols[c, p, q, n]
+                    for i in range(i_lo, i_hi):
+                        r = image + (stride * i + p - padding) * W + q - padding
+                        o = block + i * W_out
+                        if stride == 1:                     # (a loop the compiler vectorises)
+                            for j in range(j_lo, j_hi):
+                                d_in[_u(r + j)] += dcols[_u(o + j)]
+                        else:
+                            for j in range(j_lo, j_hi):
+                                d_in[_u(r + stride * j)] += dcols[_u(o + j)]
 
 
 # --- sum pooling: snnsim.pool --------------------------------------------------------------
@@ -309,7 +308,7 @@ _u = np.uint64
 @_jit
 def _inside(q, padding, stride, size, n_out):
     """The output indices j (``lo`` to ``hi`` - 1) whose input index s·j + q - pad lies in
-    0..size-1."""
+    0..size-1 (along one axis, for the kernel offset q)."""
     lo = 0
     while lo < n_out and stride * lo + q - padding < 0:
         lo += 1
