@@ -1,15 +1,21 @@
 """The training step's fast path on NumPy: the same arithmetic, fewer passes, no allocation.
 
-The plain engine (:mod:`snnsim.neuron`, :mod:`snnsim.tsslbp`, :mod:`snnsim.training.optim`)
-reads as the equations and allocates a new array for every intermediate. This module is
-its twin for the CPU training step; it computes the *same floating-point operations on
-every element in the same order*, so its results are bit-identical to the plain path's
-(tested in float64 and float32, ``tests/test_fast.py``).
+The plain engine (:mod:`snnsim.neuron`, :mod:`snnsim.tsslbp`, :mod:`snnsim.conv`,
+:mod:`snnsim.pool`, :mod:`snnsim.training.optim`) reads as the equations and allocates a new
+array for every intermediate. This module is its twin for the CPU training step; it computes
+the *same floating-point operations on every element in the same order*, so its results are
+bit-identical to the plain path's (tested in float64 and float32, ``tests/test_fast.py``).
 
 Where numba is installed (``pip install snnsim[fast]``), the LIF forward, the TSSL-BP
 backward and clip + AdamW + clamp each run as one compiled loop, the kernels of
-:mod:`snnsim.fast_kernels` (the warm-up's exp stays NumPy's); without numba, the NumPy
-passes below, which change:
+:mod:`snnsim.fast_kernels` (the warm-up's exp stays NumPy's), and so do the layers' copies
+around their matrix products: a convolution's im2col reads the ``(T, B, C, H, W)`` input
+straight into its columns (the moveaxis to channels first and the zero padding in the same
+pass), its col2im writes the cropped ``(T, B, C, H, W)`` error straight from them, and the
+pooling's sum and its backward are one pass each (:class:`FastPath`'s ``forward`` /
+``backward``, the ``ops`` of :meth:`~snnsim.network.Network.forward`); the columns, the
+products' outputs and the layers' results are workspace arrays. Without numba, the layers
+are the plain ones and the neurons take the NumPy passes below, which change:
 
 - buffers: every ``(T, B, N)`` array of the LIF forward and backward lives in a
   :class:`Workspace`, allocated at the first step and handed out again, in the same order,
@@ -30,12 +36,16 @@ Who takes it: :func:`fast_path_applies` — the NumPy backend, the network's own
 backward (``cfg.backward == "tsslbp"``, LIF neurons, not fused), no substitute model.
 CuPy (the fused CUDA kernels are its fast path), PyTorch and ``array_api_strict`` take
 the plain path. The workspace's arrays are overwritten by the next step: a
-:class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then.
+:class:`~snnsim.network.NetworkCache` or gradient of the fast step is valid until then
+(a convolution's cached columns only until its backward, which reuses their array).
 
-What it does not change: the layers (dense, conv, pooling) and their matrix products,
-which both paths share. Without numba the element-wise work stays one NumPy call per
-operation, some forty passes over a LIF layer's arrays where a kernel makes one (measured
-against the step's floor: :mod:`snnsim.analysis.floor`).
+What it does not change: the matrix products (the same operands, shapes and layouts, so
+the same BLAS calls) and the dense and dropout layers, which both paths share. Without numba
+the element-wise work stays one NumPy call per operation, some forty passes over a LIF
+layer's arrays where a kernel makes one. Measured against the step's floor
+(:mod:`snnsim.analysis.floor`, ``python3 -m snnsim.bench``): the MLP step at 1.1x, the
+Fashion-MNIST CNN step at 1.15-1.16x with numba (1.50-1.67x before the conv and pooling
+kernels, measured in the same machine state), 1.73x without.
 """
 from __future__ import annotations
 
@@ -45,9 +55,11 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fast_kernels
+from .conv import Conv2d, _check_conv_args, conv_weight_grad
 from .loss import n_correct
 from .neuron import NeuronModel
 from .params import WARMUP_PSC_FRACTION, WARMUP_WIDTH, WARMUP_Z_CLIP, GradientParams, NeuronParams
+from .pool import Pool2d, _pool_output_shape
 from .training.optim import CLIP_NORM_EPS, global_grad_norm
 from .tsslbp import LIF, psc_shift_scale, reset_passthrough, reset_shift_coefficient
 
@@ -312,11 +324,78 @@ def warmup_replace_fast(delta, S, u, a, neuron: NeuronParams, scratch) -> None:
     np.bitwise_xor(_bits(ez), _bits(delta), out=_bits(delta))
 
 
-# --- the neuron model and the optimiser update ----------------------------------------------
+# --- the convolution, (4), (8), (10) -------------------------------------------------------
+def conv_forward_fast(a_prev, W, stride: int, padding: int, ws: Workspace):
+    """:func:`snnsim.conv.conv_forward` into workspace arrays, its im2col by
+    :func:`~snnsim.fast_kernels.im2col_kernel` straight from ``a_prev`` ``(T, B, C, H, W)``
+    (no channels-first copy, no padded copy). The same product W_flat @ cols on the same
+    operands; the same cache. numba only (without it the layer's own forward serves)."""
+    T, B, C, H, W_in = a_prev.shape
+    C_out, H_out, W_out = _check_conv_args(a_prev.shape[2:], W.shape, stride, padding)
+    k, N, dtype = W.shape[2], T * B, a_prev.dtype
+    cols = ws.array((C * k * k, N * H_out * W_out), dtype)                # (C·k·k, N·Ho·Wo)
+    fast_kernels.im2col_kernel(np.ascontiguousarray(a_prev).reshape(-1), cols.reshape(-1), C, H,
+                               W_in, k, H_out, W_out, stride, padding)
+    x_2d = np.matmul(W.reshape(C_out, C * k * k), cols,
+                     out=ws.array((C_out, N * H_out * W_out), dtype))     # (C_out, N·Ho·Wo)
+    x = ws.array((T, B, C_out, H_out, W_out), dtype)                      # (T, B, C_out, Ho, Wo)
+    np.copyto(x, np.moveaxis(x_2d.reshape(C_out, T, B, H_out, W_out), 0, 2))
+    padded_hw = (H + 2 * padding, W_in + 2 * padding)
+    return x, (cols, W, a_prev.shape, padded_hw, stride, padding)
+
+
+def conv_backward_fast(dL_dx, cache, need_input_grad: bool, ws: Workspace):
+    """:func:`snnsim.conv.conv_backward` into workspace arrays: ∂L/∂W by the plain
+    :func:`~snnsim.conv.conv_weight_grad`; g = W_flatᵀ @ δ_flat into the array of the cached
+    columns (not needed after ∂L/∂W: the cache's columns are overwritten), then col2im, the
+    crop and the move back to ``(T, B, C, H, W)`` in one
+    :func:`~snnsim.fast_kernels.col2im_kernel`."""
+    cols, W, in_shape, _, stride, padding = cache
+    C_out, C, k = W.shape[:3]
+    T, B, H_out, W_out = dL_dx.shape[0], dL_dx.shape[1], dL_dx.shape[3], dL_dx.shape[4]
+    dtype = dL_dx.dtype
+    dL_dx_2d = ws.array((C_out, T * B * H_out * W_out), dtype)            # (C_out, N·Ho·Wo)
+    np.copyto(dL_dx_2d.reshape(C_out, T, B, H_out, W_out), np.moveaxis(dL_dx, 2, 0))
+    dW = conv_weight_grad(dL_dx_2d, cols, W.shape)
+    if not need_input_grad:
+        return None, dW
+    dcols = np.matmul(W.reshape(C_out, C * k * k).T, dL_dx_2d, out=cols)  # (C·k·k, N·Ho·Wo)
+    d_in = ws.array(tuple(in_shape), dtype)                               # (T, B, C, H, W)
+    fast_kernels.col2im_kernel(dcols.reshape(-1), d_in.reshape(-1), C, in_shape[3], in_shape[4],
+                               k, H_out, W_out, stride, padding)
+    return d_in, dW
+
+
+# --- sum pooling ---------------------------------------------------------------------------
+def pool_forward_fast(a_prev, k: int, gain: float, ws: Workspace):
+    """:func:`snnsim.pool.pool_forward` by :func:`~snnsim.fast_kernels.pool_forward_kernel` into
+    a workspace array (one pass, where the plain one makes k² - 1 partial sums); the same
+    cache."""
+    T, B, C, H, W = a_prev.shape
+    _pool_output_shape(a_prev.shape[2:], k)
+    out = ws.array((T, B, C, H // k, W // k), a_prev.dtype)               # (T, B, C, Ho, Wo)
+    fast_kernels.pool_forward_kernel(np.ascontiguousarray(a_prev).reshape(-1), out.reshape(-1), H, W,
+                                     k, a_prev.dtype.type(gain))
+    return out, (a_prev.shape, k, gain)
+
+
+def pool_backward_fast(d_out, cache, ws: Workspace):
+    """:func:`snnsim.pool.pool_backward` by :func:`~snnsim.fast_kernels.pool_backward_kernel`
+    into a workspace array (one pass; the plain one writes g = gain · ∂L/∂out, then each
+    window offset)."""
+    in_shape, k, gain = cache
+    d_in = ws.array(tuple(in_shape), d_out.dtype)                         # (T, B, C, H, W)
+    fast_kernels.pool_backward_kernel(np.ascontiguousarray(d_out).reshape(-1), d_in.reshape(-1),
+                                      in_shape[3], in_shape[4], k, d_out.dtype.type(gain))
+    return d_in
+
+
+# --- the neuron model, the layers and the optimiser update ---------------------------------
 class FastPath:
-    """The fast twin of :data:`snnsim.tsslbp.LIF` and of clip + AdamW + clamp, with its own
-    :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel` for
-    :meth:`Network.forward` / :meth:`Network.backward`; call :meth:`start` before each step."""
+    """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and the pooling and of
+    clip + AdamW + clamp, with its own :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel`
+    and the path itself the ``ops`` for :meth:`Network.forward` / :meth:`Network.backward`;
+    call :meth:`start` before each step."""
 
     def __init__(self):
         self.ws = Workspace()
@@ -327,6 +406,26 @@ class FastPath:
     def start(self) -> None:
         """A new step: the workspace hands out its arrays from the first again."""
         self.ws.reset()
+
+    def forward(self, layer, a, train: bool, rng):
+        """A layer's forward: a convolution by :func:`conv_forward_fast`, a pooling by
+        :func:`pool_forward_fast` where numba is installed; every other layer (and every
+        layer without numba) by its own."""
+        if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
+            return conv_forward_fast(a, layer.params["W"], layer.stride, layer.padding, self.ws)
+        if fast_kernels.AVAILABLE and isinstance(layer, Pool2d):
+            return pool_forward_fast(a, layer.kernel_size, layer.gain, self.ws)
+        return layer.forward(a, train=train, rng=rng)
+
+    def backward(self, layer, g, cache, need_input_grad: bool):
+        """A layer's backward, as :meth:`forward` chose: :func:`conv_backward_fast`,
+        :func:`pool_backward_fast` or its own."""
+        if fast_kernels.AVAILABLE and isinstance(layer, Conv2d):
+            d_in, dW = conv_backward_fast(g, cache, need_input_grad, self.ws)
+            return d_in, {"W": dW}
+        if fast_kernels.AVAILABLE and isinstance(layer, Pool2d):
+            return (pool_backward_fast(g, cache, self.ws) if need_input_grad else None), {}
+        return layer.backward(g, cache, need_input_grad=need_input_grad)
 
 
 def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -> None:
@@ -385,9 +484,9 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
     if fast is None:
         fast = net.fast_path = FastPath()
     fast.start()
-    a, cache = net.forward(x_in, train=True, rng=rng, model=fast.model)   # (T, B, C)
+    a, cache = net.forward(x_in, train=True, rng=rng, model=fast.model, ops=fast)   # (T, B, C)
     L, g = loss_fn(a, labels)
-    grads = net.backward(g, cache, model=fast.model)
+    grads = net.backward(g, cache, model=fast.model, ops=fast)
     if reduce_grads is not None:
         reduce_grads(grads)
     update_fast(opt, grads, cfg.grad_clip, cfg.weight_clamp)
@@ -397,8 +496,8 @@ def fast_train_step(net, opt, x_in, labels, loss_fn, cfg, rng, reduce_grads=None
 def warm_up(dtypes=("float32", "float64")) -> None:
     """Compile the kernels of :mod:`snnsim.fast_kernels` for ``dtypes`` now (or load them from
     numba's cache: a few seconds the first time on a machine, a fraction of one later), on
-    a tiny layer and parameter. A process that forks runs (or times steps) calls it first,
-    so that the children do not each pay it. Without numba: nothing."""
+    a tiny layer, parameter, convolution and pooling. A process that forks runs (or times
+    steps) calls it first, so that the children do not each pay it. Without numba: nothing."""
     if not fast_kernels.AVAILABLE:
         return
     from .training.optim import AdamW
@@ -409,6 +508,11 @@ def warm_up(dtypes=("float32", "float64")) -> None:
         lif_backward_fast(x, state, neuron, grad, ws)
         params = [{"W": np.ones((2, 2), dtype)}]
         update_fast(AdamW(params, lr=0.1), [{"W": np.ones((2, 2), dtype)}], 1.0, 1.0)
+        a = np.ones((1, 1, 1, 4, 4), dtype)                               # (T, B, C, H, W)
+        x, cache = conv_forward_fast(a, np.ones((1, 1, 2, 2), dtype), 1, 1, ws)
+        conv_backward_fast(x, cache, True, ws)
+        out, cache = pool_forward_fast(a, 2, 1.0, ws)
+        pool_backward_fast(out, cache, ws)
 
 
 def fast_path_applies(net, backward: str, model) -> bool:

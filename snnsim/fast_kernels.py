@@ -1,14 +1,14 @@
 """Fused loops of the CPU fast path, compiled by numba (optional: ``pip install snnsim[fast]``).
 
-Each kernel is one loop over the neurons (or the weights) that does, per element, the
-arithmetic of several plain functions in the order they do it, in the array's dtype:
-every constant is passed in as a scalar of that dtype (a Python float meets a float32
-array as a float32, NumPy's rule), no ``fastmath`` (no reassociation, no contraction to
-fused multiply-adds), IEEE division (``error_model="numpy"``: x/0 is ±inf, not an
-exception). The results are the plain path's bit for bit, in float32 and float64
-(``tests/test_fast.py``). What a kernel cannot reproduce bit for bit stays NumPy: the
-exp of the warm-up's σ' (numba's exp is the C library's, NumPy's float32 exp its own SIMD
-code: on 10⁶ float32 z in [-8, 8], 39 % differed in the last bit).
+Each kernel is one loop over the neurons (or the weights, or a layer's elements) that does,
+per element, the arithmetic (or the copies) of several plain functions in the order they do
+it, in the array's dtype: every constant is passed in as a scalar of that dtype (a Python
+float meets a float32 array as a float32, NumPy's rule), no ``fastmath`` (no reassociation,
+no contraction to fused multiply-adds), IEEE division (``error_model="numpy"``: x/0 is ±inf,
+not an exception). The results are the plain path's bit for bit, in float32 and float64
+(``tests/test_fast.py``). What a kernel cannot reproduce bit for bit stays NumPy: the exp of
+the warm-up's σ' (numba's exp is the C library's, NumPy's float32 exp its own SIMD code: on
+10⁶ float32 z in [-8, 8], 39 % differed in the last bit).
 
 :mod:`snnsim.fast` calls them where :data:`AVAILABLE` (numba is installed) and runs its
 NumPy passes otherwise. Compiled code is cached on disk (``cache=True``): the first call of
@@ -169,5 +169,154 @@ def adamw_kernel(p, g, m, v, scaled, scale, decayed, decay, one_minus_beta1, bet
         p[i], m[i], v[i] = p_i, m_i, v_i
 
 
-__all__ = ["AVAILABLE", "adamw_kernel", "lif_backward_kernel", "lif_backward_step",
-           "lif_forward_kernel", "lif_forward_step", "warmup_kernel"]
+# --- im2col and col2im of a convolution: snnsim.conv -----------------------------------------
+@_jit
+def im2col_kernel(a, cols, C, H, W, k, H_out, W_out, stride, padding):
+    """:func:`snnsim.conv.im2col` of the zero-padded, channels-first input, read straight from
+    ``a``, the flat T·B = N images ``(N, C, H, W)`` of ``(T, B, C, H, W)``: one pass that
+    does the moveaxis, the padding and the window copy,
+
+        cols[c, p, q, n, i, j] = a[n, c, s·i + p - pad, s·j + q - pad], 0 outside a,
+
+    into the flat ``cols`` ``(C, k, k, N, H_out, W_out)``, written in its memory order."""
+    N = a.size // (C * H * W)
+    zero = cols.dtype.type(0.0)
+    o = 0                                                   # the row cols[c, p, q, n, i]
+    for c in range(C):
+        for p in range(k):
+            for q in range(k):
+                j_lo, j_hi = _inside(q, padding, stride, W, W_out)
+                for n in range(N):
+                    image = (n * C + c) * H * W
+                    for i in range(H_out):
+                        y = stride * i + p - padding
+                        if y < 0 or y >= H:
+                            for j in range(W_out):
+                                cols[_u(o + j)] = zero
+                        else:
+                            r = image + y * W + q - padding
+                            for j in range(j_lo):
+                                cols[_u(o + j)] = zero
+                            if stride == 1:                 # (a loop the compiler vectorises)
+                                for j in range(j_lo, j_hi):
+                                    cols[_u(o + j)] = a[_u(r + j)]
+                            else:
+                                for j in range(j_lo, j_hi):
+                                    cols[_u(o + j)] = a[_u(r + stride * j)]
+                            for j in range(j_hi, W_out):
+                                cols[_u(o + j)] = zero
+                        o += W_out
+
+
+@_jit
+def col2im_kernel(dcols, d_in, C, H, W, k, H_out, W_out, stride, padding):
+    """:func:`snnsim.conv.col2im`, the crop of the padding and the moveaxis back to
+    ``(T, B, C, H, W)`` in one pass: the flat ``dcols`` ``(C, k, k, N, H_out, W_out)``
+    scatter-added into the flat ``d_in`` ``(N, C, H, W)``; what lands in the padding is
+    skipped (the crop drops it). Each element's sum runs as in the plain col2im: from 0,
+    adding the offsets (p, q) in turn, p first (the same additions in the same order)."""
+    N = d_in.size // (C * H * W)
+    zero = d_in.dtype.type(0.0)
+    for c in range(C):
+        for n in range(N):
+            image = (n * C + c) * H * W
+            for e in range(H * W):
+                d_in[_u(image + e)] = zero
+        for p in range(k):
+            i_lo, i_hi = _inside(p, padding, stride, H, H_out)     # rows i not in the padding
+            for q in range(k):
+                j_lo, j_hi = _inside(q, padding, stride, W, W_out)
+                for n in range(N):
+                    image = (n * C + c) * H * W
+                    block = (((c * k + p) * k + q) * N + n) * H_out * W_out   # dcols[c, p, q, n]
+                    for i in range(i_lo, i_hi):
+                        r = image + (stride * i + p - padding) * W + q - padding
+                        o = block + i * W_out
+                        if stride == 1:                     # (a loop the compiler vectorises)
+                            for j in range(j_lo, j_hi):
+                                d_in[_u(r + j)] += dcols[_u(o + j)]
+                        else:
+                            for j in range(j_lo, j_hi):
+                                d_in[_u(r + stride * j)] += dcols[_u(o + j)]
+
+
+# --- sum pooling: snnsim.pool --------------------------------------------------------------
+@_jit
+def pool_forward_kernel(a, out, H, W, k, gain):
+    """:func:`snnsim.pool.pool_forward` on the flat ``a`` ``(M, H, W)`` (M = T·B·C) into the
+    flat ``out`` ``(M, ⌊H/k⌋, ⌊W/k⌋)``: per window the sum from offset (0, 0), adding the
+    others p first, then times ``gain``, as the plain function's slice sums do. (The 2×2
+    window written out: a loop the compiler vectorises, 4-6x faster than the general one.)"""
+    H_out, W_out = H // k, W // k
+    M = a.size // (H * W)
+    for m in range(M):
+        for i in range(H_out):
+            top = (m * H + k * i) * W                       # the row a[m, k·i]
+            o = (m * H_out + i) * W_out
+            if k == 2:
+                for j in range(W_out):
+                    total = a[_u(top + 2 * j)] + a[_u(top + 2 * j + 1)]
+                    total += a[_u(top + W + 2 * j)]
+                    total += a[_u(top + W + 2 * j + 1)]
+                    out[_u(o + j)] = gain * total
+            else:
+                for j in range(W_out):
+                    total = a[_u(top + k * j)]
+                    for q in range(1, k):
+                        total += a[_u(top + k * j + q)]
+                    for p in range(1, k):
+                        for q in range(k):
+                            total += a[_u(top + p * W + k * j + q)]
+                    out[_u(o + j)] = gain * total
+
+
+@_jit
+def pool_backward_kernel(d_out, d_in, H, W, k, gain):
+    """:func:`snnsim.pool.pool_backward` on flat arrays: ``d_in`` ``(M, H, W)`` = gain ·
+    ``d_out`` ``(M, ⌊H/k⌋, ⌊W/k⌋)`` on every element of its window, 0 on the floored-off rows
+    and columns. (k = 2 written out, as in :func:`pool_forward_kernel`.)"""
+    H_out, W_out = H // k, W // k
+    M = d_in.size // (H * W)
+    zero = d_in.dtype.type(0.0)
+    for m in range(M):
+        for y in range(H):
+            row = (m * H + y) * W                           # the row d_in[m, y]
+            i = y // k
+            start = 0                                       # the floored-off columns' start
+            if i < H_out:
+                o = (m * H_out + i) * W_out
+                if k == 2:
+                    for j in range(W_out):
+                        g = gain * d_out[_u(o + j)]
+                        d_in[_u(row + 2 * j)] = g
+                        d_in[_u(row + 2 * j + 1)] = g
+                else:
+                    for j in range(W_out):
+                        g = gain * d_out[_u(o + j)]
+                        for q in range(k):
+                            d_in[_u(row + k * j + q)] = g
+                start = k * W_out
+            for z in range(start, W):
+                d_in[_u(row + z)] = zero
+
+#: Index type of the conv and pool kernels' flat arrays: with unsigned indices numba leaves out
+#: its check for negative ones (Python's wraparound), which kept the loops from vectorising
+#: (2-3x slower).
+_u = np.uint64
+
+
+@_jit
+def _inside(q, padding, stride, size, n_out):
+    """The output indices j (``lo`` to ``hi`` - 1) whose input index s·j + q - pad lies in
+    0..size-1 (along one axis, for the kernel offset q)."""
+    lo = 0
+    while lo < n_out and stride * lo + q - padding < 0:
+        lo += 1
+    hi = lo
+    while hi < n_out and stride * hi + q - padding < size:
+        hi += 1
+    return lo, hi
+
+__all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
+           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "pool_backward_kernel",
+           "pool_forward_kernel", "warmup_kernel"]

@@ -149,12 +149,15 @@ class Network:
         return "-".join(layer.describe() for layer in self.layers)
 
     # --- forward ---------------------------------------------------------------
-    def forward(self, x_in, train: bool = False, rng=None, model: NeuronModel | None = None):
+    def forward(self, x_in, train: bool = False, rng=None, model: NeuronModel | None = None,
+                ops=None):
         """Run the network on ``x_in`` ``(T, B, *input_shape)``.
 
         ``train`` enables dropout, drawing masks from ``rng``. ``model`` replaces
         the network's neuron model for this call (its ``forward`` is used), e.g.
-        by the event-shift model (:mod:`snnsim.eventshift`).
+        by the event-shift model (:mod:`snnsim.eventshift`). ``ops`` replaces the
+        layers' own forward: ``ops.forward(layer, a, train, rng)`` (the fast path's
+        convolution and pooling, :class:`snnsim.fast.FastPath`).
         Returns ``(a_out, cache)``: the output PSC ``(T, B, C)`` and a
         :class:`NetworkCache`.
         """
@@ -174,13 +177,14 @@ class Network:
             a = psc_filter(xp.astype(x_in, self.dtype, copy=False), self.neuron.theta_s)  # a^0, (T, B, ...)
         input_psc = a
         model = model or self.model
+        forward = ops.forward if ops is not None else _own_forward
         layer_caches, states = [], []
         for i, layer in enumerate(self.layers):
             if i == 0 and gain is not None:
-                out1, cache = layer.forward(image[None, ...], train=train, rng=rng)  # (1, B, ...)
+                out1, cache = forward(layer, image[None, ...], train, rng)         # (1, B, ...)
                 out = _expand(gain, out1.ndim - 1) * out1[0, ...]                # γ[t] layer(x)
             else:
-                out, cache = layer.forward(a, train=train, rng=rng)
+                out, cache = forward(layer, a, train, rng)
             state = None
             if layer.spiking:
                 a, state = model.forward(out, self.neuron_of(layer))
@@ -192,23 +196,26 @@ class Network:
 
     # --- backward --------------------------------------------------------------
     def backward(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
-                 model: NeuronModel | None = None) -> list[dict]:
+                 model: NeuronModel | None = None, ops=None) -> list[dict]:
         """∂L/∂θ for every layer from g^L = ∂L/∂a^L ``(T, B, C)``: the ``grads`` of
         :meth:`backward_pass`. Returns one dict per layer, keyed like ``layer.params``."""
-        return self.backward_pass(dL_da, cache, grad, model).grads
+        return self.backward_pass(dL_da, cache, grad, model, ops).grads
 
     def backward_pass(self, dL_da, cache: NetworkCache, grad: GradientParams | None = None,
-                      model: NeuronModel | None = None) -> BackwardPass:
+                      model: NeuronModel | None = None, ops=None) -> BackwardPass:
         """The backward walk, every intermediate kept (:class:`BackwardPass`).
 
         Per spiking layer, top down: δ^l = backward(g^l) (9), then
         ∂L/∂W^l = Σ_t δ^l a^{l-1}ᵀ (8) and g^{l-1} = W^lᵀ δ^l (10).
         ``grad`` overrides the network's reading for this call; ``model``
         the neuron model (its ``backward(g, state, neuron, grad) -> δ``), e.g. a
-        surrogate gradient or the O(T²) explicit-φ baseline.
+        surrogate gradient or the O(T²) explicit-φ baseline; ``ops`` the layers'
+        own backward (``ops.backward(layer, g, cache, need_input_grad)``, as in
+        :meth:`forward`).
         """
         grad = grad or self.grad
         model = model or self.model
+        backward = ops.backward if ops is not None else _own_backward
         xp = array_module(dL_da)
         n = len(self.layers)
         grads: list[dict] = [{} for _ in range(n)]
@@ -221,8 +228,18 @@ class Network:
                 g = deltas[i] = model.backward(g, state, self.neuron_of(layer), grad)
             if i == 0 and cache.input_gain is not None:                   # static input: Σ_t γ[t] g[t]
                 g = xp.tensordot(cache.input_gain, g, axes=((0,), (0,)))[None, ...]
-            g, grads[i] = layer.backward(g, cache.layer_caches[i], need_input_grad=i > 0)
+            g, grads[i] = backward(layer, g, cache.layer_caches[i], i > 0)
         return BackwardPass(grads, gs, deltas)
+
+
+def _own_forward(layer: Layer, a, train: bool, rng):
+    """The layer's own forward (:meth:`Network.forward` without ``ops``)."""
+    return layer.forward(a, train=train, rng=rng)
+
+
+def _own_backward(layer: Layer, g, cache, need_input_grad: bool):
+    """The layer's own backward (:meth:`Network.backward_pass` without ``ops``)."""
+    return layer.backward(g, cache, need_input_grad=need_input_grad)
 
 
 def _namespace_dtype(xp, name: str):

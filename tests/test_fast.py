@@ -48,6 +48,8 @@ GRADS = [GradientParams(), GradientParams("timing", 8.0, True), EXACT_TIMING,
 ROOT = Path(__file__).resolve().parents[1]
 #: The top-level kernels, called from snnsim.fast (the per-step ones from inside them).
 KERNELS = ("lif_forward_kernel", "lif_backward_kernel", "warmup_kernel", "adamw_kernel")
+#: The convolution's and the pooling's kernels (a CNN's step calls them; an MLP's does not).
+CONV_KERNELS = ("im2col_kernel", "col2im_kernel", "pool_forward_kernel", "pool_backward_kernel")
 
 
 def use_path(path: str, monkeypatch) -> dict:
@@ -58,7 +60,7 @@ def use_path(path: str, monkeypatch) -> dict:
     monkeypatch.setattr(fast_kernels, "AVAILABLE", path == "numba")
     if path.startswith("numpy-"):
         monkeypatch.setattr(fast, "BLOCK", int(path.split("-")[1]))
-    calls = dict.fromkeys(KERNELS, 0)
+    calls = dict.fromkeys(KERNELS + CONV_KERNELS, 0)
 
     def counted(name, kernel):
         def call(*args):
@@ -66,7 +68,7 @@ def use_path(path: str, monkeypatch) -> dict:
             return kernel(*args)
         return call
 
-    for name in KERNELS:
+    for name in KERNELS + CONV_KERNELS:
         monkeypatch.setattr(fast_kernels, name, counted(name, getattr(fast_kernels, name)))
     return calls
 
@@ -193,7 +195,79 @@ def test_train_step_bit_identical_over_steps(make, static, dtype, path, monkeypa
             assert same_bits(opt_p.v[i][name], opt_f.v[i][name]), (i, name, "v")
             clamped += int(np.sum(np.abs(lp[name]) == 0.3))
     assert clamped > 0                                                    # the clamp acted
-    check_calls(path, calls)
+    check_calls(path, calls, KERNELS + (CONV_KERNELS if make is cnn else ()))
+    if make is cnn:                                    # per step: im2col of both convs, col2im of
+        assert calls["col2im_kernel"] in (0, 4) and calls["im2col_kernel"] in (0, 8)   # the second
+
+
+# (T, B, C, H, W) inputs, kernel (C_out, k), stride, padding: padding wider than the
+# kernel's reach, strides that skip rows, an output of one pixel, rectangular images
+CONV_CASES = [((5, 3, 2, 9, 9), (4, 3), 1, 1), ((2, 4, 3, 11, 8), (5, 4), 2, 3),
+              ((1, 6, 1, 10, 10), (3, 5), 3, 2), ((3, 2, 4, 7, 9), (2, 2), 1, 0),
+              ((2, 2, 3, 5, 5), (6, 5), 1, 0), ((4, 3, 2, 6, 5), (3, 3), 2, 4)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("in_shape,kernel,stride,padding", CONV_CASES)
+def test_conv_forward_and_backward_bit_identical(in_shape, kernel, stride, padding, dtype):
+    """The fast convolution (numba's im2col and col2im, products into workspace arrays) on
+    random shapes with stride and padding: currents, the cached columns, ∂L/∂W and ∂L/∂a
+    the plain :func:`conv_forward` / :func:`conv_backward`'s bits, twice on one workspace
+    (the second reuses its arrays, filled with NaN); inputs and errors with -0.0 and zeros."""
+    from snnsim.conv import conv_backward, conv_forward
+    if not fast_kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install -e .[fast])")
+    rng = np.random.default_rng(sum(in_shape) + 10 * stride + padding)
+    c_out, k = kernel
+    a = rng.standard_normal(in_shape).astype(dtype)
+    a[rng.random(in_shape) < 0.3] = 0.0
+    a[rng.random(in_shape) < 0.1] = -0.0
+    W = rng.standard_normal((c_out, in_shape[2], k, k)).astype(dtype)
+    x, cache = conv_forward(a, W, stride, padding)
+    d = rng.standard_normal(x.shape).astype(dtype)
+    d[rng.random(x.shape) < 0.2] = -0.0
+    d_in, dW = conv_backward(d, cache)
+    ws = fast.Workspace()
+    for _ in range(2):
+        ws.reset()
+        x_f, cache_f = fast.conv_forward_fast(a, W, stride, padding, ws)
+        assert same_bits(x_f, x) and same_bits(cache_f[0], cache[0])
+        assert cache_f[1] is W and cache_f[2:] == cache[2:]
+        d_in_f, dW_f = fast.conv_backward_fast(d, cache_f, True, ws)
+        assert same_bits(d_in_f, d_in) and same_bits(dW_f, dW)
+        assert fast.conv_backward_fast(d, cache_f, False, ws)[0] is None
+        for out in (x_f, cache_f[0], d_in_f):                             # the second call rewrites
+            out.fill(np.nan)                                              # all of them
+    assert d_in.shape == a.shape and np.count_nonzero(d_in) > d_in.size // 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("in_shape,k", [((5, 3, 4, 8, 8), 2), ((2, 2, 3, 9, 7), 2), ((3, 2, 2, 10, 11), 3),
+                                        ((2, 3, 1, 4, 5), 1), ((1, 2, 2, 5, 4), 4)])
+def test_pool_forward_and_backward_bit_identical(in_shape, k, dtype):
+    """The fast sum pooling (numba) on random inputs, H and W multiples of k or floored,
+    k = 2 (its own loop) and others: output and ∂L/∂a the plain :func:`pool_forward` /
+    :func:`pool_backward`'s bits, twice on one workspace (the second reuses its arrays,
+    filled with NaN: the floored rows and columns zeroed again); inputs and errors with -0.0."""
+    from snnsim.pool import POOL_GAIN, pool_backward, pool_forward
+    if not fast_kernels.AVAILABLE:
+        pytest.skip("numba is not installed (pip install -e .[fast])")
+    rng = np.random.default_rng(sum(in_shape) + k)
+    a = rng.standard_normal(in_shape).astype(dtype)
+    a[rng.random(in_shape) < 0.3] = -0.0
+    out, cache = pool_forward(a, k)
+    d = rng.standard_normal(out.shape).astype(dtype)
+    d[rng.random(out.shape) < 0.2] = -0.0
+    d_in = pool_backward(d, cache)
+    ws = fast.Workspace()
+    for _ in range(2):
+        ws.reset()
+        out_f, cache_f = fast.pool_forward_fast(a, k, POOL_GAIN, ws)
+        assert same_bits(out_f, out) and cache_f == cache
+        d_in_f = fast.pool_backward_fast(d, cache, ws)
+        assert same_bits(d_in_f, d_in)
+        out_f.fill(np.nan)                                                # the second call
+        d_in_f.fill(np.nan)                                               # rewrites all
 
 
 @pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
@@ -255,12 +329,15 @@ def test_update_fast_equals_clip_step_clamp(dtype, path, monkeypatch):
 
 def test_without_numba_the_numpy_passes_serve():
     """numba not importable: :data:`snnsim.fast_kernels.AVAILABLE` is False and the fast step
-    runs (on its NumPy passes; their equality to the plain path is tested above)."""
+    runs, the MLP's and the CNN's (on its NumPy passes, the layers' own conv and pooling;
+    their equality to the plain path is tested above)."""
     code = ("import sys; sys.modules['numba'] = None\n"
             "import numpy as np\n"
             "from snnsim import fast_kernels\n"
             "assert not fast_kernels.AVAILABLE\n"
-            "from tests.test_fast import mlp, train_both\n"
-            "(_, _, plain), (_, _, fast) = train_both(mlp, 'float32', True, 1.0, 0.3, steps=2)\n"
-            "assert plain == fast, (plain, fast)\n")
+            "from tests.test_fast import cnn, mlp, train_both\n"
+            "for make in (mlp, cnn):\n"
+            "    (_, _, plain), (_, _, fast) = train_both(make, 'float32', True, 1.0, 0.3, steps=2)\n"
+            "    assert plain == fast, (plain, fast)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
+
