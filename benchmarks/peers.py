@@ -1,13 +1,21 @@
 """Training-step speed of snnsim against snnTorch, a generic SNN library, on the CPU.
 
     python3 -m pip install -e .[peers]                       # torch and snntorch
-    python3 benchmarks/peers.py                              # 1 thread each, about 40 s
+    python3 benchmarks/peers.py                              # 1 thread each, about a minute
     python3 benchmarks/peers.py --threads 2 --json peers.json
 
 Times ONE training step of the paper's Fashion-MNIST MLP (784-400-400-10, T = 5, batch
-50, float32, AdamW) in each contender, on the same random batch, alternating the
-contenders round by round (the order rotates from round to round) so that all see the
-same machine load, and prints the median step of each and its ratio to snnsim's step:
+50, float32, AdamW) in each contender, on the same random batch, and prints the median
+step of each and its ratio to snnsim's step. The contenders take turns round by round
+(the order rotates from round to round) so that all see the same machine load; in each
+round each runs a block of ``--block`` timed steps after ``--settle`` seconds of untimed
+ones. The settling is for two threads: after a switch, the other library's idle worker
+threads (OpenBLAS's for snnsim, OpenMP's for torch) keep spinning a while: on 2 cores
+they made the first two or three steps after a switch 2-4 times slower, and step-by-step
+alternation made the medians of snnsim's and snnTorch's steps 2.5 times slower.
+The batch is the one ``python3 -m snnsim.bench`` times (``snnsim.analysis.bench``: a
+standard-normal image per sample, repeated over T, random labels). After the race, each
+contender's spike fraction per layer on that batch is printed (untimed): all are active.
 
 1. ``snnsim tsslbp``: the step ``python3 -m snnsim.train`` takes, ``train_step`` with the
    default config (TSSL-BP, ``authors`` preset, kernel loss, gradient clip, AdamW, weight
@@ -17,13 +25,19 @@ same machine load, and prints the median step of each and its ratio to snnsim's 
 3. ``snntorch``: snnTorch's documented way: ``nn.Linear`` layers without bias, each
    followed by ``snntorch.Leaky`` (β = 1 - 1/τm, snnsim's membrane decay; threshold and
    reset mechanism snnsim's; ``surrogate.fast_sigmoid()``, its default slope), a Python
-   loop over the T steps, BPTT by autograd, ``snntorch.functional.mse_count_loss`` on
-   the output spikes, ``torch.optim.AdamW`` with snnsim's hyper-parameters, and the same
-   gradient-norm clip and weight clamp as snnsim's step, so that both do the same work
-   after the gradient;
-4. ``snntorch compiled`` (``--compile``, off by default): the same with the network's
-   forward ``torch.compile``-d. Not in the default run: on this project's 2-core machine
-   its compilation took long and the compiled step was not faster (see the README).
+   loop over the T steps, BPTT by autograd (snnTorch's tutorial network). The input is a
+   static image (the same at every step), so its product with the first layer's weights
+   is taken once, before the loop, as snnsim's step does (the tutorials take it in the
+   loop, T times); ``snntorch.functional.mse_count_loss`` on the output spikes (the
+   tutorials' rates 0.8 and 0.2), ``torch.optim.AdamW`` (its default implementation) with
+   snnsim's hyper-parameters, and the same gradient-norm clip and weight clamp as
+   snnsim's step, so that both do the same work after the gradient;
+4. ``snntorch compiled``: the same with the network ``torch.compile``-d (its forward and,
+   through autograd, its backward; the optimiser step stays eager), torch's documented
+   way to speed a model up. Compiling takes about half a minute on a 2-core machine (in
+   the warm-up, untimed); ``--no-compile`` leaves it out. TorchScript is not timed: snnTorch
+   1.0's ``Leaky`` neither scripts (``torch.jit.script`` fails on its state handling) nor
+   traces (``torch.jit.trace`` fails its own sanity check).
 
 The neuron models are not the same arithmetic: snnsim's LIF has a first-order synapse (the
 next layer sees the post-synaptic current a[t], eq. (2)), snnTorch's ``Leaky`` passes its
@@ -179,9 +193,11 @@ def contenders(args) -> dict:
     return peers
 
 
-def race(peers: dict, rounds: int, warmup: int) -> tuple[dict, int]:
-    """Seconds of each contender's step per round; the order rotates every round. Ctrl-C
-    ends it early and keeps the rounds done."""
+def race(peers: dict, rounds: int, block: int, settle_s: float, warmup: int
+         ) -> tuple[dict, int]:
+    """Seconds of each contender's steps: per round, a block of ``block`` timed steps of each
+    contender, the order rotating every round, each block after ``settle_s`` seconds of
+    untimed steps. Ctrl-C ends it early and keeps the rounds done."""
     names = list(peers)
     for name in tqdm(names, desc="warm-up", leave=False, file=sys.stderr):
         for _ in range(warmup):
@@ -192,11 +208,14 @@ def race(peers: dict, rounds: int, warmup: int) -> tuple[dict, int]:
         for r in tqdm(range(rounds), desc="rounds", file=sys.stderr):
             for k in range(len(names)):
                 name = names[(r + k) % len(names)]
-                times[name].append(peers[name].step())
+                settled = time.perf_counter() + settle_s
+                while time.perf_counter() < settled:
+                    peers[name].step()
+                times[name] += [peers[name].step() for _ in range(block)]
             done += 1
     except KeyboardInterrupt:
         print(f"interrupted after {done} rounds", file=sys.stderr)
-    return {name: t[:done] for name, t in times.items()}, done
+    return {name: t[:done * block] for name, t in times.items()}, done
 
 
 def summary(times: dict, base: str = "snnsim tsslbp") -> dict:
@@ -220,27 +239,31 @@ def main(argv=None) -> int:
         epilog="Prints the median step of each contender and its ratio to snnsim's step "
                "(TSSL-BP). Needs torch and snntorch: " + INSTALL_HINT,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--rounds", type=int, default=500,
-                   help="timed rounds; each times one step of every contender")
+    p.add_argument("--rounds", type=int, default=40,
+                   help="rounds; each times a block of steps of every contender in turn")
+    p.add_argument("--block", type=int, default=10, help="timed steps per contender and round")
+    p.add_argument("--settle", type=float, default=0.15, metavar="SECONDS",
+                   help="untimed steps for this long before each block (the previous "
+                        "library's idle threads may still spin)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps of each contender first")
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads of snnsim (threadpoolctl) and torch.set_num_threads")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--n-steps", type=int, default=5, help="T, time steps per sample")
-    p.add_argument("--compile", action="store_true",
-                   help="also time snnTorch with its forward torch.compile-d (slow to compile)")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="leave out snnTorch with torch.compile (saves its half-minute compile)")
     p.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    for name in ("rounds", "threads", "batch_size", "n_steps"):
+    for name in ("rounds", "block", "threads", "batch_size", "n_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        p.error("--warmup must be at least 0")
+    if args.warmup < 0 or args.settle < 0:
+        p.error("--warmup and --settle must be at least 0")
     torch, snntorch = import_peers()
     set_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
     peers = contenders(args)
-    times, done = race(peers, args.rounds, args.warmup)
+    times, done = race(peers, args.rounds, args.block, args.settle, args.warmup)
     if done == 0:
         print("peers.py: interrupted before the first round; no figures", file=sys.stderr)
         return 1
@@ -249,14 +272,15 @@ def main(argv=None) -> int:
         rates = peer.spike_rates() if hasattr(peer, "spike_rates") else snnsim_spike_rates(peer)
         figs[name]["spike_rates"] = rates
     print(f"network {NETWORK}, T {args.n_steps}, batch {args.batch_size}, float32, "
-          f"{args.threads} thread(s), {done} rounds; snnsim {__version__}, torch "
-          f"{torch.__version__}, snntorch {snntorch.__version__}")
+          f"{args.threads} thread(s), {done} rounds of {args.block} steps; snnsim "
+          f"{__version__}, torch {torch.__version__}, snntorch {snntorch.__version__}")
     for name, f in figs.items():
         print(f"  {name:18s} median {f['median_ms']:8.2f} ms  (quartiles {f['q1_ms']:.2f}-"
               f"{f['q3_ms']:.2f})  ratio to snnsim {f['ratio_to_snnsim']:.2f}  spike rates "
               + " ".join(f"{r:.3f}" for r in f["spike_rates"]))
     if args.json:
-        record = {"command": shown_command(argv), "rounds": done, "threads": args.threads,
+        record = {"command": shown_command(argv), "rounds": done, "block": args.block,
+                  "settle_s": args.settle, "threads": args.threads,
                   "network": NETWORK, "n_steps": args.n_steps, "batch_size": args.batch_size,
                   "dtype": "float32", "snnsim": __version__, "torch": torch.__version__,
                   "snntorch": snntorch.__version__, "numpy": np.__version__,
