@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from snnsim.analysis.bench import StepTimer
 from snnsim.training.config import TrainConfig
 from snnsim.training.threads import set_blas_threads
-from snnsim.training.train import neuron_and_grad
+from snnsim.training.train import neuron_and_grad, write_json_atomic
 from snnsim.version import __version__
 
 NETWORK = "784-400-400-10"
@@ -228,6 +228,22 @@ def summary(times: dict, base: str = "snnsim tsslbp") -> dict:
     return out
 
 
+def previous_runs(path: str) -> list[dict]:
+    """The runs already in the JSON file ``path`` (none if it is missing); a file of another
+    kind is a one-line error, exit 2, before anything is timed."""
+    if not Path(path).exists():
+        return []
+    try:
+        runs = json.loads(Path(path).read_text(encoding="utf-8"))["runs"]
+        if isinstance(runs, list):
+            return runs
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    print(f"peers.py: {path} exists and is not a list of runs of this script; "
+          "name another --json file", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def shown_command(argv: list[str]) -> str:
     return " ".join(["python3 benchmarks/peers.py", *argv])
 
@@ -252,13 +268,16 @@ def main(argv=None) -> int:
     p.add_argument("--n-steps", type=int, default=5, help="T, time steps per sample")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out snnTorch with torch.compile (saves its half-minute compile)")
-    p.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
+    p.add_argument("--json", metavar="OUT",
+                   help="also add this run's figures to the list of runs in this JSON file "
+                        "(created if missing)")
     args = p.parse_args(argv)
     for name in ("rounds", "block", "threads", "batch_size", "n_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.settle < 0:
         p.error("--warmup and --settle must be at least 0")
+    runs = previous_runs(args.json) if args.json else []
     torch, snntorch = import_peers()
     set_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -286,8 +305,8 @@ def main(argv=None) -> int:
                   "snntorch": snntorch.__version__, "numpy": np.__version__,
                   "python": platform.python_version(), "cpus": os.cpu_count(),
                   "load_average": os.getloadavg(), "contenders": figs}
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json_atomic(Path(args.json), {"runs": [*runs, record]})
+        print(f"added the run to {args.json} ({len(runs) + 1} runs)")
     return 0
 
 

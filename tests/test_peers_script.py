@@ -46,3 +46,14 @@ def test_bad_option_is_an_error():
     with pytest.raises(SystemExit) as exc:
         script.main(["--threads", "0"])
     assert exc.value.code == 2
+
+
+def test_json_of_another_kind_is_refused_before_timing(tmp_path, capsys):
+    script = load_script()
+    out = tmp_path / "figures.json"
+    out.write_text('{"something": "else"}\n')
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--json", str(out)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert out.read_text() == '{"something": "else"}\n'
