@@ -105,9 +105,22 @@ class StepTimer:
         return time.perf_counter() - t0
 
     def peak_bytes(self) -> int:
+        """Peak bytes of one step: what it allocates, plus the fast path's workspace, which
+        it allocated at the first step and holds from step to step (the step needs it as
+        much as what it allocates anew; without it the fast step would look ~free)."""
         with PeakMemory(self.net.xp) as mem:
             self.step()
-        return int(mem.peak_bytes)
+        return int(mem.peak_bytes) + self.held_bytes()
+
+    def held_bytes(self) -> int:
+        """Bytes of the fast path's workspace where this timer's step takes the fast path
+        (:func:`snnsim.fast.fast_path_applies`), else 0."""
+        from ..fast import fast_path_applies
+        fast = getattr(self.net, "fast_path", None)
+        if not (self.fast and fast is not None
+                and fast_path_applies(self.net, self.cfg.backward, self.model)):
+            return 0
+        return int(fast.ws.nbytes)
 
 
 def figures(times: list[float], batch_size: int, peak_bytes: int) -> dict:
