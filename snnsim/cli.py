@@ -220,6 +220,17 @@ def error_line(exc: BaseException) -> str:
     return line
 
 
+def report_error(name: str, exc: BaseException, where: str = "") -> int:
+    """Print the one line of ``snnsim.<name>`` for a diverged run or a user error
+    (``where``: e.g. " (rank 1)" after the command's name) and return its exit status:
+    :data:`EXIT_DIVERGED` or :data:`EXIT_USAGE`."""
+    from .training.guard import DivergenceError
+    diverged = isinstance(exc, DivergenceError)
+    print(f"snnsim.{name}: {'diverged' if diverged else 'error'}{where}: {error_line(exc)}",
+          file=sys.stderr)
+    return EXIT_DIVERGED if diverged else EXIT_USAGE
+
+
 def command(name: str):
     """Decorate ``main(argv=None) -> int`` of ``python3 -m snnsim.<name>``: the common
     options (``--debug``, ``--allow-nonfinite``), one error line and exit status 2 for
@@ -233,7 +244,6 @@ def command(name: str):
             debug = "--debug" in args
             allow = "--allow-nonfinite" in args
             args = [a for a in args if a not in ("--debug", "--allow-nonfinite")]
-            prefix = f"snnsim.{name}: error:"
             try:
                 with allow_nonfinite_weights(allow):
                     return main(args)
@@ -243,22 +253,15 @@ def command(name: str):
                 if isinstance(exc.code, str):     # SystemExit("message"): a user's mistake
                     if debug:
                         raise
-                    print(f"{prefix} {error_line(Exception(exc.code))}", file=sys.stderr)
-                    return EXIT_USAGE
+                    return report_error(name, Exception(exc.code))
                 raise
-            except DivergenceError as exc:
+            except (DivergenceError, *user_errors()) as exc:
                 if debug:
                     raise
-                print(f"snnsim.{name}: diverged: {error_line(exc)}", file=sys.stderr)
-                return EXIT_DIVERGED
-            except user_errors() as exc:
-                if debug:
-                    raise
-                print(f"{prefix} {error_line(exc)}", file=sys.stderr)
-                return EXIT_USAGE
+                return report_error(name, exc)
         return wrapped
     return wrap
 
 
 __all__ = ["COMMANDS", "COMMON_OPTIONS_HELP", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE",
-           "command", "error_line", "main", "prog_name", "user_errors"]
+           "command", "error_line", "main", "prog_name", "report_error", "user_errors"]

@@ -170,6 +170,12 @@ def adamw_kernel(p, g, m, v, scaled, scale, decayed, decay, one_minus_beta1, bet
 
 
 # --- im2col and col2im of a convolution: snnsim.conv -----------------------------------------
+#: Index type of the conv and pool kernels' flat arrays: with unsigned indices numba leaves out
+#: its check for negative ones (Python's wraparound), which kept the loops from vectorising
+#: (2-3x slower).
+_u = np.uint64
+
+
 @_jit
 def im2col_kernel(a, cols, C, H, W, k, H_out, W_out, stride, padding):
     """:func:`snnsim.conv.im2col` of the zero-padded, channels-first input, read straight from
@@ -299,11 +305,6 @@ def pool_backward_kernel(d_out, d_in, H, W, k, gain):
             for z in range(start, W):
                 d_in[_u(row + z)] = zero
 
-#: Index type of the conv and pool kernels' flat arrays: with unsigned indices numba leaves out
-#: its check for negative ones (Python's wraparound), which kept the loops from vectorising
-#: (2-3x slower).
-_u = np.uint64
-
 
 @_jit
 def _inside(q, padding, stride, size, n_out):
@@ -316,6 +317,7 @@ def _inside(q, padding, stride, size, n_out):
     while hi < n_out and stride * hi + q - padding < size:
         hi += 1
     return lo, hi
+
 
 __all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
            "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "pool_backward_kernel",

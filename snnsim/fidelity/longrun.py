@@ -71,16 +71,23 @@ def n_comparisons(n_variants: int) -> int:
     return 2 * (n_variants - 1)
 
 
+def level(p: float | None, n_variants: int) -> str | None:
+    """Whether a difference counts: "corrected" (p below 5 % after a Bonferroni correction
+    for :func:`n_comparisons`), "alone" (below 5 % uncorrected only), or None."""
+    if p is not None and p < SIGNIFICANCE / n_comparisons(n_variants):
+        return "corrected"
+    if p is not None and p < SIGNIFICANCE:
+        return "alone"
+    return None
+
+
 def verdict(p: float | None, n_variants: int) -> str:
-    """The p-value and whether its difference counts: below 5 % after a Bonferroni
-    correction for :func:`n_comparisons`, below 5 % alone only, or neither."""
+    """The p-value and its :func:`level`, in words."""
     if p is None:
         return "not enough runs to test"
-    if p < SIGNIFICANCE / n_comparisons(n_variants):
-        return f"{p_text(p)}, significant also after the correction"
-    if p < SIGNIFICANCE:
-        return f"{p_text(p)}, significant at the 5 % level alone, not after the correction"
-    return f"{p_text(p)}, not significant"
+    return p_text(p) + {"corrected": ", significant also after the correction",
+                        "alone": ", significant at the 5 % level alone, not after the correction",
+                        None: ", not significant"}[level(p, n_variants)]
 
 
 def comparison_lines(runs: dict[str, dict]) -> list[str]:
@@ -113,14 +120,13 @@ def answer(runs: dict[str, dict]) -> str | None:
         return None
     ref = runs[DEFAULT_BACKWARD]["runs"]
     sur = runs["surrogate"]["runs"]
-    n_tests = n_comparisons(len(runs))
-    corrected = SIGNIFICANCE / n_tests
     parts, firm, loose = [], [], []
     for key, what in (("best", "best-epoch"), ("final", "final-epoch")):
         diff, p = welch([r[key] for r in ref], [r[key] for r in sur])
-        if p is not None and p < corrected:
+        counts = level(p, len(runs))
+        if counts == "corrected":
             firm.append(diff)
-        elif p is not None and p < SIGNIFICANCE:
+        elif counts == "alone":
             loose.append(diff)
         side = "ahead of" if diff > 0 else "behind" if diff < 0 else "level with"
         parts.append(f"in {what} accuracy TSSL-BP is {abs(diff):.2f} points {side} it "
@@ -176,5 +182,5 @@ def long_run_section(results_json: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["BASE", "SIGNIFICANCE", "answer", "comparison_lines", "long_run_section", "long_runs",
-           "n_comparisons", "p_text", "variant_of", "verdict", "welch"]
+__all__ = ["BASE", "SIGNIFICANCE", "answer", "comparison_lines", "level", "long_run_section",
+           "long_runs", "n_comparisons", "p_text", "variant_of", "verdict", "welch"]

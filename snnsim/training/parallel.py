@@ -9,7 +9,7 @@ r runs forward and backward on part r. The loss (7) is a sum over samples, so
 the sum over ranks of the parts' gradients is the gradient of the whole batch:
 one ``Allreduce`` of one flat buffer makes it, and then clipping, AdamW and the
 weight clamp make the same step on every rank that one process makes (up to
-the order of the floating-point sum). Rank 0 alone writes the run folder.
+the order of the floating-point sum).
 
 Rank 0 alone checks, locks and writes the run folder; its refusal reaches the
 other ranks through :meth:`DataParallel.agree`. A stop request (SIGINT, SIGTERM)
@@ -40,7 +40,7 @@ import traceback
 
 import numpy as np
 
-from ..cli import EXIT_DIVERGED, EXIT_USAGE
+from ..cli import EXIT_USAGE
 from .config import ConfigError
 
 
@@ -119,7 +119,7 @@ class DataParallel:
         line); after it, and for any other exception, the rank prints the error (one
         line for a user error or a divergence, else the traceback) and ``MPI_Abort``
         ends every rank with the exit status the run would have had alone (2, 3, 1)."""
-        from ..cli import error_line, user_errors
+        from ..cli import report_error, user_errors
         from .guard import DivergenceError
         try:
             yield
@@ -129,13 +129,8 @@ class DataParallel:
             user = isinstance(exc, user_errors())
             if user and not self.agreed:
                 self.agree(exc)
-            where = "" if self.root else f" (rank {self.rank})"
-            if isinstance(exc, DivergenceError):
-                print(f"snnsim.train: diverged{where}: {error_line(exc)}", file=sys.stderr)
-                code = EXIT_DIVERGED
-            elif user:
-                print(f"snnsim.train: error{where}: {error_line(exc)}", file=sys.stderr)
-                code = EXIT_USAGE
+            if user or isinstance(exc, DivergenceError):
+                code = report_error("train", exc, "" if self.root else f" (rank {self.rank})")
             else:
                 traceback.print_exc()
                 code = 1
