@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Table 3's Fashion-MNIST CNN row on a CPU: start, or resume, the study in the background.
+#
+#   bash scripts/table3_cnn.sh [tsslbp|surrogate] [--stop]
+#
+# tsslbp (default): 5 seeds x 100 epochs of the CNN 32C5-P2-64C5-P2-1024-10, the authors'
+# preset and TSSL-BP, as the paper. surrogate: seeds 0 and 1 with --backward=surrogate, the
+# CNN's answer to the 100-epoch MLP comparison. Two workers, one BLAS thread each (the
+# 2-core machine), each in the background with its log in the study folder.
+#
+# The study folder is outside the repository, $SNNSIM_STUDIES (default ~/studies), so that
+# it outlives a fresh clone: table3-cnn/ or table3-cnn-surrogate/. The workers run from a
+# clone of this repository pinned at the commit of the checkout that starts them
+# ($SNNSIM_STUDIES/src), so that later commits reach a run only when the script is run
+# again (by design only changes that keep a step bit-identical: a resumed run picks them
+# up without a change to its result). Running the script again resumes: a worker killed
+# with its session leaves its trial RUNNING; after --grace seconds of silence (10 min
+# here) the next worker marks it failed and retries it from its last checkpoint, before
+# any run not yet started. --max-retry is high because every session end is one retry.
+#
+# --stop sends the workers SIGINT: each stops its run resumably and requeues its trial.
+# Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+kind=${1:-tsslbp}
+studies=${SNNSIM_STUDIES:-$HOME/studies}
+py=${SNNSIM_PYTHON:-$repo/.venv/bin/python3}
+case "$kind" in
+  tsslbp) dir=$studies/table3-cnn; args=(--seeds 0,1,2,3,4) ;;
+  surrogate) dir=$studies/table3-cnn-surrogate; args=(--seeds 0,1 --backward=surrogate) ;;
+  *) echo "table3_cnn.sh: unknown study '$kind' (tsslbp or surrogate)" >&2; exit 2 ;;
+esac
+if [ "${2:-}" = "--stop" ]; then
+  pkill -INT -f "snnsim.study run $dir( |$)" && echo "asked the workers of $dir to stop" \
+    || echo "no worker of $dir is running"
+  exit 0
+fi
+if pgrep -f "snnsim.study run $dir( |$)" >/dev/null; then
+  echo "table3_cnn.sh: workers of $dir are already running" >&2; exit 2
+fi
+[ -x "$py" ] || { echo "table3_cnn.sh: no interpreter $py (run scripts/setup.sh first)" >&2; exit 2; }
+src=$studies/src
+commit=$(git -C "$repo" rev-parse HEAD)
+mkdir -p "$dir"
+if [ ! -d "$src/.git" ]; then
+  git clone -q "$repo" "$src"
+fi
+git -C "$src" fetch -q "$repo" "$commit" && git -C "$src" checkout -q --detach "$commit"
+echo "workers of $dir run commit $(git -C "$src" log --oneline -1)"
+for w in 1 2; do
+  (cd "$src" && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH="$src" \
+     nohup "$py" -m snnsim.study run "$dir" --config fashion_mnist_cnn "${args[@]}" --epochs=100 \
+       --grace 600 --max-retry 100 >> "$dir/worker$w.log" 2>&1 &)
+  sleep 20   # the first worker creates the study; the second loads it
+done
+echo "started 2 workers; logs: $dir/worker1.log, $dir/worker2.log"
