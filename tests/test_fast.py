@@ -341,3 +341,50 @@ def test_without_numba_the_numpy_passes_serve():
             "    assert plain == fast, (plain, fast)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
 
+
+
+# --- the evaluation's forward -------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+def test_fast_forward_output_bit_identical(make, static, dtype, path, monkeypatch):
+    """FastForward's output PSC equals Network.forward(train=False)'s bit for bit, on the
+    whole batch and slice by slice (as evaluate runs it), from one workspace reused across
+    batches of two sizes; the numba path calls the PSC-only kernel, not the full forward."""
+    use_path(path, monkeypatch)
+    psc_calls = []
+    monkeypatch.setattr(fast_kernels, "lif_psc_kernel",
+                        lambda *a, k=fast_kernels.lif_psc_kernel: psc_calls.append(1) or k(*a))
+    net = make(dtype)
+    ff = fast.FastForward()
+    for x, _ in batches(net, np.random.default_rng(3), 2, static):
+        a, cache = net.forward(x, train=False)
+        assert all(0.05 < float(st.s.mean()) < 0.5 for st in cache.states if st is not None)
+        assert same_bits(ff.output(net, x), a)
+        for i in range(0, x.shape[1], 3):                                 # slices of 3, 3, 2
+            assert same_bits(ff.output(net, x[:, i:i + 3]), a[:, i:i + 3])
+    n_spiking = sum(layer.spiking for layer in net.layers)
+    assert len(psc_calls) == (2 * 4 * n_spiking if path == "numba" else 0)
+
+
+@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+def test_evaluate_counts_as_the_plain_forward(make, monkeypatch):
+    """evaluate() on the fast path (slices of EVAL_CHUNK) counts what the plain forward on
+    whole batches counts; with the fast path switched off it takes the plain forward."""
+    from snnsim.loss import n_correct
+    from snnsim.training import data as data_mod
+    from snnsim.training.train import evaluate
+    net = make("float32")
+    rng = np.random.default_rng(4)
+    images = np.asarray(2.0 * rng.random((23,) + net.input_shape), np.float32)
+    labels = rng.integers(0, 10, 23)
+    split = data_mod.Split(name="test", kind="static", y=labels, x=images)
+    cfg = TrainConfig(dtype="float32", n_steps=5, eval_batch_size=10)
+    monkeypatch.setattr(fast, "EVAL_CHUNK", 4)
+    monkeypatch.setattr("snnsim.training.train.EVAL_CHUNK", 4)
+    expected = sum(n_correct(net.forward(x, train=False)[0], y)
+                   for x, y in data_mod.batches(split, 10, np, net.dtype, 5))
+    assert 0 < expected < 23
+    assert evaluate(net, split, cfg) == expected / 23
+    monkeypatch.setattr("snnsim.training.train.fast_forward_applies", lambda net: False)
+    assert evaluate(net, split, cfg) == expected / 23

@@ -49,7 +49,7 @@ import numpy as np
 from ..backend import device, get_backend
 from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
-from ..fast import fast_path_applies, fast_train_step
+from ..fast import EVAL_CHUNK, FastForward, fast_forward_applies, fast_path_applies, fast_train_step
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
@@ -206,14 +206,25 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
 
 def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> float:
     """Test accuracy: argmax of the summed output PSC (ties to the lowest index).
-    Data-parallel (``dp``): every rank counts its part of every batch, then the sum."""
+    Data-parallel (``dp``): every rank counts its part of every batch, then the sum.
+
+    On NumPy with LIF neurons the forward is :class:`~snnsim.fast.FastForward` (bit for bit
+    :meth:`Network.forward`'s output, no state kept for a backward), over slices of
+    :data:`~snnsim.fast.EVAL_CHUNK` samples of each batch of ``cfg.eval_batch_size``: a
+    layer's arrays then stay near the cache's size instead of a batch of 1000 making each
+    of them hundreds of MB (the Fashion-MNIST CNN's first layer: 500 MB per array)."""
     correct = 0
+    fast = FastForward() if fast_forward_applies(net) else None
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
                                          cfg.n_steps, device=net.device, shard=dp and dp.shard):
         if labels.shape[0] == 0:      # data-parallel: this rank's part of a small last batch
             continue
-        a, _ = net.forward(x_in, train=False)
-        correct += n_correct(a, labels)
+        if fast is None:
+            correct += n_correct(net.forward(x_in, train=False)[0], labels)
+            continue
+        for i in range(0, labels.shape[0], EVAL_CHUNK):
+            j = i + EVAL_CHUNK
+            correct += n_correct(fast.output(net, x_in[:, i:j]), labels[i:j])
     if dp is not None:
         correct = dp.sum_counts(correct)[0]
     return correct / max(len(split), 1)
