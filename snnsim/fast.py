@@ -210,19 +210,24 @@ def _forward_block(x, u, du, s, silent, a, u_reset, tmp, neuron: NeuronParams) -
 
 
 
-def lif_psc_fast(x, neuron: NeuronParams, ws: Workspace) -> np.ndarray:
-    """The PSC ``a`` of :func:`lif_forward_fast` alone, for a pass without a backward: by
+def lif_psc_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """The PSC ``a`` of :func:`lif_forward_fast` alone, for a pass without a backward, and
+    each neuron's number of spikes over the T steps ``(B, ...)`` (int32): by
     :func:`~snnsim.fast_kernels.lif_psc_kernel` (no Δu, u, s stored) where numba is installed,
-    else :func:`lif_forward_fast`'s. Bit for bit the same ``a``."""
-    if not fast_kernels.AVAILABLE:
-        return lif_forward_fast(x, neuron, ws)[0]
+    else from :func:`lif_forward_fast`'s state. Bit for bit the same ``a``."""
     T, shape, dtype = x.shape[0], x.shape, x.dtype
+    if not fast_kernels.AVAILABLE:
+        a, state = lif_forward_fast(x, neuron, ws)
+        return a, np.sum(state.s, axis=0, dtype=np.int32)
     a = ws.array(shape, dtype)                                            # (T, B, N)
+    counts = ws.array(shape[1:], np.int32)                                # (B, N)
     c, n = dtype.type, math.prod(shape[1:])
-    fast_kernels.lif_psc_kernel(_by_neuron(x, T), _by_neuron(a, T), ws.array((n,), dtype),
-                                ws.array((n,), dtype), c(neuron.theta_m), c(neuron.v_th),
-                                c(neuron.theta_s), c(1.0 - neuron.theta_s), neuron.reset == "zero")
-    return a
+    fast_kernels.lif_psc_kernel(_by_neuron(x, T), _by_neuron(a, T), counts.reshape(-1),
+                                ws.array((n,), dtype), ws.array((n,), dtype), c(neuron.theta_m),
+                                c(neuron.v_th), c(neuron.theta_s), c(1.0 - neuron.theta_s),
+                                neuron.reset == "zero")
+    return a, counts
+
 
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
 def lif_backward_fast(dL_da, state: FastLIFState, neuron: NeuronParams, grad: GradientParams,
@@ -451,19 +456,28 @@ class FastForward:
     :meth:`Network.forward(x_in, train=False) <snnsim.network.Network.forward>` bit for bit,
     the convolution and pooling by :class:`FastPath`'s kernels and each LIF layer by
     :func:`lif_psc_fast` (no state kept for a backward), in a workspace of its own, reused
-    from batch to batch. :func:`snnsim.training.train.evaluate` runs it on slices of
-    :data:`EVAL_CHUNK` samples, so that a layer's arrays stay small enough for the cache."""
+    from batch to batch. After each call, :attr:`counts` holds every spiking layer's spike
+    counts per neuron ``(B, ...)``, in layer order. :func:`snnsim.training.train.evaluate`
+    runs it on slices of :data:`EVAL_CHUNK` samples, so that a layer's arrays stay small
+    enough for the cache."""
 
     def __init__(self):
         self.ops = FastPath()
+        self.counts: list[np.ndarray] = []
         ws = self.ops.ws
-        self.model = NeuronModel(forward=lambda x, neuron: (lif_psc_fast(x, neuron, ws), None),
-                                 backward=None)
+
+        def forward(x, neuron):
+            a, counts = lif_psc_fast(x, neuron, ws)
+            self.counts.append(counts)
+            return a, None
+
+        self.model = NeuronModel(forward=forward, backward=None)
 
     def output(self, net, x_in):
         """The output PSC ``(T, B, C)`` of ``net`` on ``x_in``: a workspace array, valid until
-        the next call."""
+        the next call (so are :attr:`counts`)."""
         self.ops.start()
+        self.counts = []
         return net.forward(x_in, train=False, model=self.model, ops=self.ops)[0]
 
 

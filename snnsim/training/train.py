@@ -39,6 +39,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import json
+import math
 import re
 import sys
 import time
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import device, get_backend
+from ..backend import array_module, device, get_backend
 from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
 from ..fast import EVAL_CHUNK, FastForward, fast_forward_applies, fast_path_applies, fast_train_step
@@ -205,29 +206,55 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
 
 
 def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> float:
-    """Test accuracy: argmax of the summed output PSC (ties to the lowest index).
-    Data-parallel (``dp``): every rank counts its part of every batch, then the sum.
+    """Test accuracy: argmax of the summed output PSC (ties to the lowest index); the
+    accuracy of :func:`test_pass`."""
+    return test_pass(net, split, cfg, dp)[0]
+
+
+def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> tuple[float, list[dict]]:
+    """One pass over ``split`` without training: the accuracy, and per spiking layer (in
+    order) the firing sparsity of the pass, ``{"silent": fraction of (sample, neuron) pairs
+    without a spike in the T steps, "spikes": spikes per neuron and sample}``, counted from the
+    spikes the forward makes anyway. Data-parallel (``dp``): every rank counts its part of
+    every batch, then the sums.
 
     On NumPy with LIF neurons the forward is :class:`~snnsim.fast.FastForward` (bit for bit
-    :meth:`Network.forward`'s output, no state kept for a backward), over slices of
-    :data:`~snnsim.fast.EVAL_CHUNK` samples of each batch of ``cfg.eval_batch_size``: a
-    layer's arrays then stay near the cache's size instead of a batch of 1000 making each
-    of them hundreds of MB (the Fashion-MNIST CNN's first layer: 500 MB per array)."""
-    correct = 0
+    :meth:`Network.forward`'s output, no state kept for a backward, the spike counts from its
+    kernel), over slices of :data:`~snnsim.fast.EVAL_CHUNK` samples of each batch of
+    ``cfg.eval_batch_size``: a layer's arrays then stay near the cache's size instead of a
+    batch of 1000 making each of them hundreds of MB (the Fashion-MNIST CNN's first layer:
+    500 MB per array). Elsewhere, :meth:`Network.forward` on whole batches."""
+    n_spiking = sum(layer.spiking for layer in net.layers)
+    correct, silent, spikes, pairs = 0, [0] * n_spiking, [0] * n_spiking, [0] * n_spiking
+
+    def tally(counts):                           # per spiking layer, spike counts (B, ...)
+        xp = array_module(counts[0])
+        for i, c in enumerate(counts):
+            silent[i] += int(xp.sum(xp.astype(c == 0, xp.int64)))
+            spikes[i] += int(xp.sum(xp.astype(c, xp.int64)))
+            pairs[i] += math.prod(c.shape)
+
     fast = FastForward() if fast_forward_applies(net) else None
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
                                          cfg.n_steps, device=net.device, shard=dp and dp.shard):
         if labels.shape[0] == 0:      # data-parallel: this rank's part of a small last batch
             continue
         if fast is None:
-            correct += n_correct(net.forward(x_in, train=False)[0], labels)
+            a, cache = net.forward(x_in, train=False)
+            correct += n_correct(a, labels)
+            xp = net.xp
+            tally([xp.sum(xp.astype(st.s, xp.int32), axis=0) for st in cache.states if st is not None])
             continue
         for i in range(0, labels.shape[0], EVAL_CHUNK):
             j = i + EVAL_CHUNK
             correct += n_correct(fast.output(net, x_in[:, i:j]), labels[i:j])
+            tally(fast.counts)
     if dp is not None:
-        correct = dp.sum_counts(correct)[0]
-    return correct / max(len(split), 1)
+        sums = dp.sum_counts(correct, *silent, *spikes, *pairs)
+        correct = sums[0]
+        silent, spikes, pairs = (sums[1 + k * n_spiking:1 + (k + 1) * n_spiking] for k in range(3))
+    sparsity = [{"silent": s / max(p, 1), "spikes": k / max(p, 1)} for s, k, p in zip(silent, spikes, pairs)]
+    return correct / max(len(split), 1), sparsity
 
 
 # --- run folder ---------------------------------------------------------------------------
@@ -449,11 +476,13 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if dp is not None:
                     loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
                 t1 = time.perf_counter()
-                test_acc = evaluate(net, test_split, cfg, dp)
+                test_acc, sparsity = test_pass(net, test_split, cfg, dp)
                 row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                        "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                        "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
-                       "eval_seconds": time.perf_counter() - t1}
+                       "eval_seconds": time.perf_counter() - t1,
+                       "test_silent": [round(d["silent"], 6) for d in sparsity],
+                       "test_spikes": [round(d["spikes"], 6) for d in sparsity]}
                 if root:
                     save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
                                     rng_state=rng.bit_generator.state, epoch=epoch + 1,
