@@ -40,6 +40,7 @@ import datetime as _dt
 import functools
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -60,6 +61,7 @@ from . import data as data_mod
 from . import eta, guard, provenance, runfolder, runinfo, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
+    TMP_SUFFIX,
     CheckpointError,
     atomic_write,
     checkpoint_epoch,
@@ -78,6 +80,7 @@ from .config import (
     normalize_key,
 )
 from .optim import AdamW, clamp_weights, clip_grad_norm
+from .status import write_status
 from .threads import BLAS_THREAD_VARS  # noqa: F401  (re-exported for the benchmark)
 
 RUNS_DIR = Path("runs")
@@ -86,6 +89,8 @@ BEST_NAME = runfolder.BEST_NAME
 CONFIG_NAME = "config.json"
 RUN_INFO_NAME = runinfo.RUN_INFO_NAME
 METRICS_NAME = "metrics.jsonl"
+#: The link to the newest run folder in the default folder: runs/latest.
+LATEST_NAME = "latest"
 #: Fields that may change when resuming (they do not change what is computed).
 RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
 
@@ -272,6 +277,26 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     return RUNS_DIR / f"{default_name(cfg)}-{stamp}"
 
 
+def point_latest(run_dir: Path) -> None:
+    """Make ``<parent>/latest`` a relative symbolic link to the new ``run_dir`` when the run
+    lives in the default folder (``runs/latest``), replacing the link atomically; nothing where
+    links cannot be made or where ``latest`` is something other than a link."""
+    parent = run_dir.parent
+    if parent.resolve() != RUNS_DIR.resolve():
+        return
+    link = parent / LATEST_NAME
+    tmp = parent / f".{LATEST_NAME}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        if link.exists() and not link.is_symlink():
+            return
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
@@ -353,12 +378,23 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
                            data_files, dp)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if created:
+        point_latest(run_dir)
     failed_start = False
     try:
         with runfolder.locked(run_dir):
             try:
-                return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
-                                   opt, rng, data_files, dp)
+                result = _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
+                                     opt, rng, data_files, dp)
+                done = result["epochs_done"]
+                write_status(run_dir, "interrupted" if result["interrupted"] or done < cfg.epochs
+                             else "finished", done, cfg.epochs)
+                return result
+            except guard.DivergenceError as exc:
+                ckpt = run_dir / CHECKPOINT_NAME
+                write_status(run_dir, "diverged", checkpoint_epoch(ckpt) if ckpt.exists() else 0,
+                             cfg.epochs, str(exc))
+                raise
             finally:
                 failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
                 if failed_start:
