@@ -395,9 +395,16 @@ def test_test_pass_counts_as_the_plain_forward(make, path, monkeypatch):
         k = [st.s.sum(axis=0) for st in cache.states if st is not None]     # (B, ...) per layer
         per_layer.append([(int((c == 0).sum()), int(c.sum()), c.size) for c in k])
     assert 0 < correct < 23
+    hists = [np.zeros(6, np.int64) for _ in per_layer[0]]
+    for x, _ in data_mod.batches(split, 10, np, net.dtype, 5):
+        _, cache = net.forward(x, train=False)
+        for h, st in zip(hists, [st for st in cache.states if st is not None]):
+            h += np.bincount(st.s.sum(axis=0).ravel(), minlength=6)
     expected = [{"silent": sum(b[i][0] for b in per_layer) / sum(b[i][2] for b in per_layer),
-                 "spikes": sum(b[i][1] for b in per_layer) / sum(b[i][2] for b in per_layer)}
+                 "spikes": sum(b[i][1] for b in per_layer) / sum(b[i][2] for b in per_layer),
+                 "counts": hists[i].tolist()}
                 for i in range(len(per_layer[0]))]
+    assert all(d["counts"][0] / sum(d["counts"]) == d["silent"] for d in expected)
     assert all(0 < d["silent"] < 1 and d["spikes"] > 0 for d in expected)
     assert test_pass(net, split, cfg) == (correct / 23, expected)
     assert evaluate(net, split, cfg) == correct / 23

@@ -103,3 +103,50 @@ def test_command_json_table_latest_and_errors(data, tmp_path, monkeypatch, capsy
     assert made[0].name in out[1] and " 1/1 " in out[1] and "finished" in out[1]
     assert runs_mod.main([str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip() == f"snnsim.runs: error: {tmp_path / 'none'}: no such folder"
+
+
+def test_tensorboard_event_files_hold_the_metrics(data, tmp_path):
+    """--tensorboard: the event files, read back by TensorBoard's own reader, hold every
+    epoch's losses, accuracies (%), lr and per-layer sparsity as metrics.jsonl has them, the
+    weight histograms, and spike-count histograms over every (test sample, neuron) pair."""
+    pytest.importorskip("tensorboardX", reason="the tensorboard extra (tensorboardX) is not installed")
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                                 reason="tensorboard (the event reader) is not installed")
+    run = tmp_path / "tb"
+    assert run_cli(tiny_args(data, run, "--tensorboard=true", epochs=2)) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    acc = ea_mod.EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+
+    def values(tag):
+        return [(e.step, e.value) for e in acc.Scalars(tag)]
+    # event files hold float32 scalars: equal to metrics.jsonl's float64 to 1e-6 relative (float32
+    # rounding is 6e-8; pytest.approx's default 1e-6 relative is that bound)
+    assert values("loss/train") == [(r["epoch"], pytest.approx(r["train_loss"])) for r in rows]
+    assert values("accuracy/test") == [(r["epoch"], pytest.approx(100 * r["test_acc"])) for r in rows]
+    assert values("lr") == [(1, pytest.approx(json.loads((run / "config.json").read_text())["lr"])),
+                            (2, pytest.approx(json.loads((run / "config.json").read_text())["lr"]))]
+    for k in (1, 2):
+        assert values(f"sparsity/silent/layer_{k}") == [(r["epoch"], pytest.approx(r["test_silent"][k - 1]))
+                                                        for r in rows]
+        assert values(f"sparsity/spikes/layer_{k}") == [(r["epoch"], pytest.approx(r["test_spikes"][k - 1]))
+                                                        for r in rows]
+    assert any(t.startswith("weights/") for t in tags["histograms"])
+    n_test = 20
+    for k, width in ((1, 24), (2, 10)):                       # 784-24-10: 24 and 10 neurons
+        h = acc.Histograms(f"spike_counts/layer_{k}")
+        assert [e.step for e in h] == [1, 2]
+        assert h[-1].histogram_value.num == n_test * width
+        silent = h[-1].histogram_value.bucket[0] / (n_test * width)
+        assert silent == pytest.approx(rows[-1]["test_silent"][k - 1], abs=1e-6)
+
+
+def test_tensorboard_without_tensorboardx_is_one_line(data, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX"
+                        else real(name, *a))
+    assert run_cli(tiny_args(data, tmp_path / "x", "--tensorboard=true")) == 2
+    assert "--tensorboard needs tensorboardX" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

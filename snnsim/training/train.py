@@ -58,7 +58,7 @@ from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from . import data as data_mod
-from . import eta, guard, provenance, runfolder, runinfo, threads
+from . import eta, guard, provenance, runfolder, runinfo, tboard, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     TMP_SUFFIX,
@@ -92,7 +92,8 @@ METRICS_NAME = "metrics.jsonl"
 #: The link to the newest run folder in the default folder: runs/latest.
 LATEST_NAME = "latest"
 #: Fields that may change when resuming (they do not change what is computed).
-RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
+RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress",
+                     "tensorboard")
 
 
 # --- the network ----------------------------------------------------------------------
@@ -219,9 +220,9 @@ def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> 
 def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> tuple[float, list[dict]]:
     """One pass over ``split`` without training: the accuracy, and per spiking layer (in
     order) the firing sparsity of the pass, ``{"silent": fraction of (sample, neuron) pairs
-    without a spike in the T steps, "spikes": spikes per neuron and sample}``, counted from the
-    spikes the forward makes anyway. Data-parallel (``dp``): every rank counts its part of
-    every batch, then the sums.
+    without a spike in the T steps, "spikes": spikes per neuron and sample, "counts": how many
+    pairs fired 0, 1, ..., T times}``, counted from the spikes the forward makes anyway.
+    Data-parallel (``dp``): every rank counts its part of every batch, then the sums.
 
     On NumPy with LIF neurons the forward is :class:`~snnsim.fast.FastForward` (bit for bit
     :meth:`Network.forward`'s output, no state kept for a backward, the spike counts from its
@@ -229,13 +230,15 @@ def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) ->
     ``cfg.eval_batch_size``: a layer's arrays then stay near the cache's size instead of a
     batch of 1000 making each of them hundreds of MB (the Fashion-MNIST CNN's first layer:
     500 MB per array). Elsewhere, :meth:`Network.forward` on whole batches."""
-    n_spiking = sum(layer.spiking for layer in net.layers)
-    correct, silent, spikes, pairs = 0, [0] * n_spiking, [0] * n_spiking, [0] * n_spiking
+    n_spiking, T = sum(layer.spiking for layer in net.layers), cfg.n_steps
+    correct, spikes, pairs = 0, [0] * n_spiking, [0] * n_spiking
+    hists = [[0] * (T + 1) for _ in range(n_spiking)]  # pairs that fired 0, 1, ..., T times
 
     def tally(counts):                           # per spiking layer, spike counts (B, ...)
         xp = array_module(counts[0])
         for i, c in enumerate(counts):
-            silent[i] += int(xp.sum(xp.astype(c == 0, xp.int64)))
+            for k in range(T + 1):
+                hists[i][k] += int(xp.sum(xp.astype(c == k, xp.int64)))
             spikes[i] += int(xp.sum(xp.astype(c, xp.int64)))
             pairs[i] += math.prod(c.shape)
 
@@ -255,10 +258,13 @@ def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) ->
             correct += n_correct(fast.output(net, x_in[:, i:j]), labels[i:j])
             tally(fast.counts)
     if dp is not None:
-        sums = dp.sum_counts(correct, *silent, *spikes, *pairs)
+        sums = dp.sum_counts(correct, *spikes, *pairs, *(n for h in hists for n in h))
         correct = sums[0]
-        silent, spikes, pairs = (sums[1 + k * n_spiking:1 + (k + 1) * n_spiking] for k in range(3))
-    sparsity = [{"silent": s / max(p, 1), "spikes": k / max(p, 1)} for s, k, p in zip(silent, spikes, pairs)]
+        spikes, pairs = (sums[1 + k * n_spiking:1 + (k + 1) * n_spiking] for k in range(2))
+        flat = sums[1 + 2 * n_spiking:]
+        hists = [[int(n) for n in flat[i * (T + 1):(i + 1) * (T + 1)]] for i in range(n_spiking)]
+    sparsity = [{"silent": h[0] / max(p, 1), "spikes": k / max(p, 1), "counts": h}
+                for h, k, p in zip(hists, spikes, pairs)]
     return correct / max(len(split), 1), sparsity
 
 
@@ -376,6 +382,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
     if not root:                       # the other ranks compute; rank 0 owns the folder
         return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
                            data_files, dp)
+    if cfg.tensorboard:
+        tboard.check_available()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if created:
@@ -471,6 +479,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     epoch = start_epoch
     bar = None
+    board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
+    layer_names = [layer.describe() for layer in net.layers]
     try:
         with runfolder.sigterm_as_interrupt() as stop:
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
@@ -523,7 +533,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
                                     rng_state=rng.bit_generator.state, epoch=epoch + 1,
                                     config=cfg.to_dict(), metrics=history + [row],
-                                    layer_names=[layer.describe() for layer in net.layers],
+                                    layer_names=layer_names,
                                     network=net.describe(),
                                     extra_attrs={"data_files": json.dumps(data_files),
                                                  "run_info": json.dumps(started)})
@@ -535,6 +545,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if root:
                     runfolder.promote(run_dir, is_best)
                     append_metrics(run_dir / METRICS_NAME, row)
+                if board is not None:
+                    board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity])
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
@@ -564,6 +576,9 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         kept = (f"{ckpt_path} (epoch {saved_epoch}) is the last finite checkpoint"
                 if saved_epoch else "no checkpoint was written")
         raise guard.DivergenceError(f"{exc}; {kept}") from exc
+    finally:
+        if board is not None:
+            board.close()
     if history:
         b = max(history, key=lambda r: r["test_acc"])
         log(f"done: {len(history)} epochs; best test accuracy {b['test_acc']:.4f} at epoch "
