@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import eventshift, layers, loss, tsslbp
-from .cli import prog_name
+from .commandline import prog_name
 from .layers import Dense
 from .network import Network
 from .neuron import NeuronModel

@@ -34,7 +34,7 @@ from unittest import mock
 import numpy as np
 
 from ..backend import BACKENDS, BackendError, PeakMemory, backend_name, get_backend, synchronize
-from ..cli import prog_name
+from ..commandline import prog_name
 from ..datasets.registry import get_spec
 from ..training import data as data_mod
 from ..training import train as train_mod

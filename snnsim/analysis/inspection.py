@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, device, to_numpy
-from ..cli import command, prog_name
+from ..commandline import command, prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..cli import command, prog_name
+from ..commandline import UserError, command, prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
@@ -479,7 +479,7 @@ def save_recording(path, rec: Recording) -> Path:
     return atomic_write(path, write)
 
 
-class RecordingError(RuntimeError):
+class RecordingError(UserError, RuntimeError):
     """A recording file is missing, damaged or not an snnsim recording; names the file."""
 
 

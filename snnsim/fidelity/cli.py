@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..cli import prog_name
+from ..commandline import prog_name
 from ..datasets.errors import DatasetError
 from ..training.checkpoint import CheckpointError
 from ..training.config import ConfigError

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import device, get_backend
-from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
+from ..commandline import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name, rerun
 from ..datasets.registry import get_spec
 from ..fast import fast_path_applies, fast_train_step
 from ..layers import Layer
@@ -393,7 +393,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
     saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
-    resume_hint = f"python3 -m snnsim.train --resume {run_dir}"
+    resume_hint = rerun("snnsim.train", f"--resume {run_dir}")   # as the user started it
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     epoch = start_epoch
     bar = None
