@@ -269,7 +269,7 @@ def snnsim_invocation(cmd: list[str]) -> tuple[list[str], list[str]] | None:
             return None
     else:
         return None
-    if "<" in rest[0]:                                    # python3 -m snnsim.<command>
+    if not re.fullmatch(r"snnsim(\.\w+)*", rest[0]):   # python3 -m snnsim.<command>, snnsim...
         return None
     k = next((k for k, t in enumerate(rest) if t.startswith("-")), len(rest))
     return rest[:k], rest[k:]
@@ -295,6 +295,13 @@ def help_text(words: tuple[str, ...]) -> str | None:
     return None
 
 
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:               # a parent package is missing
+        return False
+
+
 def _options(args: list[str]) -> list[str]:
     return [a.split("=", 1)[0] for a in args if re.match(r"^--[A-Za-z]", a)]
 
@@ -307,7 +314,7 @@ def _lists_option(help: str, option: str) -> bool:
 def check_snnsim_command(cmd: list[str]) -> list[str]:
     """What is wrong with one snnsim command line (empty when nothing)."""
     words, args = snnsim_invocation(cmd)
-    if words[0] != "snnsim" and importlib.util.find_spec(words[0]) is None:
+    if words[0] != "snnsim" and not _module_exists(words[0]):
         return [f"no module {words[0]}"]
     helped = help_text(tuple(words))
     if helped is None:
@@ -328,7 +335,7 @@ def check_other_command(cmd: list[str]) -> list[str]:
     path.sh`` an existing file of the tree."""
     if _PYTHON.match(cmd[0]) and cmd[1:2] == ["-m"] and len(cmd) > 2:
         mod = cmd[2]
-        if importlib.util.find_spec(mod) is None:
+        if not _module_exists(mod):
             return [f"no module {mod}"]
     elif (_PYTHON.match(cmd[0]) or cmd[0] == "bash") and len(cmd) > 1 \
             and re.match(r"^[\w./-]+\.(py|sh)$", cmd[1]) and not cmd[1].startswith("/"):
