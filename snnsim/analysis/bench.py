@@ -291,9 +291,21 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
     floor_mod.add_arguments(p)
-    p.add_argument("--out", default="runs/bench.json",
-                   help="JSON file of all figures, rewritten after each (default runs/bench.json)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="JSON file of all figures, rewritten after each (default a new file "
+                        "runs/bench-<date>-<time>.json, so that no earlier result is overwritten)")
     return p
+
+
+def new_output_file(folder: Path = Path("runs")) -> Path:
+    """``runs/bench-<date>-<time>.json``, a file that does not exist yet (``-2``, ``-3``
+    appended when two benchmarks start in the same second)."""
+    stem = time.strftime("bench-%Y%m%d-%H%M%S")
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}.json"
+    return path
 
 
 def _names(value: str) -> list[str]:
@@ -357,7 +369,7 @@ def main(argv=None) -> int:
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
                "blas_threads": {v: os.environ.get(v) for v in BLAS_THREAD_VARS},
                "devices": devices, "runs": [], "memory_sweep": [], "phases": []}
-    out = Path(args.out)
+    out = Path(args.out) if args.out else new_output_file()
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, sweep = {}, {}
     bar = tqdm(jobs, desc="bench", unit="figure", dynamic_ncols=True)

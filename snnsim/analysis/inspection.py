@@ -233,7 +233,7 @@ def make_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_MAX_NEURONS}; 0: none)")
     p.add_argument("--phi-neurons", choices=PHI_SELECT, default="first",
                    help="which neurons: the first N, or the N that spike most (default first)")
-    p.add_argument("--out", default="inspect.h5", help="output file (default inspect.h5)")
+    p.add_argument("--out", default="runs/inspect.h5", help="output file (default runs/inspect.h5)")
     return p
 
 

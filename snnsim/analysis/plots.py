@@ -635,7 +635,7 @@ def make_parser() -> argparse.ArgumentParser:
                             help=source_help + " (also metrics.jsonl)")
         else:
             add_source_arguments(sp, samples, source_help=source_help, samples=name != "raster")
-        sp.add_argument("--out", default="plots", help="output folder (default plots)")
+        sp.add_argument("--out", default="runs/plots", help="output folder (default runs/plots)")
         sp.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated image formats (default png,pdf)")
         if name in ("sparsity", "rates"):

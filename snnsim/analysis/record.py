@@ -777,7 +777,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "membrane traces")
     p.add_argument("--full-samples", type=int, default=None, metavar="K",
                    help="with --full: only of the first K samples (default all)")
-    p.add_argument("--out", default="recording.h5", help="output file (default recording.h5)")
+    p.add_argument("--out", default="runs/recording.h5",
+                   help="output file (default runs/recording.h5)")
     return p
 
 
