@@ -33,9 +33,12 @@ Ctrl-C or SIGTERM (:data:`EXIT_INTERRUPTED`).
 """
 from __future__ import annotations
 
+import argparse
 import contextvars
+import difflib
 import functools
 import os
+import re
 import shutil
 import sys
 
@@ -81,6 +84,47 @@ def rerun(module: str, args: str = "") -> str:
     (``snnsim.train``) again, with the interpreter or console script now running:
     ``.venv/bin/python3 -m snnsim.train --resume runs/x``."""
     return " ".join(filter(None, (prog_name(f"python3 -m {module}"), args)))
+
+
+def did_you_mean(word: str, choices) -> str:
+    """``"; did you mean '--epochs'?"`` for the choice closest to ``word``, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def plain(text: str) -> str:
+    """Docstring markup as plain words for a terminal: ````x```` -> x, ``:func:`~a.b```
+    -> b, ``:mod:`a.b``` -> a.b (``--help`` texts are often built from docstrings)."""
+    text = re.sub(r":[a-z]+:`~[\w.]*?\.?(\w+)`", r"\1", text)
+    text = re.sub(r":[a-z]+:`([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with snnsim's error line: one line on stderr (no usage
+    block: ``--help`` shows it), exit status 2, and for a misspelt option the closest
+    valid one (``--epoch`` -> did you mean ``--epochs``?); its ``--help`` is plain
+    words (:func:`plain`)."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+    def error(self, message: str):
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            options = [a.split("=", 1)[0] for a in unknown.group(1).split() if a.startswith("-")]
+            if options:
+                message += did_you_mean(options[0], self.option_strings())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+    def option_strings(self) -> set[str]:
+        """Every option of this parser and of its subcommands' parsers."""
+        found = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found |= set(sub._option_string_actions)
+        return found
 
 
 # --- the one error path ------------------------------------------------------------
@@ -171,6 +215,6 @@ def command(name: str):
     return wrap
 
 
-__all__ = ["COMMON_OPTIONS_HELP", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE", "PROG",
-           "UserError", "command", "error_line", "interpreter", "prog_name", "report_error", "rerun",
-           "typed_path", "user_errors"]
+__all__ = ["ArgumentParser", "COMMON_OPTIONS_HELP", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE",
+           "PROG", "UserError", "command", "did_you_mean", "error_line", "interpreter", "plain", "prog_name",
+           "report_error", "rerun", "typed_path", "user_errors"]

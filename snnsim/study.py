@@ -54,7 +54,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .commandline import prog_name, rerun
+from .commandline import ArgumentParser, prog_name, rerun
 
 STORAGE_FILE = "journal.log"
 TRIALS_DIR = "trials"
@@ -477,7 +477,7 @@ pulls trials until none is left. A killed worker's trial is resumed by another."
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import eventshift, layers, loss, tsslbp
-from .commandline import prog_name
+from .commandline import ArgumentParser, prog_name
 from .layers import Dense
 from .network import Network
 from .neuron import NeuronModel
@@ -781,7 +781,7 @@ examples:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.walkthrough"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.walkthrough"), description=DESCRIPTION,
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", action="append", choices=SECTIONS, metavar="NAME",
                    help=f"print only this section (repeatable): {', '.join(SECTIONS)} "

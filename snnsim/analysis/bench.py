@@ -34,7 +34,7 @@ from unittest import mock
 import numpy as np
 
 from ..backend import BACKENDS, BackendError, PeakMemory, backend_name, get_backend, synchronize
-from ..commandline import prog_name
+from ..commandline import ArgumentParser, prog_name
 from ..datasets.registry import get_spec
 from ..training import data as data_mod
 from ..training import train as train_mod
@@ -266,7 +266,7 @@ A backend that is not available (e.g. cupy without a GPU) stops the command at o
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--full", action="store_true",

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, device, to_numpy
-from ..commandline import command, prog_name
+from ..commandline import ArgumentParser, command, prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
@@ -217,7 +217,7 @@ def _bound(text: str):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(p, DEFAULT_INSPECT_SAMPLES, batch_size=False)
     p.add_argument("--reading", choices=("authors", "timing"), default=None,

@@ -33,6 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..commandline import (
+    ArgumentParser,
     command,
     prog_name,
 )
@@ -623,7 +624,7 @@ COMMANDS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text, samples) in COMMANDS.items():

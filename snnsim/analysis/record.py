@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..commandline import UserError, command, prog_name
+from ..commandline import ArgumentParser, UserError, command, prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
@@ -770,7 +770,7 @@ def network_from_args(args, source: str | None = None, dtype: str | None = None)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(p)
     p.add_argument("--full", action="store_true", help="also record spike trains and "

@@ -47,7 +47,15 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import device, get_backend
-from ..commandline import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name, rerun
+from ..commandline import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    command,
+    did_you_mean,
+    prog_name,
+    rerun,
+)
 from ..datasets.registry import get_spec
 from ..fast import fast_path_applies, fast_train_step
 from ..layers import Layer
@@ -69,7 +77,6 @@ from .checkpoint import (
 from .config import (
     ConfigError,
     TrainConfig,
-    check_key,
     coerce,
     describe_fields,
     field_names,
@@ -542,7 +549,7 @@ class _Once(argparse.Action):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
                                 epilog=EPILOG_HEAD + describe_fields(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -592,11 +599,10 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
             key, value = body, None
             i += 1
         key = normalize_key(key)
-        try:
-            check_key(key, "command line")
-        except ConfigError as exc:
-            parser.error(str(exc))
         option = "--" + key.replace("_", "-")
+        if key not in field_names():
+            known = [*parser._option_string_actions, *(f"--{k.replace('_', '-')}" for k in field_names())]
+            parser.error(f"unknown option {option}{did_you_mean(option, known)}")
         if value is None:
             parser.error(f"{option} needs a value: {option}=VALUE")
         if key in out:
