@@ -50,3 +50,53 @@ def test_help_is_plain_words(name, capsys):
     text = capsys.readouterr().out
     found = sorted({m.group(0) for m in REST.finditer(text)})
     assert not found, f"snnsim {name} --help shows {found}"
+
+
+# --- what a training run prints (issue 23, 7, 9, 11) ------------------------------------------
+def _train_args(data, out, epochs=1):
+    return ["--data-dir", str(data), "--out", str(out), f"--epochs={epochs}", "--network=784-12-10",
+            "--batch-size=10", "--eval_batch_size=15", "--seed=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from test_train import write_fashion_mnist
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"))
+
+
+def test_accuracy_is_printed_in_percent(data, tmp_path, capsys):
+    from snnsim.training import train as train_mod
+    assert train_mod.main([*_train_args(data, tmp_path / "r"), "--progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"acc \d{1,3}\.\d\d % \| test acc \d{1,3}\.\d\d % \(best \d{1,3}\.\d\d %\)", out), out
+    assert re.search(r"done: 1 epoch; best test accuracy \d{1,3}\.\d\d % at epoch 1", out), out
+    assert not re.search(r"acc 0\.\d{4}", out), out
+
+
+def test_no_progress_bar_in_a_log_file(data, tmp_path):
+    """stdout and stderr into a file (not a terminal): the epoch lines, no redrawn bar."""
+    import os
+    import subprocess
+    import sys
+    log = tmp_path / "train.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    with log.open("w") as f:
+        proc = subprocess.run([sys.executable, "-m", "snnsim.train", *_train_args(data, tmp_path / "r")],
+                              stdout=f, stderr=subprocess.STDOUT, env=env, timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "epoch 1/1: train loss" in text
+    assert "\r" not in text and "batch/s" not in text, text[-800:]
+
+
+def test_the_kernels_are_compiled_before_the_first_timed_step(data, tmp_path, monkeypatch):
+    """Epoch 1's time (and so the first time estimate) must not include numba compiling
+    the kernels: the run compiles them (fast.warm_up) before its first step."""
+    from snnsim.training import train as train_mod
+    events = []
+    monkeypatch.setattr(train_mod, "warm_up", lambda *a, **k: events.append("compile"))
+    step = train_mod.train_step
+    monkeypatch.setattr(train_mod, "train_step",
+                        lambda *a, **k: events.append("step") or step(*a, **k))
+    assert train_mod.main([*_train_args(data, tmp_path / "r"), "--progress=false"]) == 0
+    assert events[:2] == ["compile", "step"], events[:3]

@@ -57,7 +57,7 @@ from ..commandline import (
     rerun,
 )
 from ..datasets.registry import get_spec
-from ..fast import fast_path_applies, fast_train_step
+from ..fast import fast_path_applies, fast_train_step, warm_up
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
@@ -337,6 +337,17 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
             runfolder.remove_if_only_lock(run_dir)
 
 
+def percent(fraction: float) -> str:
+    """An accuracy as printed everywhere: in %, two decimals (``0.8971`` -> ``89.71``).
+    The files (metrics.jsonl, checkpoints) keep fractions."""
+    return f"{100 * fraction:.2f}"
+
+
+def progress_bar_wanted() -> bool:
+    """A progress bar only on a terminal: redrawn lines would fill a log file."""
+    return sys.stderr.isatty()
+
+
 def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
                 data_files, dp=None) -> dict:
     from tqdm import tqdm
@@ -402,6 +413,9 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
     resume_hint = rerun("snnsim.train", f"--resume {run_dir}")   # as the user started it
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
+    if cfg.backend == "numpy":
+        warm_up((cfg.dtype,))       # numba compiles the kernels now, not inside the timed epoch 1
+    show_bar = cfg.progress and progress_bar_wanted()
     epoch = start_epoch
     bar = None
     try:
@@ -409,7 +423,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                           disable=not show_bar, leave=False, dynamic_ncols=True)
                 loss_sum, correct, seen = 0.0, 0, 0
                 t0 = time.perf_counter()
                 for i, (x_in, labels) in enumerate(data_mod.batches(
@@ -425,7 +439,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     check_stop()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{percent(correct / seen)} %",
                                     refresh=False)
                     if not estimated and epoch == start_epoch and i >= 1:   # batch 0: warm-up
                         batch_seconds.append(time.perf_counter() - tb)
@@ -469,8 +483,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
-                    f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
-                    f"(best {best:.4f}){' *' if is_best else ''} | "
+                    f"acc {percent(row['train_acc'])} % | test acc {percent(test_acc)} % "
+                    f"(best {percent(best)} %){' *' if is_best else ''} | "
                     f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s"
                     + (f" | {left} epoch{'s' if left != 1 else ''} left: "
                        + eta.format_estimate(eta.from_epochs(epoch_seconds, left, batch_seconds))
@@ -497,7 +511,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         raise guard.DivergenceError(f"{exc}; {kept}") from exc
     if history:
         b = max(history, key=lambda r: r["test_acc"])
-        log(f"done: {len(history)} epochs; best test accuracy {b['test_acc']:.4f} at epoch "
+        log(f"done: {len(history)} epoch{'s' if len(history) != 1 else ''}; best test accuracy "
+            f"{percent(b['test_acc'])} % at epoch "
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
             "epochs_done": len(history), "data_files": data_files}
