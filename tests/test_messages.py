@@ -100,3 +100,19 @@ def test_the_kernels_are_compiled_before_the_first_timed_step(data, tmp_path, mo
                         lambda *a, **k: events.append("step") or step(*a, **k))
     assert train_mod.main([*_train_args(data, tmp_path / "r"), "--progress=false"]) == 0
     assert events[:2] == ["compile", "step"], events[:3]
+
+
+def test_fidelity_measures_of_a_silent_layer_warn_nothing():
+    """A layer that did not fire has a zero gradient: its ratios are NaN and its descent
+    direction zero, without NumPy's divide-by-zero warning in the test log."""
+    import warnings
+
+    import numpy as np
+
+    from snnsim.fidelity import measure
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(measure.ratio(np.linalg.norm(np.ones(3)), np.linalg.norm(np.zeros(3))))
+        d = measure.descent_direction(np, np.zeros(4), np.ones(4))
+        assert np.array_equal(d, np.zeros(4))
+        assert measure.ratio(3.0, 2.0) == 1.5
