@@ -116,3 +116,24 @@ def test_fidelity_measures_of_a_silent_layer_warn_nothing():
         d = measure.descent_direction(np, np.zeros(4), np.ones(4))
         assert np.array_equal(d, np.zeros(4))
         assert measure.ratio(3.0, 2.0) == 1.5
+
+
+@pytest.mark.parametrize("answer, said", [("q\n", "left the debugger before lif_backward returned"),
+                                          ("c\n", "lif_backward returned ndarray")])
+def test_the_walkthrough_debugger_says_what_happened(answer, said):
+    """``--break``: after `q` the function did not return (it used to say 'returned
+    NoneType'); after `c` it did."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-m", "snnsim.walkthrough", "--break", "lif_backward"],
+                          input=answer, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert said in proc.stdout and "NoneType" not in proc.stdout, proc.stdout[-500:]
+
+
+def test_the_walkthrough_network_is_not_named_like_the_training_builder():
+    from snnsim import build_network, walkthrough
+    assert not hasattr(walkthrough, "build_network")
+    assert walkthrough.example_network().describe() != build_network.__name__
