@@ -34,6 +34,7 @@ from .commandline import (  # re-exported: the old home of the error path
     PROG,
     command,
     error_line,
+    interpreter,
     prog_name,
     report_error,
     typed_path,
@@ -122,9 +123,10 @@ def usage(prog: str) -> str:
     for name, cmd in cmds.items():
         alias = f" (alias: {aliases[name]})" if name in aliases else ""
         lines.append(f"  {name:<{width}}  {cmd.summary}{alias}")
+    python = interpreter()
     lines += ["",
-              "Each command is also a module: python3 -m snnsim.<command> (datasets-download:",
-              "python3 -m snnsim.datasets.download)."]
+              f"Each command is also a module: {python} -m snnsim.<command> (datasets-download:",
+              f"{python} -m snnsim.datasets.download)."]
     return "\n".join(lines)
 
 
