@@ -137,3 +137,13 @@ def test_the_walkthrough_network_is_not_named_like_the_training_builder():
     from snnsim import build_network, walkthrough
     assert not hasattr(walkthrough, "build_network")
     assert walkthrough.example_network().describe() != build_network.__name__
+
+
+def test_the_default_run_is_named_as_its_shipped_config():
+    """python3 -m snnsim.train and python3 -m snnsim.train --config fashion_mnist_mlp train the
+    same network: their run folders start alike (they were fashion-mnist_784-400-400-10-...
+    and fashion_mnist_mlp-...)."""
+    from snnsim.training.config import TrainConfig
+    from snnsim.training.train import default_name
+    assert default_name(TrainConfig()) == default_name(load_config_file("fashion_mnist_mlp"))
+    assert default_name(TrainConfig(network="784-100-10")) == "fashion-mnist_784-100-10"

@@ -227,9 +227,19 @@ def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> 
 
 
 # --- run folder ---------------------------------------------------------------------------
+#: The shipped config (snnsim/configs/) whose network and dataset are TrainConfig's defaults.
+DEFAULT_EXPERIMENT = "fashion_mnist_mlp"
+
+
 def default_name(cfg: TrainConfig) -> str:
+    """The run's name, the start of its default folder: the config's name; for the
+    default network on the default dataset the shipped config's (a run without --config
+    and one with --config fashion_mnist_mlp are named alike); else dataset_network."""
     if cfg.name:
         return cfg.name
+    defaults = TrainConfig()
+    if (cfg.dataset, cfg.network) == (defaults.dataset, defaults.network):
+        return DEFAULT_EXPERIMENT
     net = Path(cfg.network).stem if names_config_file(cfg.network) else cfg.network
     return re.sub(r"[^A-Za-z0-9_.-]+", "", f"{cfg.dataset}_{net}")[:80]
 
