@@ -72,4 +72,5 @@ fi
 echo "== installing snnsim$extras into $VENV"
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --upgrade pip
 "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -e ".$extras"
-echo "== ready: $VENV/bin/snnsim --help (or $VENV/bin/python3 -m snnsim.train --help)"
+echo "== ready: source $VENV/bin/activate (once per shell), then snnsim --help or"
+echo "   python3 -m snnsim.train --help; without activating: $VENV/bin/python3 -m snnsim.train --help"

@@ -2,5 +2,6 @@
 import sys
 
 from snnsim.cli import main
+from snnsim.commandline import interpreter
 
-sys.exit(main(prog="python3 -m snnsim"))
+sys.exit(main(prog=f"{interpreter()} -m snnsim"))

@@ -12,38 +12,34 @@ module, so ``python3 -m snnsim.<command>`` keeps working and means the same::
 A command's usage line names how it was invoked (:func:`prog_name`): ``snnsim
 train`` from here, ``python3 -m snnsim.train`` when run as a module.
 
-One error path for every command (:func:`command`): a user's mistake (a bad option
-value, a missing or corrupt file, an unwritable folder, a full disk, a run folder in
-use) ends the command with one line on stderr and exit status 2::
-
-    snnsim.train: error: runs/x/checkpoint.h5: not a readable HDF5 file (...)
-
-``--debug`` (accepted by every command wrapped with :func:`command`) shows the
-full traceback instead. Programming errors (anything not listed in
-:func:`user_errors`) keep their traceback.
-
-Options every wrapped command accepts, handled here and removed from the
-arguments before the command's own parser sees them:
-
-``--debug``             show the traceback of an error
-``--allow-nonfinite``   load checkpoints holding NaN or infinite weights (forensics
-                        of a diverged run; refused by default)
-
-Exit statuses: 0 done, 2 user error (:data:`EXIT_USAGE`), 3 the run diverged
-(:data:`EXIT_DIVERGED`, see :mod:`snnsim.training.guard`), 130 interrupted by
-Ctrl-C or SIGTERM (:data:`EXIT_INTERRUPTED`).
+The dispatcher only. What every command shares (how it was invoked, the one error
+path, the exit statuses) is :mod:`snnsim.commandline`; the commands import that, never
+this module, so the dispatcher may import them without a circle. Its names are
+re-exported here for older imports.
 """
 from __future__ import annotations
 
-import contextvars
 import difflib
-import functools
 import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .commandline import (  # re-exported: the old home of the error path
+    COMMON_OPTIONS_HELP,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    command,
+    error_line,
+    interpreter,
+    prog_name,
+    report_error,
+    typed_path,
+    user_errors,
+)
 from .version import current_source_info
 
 
@@ -80,17 +76,6 @@ COMMANDS: dict[str, Command] = {
 #: Other names of commands.
 ALIASES = {"inspect": "inspection"}
 
-#: The program name the running command shows in its usage line; set by :func:`run_command`.
-_PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("snnsim_prog", default=None)
-
-
-def prog_name(default: str) -> str:
-    """The program name for a command's ``argparse`` parser: how it was invoked
-    (``snnsim train``, ``python3 -m snnsim train``) when started through this
-    dispatcher, else ``default`` (``python3 -m snnsim.train``)."""
-    return _PROG.get() or default
-
-
 def _present(module: str) -> bool:
     """True when ``module`` is a file of this very package (not one that some other
     import hook, such as another checkout's editable install, would supply)."""
@@ -118,11 +103,11 @@ def run_command(name: str, argv: list[str], prog: str) -> int:
     """Run the command ``name`` with ``argv``; its usage line says ``prog``
     (``snnsim inspect`` when invoked by that alias)."""
     module = importlib.import_module(COMMANDS[name].module)
-    token = _PROG.set(prog)
+    token = PROG.set(prog)
     try:
         status = module.main(argv)
     finally:
-        _PROG.reset(token)
+        PROG.reset(token)
     return int(status or 0)
 
 
@@ -140,9 +125,10 @@ def usage(prog: str) -> str:
     for name, cmd in cmds.items():
         alias = f" (alias: {aliases[name]})" if name in aliases else ""
         lines.append(f"  {name:<{width}}  {cmd.summary}{alias}")
+    python = interpreter()
     lines += ["",
-              "Each command is also a module: python3 -m snnsim.<command> (datasets-download:",
-              "python3 -m snnsim.datasets.download)."]
+              f"Each command is also a module: {python} -m snnsim.<command> (datasets-download:",
+              f"{python} -m snnsim.datasets.download)."]
     return "\n".join(lines)
 
 
@@ -152,8 +138,18 @@ def version_text() -> str:
     return f"snnsim {info['snnsim_version']} ({info['source']}; git commit: {commit})"
 
 
-def main(argv: list[str] | None = None, prog: str = "snnsim") -> int:
-    """``snnsim <command> [options ...]``: run one command; returns its exit status."""
+def console_prog() -> str:
+    """The console script as typed here (:func:`~snnsim.commandline.typed_path`):
+    ``snnsim`` on the PATH, ``.venv/bin/snnsim`` when run by its path; ``snnsim``
+    when this process is not the console script."""
+    script = sys.argv[0] if sys.argv else ""
+    return typed_path(script, "snnsim") if Path(script).name == "snnsim" else "snnsim"
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``snnsim <command> [options ...]``: run one command; returns its exit status.
+    ``prog``: how the dispatcher was invoked (default :func:`console_prog`)."""
+    prog = prog or console_prog()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(prog), file=sys.stderr)
@@ -178,92 +174,5 @@ def main(argv: list[str] | None = None, prog: str = "snnsim") -> int:
     return run_command(name, argv[1:], f"{prog} {argv[0]}")
 
 
-# --- one error path ------------------------------------------------------------
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
-
-COMMON_OPTIONS_HELP = """
-options of every snnsim command:
-  --debug               show the full traceback of an error (default: one line)
-  --allow-nonfinite     load checkpoints whose weights hold NaN or inf (forensics
-                        of a diverged run; refused by default)"""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes that mean "the user's input is wrong", not "snnsim is wrong"."""
-    from .backend import BackendError
-    from .datasets.errors import DatasetError
-    from .training.builder import ConfigError
-    from .training.checkpoint import CheckpointError
-    from .training.runfolder import RunFolderError
-    errors = [ConfigError, CheckpointError, DatasetError, BackendError,
-              RunFolderError, OSError]
-    try:
-        from .analysis.record import RecordingError
-        errors.append(RecordingError)
-    except ImportError:   # pragma: no cover - analysis is optional for the error path
-        pass
-    return tuple(errors)
-
-
-def error_line(exc: BaseException) -> str:
-    """One line describing ``exc``: the file and the OS's reason for an OSError, the
-    message otherwise; line breaks of a long message joined with '; '."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else ""
-        text = f"{where}: {exc.strerror}" if where else exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    parts = [p.strip().removeprefix("- ").strip() for p in text.splitlines() if p.strip()]
-    line = parts[0] if parts else ""
-    for part in parts[1:]:                 # "Searched:\n  - a\n  - b" -> "Searched: a; b"
-        line += (" " if line.endswith(":") else "; ") + part
-    return line
-
-
-def report_error(name: str, exc: BaseException, where: str = "") -> int:
-    """Print the one line of ``snnsim.<name>`` for a diverged run or a user error
-    (``where``: e.g. " (rank 1)" after the command's name) and return its exit status:
-    :data:`EXIT_DIVERGED` or :data:`EXIT_USAGE`."""
-    from .training.guard import DivergenceError
-    diverged = isinstance(exc, DivergenceError)
-    print(f"snnsim.{name}: {'diverged' if diverged else 'error'}{where}: {error_line(exc)}",
-          file=sys.stderr)
-    return EXIT_DIVERGED if diverged else EXIT_USAGE
-
-
-def command(name: str):
-    """Decorate ``main(argv=None) -> int`` of ``python3 -m snnsim.<name>``: the common
-    options (``--debug``, ``--allow-nonfinite``), one error line and exit status 2 for
-    a user error, :data:`EXIT_DIVERGED` for a diverged run."""
-    def wrap(main):
-        @functools.wraps(main)
-        def wrapped(argv=None) -> int:
-            from .training.checkpoint import allow_nonfinite_weights
-            from .training.guard import DivergenceError
-            args = list(sys.argv[1:] if argv is None else argv)
-            debug = "--debug" in args
-            allow = "--allow-nonfinite" in args
-            args = [a for a in args if a not in ("--debug", "--allow-nonfinite")]
-            try:
-                with allow_nonfinite_weights(allow):
-                    return main(args)
-            except SystemExit as exc:
-                if ("-h" in args or "--help" in args) and exc.code in (0, None):
-                    print(COMMON_OPTIONS_HELP)
-                if isinstance(exc.code, str):     # SystemExit("message"): a user's mistake
-                    if debug:
-                        raise
-                    return report_error(name, Exception(exc.code))
-                raise
-            except (DivergenceError, *user_errors()) as exc:
-                if debug:
-                    raise
-                return report_error(name, exc)
-        return wrapped
-    return wrap
-
-
 __all__ = ["COMMANDS", "COMMON_OPTIONS_HELP", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE",
-           "command", "error_line", "main", "prog_name", "report_error", "user_errors"]
+           "command", "console_prog", "error_line", "main", "prog_name", "report_error", "user_errors"]

@@ -54,7 +54,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .cli import prog_name
+from .commandline import ArgumentParser, prog_name, rerun
 
 STORAGE_FILE = "journal.log"
 TRIALS_DIR = "trials"
@@ -455,7 +455,7 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(records, indent=1) + "\n")
     text = markdown(records, runs_by_exp, device, title=f"Study {study.study_name}",
-                    made_by=f"python3 -m snnsim.study report {study_dir.name}")
+                    made_by=f"python3 -m snnsim.study report {study_dir}")   # as given
     (out_dir / "report.md").write_text(text)
     fig = plot_study_curves({exp: [r["rows"] for r in runs] for exp, runs in runs_by_exp.items()},
                             title=f"Study {study.study_name}: test accuracy of every run")
@@ -477,7 +477,7 @@ pulls trials until none is left. A killed worker's trial is resumed by another."
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
@@ -568,7 +568,7 @@ def main(argv=None) -> int:
                   "(start a worker again to continue)", file=sys.stderr)
             return EXIT_INTERRUPTED
         print(f"no trial left: this worker ran {dict(done) or 'none'}; "
-              f"python3 -m snnsim.study report {study_dir} writes the table")
+              f"{rerun('snnsim.study', f'report {study_dir}')} writes the table")
         return 0
     except (StudyError, ValueError) as exc:
         print(f"snnsim.study: error: {exc}", file=sys.stderr)

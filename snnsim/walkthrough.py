@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import eventshift, layers, loss, tsslbp
-from .cli import prog_name
+from .commandline import ArgumentParser, prog_name
 from .layers import Dense
 from .network import Network
 from .neuron import NeuronModel
@@ -221,7 +221,7 @@ def central_difference(f, h: float = FD_STEP):
 
 
 # --- the engine's pass ----------------------------------------------------------------
-def build_network(example: Example = EXAMPLE) -> Network:
+def example_network(example: Example = EXAMPLE) -> Network:
     """The example's 2-2-1 network (float64, NumPy) with its fixed weights."""
     net = Network([Dense(2), Dense(1)], input_shape=(2,), neuron=example.neuron,
                   dtype="float64", backend="numpy")
@@ -244,7 +244,7 @@ def target(example: Example = EXAMPLE):
 
 def forward(example: Example = EXAMPLE):
     """``(net, x_in, a_out, cache, a_hat, L, g)``: the forward pass, the loss and g = ∂L/∂a."""
-    net = build_network(example)
+    net = example_network(example)
     x_in = input_currents(example)
     a_out, cache = net.forward(x_in)
     a_hat = target(example)
@@ -781,7 +781,7 @@ examples:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.walkthrough"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.walkthrough"), description=DESCRIPTION,
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", action="append", choices=SECTIONS, metavar="NAME",
                    help=f"print only this section (repeatable): {', '.join(SECTIONS)} "
@@ -806,8 +806,14 @@ def main(argv=None) -> int:
         print(f"pdb stops at the first line of {fn.__module__}.{fn.__qualname__} "
               f"(layer {args.layer}, reading {args.reading}); see docs/walkthrough.md for what to print. "
               "`c` continues to the end.")
-        result = pdb.runcall(fn, *call_args)
-        print(f"{fn.__qualname__} returned {type(result).__name__}")
+        debugger, quit_asked = pdb.Pdb(), []
+        set_quit = debugger.set_quit                       # what `q` (and end of input) call
+        debugger.set_quit = lambda: quit_asked.append(True) or set_quit()
+        result = debugger.runcall(fn, *call_args)
+        if quit_asked:                                     # `q`: the function did not return
+            print(f"left the debugger before {fn.__qualname__} returned")
+        else:
+            print(f"{fn.__qualname__} returned {type(result).__name__}")
         return 0
     w = compute(use_oracle=not args.no_oracle)
     sys.stdout.write(format_walkthrough(w, tuple(args.section or SECTIONS)))

@@ -586,17 +586,17 @@ def test_fidelity_batch_command(tmp_path, monkeypatch, strict_static_views):
 
 @pytest.mark.parametrize("experiment", ("mlp", "cnn", "nmnist"))
 def test_bench_step_timer(experiment, monkeypatch, request):
-    """The benchmark's timed step (snnsim.analysis.bench.StepTimer: its random batch, then
-    train_step with the recursion or the O(T²) baseline's explicit φ) on strict arrays:
+    """The benchmark's timed step (snnsim.analysis.steptimer.StepTimer: its random batch,
+    then train_step with the recursion or the O(T²) baseline's explicit φ) on strict arrays:
     the batch on DEVICE as on NumPy, and after two steps every weight as on NumPy.
     Static images (mlp, cnn) take the static-input path, N-MNIST's event frames not."""
-    from snnsim.analysis import bench
+    from snnsim.analysis import bench, steptimer
     if experiment != "nmnist":
         request.getfixturevalue("strict_static_views")
 
     cfg = bench.experiment_config(experiment, "numpy", batch_size=2, n_steps=3)
     timers_np = [bench.StepTimer(cfg, explicit) for explicit in (False, True)]
-    built = build_on_strict(monkeypatch, bench, "make_network")
+    built = build_on_strict(monkeypatch, steptimer, "make_network")
     timers_xs = [bench.StepTimer(cfg, explicit) for explicit in (False, True)]
     assert len(built) == 2
     for t_np, t_xs in zip(timers_np, timers_xs):
@@ -617,13 +617,15 @@ def test_bench_command(tmp_path, monkeypatch, strict_static_views):
     tests/test_bench.py asks of the NumPy run (no figure's value is asserted)."""
     from test_bench import QUICK
 
-    from snnsim.analysis import bench
+    from snnsim.analysis import bench, steptimer
 
-    built = build_on_strict(monkeypatch, bench, "make_network")
+    timed = build_on_strict(monkeypatch, steptimer, "make_network")   # the timed steps
+    phased = build_on_strict(monkeypatch, bench, "make_network")      # the phases' network
     out = tmp_path / "bench.json"
     assert bench.main(["--experiments", "mlp", *QUICK, "--phases", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert len(built) == 2 + 1 + 2                       # run figures, phases, memory sweep
+    built = timed + phased
+    assert len(timed) == 2 + 2 and len(phased) == 1      # run figures, memory sweep; phases
     assert all(net.xp is xs and net.device == DEVICE for net in built)
     (row,) = res["runs"]
     (sweep,) = res["memory_sweep"]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from snnsim.analysis import bench
+from snnsim.analysis import bench, steptimer
 from snnsim.backend import BackendError
 
 QUICK = ["--batches", "1", "--warmup", "0", "--max-batches-slow", "1", "--steps-sweep", "5",
@@ -18,8 +18,8 @@ QUICK = ["--batches", "1", "--warmup", "0", "--max-batches-slow", "1", "--steps-
 
 def test_bench_writes_all_figures(tmp_path, capsys, monkeypatch):
     calls = []
-    step = bench.train_step
-    monkeypatch.setattr(bench, "train_step", lambda *a, **k: calls.append(1) or step(*a, **k))
+    step = steptimer.train_step
+    monkeypatch.setattr(steptimer, "train_step", lambda *a, **k: calls.append(1) or step(*a, **k))
     out = tmp_path / "bench.json"
     assert bench.main(["--experiments", "mlp", *QUICK, "--out", str(out)]) == 0
     res = json.loads(out.read_text())

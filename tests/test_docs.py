@@ -1,10 +1,21 @@
 """The repository's own documentation: it points nowhere outside the repository,
-its links resolve, and every name in the equation map (docs/equations.md) exists."""
+its links resolve, every name in the equation map (docs/equations.md) exists, and
+the documentation is executed (issue 23): every Python block runs, every snnsim
+command line names a real command and real options, every ``snnsim.…`` name resolves."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import importlib.util
+import json
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -107,3 +118,317 @@ def test_every_name_in_the_equation_map_exists():
             if func not in _test_names(file):
                 missing.append(f"tests/{name}")
     assert not missing, missing
+
+
+# --- executed documentation (issue 23) -----------------------------------------------------
+# Every fenced code block of README.md, docs/*.md and the other READMEs of the tree is
+# checked as a reader would use it:
+#
+# - a ``python`` block runs, in a scratch folder of its own, within PYTHON_BLOCK_SECONDS;
+#   the folder holds ``runs/x/``, a finished tiny run (checkpoint.h5, best.h5, ...), which
+#   is what the examples' ``runs/x`` stands for, and SNNSIM_DATA_DIR points at a tiny
+#   synthetic Fashion-MNIST in the real IDX format, so "the dataset" is read in seconds;
+#   ``breakpoint()`` is switched off (PYTHONBREAKPOINT=0) and a debugger started by the
+#   block reads ``c`` (continue) from its standard input;
+# - a shell line (``bash``/``sh``/``console`` blocks, blocks without a language, ``$ ``
+#   lines of ``text-session`` blocks, and inline code spans) that runs snnsim
+#   (``python3 -m snnsim...``, ``snnsim ...``, or the same through ``.venv/bin/`` or
+#   another virtual environment's ``bin/``) names a module or command whose ``--help``
+#   exits 0 and lists every ``--option`` the line gives (``study run`` passes unknown
+#   ``--key=value`` to each training run, so those are looked up in ``train --help``);
+#   another ``python3 -m X`` names an importable module and ``python3 path.py`` or
+#   ``bash path.sh`` an existing file;
+# - a ``json`` block parses.
+#
+# A block that cannot run as written here is marked on the line above its fence with
+# ``<!-- docs-test: skip: <why> -->`` (the reason is required and printed).
+SKIP_MARK = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.*?)\s*-->")
+PYTHON_BLOCK_SECONDS = 180
+SHELL_LANGS = ("", "bash", "sh", "shell", "console")
+
+
+def documentation_files() -> list[Path]:
+    """README.md, docs/*.md and every other README.md of the tree (not in hidden folders
+    nor in what runs write: runs/, studies/, dist/, build/)."""
+    skip = {"runs", "studies", "dist", "build", "node_modules"}
+    readmes = [p for p in REPO.rglob("README.md")
+               if not any(part.startswith(".") or part in skip
+                          for part in p.relative_to(REPO).parts[:-1])]
+    return sorted({REPO / "README.md", *DOCS, *readmes})
+
+
+@dataclass
+class Block:
+    path: Path
+    line: int          # of the opening fence
+    lang: str
+    text: str
+    skip: str | None   # the reason of a skip mark
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO)}:{self.line}"
+
+
+def code_blocks(path: Path) -> list[Block]:
+    """The fenced blocks of a markdown file, with their language and skip mark."""
+    blocks, lines = [], path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^(\s*)(```+)\s*([\w+-]*)", lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, start = m.group(2), i
+        j = i + 1
+        while j < len(lines) and not lines[j].strip().startswith(fence):
+            j += 1
+        mark = SKIP_MARK.search(lines[start - 1]) if start else None
+        indent = len(m.group(1))
+        body = "\n".join(line[indent:] for line in lines[start + 1:j])
+        blocks.append(Block(path, start + 1, m.group(3).lower(), body,
+                            mark.group(1) if mark else None))
+        i = j + 1
+    return blocks
+
+
+def all_blocks() -> list[Block]:
+    return [b for p in documentation_files() for b in code_blocks(p)]
+
+
+def _strip_fenced(text: str) -> str:
+    return re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.S | re.M)
+
+
+def shell_commands(block_text: str, session: bool = False) -> list[str]:
+    """The command lines of a shell block: continuations joined, comments and (for a
+    session) everything but the ``$ `` lines dropped."""
+    text = block_text.replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if session:
+            if not line.startswith("$ "):
+                continue
+            line = line[2:]
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+_PYTHON = re.compile(r"^(?:\S*/)?python3?$")
+_SNNSIM = re.compile(r"^(?:\S*/)?snnsim$")
+_REDIRECT = re.compile(r"^\d?[<>]")
+
+
+def simple_commands(line: str) -> list[list[str]]:
+    """The simple commands of a shell line (split at ; && || | &, loop keywords, leading
+    VAR=value assignments and an ``mpiexec -n N`` prefix removed), as tokens up to the
+    first redirection."""
+    try:
+        tokens = shlex.split(line, comments=True)
+    except ValueError:
+        tokens = line.split()
+    commands, current = [], []
+    for tok in tokens + [";"]:
+        pieces = re.split(r"(;|&&|\|\||\||&)$", tok)
+        word, sep = (pieces[0], pieces[1]) if len(pieces) > 1 else (tok, "")
+        if tok in (";", "&&", "||", "|", "&"):
+            word, sep = "", tok
+        if word:
+            current.append(word)
+        if sep:
+            commands.append(current)
+            current = []
+    out = []
+    for cmd in commands:
+        while cmd and (cmd[0] in ("do", "then", "done", "wait", "time")
+                       or re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", cmd[0])):
+            cmd = cmd[1:]
+        if cmd[:1] == ["mpiexec"]:
+            cmd = cmd[3:] if len(cmd) > 2 and cmd[1] == "-n" else cmd[1:]
+            while cmd and cmd[0].startswith("--"):          # --allow-run-as-root
+                cmd = cmd[1:]
+        cut = next((k for k, t in enumerate(cmd) if _REDIRECT.match(t)), len(cmd))
+        if cmd[:cut]:
+            out.append(cmd[:cut])
+    return out
+
+
+def snnsim_invocation(cmd: list[str]) -> tuple[list[str], list[str]] | None:
+    """(``python -m`` arguments up to the first option, the rest) of a command running
+    snnsim, or None. ``snnsim train --epochs 1`` -> (["snnsim", "train"], ["--epochs",
+    "1"]); ``python3 -m pdb -m snnsim.walkthrough`` -> (["snnsim.walkthrough"], [])."""
+    if _SNNSIM.match(cmd[0]):
+        rest = ["snnsim", *cmd[1:]]
+    elif _PYTHON.match(cmd[0]) and cmd[1:2] == ["-m"] and len(cmd) > 2:
+        rest = cmd[2:]
+        if rest[0] == "pdb" and rest[1:2] == ["-m"]:
+            rest = rest[2:]
+        if not (rest[0] == "snnsim" or rest[0].startswith("snnsim.")):
+            return None
+    else:
+        return None
+    if not re.fullmatch(r"snnsim(\.\w+)*", rest[0]):   # python3 -m snnsim.<command>, snnsim...
+        return None
+    k = next((k for k, t in enumerate(rest) if t.startswith("-")), len(rest))
+    return rest[:k], rest[k:]
+
+
+def run_python(args: list[str], cwd=REPO, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MPLBACKEND="Agg", PYTHONBREAKPOINT="0")
+    env.update(kwargs.pop("env", {}))
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+@functools.cache
+def help_text(words: tuple[str, ...]) -> str | None:
+    """The ``--help`` of ``python -m words...`` (None when it fails): with the leading
+    positional words as far as they still give a help (a subcommand's own), else of
+    the module alone."""
+    for n in range(len(words), 0, -1):
+        proc = run_python(["-m", *words[:n], "--help"])
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout
+    return None
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:               # a parent package is missing
+        return False
+
+
+def _options(args: list[str]) -> list[str]:
+    return [a.split("=", 1)[0] for a in args if re.match(r"^--[A-Za-z]", a)]
+
+
+def _lists_option(help: str, option: str) -> bool:
+    forms = {option, option.replace("_", "-")}
+    return any(re.search(re.escape(f) + r"(?![\w-])", help) for f in forms)
+
+
+def check_snnsim_command(cmd: list[str]) -> list[str]:
+    """What is wrong with one snnsim command line (empty when nothing)."""
+    words, args = snnsim_invocation(cmd)
+    if words[0] != "snnsim" and not _module_exists(words[0]):
+        return [f"no module {words[0]}"]
+    helped = help_text(tuple(words))
+    if helped is None:
+        return [f"{' '.join(words)} --help fails"]
+    study_run = words[:2] == ["snnsim.study", "run"] or words[:3] == ["snnsim", "study", "run"]
+    problems = []
+    for option in _options(args):
+        if _lists_option(helped, option):
+            continue
+        if study_run and _lists_option(help_text(("snnsim.train",)) or "", option):
+            continue
+        problems.append(f"option {option} is not in `{' '.join(words)} --help`")
+    return problems
+
+
+def check_other_command(cmd: list[str]) -> list[str]:
+    """``python3 -m X`` names an importable module; ``python3 path.py`` and ``bash
+    path.sh`` an existing file of the tree."""
+    if _PYTHON.match(cmd[0]) and cmd[1:2] == ["-m"] and len(cmd) > 2:
+        mod = cmd[2]
+        if not _module_exists(mod):
+            return [f"no module {mod}"]
+    elif (_PYTHON.match(cmd[0]) or cmd[0] == "bash") and len(cmd) > 1 \
+            and re.match(r"^[\w./-]+\.(py|sh)$", cmd[1]) and not cmd[1].startswith("/"):
+        if not (REPO / cmd[1]).is_file() and cmd[1] != "step.py":   # step.py: written above it
+            return [f"no file {cmd[1]}"]
+    return []
+
+
+def commands_of(block: Block) -> list[list[str]]:
+    if block.lang in SHELL_LANGS or block.lang == "text-session":
+        lines = shell_commands(block.text, session=block.lang == "text-session")
+        return [c for line in lines for c in simple_commands(line)]
+    return []
+
+
+def inline_commands(path: Path) -> list[list[str]]:
+    """Commands in inline code spans of the prose (`python3 -m snnsim.bench --full`)."""
+    spans = re.findall(r"(?<!`)`([^`\n]+)`(?!`)", _strip_fenced(path.read_text(encoding="utf-8")))
+    return [c for span in spans for c in simple_commands(span)
+            if c and snnsim_invocation(c) is not None]
+
+
+def test_every_documented_command_exists_with_its_options():
+    problems = []
+    for block in all_blocks():
+        if block.skip:
+            continue
+        for cmd in commands_of(block):
+            found = check_snnsim_command(cmd) if snnsim_invocation(cmd) else check_other_command(cmd)
+            problems += [f"{block.where}: {' '.join(cmd)}: {p}" for p in found]
+    for path in documentation_files():
+        for cmd in inline_commands(path):
+            problems += [f"{path.relative_to(REPO)}: `{' '.join(cmd)}`: {p}"
+                         for p in check_snnsim_command(cmd)]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_dotted_snnsim_name_resolves():
+    """``snnsim.a.b`` anywhere in the documentation names a module or an attribute."""
+    missing = []
+    for path in documentation_files():
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in re.findall(r"(?<![\w/.-])snnsim(?:\.[A-Za-z_]\w*)+", line):
+                if not _resolves(name):
+                    missing.append(f"{path.relative_to(REPO)}:{i}: {name}")
+    assert not missing, "\n".join(missing)
+
+
+def test_json_blocks_parse():
+    bad = []
+    for block in all_blocks():
+        if block.lang == "json" and not block.skip:
+            try:
+                json.loads(block.text)
+            except ValueError as exc:
+                bad.append(f"{block.where}: {exc}")
+    assert not bad, bad
+
+
+def test_skip_marks_say_why():
+    marks = [b for b in all_blocks() if b.skip is not None]
+    assert all(len(b.skip.split()) >= 3 for b in marks), [b.where for b in marks]
+
+
+@pytest.fixture(scope="module")
+def example_folder(tmp_path_factory):
+    """A folder as the examples assume it: ``runs/x/`` a finished tiny run, ``rec.h5`` a
+    full recording of it (3 samples); and the tiny synthetic Fashion-MNIST they read
+    (its path, for SNNSIM_DATA_DIR)."""
+    from test_train import tiny_args, write_fashion_mnist
+
+    from snnsim.training import train as train_mod
+    root = tmp_path_factory.mktemp("docs")
+    data = write_fashion_mnist(root / "data", n_train=600, n_test=200)
+    base = root / "base"
+    assert train_mod.main(tiny_args(data, base / "runs" / "x", epochs=1)) == 0
+    proc = run_python(["-m", "snnsim.record", "runs/x/best.h5", "--samples", "3", "--full",
+                       "--data-dir", str(data), "--out", "rec.h5"], cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    return base, data
+
+
+PYTHON_BLOCKS = [b for b in all_blocks() if b.lang in ("python", "py")]
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
+def test_python_block_runs(block, example_folder, tmp_path):
+    if block.skip:
+        pytest.skip(f"marked in the text: {block.skip}")
+    base, data = example_folder
+    scratch = tmp_path / "scratch"
+    shutil.copytree(base, scratch)
+    (scratch / "example.py").write_text(block.text, encoding="utf-8")
+    proc = run_python(["example.py"], cwd=scratch, timeout=PYTHON_BLOCK_SECONDS,
+                      input="c\n" * 50, env={"SNNSIM_DATA_DIR": str(data)})
+    assert proc.returncode == 0, f"{block.where}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"

@@ -49,6 +49,7 @@ from test_train import (
     write_nmnist,
 )
 
+from snnsim.commandline import prog_name
 from snnsim.datasets import registry
 from snnsim.datasets.errors import DatasetError
 from snnsim.training import train as train_mod
@@ -89,7 +90,8 @@ def assert_one_line_error(code, err, command="train", *needles):
     assert code == 2, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith((f"snnsim.{command}: error:", f"python3 -m snnsim.{command}: error:"))
+    assert last.startswith((f"snnsim.{command}: error:",
+                            f"{prog_name(f'python3 -m snnsim.{command}')}: error:"))
     for needle in needles:
         assert needle in last, (needle, last)
 

@@ -63,3 +63,27 @@ def test_bench_prints_the_floor_and_the_busy_machine(tmp_path, capsys):
     assert 1 <= b["threads"]["chosen"] <= b["n_cpu"] and b["step_s"]["chosen"] > 0
     printed = capsys.readouterr().out
     assert "x the floor" in printed and "busy-loop" in printed and "BLAS threads" in printed
+
+
+def test_the_chosen_thread_count_is_timed_once(monkeypatch):
+    """Where a run would choose 1 BLAS thread, the busy-machine figure reports the one-thread
+    time for it (it printed 'with 1 29.4 ms, with the chosen 1 21.75 ms (0.74x one thread's
+    time)': one setting timed twice, two medians)."""
+    from snnsim.analysis import floor
+
+    class Timer:
+        def __init__(self, cfg):
+            self.n = 0
+
+        def step(self):
+            self.n += 1
+            return 0.01 * self.n            # every step slower than the one before
+
+    monkeypatch.setattr(floor, "StepTimer", Timer)
+    monkeypatch.setattr(floor, "start_competitors", lambda n: [])
+    monkeypatch.setattr(floor, "choose_blas_threads", lambda n_cpu, idle: 1)
+    monkeypatch.setattr(floor.time, "sleep", lambda s: None)
+    r = floor.busy_figures(None, n=3, warmup=0)
+    assert r["threads"]["chosen"] == 1 and r["step_s"]["chosen"] == r["step_s"]["one"]
+    line = floor.format_busy("mlp", r)
+    assert "one thread's time" not in line and "a run would choose 1" in line, line

@@ -144,8 +144,12 @@ def test_every_command_help_names_how_it_was_invoked(name, capsys):
     assert capsys.readouterr().out.startswith(f"usage: snnsim {name} ")
 
 
-def test_module_commands_keep_their_own_usage_line():
-    assert train_mod.make_parser().prog == "python3 -m snnsim.train"
+def test_module_commands_keep_their_own_usage_line(tmp_path, monkeypatch):
+    """Run as a module, a command's usage line names the interpreter as typed here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / ".venv" / "bin" / "python3"))
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    assert train_mod.make_parser().prog == ".venv/bin/python3 -m snnsim.train"
 
 
 def test_an_unknown_command_is_a_one_line_error(capsys):
@@ -159,8 +163,12 @@ def test_python_m_snnsim_dispatches(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "snnsim", "train", "--help"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python3 -m snnsim train ")
+    program, sep, _ = proc.stdout.removeprefix("usage: ").partition(" -m snnsim train ")
+    assert proc.stdout.startswith("usage: ") and sep, proc.stdout[:200]
     assert "--config" in proc.stdout
+    again = subprocess.run([program, "-m", "snnsim", "train", "--help"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)   # the usage line runs
+    assert again.returncode == 0 and again.stdout == proc.stdout, again.stderr
 
 
 def test_the_console_script_is_declared():

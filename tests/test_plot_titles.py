@@ -96,3 +96,67 @@ def test_fresh_network_title_says_untrained():
                     config={"network": "784-10", "dataset": "mnist", "seed": 3},
                     meta={"dataset": "mnist", "source": "fresh 784-10 (seed 3)"})
     assert plots.network_title(rec) == "mnist, 784-10, T = 5: untrained (seed 3)"
+
+
+# --- issue 23, 9 and 10 ------------------------------------------------------------------------
+def _rates_title(tmp_path, monkeypatch, extra=()):
+    """The suptitle of ``plots rates`` on a fresh tiny network (T = 5)."""
+    import matplotlib.figure
+    from test_train import write_fashion_mnist
+    data = write_fashion_mnist(tmp_path / "data")
+    titles = []
+    real = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, **k: titles.append(t) or real(self, t, **k))
+    assert plots.main(["rates", "--network", "784-12-10", "--samples", "4", "--data-dir", str(data),
+                       "--out", str(tmp_path / "o"), "--formats", "png", *extra]) == 0
+    return titles[-1]
+
+
+@pytest.mark.parametrize("extra", [(), ("--per-sample",)])
+def test_the_rates_title_is_two_lines_without_a_command_hint(tmp_path, monkeypatch, extra):
+    title = _rates_title(tmp_path, monkeypatch, extra)
+    assert len(title.splitlines()) <= 2 and "--" not in title, title
+
+
+def test_the_curves_title_names_the_run_not_its_path(tmp_path):
+    import json
+    run = tmp_path / "runs" / "fashion-mnist_784-12-10-20261206-051046"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"dataset": "fashion-mnist", "network": "784-12-10",
+                                                 "n_steps": 5, "name": ""}))
+    rows = [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.5, "test_acc": 0.6},
+            {"epoch": 2, "train_loss": 0.4, "train_acc": 0.6, "test_acc": 0.7}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    title = plots.run_title(str(run), rows)
+    assert str(tmp_path) not in title and "runs/" not in title, title
+    assert title == "fashion-mnist, 784-12-10, T = 5: 2 epochs, best test accuracy 70.00 % (epoch 2)"
+
+
+def test_a_one_epoch_study_curve_is_drawn(tmp_path):
+    """One epoch is one point: drawn with a marker, else the figure is empty."""
+    rows = [{"epoch": 1, "test_acc": 0.8}]
+    fig = plots.plot_study_curves({"mlp": [rows, rows]})
+    assert fig.axes[0].lines and all(line.get_marker() not in (None, "None", "", " ")
+                                     for line in fig.axes[0].lines)
+
+
+def test_inspection_names_layers_as_the_plots_do():
+    from snnsim.analysis.inspection import layer_roles
+    from snnsim.training.builder import layers_from_spec
+    mlp = layers_from_spec("400-400-10", (784,))
+    assert layer_roles(mlp) == ["hidden 1", "hidden 2", "output"]
+    cnn = layers_from_spec("16C5-P2-32C3-P2-100-10", (1, 28, 28))
+    assert layer_roles(cnn) == ["conv 1", "pool", "conv 2", "pool", "hidden 1", "output"]
+
+
+def test_the_notebooks_heatmaps_have_a_colour_bar():
+    """examples/walkthrough.ipynb: every cell that draws an image (the φ heatmaps) gives it
+    a colour bar (tests/test_walkthrough.py executes the notebook)."""
+    import json
+    from pathlib import Path
+    nb = json.loads((Path(__file__).resolve().parents[1] / "examples" / "walkthrough.ipynb")
+                    .read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    drawing = [c for c in cells if "imshow(" in c]
+    assert drawing and all(c.count("colorbar(") >= c.count("imshow(") for c in drawing)

@@ -132,6 +132,7 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     assert "## tiny+preset=authors" in text and "## tiny+preset=paper" in text
     assert "| snnsim |" in text and "| paper |" not in text     # not a paper experiment
     assert "on test machine" in text and "(seeds [0, 1]), 2 epochs" in text
+    assert f"`python3 -m snnsim.study report {study_dir}`" in text     # the path as given
     assert f"; commit {study.trials[0].user_attrs['commit']}." in text
     records = json.loads((study_dir / "report.json").read_text())
     study = load(study_dir)

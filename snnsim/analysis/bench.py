@@ -33,8 +33,8 @@ from unittest import mock
 
 import numpy as np
 
-from ..backend import BACKENDS, BackendError, PeakMemory, backend_name, get_backend, synchronize
-from ..cli import prog_name
+from ..backend import BACKENDS, BackendError, backend_name, get_backend, synchronize
+from ..commandline import ArgumentParser, prog_name
 from ..datasets.registry import get_spec
 from ..training import data as data_mod
 from ..training import train as train_mod
@@ -42,9 +42,9 @@ from ..training.config import ConfigError, TrainConfig, load_config_file
 from ..training.optim import AdamW
 from ..training.threads import choose_for_run
 from ..training.train import make_loss, make_network, train_step, write_json_atomic
-from ..tsslbp import LIF_EXPLICIT
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
 from . import floor as floor_mod
+from .steptimer import StepTimer, make_batch  # noqa: F401  (bench.StepTimer, bench.make_batch)
 
 EXPERIMENTS = {
     "mlp": ("fashion_mnist_mlp", {"batch_size": 50}),
@@ -64,63 +64,6 @@ def experiment_config(name: str, backend: str, backward: str = DEFAULT_BACKWARD,
     config_name, fixed = EXPERIMENTS[name]
     cfg = load_config_file(config_name)
     return cfg.replace(backend=backend, backward=backward, **{**fixed, **overrides})
-
-
-def make_batch(cfg: TrainConfig, net, rng: np.random.Generator):
-    """A random input batch of the experiment's shape on the network's backend and device:
-    a static image repeated over T (as training feeds images) or 0/1 event frames."""
-    xp, dev, B, T = net.xp, net.device, cfg.batch_size, cfg.n_steps
-    if cfg.dataset == "nmnist":
-        x = xp.asarray(rng.random((T, B) + net.input_shape) < 0.05, dtype=net.dtype, device=dev)
-    else:
-        from ..network import repeat_static
-        x = repeat_static(xp.asarray(rng.standard_normal((B,) + net.input_shape), dtype=net.dtype,
-                                     device=dev), T)
-    labels = xp.asarray(rng.integers(0, 10, size=B), device=dev)
-    return x, labels
-
-
-
-class StepTimer:
-    """A network, optimiser, loss and batch of ``cfg``, and :func:`train_step` on them."""
-
-    def __init__(self, cfg: TrainConfig, explicit: bool = False):
-        self.cfg = cfg
-        self.net = make_network(cfg)
-        self.opt = AdamW(self.net.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                         weight_decay=cfg.weight_decay)
-        self.loss_fn = make_loss(cfg, self.net)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.x, self.labels = make_batch(cfg, self.net, self.rng)
-        self.model = LIF_EXPLICIT if explicit else None
-        self.fast = True                          # False: the plain path (snnsim.fast)
-
-    def step(self) -> float:
-        """Seconds of one synchronised training step."""
-        synchronize(self.net.xp)
-        t0 = time.perf_counter()
-        train_step(self.net, self.opt, self.x, self.labels, self.loss_fn, self.cfg, self.rng,
-                   model=self.model, fast=self.fast)
-        synchronize(self.net.xp)
-        return time.perf_counter() - t0
-
-    def peak_bytes(self) -> int:
-        """Peak bytes of one step: what it allocates, plus the fast path's workspace, which
-        it allocated at the first step and holds from step to step (the step needs it as
-        much as what it allocates anew; without it the fast step would look ~free)."""
-        with PeakMemory(self.net.xp) as mem:
-            self.step()
-        return int(mem.peak_bytes) + self.held_bytes()
-
-    def held_bytes(self) -> int:
-        """Bytes of the fast path's workspace where this timer's step takes the fast path
-        (:func:`snnsim.fast.fast_path_applies`), else 0."""
-        from ..fast import fast_path_applies
-        fast = getattr(self.net, "fast_path", None)
-        if not (self.fast and fast is not None
-                and fast_path_applies(self.net, self.cfg.backward, self.model)):
-            return 0
-        return int(fast.ws.nbytes)
 
 
 def figures(times: list[float], batch_size: int, peak_bytes: int) -> dict:
@@ -266,7 +209,7 @@ A backend that is not available (e.g. cupy without a GPU) stops the command at o
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.bench"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="numpy", help="comma-separated: numpy,cupy (default numpy)")
     p.add_argument("--full", action="store_true",
@@ -291,9 +234,21 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
     floor_mod.add_arguments(p)
-    p.add_argument("--out", default="runs/bench.json",
-                   help="JSON file of all figures, rewritten after each (default runs/bench.json)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="JSON file of all figures, rewritten after each (default a new file "
+                        "runs/bench-<date>-<time>.json, so that no earlier result is overwritten)")
     return p
+
+
+def new_output_file(folder: Path = Path("runs")) -> Path:
+    """``runs/bench-<date>-<time>.json``, a file that does not exist yet (``-2``, ``-3``
+    appended when two benchmarks start in the same second)."""
+    stem = time.strftime("bench-%Y%m%d-%H%M%S")
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}.json"
+    return path
 
 
 def _names(value: str) -> list[str]:
@@ -357,7 +312,7 @@ def main(argv=None) -> int:
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
                "blas_threads": {v: os.environ.get(v) for v in BLAS_THREAD_VARS},
                "devices": devices, "runs": [], "memory_sweep": [], "phases": []}
-    out = Path(args.out)
+    out = Path(args.out) if args.out else new_output_file()
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, sweep = {}, {}
     bar = tqdm(jobs, desc="bench", unit="figure", dynamic_ncols=True)

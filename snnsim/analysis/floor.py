@@ -47,6 +47,7 @@ from ..conv import Conv2d
 from ..layers import Dense
 from ..training.threads import choose_blas_threads, idle_cpus, set_blas_threads
 from ..tsslbp import warmup_mask
+from .steptimer import StepTimer, make_network
 
 #: Timed arrays have at most this many elements; larger ones are scaled by size.
 CAP = 1 << 22
@@ -171,7 +172,6 @@ class Floor:
 def floor_figures(cfg, n: int, warmup: int = 3) -> dict:
     """``n`` rounds of (fast step, floor), back to back, then ``n`` of (plain step, floor):
     medians, and the medians of each round's step / floor."""
-    from .bench import StepTimer
     timers = {"fast": StepTimer(cfg), "plain": StepTimer(cfg)}
     timers["plain"].fast = False
     floor = Floor(timers["fast"].net, timers["fast"].x)
@@ -218,14 +218,16 @@ def start_competitors(n: int) -> list[subprocess.Popen]:
 def busy_figures(cfg, n: int, competitors: int = COMPETITORS, warmup: int = 3) -> dict:
     """The step with ``competitors`` busy-loop processes running: ``n`` rounds, each timing
     one step with every thread setting (cores, 1, chosen), in turn."""
-    from .bench import StepTimer
     timer = StepTimer(cfg)
     n_cpu = os.cpu_count() or 1
     procs = start_competitors(competitors)
     try:
         time.sleep(0.3)
         idle = idle_cpus(n_cpu=n_cpu)
-        settings = {"cores": n_cpu, "one": 1, "chosen": choose_blas_threads(n_cpu, idle)}
+        chosen = choose_blas_threads(n_cpu, idle)
+        settings = {"cores": n_cpu, "one": 1}
+        if chosen not in settings.values():    # else the chosen setting is one of those two
+            settings["chosen"] = chosen
         times = {k: [] for k in settings}
         for i in range(warmup + n):
             for k, threads in settings.items():
@@ -239,18 +241,26 @@ def busy_figures(cfg, n: int, competitors: int = COMPETITORS, warmup: int = 3) -
             p.kill()
             p.wait()
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"competitors": competitors, "n_cpu": n_cpu, "idle_cpus": idle, "threads": settings,
+    same = next((k for k, v in settings.items() if v == chosen), "chosen")
+    med["chosen"] = med[same]                  # one setting, one figure: timed once
+    return {"competitors": competitors, "n_cpu": n_cpu, "idle_cpus": idle,
+            "threads": {**settings, "chosen": chosen}, "chosen_is": same,
             "rounds": n, "step_s": med,
             "over_one_thread": {k: med[k] / med["one"] for k in med}}
 
 
 def format_busy(name: str, r: dict) -> str:
     s, th = r["step_s"], r["threads"]
+    same = r.get("chosen_is", "chosen")
+    if same == "chosen":
+        chosen = (f"with the chosen {th['chosen']} {s['chosen'] * 1e3:.2f} ms "
+                  f"({r['over_one_thread']['chosen']:.2f}x one thread's time)")
+    else:
+        chosen = f"a run would choose {th['chosen']} (the setting timed above)"
     return (f"  numpy {name:7s} with {r['competitors']} busy-loop process(es) on {r['n_cpu']} cores "
             f"({r['idle_cpus']:.1f} idle): step with {th['cores']} BLAS threads (OpenBLAS's default) "
-            f"{s['cores'] * 1e3:.2f} ms, with 1 {s['one'] * 1e3:.2f} ms, with the chosen "
-            f"{th['chosen']} {s['chosen'] * 1e3:.2f} ms ({r['over_one_thread']['chosen']:.2f}x one "
-            f"thread's time; median of {r['rounds']} alternating rounds)")
+            f"{s['cores'] * 1e3:.2f} ms, with 1 {s['one'] * 1e3:.2f} ms; {chosen}; "
+            f"median of {r['rounds']} alternating rounds")
 
 
 __all__ = ["CAP", "Floor", "Product", "busy_figures", "floor_figures", "format_busy", "format_floor",
@@ -284,7 +294,6 @@ def jobs(args, backend: str, experiments: list[str]) -> list[tuple]:
 def measure(kind: str, name: str, cfg, args) -> tuple[dict, str]:
     """One figure of :data:`KINDS`: its results and the lines to print."""
     from ..fast import fast_path_applies
-    from .bench import make_network  # the same builder
     path = "fast" if fast_path_applies(make_network(cfg), cfg.backward, None) else "plain"
     if kind == "floor":
         r = {"step_path": path, **floor_figures(cfg, args.floor_steps)}

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, device, to_numpy
-from ..cli import command, prog_name
+from ..commandline import ArgumentParser, command, prog_name
 from ..h5header import layer_name, write_header
 from ..loss import kernel_target, predict
 from ..neuron import LIFState
@@ -216,8 +216,27 @@ def _bound(text: str):
     return None if str(text).strip().lower() in ("none", "null", "inf") else float(text)
 
 
+def layer_roles(layers) -> list[str]:
+    """What each layer is called in everything snnsim prints and draws (as the plots
+    name them, :func:`snnsim.analysis.record.layer_role`): the last spiking layer
+    ``output``, the others ``conv k`` or ``hidden k``; a layer without neurons by its
+    kind (``pool``, ``dropout``). The files keep their groups' names (``layer_00``)."""
+    spiking = [i for i, layer in enumerate(layers) if layer.spiking]
+    roles, counts = [], {}
+    for i, layer in enumerate(layers):
+        if not layer.spiking:
+            roles.append(type(layer).__name__.lower().removesuffix("2d"))
+        elif i == spiking[-1]:
+            roles.append("output")
+        else:
+            kind = "conv" if type(layer).__name__.startswith("Conv") else "hidden"
+            counts[kind] = counts.get(kind, 0) + 1
+            roles.append(f"{kind} {counts[kind]}")
+    return roles
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.inspection"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(p, DEFAULT_INSPECT_SAMPLES, batch_size=False)
     p.add_argument("--reading", choices=("authors", "timing"), default=None,
@@ -233,7 +252,7 @@ def make_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_MAX_NEURONS}; 0: none)")
     p.add_argument("--phi-neurons", choices=PHI_SELECT, default="first",
                    help="which neurons: the first N, or the N that spike most (default first)")
-    p.add_argument("--out", default="inspect.h5", help="output file (default inspect.h5)")
+    p.add_argument("--out", default="runs/inspect.h5", help="output file (default runs/inspect.h5)")
     return p
 
 
@@ -290,14 +309,16 @@ def main(argv=None) -> int:
                                         "config": json.dumps(cfg.to_dict())})
     print(f"{source}: {len(indices)} {cfg.dataset} {args.split} samples {indices}, T = "
           f"{cfg.n_steps}, loss {result['attrs']['loss']:.6g}, gradient {grad} -> {args.out}")
-    for i, rec in enumerate(result["layers"]):
+    for i, (rec, role) in enumerate(zip(result["layers"], layer_roles(net.layers))):
         d = rec["data"]
+        label = f"{role} ({rec['attrs']['describe']})"
         if rec["attrs"]["spiking"]:
-            print(f"  {layer_name(i)} {rec['attrs']['describe']:>12}: {int(d['s'].sum())} "
+            print(f"  {label:<24} {int(d['s'].sum())} "
                   f"spikes, warm-up on {100.0 * d['warmup_mask'].mean():.1f} % of (t, b, n), "
-                  f"|dL/dW| = {float(np.linalg.norm(d['dL_dW'])) if 'dL_dW' in d else 0:.4g}")
+                  f"|dL/dW| = {float(np.linalg.norm(d['dL_dW'])) if 'dL_dW' in d else 0:.4g}"
+                  f"  [group {layer_name(i)}]")
         else:
-            print(f"  {layer_name(i)} {rec['attrs']['describe']:>12}: (no neurons)")
+            print(f"  {label:<24} no neurons  [group {layer_name(i)}]")
     return 0
 
 

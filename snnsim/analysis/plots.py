@@ -32,7 +32,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..cli import (
+from ..commandline import (
+    ArgumentParser,
     command,
     prog_name,
 )
@@ -352,14 +353,14 @@ def plot_study_curves(curves: dict, title: str | None = None) -> Figure:
     colors = _colors(len(curves))
     for i, (experiment, runs) in enumerate(curves.items()):
         for rows in runs:
-            ax.plot([r["epoch"] for r in rows], [r["test_acc"] * PERCENT for r in rows], "-",
-                    lw=0.6, alpha=0.35, color=colors[i],
+            ax.plot([r["epoch"] for r in rows], [r["test_acc"] * PERCENT for r in rows], "-o",
+                    lw=0.6, ms=2.5, alpha=0.35, color=colors[i],
                     label=f"{experiment}" if len(runs) == 1 else None)
     for i, (experiment, runs) in enumerate(curves.items()):
         if len(runs) < 2:
             continue
         epochs, mean, std = mean_std_per_epoch(runs)
-        ax.plot(epochs, mean, "-", lw=1.8, color=colors[i],
+        ax.plot(epochs, mean, "-o", lw=1.8, ms=4, color=colors[i],
                 label=f"{experiment}: mean ± std of {len(runs)} runs")
         ax.fill_between(epochs, mean - std, mean + std, color=colors[i], alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
@@ -528,17 +529,16 @@ def cmd_rates(args):
         hist = lambda counts: firing_rate_histogram(counts, T, edges, rec.step_ms)[1]  # noqa: E731
         ticks = rate_bin_labels(edges, T, rec.step_ms)
         what = f"% of neurons per firing-rate bin in each sample, mean of {n} samples"
-        if T < args.bins:
-            what += (f" (at T = {T} a sample's rates are its spike counts: the same numbers "
-                     "as the sparsity plot)")
+        note = (f"at T = {T} a sample's rates are its spike counts: the same numbers as the "
+                "sparsity plot" if T < args.bins else "")
         xlabel = None
     else:                   # small T: each neuron's rate averaged over the samples
         edges = mean_rate_histogram(chosen[0].counts, T, args.bins, rec.step_ms)[0]
         hist = lambda counts: mean_rate_histogram(counts, T, args.bins, rec.step_ms)[1]  # noqa: E731
         ticks = mean_rate_labels(edges)
-        what = (f"% of neurons by their firing rate averaged over {n} samples (at T = {T}, "
-                "one sample's rates are its spike counts: the sparsity plot; --per-sample "
-                "shows that view)")
+        what = f"% of neurons by their firing rate averaged over {n} samples"
+        note = (f"at T = {T} one sample's rates are its spike counts (the sparsity plot); "
+                "--per-sample draws the per-sample histogram")
         xlabel = (f"mean firing rate over {n} samples (Hz); T = {T} steps of {rec.step_ms:g} ms, "
                   f"{MS_PER_S / rec.step_ms:.0f} Hz = a spike at every step")
     hists = {layer_label(lr, rec.layers): hist(lr.counts) for lr in chosen}
@@ -546,6 +546,8 @@ def cmd_rates(args):
     fig = plot_rate_histogram(edges, hists, T, rec.step_ms, n_samples=n,
                               title=f"{network_title(rec)}\n{what}", tick_labels=ticks,
                               xlabel=xlabel)
+    if note:
+        print(f"({note})")
     print("% of neurons per firing-rate bin (Hz): " + " | ".join(ticks))
     for name, pct in hists.items():
         print(f"  {name:<24} " + " ".join(f"{p:6.2f}" for p in pct))
@@ -565,12 +567,31 @@ def cmd_raster(args):
     return [(fig, f"raster_sample{idx}")]
 
 
+def run_title(source, rows: list[dict]) -> str:
+    """The curves' title: what was trained (from the run folder's config.json, when there
+    is one) and its best test accuracy, e.g. ``"fashion-mnist, 784-400-400-10, T = 5:
+    30 epochs, best test accuracy 89.11 % (epoch 28)"``; never a path."""
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    head = "Training curves"
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        head = f"{cfg.get('dataset', 'data')}, {cfg.get('name') or cfg.get('network')}, " \
+               f"T = {cfg.get('n_steps', '?')}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    n = len(rows)
+    text = f"{head}: {n} epoch{'' if n == 1 else 's'}"
+    best = max(rows, key=lambda r: r.get("test_acc", -1.0), default=None)
+    if best is not None and "test_acc" in best:
+        text += f", best test accuracy {best['test_acc'] * PERCENT:.2f} % (epoch {best['epoch']})"
+    return text
+
+
 def cmd_curves(args):
     if not args.source:
         raise SystemExit("curves needs a run folder, a metrics.jsonl or a checkpoint")
-    src = args.source
-    rows = read_metrics(src)
-    fig = plot_training_curves(rows, title=f"{src}: {len(rows)} epochs")
+    rows = read_metrics(args.source)
+    fig = plot_training_curves(rows, title=run_title(args.source, rows))
     return [(fig, "curves")]
 
 
@@ -623,7 +644,7 @@ COMMANDS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.plots"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text, samples) in COMMANDS.items():
@@ -635,7 +656,7 @@ def make_parser() -> argparse.ArgumentParser:
                             help=source_help + " (also metrics.jsonl)")
         else:
             add_source_arguments(sp, samples, source_help=source_help, samples=name != "raster")
-        sp.add_argument("--out", default="plots", help="output folder (default plots)")
+        sp.add_argument("--out", default="runs/plots", help="output folder (default runs/plots)")
         sp.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated image formats (default png,pdf)")
         if name in ("sparsity", "rates"):

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..cli import command, prog_name
+from ..commandline import ArgumentParser, UserError, command, prog_name
 from ..datasets.registry import DATASETS
 from ..h5header import check_header, has_format, layer_name, write_header
 from ..loss import predict
@@ -479,7 +479,7 @@ def save_recording(path, rec: Recording) -> Path:
     return atomic_write(path, write)
 
 
-class RecordingError(RuntimeError):
+class RecordingError(UserError, RuntimeError):
     """A recording file is missing, damaged or not an snnsim recording; names the file."""
 
 
@@ -770,14 +770,15 @@ def network_from_args(args, source: str | None = None, dtype: str | None = None)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.record"), description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(p)
     p.add_argument("--full", action="store_true", help="also record spike trains and "
                    "membrane traces")
     p.add_argument("--full-samples", type=int, default=None, metavar="K",
                    help="with --full: only of the first K samples (default all)")
-    p.add_argument("--out", default="recording.h5", help="output file (default recording.h5)")
+    p.add_argument("--out", default="runs/recording.h5",
+                   help="output file (default runs/recording.h5)")
     return p
 
 

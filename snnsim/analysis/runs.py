@@ -21,14 +21,13 @@ not disturbed (the lock is tested with a shared lock, released at once).
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import json
 import os
 from pathlib import Path
 
-from ..cli import command, prog_name
+from ..commandline import ArgumentParser, command, prog_name
 from ..training.status import read_status
 from ..training.train import RUNS_DIR
 
@@ -149,7 +148,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("runs"), description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.runs"), description=__doc__.split("\n\n")[0],
                                 epilog="States: running (run.lock held), finished, diverged, "
                                        "interrupted (resume with train --resume FOLDER).")
     p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",

@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..cli import prog_name
+from ..commandline import prog_name
 from . import registry
 from .errors import DatasetError, DownloadError
 

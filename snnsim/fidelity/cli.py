@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..cli import prog_name
+from ..commandline import ArgumentParser, prog_name
 from ..datasets.errors import DatasetError
 from ..training.checkpoint import CheckpointError
 from ..training.config import ConfigError
@@ -79,7 +79,7 @@ def _common(top: bool) -> argparse.ArgumentParser:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.fidelity"), description=DESCRIPTION,
+    ap = ArgumentParser(prog=prog_name("python3 -m snnsim.fidelity"), description=DESCRIPTION,
                                  formatter_class=_Formatter, parents=[_common(True)])
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="SUBCOMMAND")
     common = _common(False)

@@ -62,6 +62,19 @@ def flat_grads(net: Network, grads: list[dict]) -> list[np.ndarray]:
     return [to_numpy(grads[i][key]).astype(np.float64).ravel() for i, key in param_entries(net)]
 
 
+def ratio(num: float, den: float) -> float:
+    """num / den; NaN when den is zero (a layer that did not fire has a zero gradient),
+    without NumPy's divide-by-zero warning."""
+    return float(num) / float(den) if den != 0 else float("nan")
+
+
+def descent_direction(xp, grad, w):
+    """-grad scaled to the norm of ``w``; zero where the gradient is zero (a silent layer),
+    instead of NaN and a divide warning."""
+    norm = float(xp.linalg.vector_norm(grad))
+    return -grad / norm * float(xp.linalg.vector_norm(w)) if norm > 0 else xp.zeros_like(grad)
+
+
 def cosine(p, q) -> float:
     """⟨p, q⟩ / (‖p‖ ‖q‖); NaN if either is zero."""
     npq = float(np.linalg.norm(p) * np.linalg.norm(q))
@@ -151,11 +164,11 @@ def measure(net: Network, x_in, a_hat, variants=BATCH_VARIANTS, n_dirs: int = N_
         row = {"name": entry_label(net, i, key), "n_params": int(ref.size), **activity[e], "variants": {}}
         if fd is not None:
             p_timing = directions[e] @ ref
-            row["fd_timing_rel_err"] = float(np.linalg.norm(p_timing - fd[e]) / np.linalg.norm(fd[e]))
+            row["fd_timing_rel_err"] = ratio(np.linalg.norm(p_timing - fd[e]), np.linalg.norm(fd[e]))
         for name in variants:
             gv = grads[name][e]
             m = {"cos_timing": cosine(gv, ref), "norm": float(np.linalg.norm(gv)),
-                 "norm_ratio": float(np.linalg.norm(gv) / np.linalg.norm(ref))}
+                 "norm_ratio": ratio(np.linalg.norm(gv), np.linalg.norm(ref))}
             for other in ("authors", "surrogate"):
                 if other in grads:
                     m[f"cos_{other}"] = cosine(gv, grads[other][e])
@@ -191,8 +204,7 @@ def descent_losses(net: Network, x_in, a_hat, variants=DESCENT_VARIANTS, steps=D
     out = {"steps": [0.0, *steps]}
     for name in variants:
         grads = variant_backward(net, g, cache, name)
-        dirs = [-grads[i][k] / float(xp.linalg.vector_norm(grads[i][k])) * float(xp.linalg.vector_norm(w))
-                for (i, k), w in zip(entries, W0)]
+        dirs = [descent_direction(xp, grads[i][k], w) for (i, k), w in zip(entries, W0)]
         disc, es = [loss0], [loss0]
         for eta in steps:
             for (i, k), w, d in zip(entries, W0, dirs):
@@ -216,7 +228,7 @@ def ladder(net: Network, x_in, a_hat, names=LADDER) -> list[dict]:
     return [{"variant": n, "doc": VARIANTS[n].doc,
              "cos_timing": [cosine(gv, gt) for gv, gt in zip(grads[n], grads["timing"])],
              "cos_authors": [cosine(gv, ga) for gv, ga in zip(grads[n], grads["authors"])],
-             "norm_ratio": [float(np.linalg.norm(gv) / np.linalg.norm(gt))
+             "norm_ratio": [ratio(np.linalg.norm(gv), np.linalg.norm(gt))
                             for gv, gt in zip(grads[n], grads["timing"])]}
             for n in names]
 

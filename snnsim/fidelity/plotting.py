@@ -93,13 +93,13 @@ def plot_along(res: dict, path: Path) -> None:
                      label=f"{lab}: cos(surrogate, authors)")
         axes[1].plot(eps, get("timing-bw-flipped", "cos_authors"), "s--", color=col,
                      label=f"{lab}: cos(timing-bw-flipped, authors)")
-    axes[2].plot(eps, [r["test_acc"] for r in res["epochs"]], "o-")
+    axes[2].plot(eps, [100 * r["test_acc"] for r in res["epochs"]], "o-")
     for ax in axes[:2]:
         ax.set_ylim(-1.05, 1.05)
     for ax in axes[:2]:
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=6)
-    axes[2].set_ylabel("test accuracy")
+    axes[2].set_ylabel("test accuracy (%)")
     for ax in axes:
         ax.set_xlabel("epoch")
     setup = res["setup"]
@@ -113,12 +113,12 @@ def plot_compare(res: dict, path: Path) -> None:
     for v in res["variants"]:
         if not res["runs"][v]:
             continue
-        accs = np.array([[r["test_acc"] for r in run["epochs"]] for run in res["runs"][v]])
+        accs = 100 * np.array([[r["test_acc"] for r in run["epochs"]] for run in res["runs"][v]])
         eps = np.arange(accs.shape[1])
         ax.errorbar(eps, accs.mean(0), yerr=accs.std(0) if len(accs) > 1 else None,
                     marker="o", capsize=3, label=v)
     ax.set_xlabel("epoch (0 = initialisation)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"784-400-400-10 on Fashion-MNIST ({res['n_train']} training samples, "
                  f"seeds {res['seeds']})", fontsize=9)
     ax.legend(fontsize=8)

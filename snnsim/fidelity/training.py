@@ -164,7 +164,7 @@ def run_along_training(variant: str = "authors", seed: int = 0, epochs: int = 3,
             raise ConfigError(f"{snap} holds epoch {ckpt['epoch']}, not {epoch}")
         row = dict(ckpt["metrics"][epoch - 1])
         records.append({**row, "fidelity": fidelity(net64, epoch)})
-        print(f"  epoch {epoch}: test acc {row['test_acc']:.4f}, measured", file=sys.stderr)
+        print(f"  epoch {epoch}: test acc {100 * row['test_acc']:.2f} %, measured", file=sys.stderr)
     return {"command": "along-training", "trainer": "snnsim.training.train.run",
             "setup": run_setup(cfg), "run_dir": str(run_dir), "train_command": train_command(cfg),
             "n_samples": n_samples, "n_directions": n_dirs, "epochs": records}

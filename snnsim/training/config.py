@@ -16,6 +16,7 @@ An unknown key is an error naming the key and listing the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import typing
@@ -215,8 +216,10 @@ def normalize_key(key: str) -> str:
 
 def check_key(key: str, source: str = "config") -> None:
     if key not in field_names():
-        raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: "
-                          + ", ".join(field_names()))
+        close = difflib.get_close_matches(key, field_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{source}: unknown config key {key!r}{hint} (valid keys: "
+                          + ", ".join(field_names()) + ")")
 
 
 _NONE_WORDS = ("none", "null", "")

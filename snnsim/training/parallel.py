@@ -40,7 +40,7 @@ import traceback
 
 import numpy as np
 
-from ..cli import EXIT_USAGE
+from ..commandline import EXIT_USAGE
 from .config import ConfigError
 
 
@@ -119,7 +119,7 @@ class DataParallel:
         line); after it, and for any other exception, the rank prints the error (one
         line for a user error or a divergence, else the traceback) and ``MPI_Abort``
         ends every rank with the exit status the run would have had alone (2, 3, 1)."""
-        from ..cli import report_error, user_errors
+        from ..commandline import report_error, user_errors
         from .guard import DivergenceError
         try:
             yield

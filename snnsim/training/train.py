@@ -49,9 +49,24 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import array_module, device, get_backend
-from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
+from ..commandline import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    command,
+    did_you_mean,
+    prog_name,
+    rerun,
+)
 from ..datasets.registry import get_spec
-from ..fast import EVAL_CHUNK, FastForward, fast_forward_applies, fast_path_applies, fast_train_step
+from ..fast import (
+    EVAL_CHUNK,
+    FastForward,
+    fast_forward_applies,
+    fast_path_applies,
+    fast_train_step,
+    warm_up,
+)
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
@@ -72,7 +87,6 @@ from .checkpoint import (
 from .config import (
     ConfigError,
     TrainConfig,
-    check_key,
     coerce,
     describe_fields,
     field_names,
@@ -269,9 +283,19 @@ def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) ->
 
 
 # --- run folder ---------------------------------------------------------------------------
+#: The shipped config (snnsim/configs/) whose network and dataset are TrainConfig's defaults.
+DEFAULT_EXPERIMENT = "fashion_mnist_mlp"
+
+
 def default_name(cfg: TrainConfig) -> str:
+    """The run's name, the start of its default folder: the config's name; for the
+    default network on the default dataset the shipped config's (a run without --config
+    and one with --config fashion_mnist_mlp are named alike); else dataset_network."""
     if cfg.name:
         return cfg.name
+    defaults = TrainConfig()
+    if (cfg.dataset, cfg.network) == (defaults.dataset, defaults.network):
+        return DEFAULT_EXPERIMENT
     net = Path(cfg.network).stem if names_config_file(cfg.network) else cfg.network
     return re.sub(r"[^A-Za-z0-9_.-]+", "", f"{cfg.dataset}_{net}")[:80]
 
@@ -412,6 +436,17 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
             runfolder.remove_if_only_lock(run_dir)
 
 
+def percent(fraction: float) -> str:
+    """An accuracy as printed everywhere: in %, two decimals (``0.8971`` -> ``89.71``).
+    The files (metrics.jsonl, checkpoints) keep fractions."""
+    return f"{100 * fraction:.2f}"
+
+
+def progress_bar_wanted() -> bool:
+    """A progress bar only on a terminal: redrawn lines would fill a log file."""
+    return sys.stderr.isatty()
+
+
 def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
                 data_files, dp=None) -> dict:
     from tqdm import tqdm
@@ -475,8 +510,11 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     best = max((row["test_acc"] for row in history), default=-1.0)
     ckpt_path = run_dir / CHECKPOINT_NAME
     saved_epoch = start_epoch                        # the epoch checkpoint.h5 holds
-    resume_hint = f"python3 -m snnsim.train --resume {run_dir}"
+    resume_hint = rerun("snnsim.train", f"--resume {run_dir}")   # as the user started it
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
+    if cfg.backend == "numpy":
+        warm_up((cfg.dtype,))       # numba compiles the kernels now, not inside the timed epoch 1
+    show_bar = cfg.progress and progress_bar_wanted()
     epoch = start_epoch
     bar = None
     board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
@@ -486,7 +524,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                           disable=not show_bar, leave=False, dynamic_ncols=True)
                 loss_sum, correct, seen = 0.0, 0, 0
                 t0 = time.perf_counter()
                 for i, (x_in, labels) in enumerate(data_mod.batches(
@@ -502,7 +540,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     check_stop()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{percent(correct / seen)} %",
                                     refresh=False)
                     if not estimated and epoch == start_epoch and i >= 1:   # batch 0: warm-up
                         batch_seconds.append(time.perf_counter() - tb)
@@ -550,8 +588,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
-                    f"acc {row['train_acc']:.4f} | test acc {test_acc:.4f} "
-                    f"(best {best:.4f}){' *' if is_best else ''} | "
+                    f"acc {percent(row['train_acc'])} % | test acc {percent(test_acc)} % "
+                    f"(best {percent(best)} %){' *' if is_best else ''} | "
                     f"{train_seconds:.1f} s, {row['samples_per_s']:.0f} samples/s"
                     + (f" | {left} epoch{'s' if left != 1 else ''} left: "
                        + eta.format_estimate(eta.from_epochs(epoch_seconds, left, batch_seconds))
@@ -581,7 +619,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             board.close()
     if history:
         b = max(history, key=lambda r: r["test_acc"])
-        log(f"done: {len(history)} epochs; best test accuracy {b['test_acc']:.4f} at epoch "
+        log(f"done: {len(history)} epoch{'s' if len(history) != 1 else ''}; best test accuracy "
+            f"{percent(b['test_acc'])} % at epoch "
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
             "epochs_done": len(history), "data_files": data_files}
@@ -633,7 +672,7 @@ class _Once(argparse.Action):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.train"), description=DESCRIPTION,
                                 epilog=EPILOG_HEAD + describe_fields(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -683,11 +722,10 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
             key, value = body, None
             i += 1
         key = normalize_key(key)
-        try:
-            check_key(key, "command line")
-        except ConfigError as exc:
-            parser.error(str(exc))
         option = "--" + key.replace("_", "-")
+        if key not in field_names():
+            known = [*parser._option_string_actions, *(f"--{k.replace('_', '-')}" for k in field_names())]
+            parser.error(f"unknown option {option}{did_you_mean(option, known)}")
         if value is None:
             parser.error(f"{option} needs a value: {option}=VALUE")
         if key in out:
