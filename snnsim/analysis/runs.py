@@ -147,10 +147,11 @@ def format_table(records: list[dict]) -> str:
                      for row in [head, *lines])
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=prog_name("python3 -m snnsim.runs"), description=__doc__.split("\n\n")[0],
-                                epilog="States: running (run.lock held), finished, diverged, "
-                                       "interrupted (resume with train --resume FOLDER).")
+def make_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.runs"),
+                       description=__doc__.split("\n\n")[0],
+                       epilog="States: running (run.lock held), finished, diverged, interrupted "
+                              "(resume with train --resume FOLDER).")
     p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                    help="run folders, or folders to search for them (default runs/)")
     p.add_argument("--json", action="store_true", help="print a JSON list of the runs instead")
