@@ -1,0 +1,207 @@
+"""snnsim's own Sphinx extension (docs/conf.py loads it): what the site needs beyond
+MyST and autodoc, each a small hook.
+
+- README.md's and docs/*.md's relative links work on the site (:func:`site_links`);
+- snnsim's docstring style, ``name : text`` lists and underlined section titles,
+  renders as it reads (:func:`house_docstring`);
+- a Python reference is linked where the API reference documents its object, shown
+  unlinked where the object exists but has no entry, and left missing (an error
+  with ``-W``) where it names nothing (:func:`_unlinked_but_real`);
+- the API reference's front page lists ``snnsim.__all__`` (:func:`toplevel_names`).
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import re
+from pathlib import Path
+
+from pygments.lexers.special import TextLexer
+from sphinx.util.nodes import make_refnode
+
+import snnsim
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+#: The marker in api/index.md that the list of snnsim's top-level names replaces.
+TOPLEVEL_MARKER = "<!-- snnsim-toplevel: conf.py fills this list from snnsim.__all__ at build time -->"
+
+
+def toplevel_names() -> str:
+    """A Markdown list of ``snnsim.__all__``: each name as a reference to where it is
+    defined (``snnsim.network.Network``), so a name that no API page documents is a
+    dangling reference and fails the build."""
+    lines = []
+    for name in sorted(snnsim.__all__, key=str.lower):
+        if name == "__version__":
+            lines.append("- `snnsim.__version__`: the version, written once in `snnsim/version.py`")
+            continue
+        obj = getattr(snnsim, name)
+        module = getattr(obj, "__module__", None)
+        if not isinstance(module, str) or not hasattr(obj, "__qualname__"):
+            module = _defining_module(name)
+        lines.append(f"- {{py:obj}}`{name} <{module}.{name}>` ({{py:mod}}`{module}`)")
+    return "\n".join(lines)
+
+
+def _defining_module(name: str) -> str:
+    """Where a data name of ``snnsim.__all__`` (``LIF``, ``PRESETS``) is assigned: the
+    module of the ``from .x import name`` line in snnsim/__init__.py."""
+    tree = ast.parse((ROOT / "snnsim" / "__init__.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
+            return "snnsim." + node.module
+    raise ValueError(f"snnsim/__init__.py: {name} is in __all__ but not imported")
+
+
+def python_object(dotted: str):
+    """The object that ``dotted`` names (the longest importable module prefix, then
+    attributes), or None when it names nothing."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:n]))
+        except ImportError:
+            continue
+        for part in parts[n:]:
+            if not hasattr(obj, part):
+                return None
+            obj = getattr(obj, part)
+        return obj
+    return None
+
+
+def _unlinked_but_real(app, env, node, contnode):
+    """A Python reference that Sphinx found no entry for: link it when the object it
+    names is documented under its own name (``:class:`NeuronParams``` in a module that
+    imports it), show it unlinked when it exists but has no page (a private helper, a
+    module outside the API reference), and leave it missing, an error with ``-W``,
+    when it names nothing at all: a renamed or removed name, a typo."""
+    if node.get("refdomain") != "py":
+        return None
+    target, module, cls = node["reftarget"], node.get("py:module"), node.get("py:class")
+    scopes = [f"{module}.{cls}." if module and cls else None, f"{module}." if module else None, ""]
+    for scope in filter(lambda s: s is not None, scopes):
+        obj = python_object(scope + target)
+        if obj is None:
+            continue
+        domain = env.get_domain("py")
+        name = getattr(obj, "__name__", None) if inspect.ismodule(obj) else (
+            f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+        entry = domain.modules.get(name) or domain.objects.get(name)
+        if entry is None:
+            return contnode
+        return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id,
+                            contnode, name)
+    return None
+
+
+
+#: ``name : text`` at a docstring's left margin: snnsim's way of listing parameters,
+#: fields and return values (``layers : list of ...``, ``grads[i] : ...``, ``a, b : ...``).
+NAME = r"\*{0,2}[A-Za-z_][\w.]*(\[\w+\])?"
+ITEM = re.compile(rf"^(?P<names>{NAME}(, {NAME})*) : (?P<text>.*)$")
+#: A heading underline under a docstring's section title (``Parameters`` / ``----------``).
+UNDERLINE = re.compile(r"^(-{3,}|={3,}|~{3,})$")
+
+
+def house_docstring(lines: list[str]) -> list[str]:
+    """snnsim's docstrings in reST that renders as it reads in the source: a
+    ``name : text`` list (its lines continued one indent deeper) becomes a bullet
+    list with the name in bold, and a titled section (``Parameters`` underlined)
+    a rubric, which stays inside the entry instead of opening a page section.
+    Everything else, ``::`` literal blocks included, passes as written."""
+    out: list[str] = []
+    in_item = literal = False
+    for i, line in enumerate(lines):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if literal:                                   # inside a :: block: as it is
+            literal = not line or line[:1].isspace()
+        if not literal and line and not line[:1].isspace() and UNDERLINE.match(nxt.strip()) \
+                and len(nxt.strip()) == len(line.strip()):
+            out += ["", f".. rubric:: {line.strip()}", ""]
+            continue
+        if not literal and UNDERLINE.match(line.strip()) and out[-1:] == [""] and \
+                out[-2:-1] and out[-2].startswith(".. rubric::"):
+            continue
+        match = None if literal else ITEM.match(line)
+        if match:
+            if not in_item and out and out[-1].strip():
+                out.append("")
+            out.append(f"- **{match['names']}** : {match['text']}")
+            in_item = True
+        elif in_item and line[:1].isspace() and line.strip():
+            out.append("  " + line.strip())
+        else:
+            if in_item and line.strip():
+                out.append("")
+            in_item = False
+            out.append(line)
+        if not literal and line.rstrip().endswith("::"):
+            literal = True
+            if in_item:                                # a :: block inside an item
+                in_item = False
+    return out
+
+
+def _house_docstring(app, what, name, obj, options, lines: list[str]) -> None:
+    lines[:] = house_docstring(lines)
+
+
+#: A Markdown link or image: ``[text](target)`` / ``![alt](target)``, target without spaces.
+LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def site_links(text: str, source_dir: Path, page_dir: Path) -> str:
+    """Rewrite the relative links of a Markdown text that lies in ``source_dir`` (the
+    repository root for README.md, docs/ for its pages) for the site, whose pages are
+    docs/*.md: a page of docs/ stays a link between pages; any other file of the
+    repository (``reference/fidelity.md``, ``snnsim/params.py``, the notebook) becomes
+    a download (MyST's ``path:``), copied into the site as it is in the tree. Targets
+    are written relative to ``page_dir``, the folder of the page the text is shown on.
+    A target that is not there is left alone, so MyST reports it and the build fails."""
+    def one(match: re.Match) -> str:
+        bang, label, target = match.groups()
+        path, _, anchor = target.partition("#")
+        if not path or re.match(r"[a-z][a-z0-9+.-]*:", path):    # #anchor, https:, path:
+            return match.group(0)
+        file = (source_dir / path).resolve()
+        if not file.exists():
+            return match.group(0)
+        relative = os.path.relpath(file, page_dir)
+        if bang or DOCS in file.parents and file.suffix == ".md":
+            target = relative + (f"#{anchor}" if anchor else "")
+        else:
+            target = f"path:{relative}"
+        return f"{bang}[{label}]({target})"
+    return LINK.sub(one, text)
+
+
+def _fill_toplevel(app, docname: str, source: list[str]) -> None:
+    if docname == "api/index":
+        source[0] = source[0].replace(TOPLEVEL_MARKER, toplevel_names())
+
+
+def _page_links(app, docname: str, source: list[str]) -> None:
+    page_dir = (DOCS / docname).parent
+    source[0] = site_links(source[0], page_dir, page_dir)
+
+
+def _readme_links(app, relative_path: Path, parent_docname: str, content: list[str]) -> None:
+    """README.md, included by index.md: its links are written from the repository root."""
+    content[0] = site_links(content[0], (DOCS / relative_path).resolve().parent,
+                            (DOCS / parent_docname).parent)
+
+
+def setup(app):
+    app.connect("source-read", _fill_toplevel)
+    app.connect("source-read", _page_links)
+    app.connect("include-read", _readme_links)
+    app.connect("missing-reference", _unlinked_but_real)
+    app.connect("autodoc-process-docstring", _house_docstring)
+    # docs/walkthrough.md's debugger sessions (```text-session, as code hosts name them)
+    app.add_lexer("text-session", TextLexer)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
