@@ -109,46 +109,72 @@ UNDERLINE = re.compile(r"^(-{3,}|={3,}|~{3,})$")
 
 
 def house_docstring(lines: list[str]) -> list[str]:
-    """snnsim's docstrings in reST that renders as it reads in the source: a
-    ``name : text`` list (its lines continued one indent deeper) becomes a bullet
-    list with the name in bold, and a titled section (``Parameters`` underlined)
-    a rubric, which stays inside the entry instead of opening a page section.
-    Everything else, ``::`` literal blocks included, passes as written."""
+    """snnsim's docstrings in reST that renders as it reads in the source:
+
+    - a ``name : text`` list (an item's lines continued one indent deeper) becomes a
+      bullet list with the names in bold;
+    - a titled section (``Parameters`` underlined) becomes a rubric, which stays in
+      the entry instead of opening a section of the page;
+    - an indented block after a paragraph (an example, a formula) is shown as code,
+      as if the paragraph had ended in ``::``.
+
+    Everything else, ``::`` blocks included, passes as written."""
     out: list[str] = []
-    in_item = literal = False
+    literal = in_item = skip = False
+    last_text = ""                     # the last non-blank line before this one
     for i, line in enumerate(lines):
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if literal:                                   # inside a :: block: as it is
-            literal = not line or line[:1].isspace()
-        if not literal and line and not line[:1].isspace() and UNDERLINE.match(nxt.strip()) \
-                and len(nxt.strip()) == len(line.strip()):
+        if skip:                       # a section title's underline
+            skip = False
+            continue
+        indented = line[:1].isspace() and bool(line.strip())
+        if literal and (indented or not line.strip()):
+            out.append(line)
+            continue
+        literal = False
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        item = ITEM.match(line)
+        if line.strip() and not indented and UNDERLINE.match(nxt) and len(nxt) == len(line.strip()):
             out += ["", f".. rubric:: {line.strip()}", ""]
-            continue
-        if not literal and UNDERLINE.match(line.strip()) and out[-1:] == [""] and \
-                out[-2:-1] and out[-2].startswith(".. rubric::"):
-            continue
-        match = None if literal else ITEM.match(line)
-        if match:
+            in_item, skip = False, True
+        elif item:
             if not in_item and out and out[-1].strip():
                 out.append("")
-            out.append(f"- **{match['names']}** : {match['text']}")
+            out.append(f"- **{item['names']}** : {item['text']}")
             in_item = True
-        elif in_item and line[:1].isspace() and line.strip():
+        elif in_item and indented:
             out.append("  " + line.strip())
+        elif indented and out and not out[-1].strip() and _is_paragraph(last_text):
+            out += ["::", "", line]
+            literal = True
         else:
             if in_item and line.strip():
                 out.append("")
             in_item = False
             out.append(line)
-        if not literal and line.rstrip().endswith("::"):
-            literal = True
-            if in_item:                                # a :: block inside an item
-                in_item = False
+        if line.rstrip().endswith("::"):
+            literal, in_item = True, False
+        if line.strip():
+            last_text = line
     return out
+
+
+def _is_paragraph(line: str) -> bool:
+    """Whether ``line`` ends a plain paragraph at the margin (not a list item, a field,
+    a directive or a ``::`` paragraph), so that an indented block after it is code."""
+    return bool(line) and not line[:1].isspace() and not line.rstrip().endswith("::") \
+        and not re.match(r"([-*+] |\d+[.)] |\.\. |:\w)", line) and not ITEM.match(line)
 
 
 def _house_docstring(app, what, name, obj, options, lines: list[str]) -> None:
     lines[:] = house_docstring(lines)
+
+
+def _skip_tuple_fields(app, what, name, obj, skip, options):
+    """A NamedTuple's fields are listed by its own docstring (``grads[i] : ...``), not
+    once more as "Alias for field number 0"."""
+    if what == "class" and (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return None
 
 
 #: A Markdown link or image: ``[text](target)`` / ``![alt](target)``, target without spaces.
@@ -202,6 +228,7 @@ def setup(app):
     app.connect("include-read", _readme_links)
     app.connect("missing-reference", _unlinked_but_real)
     app.connect("autodoc-process-docstring", _house_docstring)
+    app.connect("autodoc-skip-member", _skip_tuple_fields)
     # docs/walkthrough.md's debugger sessions (```text-session, as code hosts name them)
     app.add_lexer("text-session", TextLexer)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
