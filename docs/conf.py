@@ -60,7 +60,8 @@ nitpick_ignore_regex = [
 ]
 
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# every public name of a module (its __all__ where it has one), with or without a docstring
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True       # `neuron=NeuronParams()` rather than its repr
 
