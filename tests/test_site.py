@@ -225,3 +225,7 @@ def test_links_to_files_outside_docs_become_downloads(site_ext, tmp_path):
     assert site_ext.site_links(text, REPO, DOCS) == (
         "[model](model.md#time-and-constants) [nb](path:../examples/walkthrough.ipynb) "
         "[web](https://example.org/x.md) [gone](docs/no_such_page.md) ![fig](../plots/README.md)")
+    # from a page of docs/api/: the README is the front page, a source file a download
+    assert site_ext.site_links("[home](../../README.md#x) [src](../../snnsim/pool.py)",
+                               DOCS / "api", DOCS / "api") == \
+        "[home](../index.md#x) [src](path:../../snnsim/pool.py)"

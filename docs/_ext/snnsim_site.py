@@ -184,7 +184,8 @@ LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 def site_links(text: str, source_dir: Path, page_dir: Path) -> str:
     """Rewrite the relative links of a Markdown text that lies in ``source_dir`` (the
     repository root for README.md, docs/ for its pages) for the site, whose pages are
-    docs/*.md: a page of docs/ stays a link between pages; any other file of the
+    docs/*.md: a page of docs/ stays a link between pages, README.md is the front
+    page (docs/index.md includes it); any other file of the
     repository (``reference/fidelity.md``, ``snnsim/params.py``, the notebook) becomes
     a download (MyST's ``path:``), copied into the site as it is in the tree. Targets
     are written relative to ``page_dir``, the folder of the page the text is shown on.
@@ -197,6 +198,8 @@ def site_links(text: str, source_dir: Path, page_dir: Path) -> str:
         file = (source_dir / path).resolve()
         if not file.exists():
             return match.group(0)
+        if file == ROOT / "README.md":                 # the front page
+            file = DOCS / "index.md"
         relative = os.path.relpath(file, page_dir)
         if bang or DOCS in file.parents and file.suffix == ".md":
             target = relative + (f"#{anchor}" if anchor else "")
