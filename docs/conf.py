@@ -2,7 +2,7 @@
 
 Build it (the command CI runs, warnings as errors; see docs/site.md)::
 
-    .venv/bin/python3 -m sphinx -W --keep-going -b html docs docs/_build/html
+    .venv/bin/python3 -m sphinx -W --keep-going -b html docs build/site
 
 Why Sphinx with MyST rather than MkDocs with mkdocstrings: snnsim's docstrings are
 reST, with ``:func:``, ``:class:``, ``:mod:`` and ``:data:`` roles and ``::`` literal

@@ -46,7 +46,7 @@ needs_browser = pytest.mark.skipif(
 
 def build_site(out: Path) -> subprocess.CompletedProcess:
     """The site as .ci/run builds it, into ``out`` (doctrees beside it, so a build
-    of the working tree's docs/_build is neither used nor touched)."""
+    of the working tree's build/site is neither used nor touched)."""
     return subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
          "-d", str(out.parent / "doctrees"), str(DOCS), str(out)],
