@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 #: The marker in api/index.md that the list of snnsim's top-level names replaces.
-TOPLEVEL_MARKER = "<!-- snnsim-toplevel: conf.py fills this list from snnsim.__all__ at build time -->"
+TOPLEVEL_MARKER = "<!-- snnsim-toplevel: docs/_ext/snnsim_site.py fills this list from snnsim.__all__ -->"
 
 
 def toplevel_names() -> str:
     """A Markdown list of ``snnsim.__all__``: each name as a reference to where it is
-    defined (``snnsim.network.Network``), so a name that no API page documents is a
-    dangling reference and fails the build."""
+    defined (``snnsim.network.Network``), linked to its entry (tests/test_site.py
+    checks that every name is)."""
     lines = []
     for name in sorted(snnsim.__all__, key=str.lower):
         if name == "__version__":
@@ -89,14 +89,22 @@ def _unlinked_but_real(app, env, node, contnode):
         if obj is None:
             continue
         domain = env.get_domain("py")
-        name = getattr(obj, "__name__", None) if inspect.ismodule(obj) else (
-            f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
-        entry = domain.modules.get(name) or domain.objects.get(name)
-        if entry is None:
-            return contnode
-        return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id,
-                            contnode, name)
+        for name in (_canonical_name(obj), scope + target):
+            entry = domain.modules.get(name) or domain.objects.get(name)
+            if entry is not None:
+                return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id,
+                                    contnode, name)
+        return contnode
     return None
+
+
+def _canonical_name(obj) -> str | None:
+    """Where ``obj`` is defined (``snnsim.params.NeuronParams``), for a module, class or
+    function; None for data (a constant has no name of its own)."""
+    if inspect.ismodule(obj):
+        return obj.__name__
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) and isinstance(qualname, str) else None
 
 
 
