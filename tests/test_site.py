@@ -73,10 +73,11 @@ def site(tmp_path_factory) -> Path:
 
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    """Headless Chromium with a throwaway profile (``--no-sandbox``: CI runs as root)."""
+    """Headless Chromium with a throwaway profile (``--no-sandbox``: CI runs as root;
+    ``--disable-dev-shm-usage``: a container's /dev/shm may be too small for it)."""
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={profile}", *args],
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--hide-scrollbars", f"--user-data-dir={profile}", *args],
         capture_output=True, text=True, timeout=BROWSER_TIMEOUT)
 
 
