@@ -12,7 +12,7 @@ mkdocstrings reads Google/NumPy-style docstrings as Markdown and would show thos
 roles as raw text. MyST lets the pages of docs/ stay plain Markdown that reads the
 same on a code host and on the site.
 
-What the site holds: the front page (index.md: README.md, included), every page
+What the site holds: the front page (index.md: README.md), every page
 docs/*.md (a glob, so a page added there is on the site without an edit here),
 and the API reference (api/*.md: autodoc of the public modules). Nothing is
 downloaded at build time: no intersphinx, so names outside snnsim (NumPy, the

@@ -193,7 +193,7 @@ def site_links(text: str, source_dir: Path, page_dir: Path) -> str:
     """Rewrite the relative links of a Markdown text that lies in ``source_dir`` (the
     repository root for README.md, docs/ for its pages) for the site, whose pages are
     docs/*.md: a page of docs/ stays a link between pages, README.md is the front
-    page (docs/index.md includes it); any other file of the
+    page (docs/index.md); any other file of the
     repository (``reference/fidelity.md``, ``snnsim/params.py``, the notebook) becomes
     a download (MyST's ``path:``), copied into the site as it is in the tree. Targets
     are written relative to ``page_dir``, the folder of the page the text is shown on.
@@ -222,21 +222,26 @@ def _fill_toplevel(app, docname: str, source: list[str]) -> None:
         source[0] = source[0].replace(TOPLEVEL_MARKER, toplevel_names())
 
 
-def _page_links(app, docname: str, source: list[str]) -> None:
+#: The line of docs/index.md that README.md takes the place of: the front page.
+README_MARKER = "<!-- snnsim-readme: docs/_ext/snnsim_site.py puts README.md here -->"
+
+
+def _page_source(app, docname: str, source: list[str]) -> None:
+    """A page's links for the site; on the front page, README.md in place of its
+    marker, its links written from the repository root (a plain ``source-read``, so
+    any Sphinx and MyST will do; the build reads the page again when README changes)."""
     page_dir = (DOCS / docname).parent
-    source[0] = site_links(source[0], page_dir, page_dir)
-
-
-def _readme_links(app, relative_path: Path, parent_docname: str, content: list[str]) -> None:
-    """README.md, included by index.md: its links are written from the repository root."""
-    content[0] = site_links(content[0], (DOCS / relative_path).resolve().parent,
-                            (DOCS / parent_docname).parent)
+    text = site_links(source[0], page_dir, page_dir)
+    if README_MARKER in text:
+        readme = ROOT / "README.md"
+        app.env.note_dependency(str(readme))
+        text = text.replace(README_MARKER, site_links(readme.read_text(encoding="utf-8"), ROOT, page_dir))
+    source[0] = text
 
 
 def setup(app):
     app.connect("source-read", _fill_toplevel)
-    app.connect("source-read", _page_links)
-    app.connect("include-read", _readme_links)
+    app.connect("source-read", _page_source)
     app.connect("missing-reference", _unlinked_but_real)
     app.connect("autodoc-process-docstring", _house_docstring)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
