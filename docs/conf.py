@@ -13,8 +13,9 @@ roles as raw text. MyST lets the pages of docs/ stay plain Markdown that reads t
 same on a code host and on the site.
 
 What the site holds: the front page (index.md: README.md), every page
-docs/*.md (a glob, so a page added there is on the site without an edit here),
-and the API reference (api/*.md: autodoc of the public modules). Nothing is
+docs/*.md (all of them, in the order README.md links them, so a page added there is
+on the site without an edit here: docs/_ext/snnsim_site.py), and the API reference
+(api/*.md: autodoc of the public modules). Nothing is
 downloaded at build time: no intersphinx, so names outside snnsim (NumPy, the
 standard library) are not linked (``nitpick_ignore_regex`` below lists them).
 A reference to a name of snnsim is linked to its entry where the API reference has

@@ -230,3 +230,13 @@ def test_links_to_files_outside_docs_become_downloads(site_ext, tmp_path):
     assert site_ext.site_links("[home](../../README.md#x) [src](../../snnsim/pool.py)",
                                DOCS / "api", DOCS / "api") == \
         "[home](../index.md#x) [src](path:../../snnsim/pool.py)"
+
+
+@needs_sphinx
+def test_pages_in_the_order_readme_links_them_and_none_left_out(site_ext):
+    readme = ("Set up: see [install](docs/install.md). Numbers in [results](docs/results.md#mlp).\n\n"
+              "## Where next\n\n- [Commands](docs/commands.md), [results](docs/results.md)\n"
+              "  and [the model](docs/model.md).\n- [Install](docs/install.md) again\n"
+              "- [elsewhere](reference/README.md)\n")
+    pages = ["results", "model", "install", "commands", "zeta", "alpha"]
+    assert site_ext.page_order(readme, pages) == ["commands", "results", "model", "install", "alpha", "zeta"]

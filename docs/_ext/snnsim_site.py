@@ -7,6 +7,8 @@ MyST and autodoc, each a small hook.
 - a Python reference is linked where the API reference documents its object, shown
   unlinked where the object exists but has no entry, and left missing (an error
   with ``-W``) where it names nothing (:func:`_unlinked_but_real`);
+- the front page is README.md, with every page of docs/ in its contents, in the
+  order README links them (:func:`page_order`);
 - the API reference's front page lists ``snnsim.__all__`` (:func:`toplevel_names`).
 """
 from __future__ import annotations
@@ -224,6 +226,35 @@ def _fill_toplevel(app, docname: str, source: list[str]) -> None:
 
 #: The line of docs/index.md that README.md takes the place of: the front page.
 README_MARKER = "<!-- snnsim-readme: docs/_ext/snnsim_site.py puts README.md here -->"
+#: The line of docs/index.md that the table of contents of docs/*.md takes the place of.
+PAGES_MARKER = "<!-- snnsim-pages: docs/_ext/snnsim_site.py lists every docs/*.md page here -->"
+
+
+def page_order(readme: str, pages: list[str]) -> list[str]:
+    """Every page of ``pages`` (docs/*.md, by name without .md) in reading order: first
+    as README.md's lists link them (its "where to go next"), then as its prose links
+    them, then the pages it does not link, by name. Nothing is left out, so a new page
+    is on the site without an edit, and where it goes is decided by the README."""
+    listed, in_list = [], False
+    for line in readme.splitlines():
+        in_list = bool(re.match(r"[-*+] ", line)) or (in_list and line.startswith("  "))
+        if in_list:
+            listed.append(line)
+    order: list[str] = []
+    for text in ("\n".join(listed), readme):
+        for match in LINK.finditer(text):
+            path = match.group(3).partition("#")[0]
+            name = path[len("docs/"):-len(".md")] if path.startswith("docs/") and path.endswith(".md") else ""
+            if name in pages and name not in order:
+                order.append(name)
+    return order + sorted(set(pages) - set(order))
+
+
+def pages_toctree(readme: str) -> str:
+    """The front page's table of contents: every docs/*.md page (:func:`page_order`)."""
+    pages = [p.stem for p in DOCS.glob("*.md") if p.stem != "index"]
+    return "\n".join(["```{toctree}", ":hidden:", ":caption: Documentation", "",
+                      *page_order(readme, pages), "```"])
 
 
 def _page_source(app, docname: str, source: list[str]) -> None:
@@ -232,16 +263,24 @@ def _page_source(app, docname: str, source: list[str]) -> None:
     any Sphinx and MyST will do; the build reads the page again when README changes)."""
     page_dir = (DOCS / docname).parent
     text = site_links(source[0], page_dir, page_dir)
-    if README_MARKER in text:
+    if README_MARKER in text or PAGES_MARKER in text:
         readme = ROOT / "README.md"
         app.env.note_dependency(str(readme))
-        text = text.replace(README_MARKER, site_links(readme.read_text(encoding="utf-8"), ROOT, page_dir))
+        readme_text = readme.read_text(encoding="utf-8")
+        text = text.replace(README_MARKER, site_links(readme_text, ROOT, page_dir))
+        text = text.replace(PAGES_MARKER, pages_toctree(readme_text))
     source[0] = text
+
+
+def _front_page_outdated(app, env, added, changed, removed) -> list[str]:
+    """A page added to or removed from docs/ changes the front page's contents."""
+    return ["index"] if added or removed else []
 
 
 def setup(app):
     app.connect("source-read", _fill_toplevel)
     app.connect("source-read", _page_source)
+    app.connect("env-get-outdated", _front_page_outdated)
     app.connect("missing-reference", _unlinked_but_real)
     app.connect("autodoc-process-docstring", _house_docstring)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
