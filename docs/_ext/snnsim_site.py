@@ -18,6 +18,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 from pathlib import Path
 
 from pygments.lexers.special import TextLexer
@@ -44,19 +45,29 @@ def toplevel_names() -> str:
         obj = getattr(snnsim, name)
         module = getattr(obj, "__module__", None)
         if not isinstance(module, str) or not hasattr(obj, "__qualname__"):
-            module = _defining_module(name)
+            module = _defining_module(name, obj)
         lines.append(f"- {{py:obj}}`{name} <{module}.{name}>` ({{py:mod}}`{module}`)")
     return "\n".join(lines)
 
 
-def _defining_module(name: str) -> str:
+def _defining_module(name: str, obj) -> str:
     """Where a data name of ``snnsim.__all__`` (``LIF``, ``PRESETS``) is assigned: the
-    module of the ``from .x import name`` line in snnsim/__init__.py."""
-    tree = ast.parse((ROOT / "snnsim" / "__init__.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
-            return "snnsim." + node.module
-    raise ValueError(f"snnsim/__init__.py: {name} is in __all__ but not imported")
+    module of snnsim, imported by now, that holds ``obj`` under ``name`` and assigns it
+    there (the others import it)."""
+    for module in list(sys.modules.values()):
+        modname = getattr(module, "__name__", "")
+        if modname.split(".")[0] != "snnsim" or vars(module).get(name) is not obj:
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(module))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return modname
+    raise ValueError(f"snnsim.{name}: no module of snnsim assigns it")
 
 
 def python_object(dotted: str):
