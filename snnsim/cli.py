@@ -64,6 +64,8 @@ COMMANDS: dict[str, Command] = {
                       "record a trained network's spikes on test samples (HDF5)"),
     "plots": Command("snnsim.analysis.plots",
                      "figures: sparsity (Fig. 7), rates (Fig. 8), raster, curves, confusion"),
+    "runs": Command("snnsim.analysis.runs",
+                    "list run folders: state, epochs done, best and last accuracy"),
     "inspection": Command("snnsim.analysis.inspection",
                           "every intermediate of one forward and backward pass (HDF5)"),
     "bench": Command("snnsim.analysis.bench", "training speed and memory per backend"),

@@ -138,6 +138,9 @@ def select(mask, p, q, out):
 #: forward and backward run block by block over the neurons (B·N), and a block's scratch
 #: arrays stay in cache. (A 784-400-400-10 MLP at batch 50 is one block; a conv layer many.)
 BLOCK = 1 << 15
+#: Samples per slice of an evaluation batch on :class:`FastForward` (measured on the
+#: Fashion-MNIST CNN: see :func:`snnsim.training.train.evaluate`).
+EVAL_CHUNK = 50
 
 
 def _blocks(n: int):
@@ -205,6 +208,26 @@ def _forward_block(x, u, du, s, silent, a, u_reset, tmp, neuron: NeuronParams) -
     for t in range(1, T):                                                 # a[0] = θs s[0]
         np.multiply(a[t - 1], decay_s, out=tmp)
         np.add(tmp, a[t], out=a[t])                                       # (1-θs) a[t-1] + θs s[t]
+
+
+
+def lif_psc_fast(x, neuron: NeuronParams, ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """The PSC ``a`` of :func:`lif_forward_fast` alone, for a pass without a backward, and
+    each neuron's number of spikes over the T steps ``(B, ...)`` (int32): by
+    :func:`~snnsim.fast_kernels.lif_psc_kernel` (no Δu, u, s stored) where numba is installed,
+    else from :func:`lif_forward_fast`'s state. Bit for bit the same ``a``."""
+    T, shape, dtype = x.shape[0], x.shape, x.dtype
+    if not fast_kernels.AVAILABLE:
+        a, state = lif_forward_fast(x, neuron, ws)
+        return a, np.sum(state.s, axis=0, dtype=np.int32)
+    a = ws.array(shape, dtype)                                            # (T, B, N)
+    counts = ws.array(shape[1:], np.int32)                                # (B, N)
+    c, n = dtype.type, math.prod(shape[1:])
+    fast_kernels.lif_psc_kernel(_by_neuron(x, T), _by_neuron(a, T), counts.reshape(-1),
+                                ws.array((n,), dtype), ws.array((n,), dtype), c(neuron.theta_m),
+                                c(neuron.v_th), c(neuron.theta_s), c(1.0 - neuron.theta_s),
+                                neuron.reset == "zero")
+    return a, counts
 
 
 # --- the TSSL-BP backward, (9)-(14), (S 2.3) ------------------------------------------------
@@ -429,6 +452,36 @@ class FastPath:
         return layer.backward(g, cache, need_input_grad=need_input_grad)
 
 
+class FastForward:
+    """The forward of evaluation on the fast path: :meth:`output` is the output PSC of
+    :meth:`Network.forward(x_in, train=False) <snnsim.network.Network.forward>` bit for bit,
+    the convolution and pooling by :class:`FastPath`'s kernels and each LIF layer by
+    :func:`lif_psc_fast` (no state kept for a backward), in a workspace of its own, reused
+    from batch to batch. After each call, :attr:`counts` holds every spiking layer's spike
+    counts per neuron ``(B, ...)``, in layer order. :func:`snnsim.training.train.evaluate`
+    runs it on slices of :data:`EVAL_CHUNK` samples, so that a layer's arrays stay small
+    enough for the cache."""
+
+    def __init__(self):
+        self.ops = FastPath()
+        self.counts: list[np.ndarray] = []
+        ws = self.ops.ws
+
+        def forward(x, neuron):
+            a, counts = lif_psc_fast(x, neuron, ws)
+            self.counts.append(counts)
+            return a, None
+
+        self.model = NeuronModel(forward=forward, backward=None)
+
+    def output(self, net, x_in):
+        """The output PSC ``(T, B, C)`` of ``net`` on ``x_in``: a workspace array, valid until
+        the next call (so are :attr:`counts`)."""
+        self.ops.start()
+        self.counts = []
+        return net.forward(x_in, train=False, model=self.model, ops=self.ops)[0]
+
+
 def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -> None:
     """:func:`~snnsim.training.optim.clip_grad_norm`, :meth:`~snnsim.training.optim.AdamW.step`
     and :func:`~snnsim.training.optim.clamp_weights` on ``opt.params`` in one walk over the
@@ -508,6 +561,7 @@ def warm_up(dtypes=("float32", "float64")) -> None:
         ws, x = Workspace(), np.ones((2, 1, 3), dtype)                    # (T, B, N)
         _, state = lif_forward_fast(x, neuron, ws)
         lif_backward_fast(x, state, neuron, grad, ws)
+        lif_psc_fast(x, neuron, ws)
         params = [{"W": np.ones((2, 2), dtype)}]
         update_fast(AdamW(params, lr=0.1), [{"W": np.ones((2, 2), dtype)}], 1.0, 1.0)
         a = np.ones((1, 1, 1, 4, 4), dtype)                               # (T, B, C, H, W)
@@ -517,6 +571,12 @@ def warm_up(dtypes=("float32", "float64")) -> None:
         pool_backward_fast(out, cache, ws)
 
 
+def fast_forward_applies(net) -> bool:
+    """True where evaluation takes :class:`FastForward`: NumPy and the network's own LIF
+    (any backward: a forward is the same for all)."""
+    return net.backend == "numpy" and net.xp is np and net.model is LIF
+
+
 def fast_path_applies(net, backward: str, model) -> bool:
     """True where :func:`snnsim.training.train.train_step` takes the fast path: NumPy, the
     network's own LIF with TSSL-BP (``backward == "tsslbp"``, no substitute ``model``)."""
@@ -524,6 +584,7 @@ def fast_path_applies(net, backward: str, model) -> bool:
         and net.model is LIF
 
 
-__all__ = ["BLOCK", "FastLIFState", "FastPath", "Workspace", "fast_path_applies", "fast_train_step",
-           "lif_backward_fast", "lif_forward_fast", "select", "update_fast", "warm_up",
+__all__ = ["BLOCK", "EVAL_CHUNK", "FastForward", "FastLIFState", "FastPath", "Workspace",
+           "fast_forward_applies", "fast_path_applies", "fast_train_step",
+           "lif_backward_fast", "lif_forward_fast", "lif_psc_fast", "select", "update_fast", "warm_up",
            "warmup_replace_fast"]

@@ -80,6 +80,37 @@ def lif_forward_step(x, u, du, s, a, u_reset, a_prev, theta_m, v_th, theta_s, de
         du[j], u[j], s[j], a[j] = d, v, spike, a_prev[j]
 
 
+@_jit
+def lif_psc_kernel(x, a, counts, u_reset, a_prev, theta_m, v_th, theta_s, decay_s, zero_reset):
+    """:func:`lif_forward_kernel` keeping the PSC ``a`` alone (a pass without a backward:
+    evaluation), and each neuron's number of spikes over the T steps in ``counts`` ``(n,)``
+    (int32). ``(T, n)`` in (``x``) and out (``a``); the same arithmetic in the same order,
+    :func:`lif_psc_step` for t = 0..T-1, so ``a`` is bit for bit the forward's."""
+    zero = x.dtype.type(0.0)
+    u_reset[:] = zero
+    a_prev[:] = zero
+    counts[:] = 0
+    for t in range(x.shape[0]):
+        lif_psc_step(x[t], a[t], counts, u_reset, a_prev, theta_m, v_th, theta_s, decay_s,
+                     zero_reset)
+
+
+@_jit
+def lif_psc_step(x, a, counts, u_reset, a_prev, theta_m, v_th, theta_s, decay_s, zero_reset):
+    """:func:`lif_forward_step` without the stores of Δu, u and s; a spike adds one to the
+    neuron's count."""
+    zero, one = x.dtype.type(0.0), x.dtype.type(1.0)
+    for j in range(x.shape[0]):
+        d = x[j] - theta_m * u_reset[j]
+        v = u_reset[j] + d
+        spike = v > v_th
+        s_f = one if spike else zero
+        u_reset[j] = (zero if spike else v) if zero_reset else v - v_th * s_f
+        a_prev[j] = decay_s * a_prev[j] + theta_s * s_f
+        a[j] = a_prev[j]
+        counts[j] += 1 if spike else 0
+
+
 # --- the TSSL-BP backward: snnsim.tsslbp ----------------------------------------------------
 @_jit
 def lif_backward_kernel(g, u, du, s, G, S, Z, S_next, G_next, theta_s, decay_s, neg_c, decay_m,
@@ -320,5 +351,5 @@ def _inside(q, padding, stride, size, n_out):
 
 
 __all__ = ["AVAILABLE", "adamw_kernel", "col2im_kernel", "im2col_kernel", "lif_backward_kernel",
-           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "pool_backward_kernel",
-           "pool_forward_kernel", "warmup_kernel"]
+           "lif_backward_step", "lif_forward_kernel", "lif_forward_step", "lif_psc_kernel",
+           "lif_psc_step", "pool_backward_kernel", "pool_forward_kernel", "warmup_kernel"]

@@ -341,3 +341,72 @@ def test_without_numba_the_numpy_passes_serve():
             "    assert plain == fast, (plain, fast)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
 
+
+
+# --- the evaluation's forward -------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make,static", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+def test_fast_forward_output_bit_identical(make, static, dtype, path, monkeypatch):
+    """FastForward's output PSC equals Network.forward(train=False)'s bit for bit, on the
+    whole batch and slice by slice (as evaluate runs it), from one workspace reused across
+    batches of two sizes; the numba path calls the PSC-only kernel, not the full forward."""
+    use_path(path, monkeypatch)
+    psc_calls = []
+    monkeypatch.setattr(fast_kernels, "lif_psc_kernel",
+                        lambda *a, k=fast_kernels.lif_psc_kernel: psc_calls.append(1) or k(*a))
+    net = make(dtype)
+    ff = fast.FastForward()
+    for x, _ in batches(net, np.random.default_rng(3), 2, static):
+        a, cache = net.forward(x, train=False)
+        counts = [st.s.sum(axis=0, dtype=np.int32) for st in cache.states if st is not None]
+        assert all(0.05 < float(st.s.mean()) < 0.5 for st in cache.states if st is not None)
+        assert same_bits(ff.output(net, x), a)
+        assert all(same_bits(c, k) for c, k in zip(ff.counts, counts, strict=True))
+        for i in range(0, x.shape[1], 3):                                 # slices of 3, 3, 2
+            assert same_bits(ff.output(net, x[:, i:i + 3]), a[:, i:i + 3])
+            assert all(same_bits(c, k[i:i + 3]) for c, k in zip(ff.counts, counts, strict=True))
+    n_spiking = sum(layer.spiking for layer in net.layers)
+    assert len(psc_calls) == (2 * 4 * n_spiking if path == "numba" else 0)
+
+
+@pytest.mark.parametrize("path", ["numba", "numpy"])
+@pytest.mark.parametrize("make", [mlp, cnn], ids=["mlp", "cnn"])
+def test_test_pass_counts_as_the_plain_forward(make, path, monkeypatch):
+    """test_pass() on the fast path (slices of EVAL_CHUNK) counts the correct samples, the
+    silent (sample, neuron) pairs and the spikes that the plain forward's spike trains hold,
+    batch by batch; with the fast path switched off it takes the plain forward, same result."""
+    from snnsim.loss import n_correct
+    from snnsim.training import data as data_mod
+    from snnsim.training.train import evaluate, test_pass
+    use_path(path, monkeypatch)
+    net = make("float32")
+    rng = np.random.default_rng(4)
+    images = np.asarray(2.0 * rng.random((23,) + net.input_shape), np.float32)
+    labels = rng.integers(0, 10, 23)
+    split = data_mod.Split(name="test", kind="static", y=labels, x=images)
+    cfg = TrainConfig(dtype="float32", n_steps=5, eval_batch_size=10)
+    monkeypatch.setattr("snnsim.training.train.EVAL_CHUNK", 4)
+    correct = 0
+    per_layer = []
+    for x, y in data_mod.batches(split, 10, np, net.dtype, 5):
+        a, cache = net.forward(x, train=False)
+        correct += n_correct(a, y)
+        k = [st.s.sum(axis=0) for st in cache.states if st is not None]     # (B, ...) per layer
+        per_layer.append([(int((c == 0).sum()), int(c.sum()), c.size) for c in k])
+    assert 0 < correct < 23
+    hists = [np.zeros(6, np.int64) for _ in per_layer[0]]
+    for x, _ in data_mod.batches(split, 10, np, net.dtype, 5):
+        _, cache = net.forward(x, train=False)
+        for h, st in zip(hists, [st for st in cache.states if st is not None]):
+            h += np.bincount(st.s.sum(axis=0).ravel(), minlength=6)
+    expected = [{"silent": sum(b[i][0] for b in per_layer) / sum(b[i][2] for b in per_layer),
+                 "spikes": sum(b[i][1] for b in per_layer) / sum(b[i][2] for b in per_layer),
+                 "counts": hists[i].tolist()}
+                for i in range(len(per_layer[0]))]
+    assert all(d["counts"][0] / sum(d["counts"]) == d["silent"] for d in expected)
+    assert all(0 < d["silent"] < 1 and d["spikes"] > 0 for d in expected)
+    assert test_pass(net, split, cfg) == (correct / 23, expected)
+    assert evaluate(net, split, cfg) == correct / 23
+    monkeypatch.setattr("snnsim.training.train.fast_forward_applies", lambda net: False)
+    assert test_pass(net, split, cfg) == (correct / 23, expected)

@@ -52,13 +52,15 @@ def test_records_from_run_folders(tmp_path):
         "experiment", "source", "metric", "value", "std", "n_runs", "epochs", "command", "config",
         "seeds", "commit", "device", "wall_s_per_run", "runs"}
     assert recs[("snnsim", "final_mean")]["runs"] == [
-        {"seed": 0, "final": 85.0, "best": 90.0, "best_epoch": 2, "epochs": 3, "wall_s": 33.0,
+        {"seed": 0, "final": 85.0, "best": 90.0, "best_epoch": 2, "epochs": 3, "epochs_planned": 3,
+         "wall_s": 33.0,
          "commit": "abc"},
-        {"seed": 1, "final": 87.0, "best": 87.0, "best_epoch": 3, "epochs": 3, "wall_s": 33.0,
+        {"seed": 1, "final": 87.0, "best": 87.0, "best_epoch": 3, "epochs": 3, "epochs_planned": 3,
+         "wall_s": 33.0,
          "commit": "abc"}]
     text = (out / "results.md").read_text()
     assert "| snnsim | 86.00 ± 1.41 | 88.50 ± 2.12 | 90.00 |" in text
-    assert "| 0 | 85.00 | 90.00 | 2 | 33 |" in text and "| 1 | 87.00 | 87.00 | 3 | 33 |" in text
+    assert "| 0 | 85.00 | 90.00 | 2 | 3 | 33 |" in text and "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
 
 
 def test_other_experiments_are_kept_unless_replaced(tmp_path):
@@ -133,3 +135,22 @@ def test_runs_of_other_commits_keep_the_earlier_figures(tmp_path):
     recs = json.loads((out / "results.json").read_text())
     assert sorted({r["experiment"] for r in recs if r["source"] == "snnsim"}) == [
         "fashion_mnist_mlp", "fashion_mnist_mlp (earlier commits)"]
+
+
+def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
+    """A run folder whose config plans more epochs than metrics.jsonl holds is a run in
+    progress: the section says so, its row shows "2 of 100 (running)", the command the
+    planned epochs; finished runs show their epochs alone."""
+    _run(tmp_path / "s0", 0, [0.80, 0.90])
+    _run(tmp_path / "s1", 1, [0.82, 0.86, 0.87])
+    for name, planned in (("s0", 100), ("s1", 3)):
+        cfg = json.loads((tmp_path / name / "config.json").read_text())
+        (tmp_path / name / "config.json").write_text(json.dumps({**cfg, "epochs": planned}))
+    out = tmp_path / "out"
+    out.mkdir()
+    make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "test", "--out-dir", str(out)])
+    text = (out / "results.md").read_text()
+    assert "**In progress:** 1 of 2 runs have not finished their 100 epochs (epochs done: 2)" in text
+    assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (running) | 22 |" in text
+    assert "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
+    assert "--epochs 100`" in text

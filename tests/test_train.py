@@ -362,6 +362,40 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+def test_every_epoch_records_the_test_pass_sparsity_and_resume_keeps_it(data_dir, tmp_path):
+    """metrics.jsonl and the checkpoint's metrics carry, per spiking layer, the silent fraction
+    and the spikes per neuron and sample of the test pass (test_pass's figures for the
+    epoch's weights); a resume rewrites metrics.jsonl from the checkpoint and keeps them; an
+    epoch of a checkpoint written without them (an older snnsim) gets no such key."""
+    from snnsim.training import data as data_mod
+    from snnsim.training.checkpoint import load_checkpoint as load
+    from snnsim.training.train import make_network, test_pass
+    run = tmp_path / "run"
+    assert run_cli(tiny_args(data_dir, run, epochs=1)) == 0
+    ck = load(run / "checkpoint.h5")
+    cfg = TrainConfig.from_dict({**ck["config"], "data_dir": str(data_dir)})
+    net = make_network(cfg)
+    for layer, w in zip(net.layers, ck["weights"]):
+        layer.params.update(w)
+    _, test_split = data_mod.load_splits(cfg)
+    row = json.loads((run / "metrics.jsonl").read_text())
+    assert len(row["test_silent"]) == len(row["test_spikes"]) == 2       # 784-24-10: two LIF layers
+    assert all(0.0 <= v <= 1.0 for v in row["test_silent"]) and all(v >= 0 for v in row["test_spikes"])
+    acc, sparsity = test_pass(net, test_split, cfg)
+    assert acc == row["test_acc"]
+    assert row["test_silent"] == [round(d["silent"], 6) for d in sparsity]
+    assert row["test_spikes"] == [round(d["spikes"], 6) for d in sparsity]
+    assert ck["metrics"][0]["test_silent"] == row["test_silent"]
+    assert run_cli(["--resume", str(run), "--epochs=2", "--progress=false"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["test_spikes"] for r in rows[:1]] == [row["test_spikes"]] and len(rows[1]["test_spikes"]) == 2
+    with h5py.File(run / "checkpoint.h5", "r+") as f:                  # as an older snnsim wrote it
+        del f["metrics/test_silent"], f["metrics/test_spikes"]
+    assert run_cli(["--resume", str(run), "--epochs=3", "--progress=false"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_silent" in r for r in rows] == [False, False, True]
+
+
 @pytest.mark.parametrize("broken", ["rng", "optimizer"])
 def test_resume_exactness_check_can_fail(data_dir, tmp_path, monkeypatch, broken):
     """The check above is sensitive: resuming without the saved rng state (the

@@ -57,7 +57,7 @@ def read_run(folder: Path) -> dict:
     return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit,
             "experiment": experiment_name(cfg),
             "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
-            "epochs": rows[-1]["epoch"],
+            "epochs": rows[-1]["epoch"], "epochs_planned": int(cfg.get("epochs", rows[-1]["epoch"])),
             "wall_s": sum(r["seconds"] + r.get("eval_seconds", 0.0) for r in rows)}
 
 
@@ -87,12 +87,14 @@ def records_for(experiment: str, runs: list[dict], device: str,
     seeds = sorted(r["cfg"]["seed"] for r in runs)
     epochs = sorted({r["epochs"] for r in runs})
     base, *changes = experiment.split("+")
-    command = command or (f"python3 -m snnsim.train --config {base} --seed SEED --epochs {epochs[-1]}"
+    planned = max(r.get("epochs_planned", r["epochs"]) for r in runs)
+    command = command or (f"python3 -m snnsim.train --config {base} --seed SEED --epochs {planned}"
                + "".join(f" --{c}" for c in changes)
                + ("" if cfg["backend"] == "numpy" else f" --backend {cfg['backend']}"))
     per_run = [{"seed": r["cfg"]["seed"], "final": round(r["final"], 3), "best": round(r["best"], 3),
                 "best_epoch": max(r["rows"], key=lambda row: row["test_acc"])["epoch"],
-                "epochs": r["epochs"], "wall_s": round(r["wall_s"], 1), "commit": r["commit"]}
+                "epochs": r["epochs"], "epochs_planned": r.get("epochs_planned", r["epochs"]),
+                "wall_s": round(r["wall_s"], 1), "commit": r["commit"]}
                for r in sorted(runs, key=lambda r: r["cfg"]["seed"])]
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),
               "epochs": epochs[-1] if len(epochs) == 1 else epochs, "command": command,
@@ -139,7 +141,12 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
         recs.update({("paper", r["metric"]): r for r in records
                      if r["experiment"] == base and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
+        going = [r for r in s.get("runs") or [] if r["epochs"] < r.get("epochs_planned", r["epochs"])]
         lines += [f"## {exp}", "",
+                  *([f"**In progress:** {len(going)} of {s['n_runs']} runs have not finished their "
+                     f"{going[0]['epochs_planned']} epochs (epochs done: "
+                     f"{', '.join(str(r['epochs']) for r in going)}); the figures below are of the "
+                     "epochs done so far.", ""] if going else []),
                   f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), "
                   f"{s['epochs']} epochs, "
                   f"`{s['command']}`, on {s['device'] or device}; {s['wall_s_per_run']:.0f} s per run; "
@@ -162,13 +169,21 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
         if per_run is None and runs_by_exp and exp in runs_by_exp:
             per_run = records_for(exp, runs_by_exp[exp], "")[0]["runs"]
         if per_run:
-            lines += ["", "| seed | final | best | best epoch | wall s |", "|---|---|---|---|---|"]
+            lines += ["", "| seed | final | best | best epoch | epochs | wall s |",
+                      "|---|---|---|---|---|---|"]
             lines += [f"| {r['seed']} | {r['final']:.2f} | {r['best']:.2f} | {r['best_epoch']} "
-                      f"| {r['wall_s']:.0f} |" for r in per_run]
+                      f"| {epochs_cell(r)} | {r['wall_s']:.0f} |" for r in per_run]
         else:
             lines += ["", "(The per-run rows of this table were not kept.)"]
         lines.append("")
     return "\n".join(lines)
+
+
+def epochs_cell(run: dict) -> str:
+    """A run's epochs for the per-run table: ``100``, or ``12 of 100 (running)`` for a run
+    that has not finished the epochs it was started for."""
+    planned = run.get("epochs_planned", run["epochs"])
+    return str(run["epochs"]) if run["epochs"] >= planned else f"{run['epochs']} of {planned} (running)"
 
 
 #: Appended to the experiment of kept records that newer runs of other commits replace.
@@ -195,5 +210,5 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
 
 
 __all__ = ["EARLIER", "PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
-           "experiment_name", "markdown", "mean_std", "merge_records", "paper_records", "read_run",
-           "records_for"]
+           "epochs_cell", "experiment_name", "markdown", "mean_std", "merge_records", "paper_records",
+           "read_run", "records_for"]

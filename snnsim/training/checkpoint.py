@@ -45,6 +45,10 @@ FORMAT_VERSION = 1
 METRIC_COLUMNS = {"epoch": np.int64, "train_loss": np.float64, "train_acc": np.float64,
                   "test_acc": np.float64, "seconds": np.float64, "samples_per_s": np.float64,
                   "eval_seconds": np.float64}
+#: Optional per-epoch columns with one value per spiking layer, ``(epoch, layer)`` float64: the
+#: firing sparsity of the test pass (``snnsim.training.train.test_pass``). Rows of epochs
+#: trained before they existed are NaN, and their metrics rows have no such key.
+LAYER_METRIC_COLUMNS = ("test_silent", "test_spikes")
 
 
 class CheckpointError(RuntimeError):
@@ -115,7 +119,27 @@ def _metrics_table(history: list[dict]) -> dict:
     cols = {}
     for key, dtype in METRIC_COLUMNS.items():
         cols[key] = np.asarray([row.get(key, np.nan) for row in history], dtype=dtype)
+    for key in LAYER_METRIC_COLUMNS:
+        widths = {len(row[key]) for row in history if key in row}
+        if len(widths) == 1:
+            n = widths.pop()
+            cols[key] = np.asarray([row.get(key, [np.nan] * n) for row in history], dtype=np.float64)
     return cols
+
+
+def _metrics_rows(group) -> list[dict]:
+    """The metrics rows of a checkpoint's ``/metrics`` group (with the optional per-layer
+    columns where a row has them)."""
+    cols = {k: group[k][()] for k in METRIC_COLUMNS}
+    layer_cols = {k: group[k][()] for k in LAYER_METRIC_COLUMNS if k in group}
+    rows = []
+    for i in range(len(cols["epoch"])):
+        row = {k: (int(cols[k][i]) if k == "epoch" else float(cols[k][i])) for k in METRIC_COLUMNS}
+        for k, col in layer_cols.items():
+            if not np.all(np.isnan(col[i])):
+                row[k] = [float(v) for v in col[i]]
+        rows.append(row)
+    return rows
 
 
 def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: dict, epoch: int,
@@ -284,10 +308,7 @@ def load_checkpoint(path, allow_nonfinite: bool | None = None) -> dict:
                 },
                 "rng_state": json.loads(f["rng"].attrs["state"]),
             }
-            cols = {k: f["metrics"][k][()] for k in METRIC_COLUMNS}
-            n = len(cols["epoch"])
-            out["metrics"] = [{k: (int(cols[k][i]) if k == "epoch" else float(cols[k][i]))
-                               for k in METRIC_COLUMNS} for i in range(n)]
+            out["metrics"] = _metrics_rows(f["metrics"])
             out["data_files"] = json.loads(f.attrs.get("data_files", "[]"))
     except CheckpointError:
         raise
@@ -321,7 +342,8 @@ def restore_rng(rng_state: dict) -> np.random.Generator:
     return np.random.Generator(bg)
 
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "METRIC_COLUMNS", "TMP_SUFFIX",
+__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "LAYER_METRIC_COLUMNS", "METRIC_COLUMNS",
+           "TMP_SUFFIX",
            "allow_nonfinite_weights", "atomic_copy", "atomic_write", "check_finite_weights",
            "checkpoint_epoch", "first_nonfinite", "load_checkpoint", "restore_rng",
            "save_checkpoint", "temporary_name"]

@@ -109,6 +109,8 @@ class TrainConfig:
     name: str = _f("", "run name, used for the default run folder (default: the config's "
                        "name or dataset_network)")
     progress: bool = _f(True, "show a tqdm progress bar")
+    tensorboard: bool = _f(False, "write TensorBoard event files into the run folder's "
+                                  "tensorboard/ after every epoch (needs tensorboardX)")
 
     def __post_init__(self):
         # 0 disables clipping/clamping, stored as None

@@ -39,6 +39,8 @@ import dataclasses
 import datetime as _dt
 import functools
 import json
+import math
+import os
 import re
 import sys
 import time
@@ -46,19 +48,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import device, get_backend
+from ..backend import array_module, device, get_backend
 from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
-from ..fast import fast_path_applies, fast_train_step
+from ..fast import EVAL_CHUNK, FastForward, fast_forward_applies, fast_path_applies, fast_train_step
 from ..layers import Layer
 from ..loss import count_loss, kernel_loss, kernel_target, n_correct
 from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from . import data as data_mod
-from . import eta, guard, provenance, runfolder, runinfo, threads
+from . import eta, guard, provenance, runfolder, runinfo, tboard, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
+    TMP_SUFFIX,
     CheckpointError,
     atomic_write,
     checkpoint_epoch,
@@ -77,6 +80,7 @@ from .config import (
     normalize_key,
 )
 from .optim import AdamW, clamp_weights, clip_grad_norm
+from .status import write_status
 from .threads import BLAS_THREAD_VARS  # noqa: F401  (re-exported for the benchmark)
 
 RUNS_DIR = Path("runs")
@@ -85,8 +89,11 @@ BEST_NAME = runfolder.BEST_NAME
 CONFIG_NAME = "config.json"
 RUN_INFO_NAME = runinfo.RUN_INFO_NAME
 METRICS_NAME = "metrics.jsonl"
+#: The link to the newest run folder in the default folder: runs/latest.
+LATEST_NAME = "latest"
 #: Fields that may change when resuming (they do not change what is computed).
-RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress")
+RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress",
+                     "tensorboard")
 
 
 # --- the network ----------------------------------------------------------------------
@@ -205,18 +212,60 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
 
 
 def evaluate(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> float:
-    """Test accuracy: argmax of the summed output PSC (ties to the lowest index).
-    Data-parallel (``dp``): every rank counts its part of every batch, then the sum."""
-    correct = 0
+    """Test accuracy: argmax of the summed output PSC (ties to the lowest index); the
+    accuracy of :func:`test_pass`."""
+    return test_pass(net, split, cfg, dp)[0]
+
+
+def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) -> tuple[float, list[dict]]:
+    """One pass over ``split`` without training: the accuracy, and per spiking layer (in
+    order) the firing sparsity of the pass, ``{"silent": fraction of (sample, neuron) pairs
+    without a spike in the T steps, "spikes": spikes per neuron and sample, "counts": how many
+    pairs fired 0, 1, ..., T times}``, counted from the spikes the forward makes anyway.
+    Data-parallel (``dp``): every rank counts its part of every batch, then the sums.
+
+    On NumPy with LIF neurons the forward is :class:`~snnsim.fast.FastForward` (bit for bit
+    :meth:`Network.forward`'s output, no state kept for a backward, the spike counts from its
+    kernel), over slices of :data:`~snnsim.fast.EVAL_CHUNK` samples of each batch of
+    ``cfg.eval_batch_size``: a layer's arrays then stay near the cache's size instead of a
+    batch of 1000 making each of them hundreds of MB (the Fashion-MNIST CNN's first layer:
+    500 MB per array). Elsewhere, :meth:`Network.forward` on whole batches."""
+    n_spiking, T = sum(layer.spiking for layer in net.layers), cfg.n_steps
+    correct, spikes, pairs = 0, [0] * n_spiking, [0] * n_spiking
+    hists = [[0] * (T + 1) for _ in range(n_spiking)]  # pairs that fired 0, 1, ..., T times
+
+    def tally(counts):                           # per spiking layer, spike counts (B, ...)
+        xp = array_module(counts[0])
+        for i, c in enumerate(counts):
+            for k in range(T + 1):
+                hists[i][k] += int(xp.sum(xp.astype(c == k, xp.int64)))
+            spikes[i] += int(xp.sum(xp.astype(c, xp.int64)))
+            pairs[i] += math.prod(c.shape)
+
+    fast = FastForward() if fast_forward_applies(net) else None
     for x_in, labels in data_mod.batches(split, cfg.eval_batch_size, net.xp, net.dtype,
                                          cfg.n_steps, device=net.device, shard=dp and dp.shard):
         if labels.shape[0] == 0:      # data-parallel: this rank's part of a small last batch
             continue
-        a, _ = net.forward(x_in, train=False)
-        correct += n_correct(a, labels)
+        if fast is None:
+            a, cache = net.forward(x_in, train=False)
+            correct += n_correct(a, labels)
+            xp = net.xp
+            tally([xp.sum(xp.astype(st.s, xp.int32), axis=0) for st in cache.states if st is not None])
+            continue
+        for i in range(0, labels.shape[0], EVAL_CHUNK):
+            j = i + EVAL_CHUNK
+            correct += n_correct(fast.output(net, x_in[:, i:j]), labels[i:j])
+            tally(fast.counts)
     if dp is not None:
-        correct = dp.sum_counts(correct)[0]
-    return correct / max(len(split), 1)
+        sums = dp.sum_counts(correct, *spikes, *pairs, *(n for h in hists for n in h))
+        correct = sums[0]
+        spikes, pairs = (sums[1 + k * n_spiking:1 + (k + 1) * n_spiking] for k in range(2))
+        flat = sums[1 + 2 * n_spiking:]
+        hists = [[int(n) for n in flat[i * (T + 1):(i + 1) * (T + 1)]] for i in range(n_spiking)]
+    sparsity = [{"silent": h[0] / max(p, 1), "spikes": k / max(p, 1), "counts": h}
+                for h, k, p in zip(hists, spikes, pairs)]
+    return correct / max(len(split), 1), sparsity
 
 
 # --- run folder ---------------------------------------------------------------------------
@@ -232,6 +281,26 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         return Path(cfg.out)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS_DIR / f"{default_name(cfg)}-{stamp}"
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``<parent>/latest`` a relative symbolic link to the new ``run_dir`` when the run
+    lives in the default folder (``runs/latest``), replacing the link atomically; nothing where
+    links cannot be made or where ``latest`` is something other than a link."""
+    parent = run_dir.parent
+    if parent.resolve() != RUNS_DIR.resolve():
+        return
+    link = parent / LATEST_NAME
+    tmp = parent / f".{LATEST_NAME}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        if link.exists() and not link.is_symlink():
+            return
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -313,14 +382,27 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
     if not root:                       # the other ranks compute; rank 0 owns the folder
         return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
                            data_files, dp)
+    if cfg.tensorboard:
+        tboard.check_available()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if created:
+        point_latest(run_dir)
     failed_start = False
     try:
         with runfolder.locked(run_dir):
             try:
-                return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
-                                   opt, rng, data_files, dp)
+                result = _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
+                                     opt, rng, data_files, dp)
+                done = result["epochs_done"]
+                write_status(run_dir, "interrupted" if result["interrupted"] or done < cfg.epochs
+                             else "finished", done, cfg.epochs)
+                return result
+            except guard.DivergenceError as exc:
+                ckpt = run_dir / CHECKPOINT_NAME
+                write_status(run_dir, "diverged", checkpoint_epoch(ckpt) if ckpt.exists() else 0,
+                             cfg.epochs, str(exc))
+                raise
             finally:
                 failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
                 if failed_start:
@@ -397,6 +479,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     epoch = start_epoch
     bar = None
+    board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
+    layer_names = [layer.describe() for layer in net.layers]
     try:
         with runfolder.sigterm_as_interrupt() as stop:
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
@@ -438,16 +522,18 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if dp is not None:
                     loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
                 t1 = time.perf_counter()
-                test_acc = evaluate(net, test_split, cfg, dp)
+                test_acc, sparsity = test_pass(net, test_split, cfg, dp)
                 row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                        "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                        "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
-                       "eval_seconds": time.perf_counter() - t1}
+                       "eval_seconds": time.perf_counter() - t1,
+                       "test_silent": [round(d["silent"], 6) for d in sparsity],
+                       "test_spikes": [round(d["spikes"], 6) for d in sparsity]}
                 if root:
                     save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
                                     rng_state=rng.bit_generator.state, epoch=epoch + 1,
                                     config=cfg.to_dict(), metrics=history + [row],
-                                    layer_names=[layer.describe() for layer in net.layers],
+                                    layer_names=layer_names,
                                     network=net.describe(),
                                     extra_attrs={"data_files": json.dumps(data_files),
                                                  "run_info": json.dumps(started)})
@@ -459,6 +545,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if root:
                     runfolder.promote(run_dir, is_best)
                     append_metrics(run_dir / METRICS_NAME, row)
+                if board is not None:
+                    board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity])
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
@@ -488,6 +576,9 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         kept = (f"{ckpt_path} (epoch {saved_epoch}) is the last finite checkpoint"
                 if saved_epoch else "no checkpoint was written")
         raise guard.DivergenceError(f"{exc}; {kept}") from exc
+    finally:
+        if board is not None:
+            board.close()
     if history:
         b = max(history, key=lambda r: r["test_acc"])
         log(f"done: {len(history)} epochs; best test accuracy {b['test_acc']:.4f} at epoch "

@@ -1,0 +1,41 @@
+"""reference/make_table3_cnn.py: the CNN row of Table 3 from its study's run folders, finished
+or still going (tiny real runs here: a two-epoch run and a run stopped after one of two)."""
+from __future__ import annotations
+
+import json
+
+from test_train import run_cli, tiny_args, write_fashion_mnist
+
+from reference import make_table3_cnn
+
+
+def test_partial_and_finished_runs_make_the_row_figures_and_summary(tmp_path):
+    data = write_fashion_mnist(tmp_path / "data", n_train=60, n_test=30)
+    study = tmp_path / "table3-cnn"
+    for seed, epochs in ((0, 2), (1, 1)):
+        out = study / "trials" / f"fashion_mnist_cnn-seed{seed}"
+        assert run_cli(["--config", "fashion_mnist_cnn", *tiny_args(data, out, epochs=epochs, seed=seed,
+                                                                      network="784-24-10")]) == 0
+    cfg_path = study / "trials" / "fashion_mnist_cnn-seed1" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "epochs": 2}))          # seed 1: 1 of 2 epochs done
+    (study / "trials" / "not-started").mkdir()                     # a trial without an epoch: left out
+    out_dir = tmp_path / "ref"
+    assert make_table3_cnn.main(["--tsslbp", str(study), "--surrogate", str(tmp_path / "none"),
+                                 "--out-dir", str(out_dir), "--data-dir", str(data), "--device", "test"]) == 0
+    results = (out_dir / "results.md").read_text()
+    assert "## fashion_mnist_cnn" in results and "| paper | not reported | 92.69 ± 0.09 | 92.83 |" in results
+    assert "1 of 2 runs have not finished their 2 epochs (epochs done: 1)" in results
+    assert "| 1 of 2 (running) |" in results
+    runs = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())["tsslbp"]
+    assert [(r["run"], r["epochs"], r["epochs_planned"]) for r in runs] == [
+        ("fashion_mnist_cnn-seed0", 2, 2), ("fashion_mnist_cnn-seed1", 1, 2)]
+    for name in ("curves.png", "sparsity.md", "sparsity_tsslbp/sparsity.png"):
+        assert (out_dir / "table3_cnn" / name).stat().st_size > 0
+    sparsity = (out_dir / "table3_cnn" / "sparsity.md").read_text()
+    assert sparsity.count("| `tsslbp` |") >= 3                    # hidden layer, output, network
+    summary = (out_dir / "table3_cnn" / "summary.md").read_text()
+    mean = (runs[0]["best"] + runs[1]["best"]) / 2
+    assert f"2 run(s), 1 finished (seed 0: 2/2, seed 1: 1/2); best-epoch accuracy {mean:.2f} %" in summary
+    assert f"{mean - 92.69:+.2f} points from the paper's mean" in summary
+    assert "a lower bound of the best they will reach" in summary
