@@ -9,8 +9,9 @@
 #   1. Debian packages, when missing: dataset-fashion-mnist (Fashion-MNIST in
 #      /usr/share/datasets/fashion-mnist/) and python3-venv (venv + pip for the
 #      system interpreter); with --test also openmpi-bin + libopenmpi-dev (mpi4py,
-#      data-parallel tests) and postgresql (the study's PostgreSQL test). Uses
-#      sudo when not root.
+#      data-parallel tests), postgresql (the study's PostgreSQL test) and chromium
+#      (tests/test_site.py opens the documentation site headless). Uses sudo when
+#      not root.
 #   2. A virtual environment in .venv/ (override with SNNSIM_VENV=DIR), made with
 #      $PYTHON (default: python3), and snnsim installed into it in editable mode.
 # Afterwards run commands with .venv/bin/python3 (or `source .venv/bin/activate`).
@@ -47,7 +48,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 
 # --test: data-parallel tests need an MPI (mpi4py builds against it: mpicc), the
-# study's PostgreSQL test a PostgreSQL server (initdb, pg_ctl).
+# study's PostgreSQL test a PostgreSQL server (initdb, pg_ctl), the site's test a
+# headless browser (chromium).
 if [ -n "$testing" ]; then
   if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpiexec >/dev/null 2>&1; then
     apt_install openmpi-bin libopenmpi-dev \
@@ -56,6 +58,10 @@ if [ -n "$testing" ]; then
   if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql \
       || echo "note: install postgresql; the study's PostgreSQL test will skip"
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium \
+      || echo "note: install chromium; the documentation site's browser test will skip"
   fi
 fi
 

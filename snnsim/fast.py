@@ -29,8 +29,9 @@ are the plain ones and the neurons take the NumPy passes below, which change:
 - blocks of neurons: every neuron's T steps are independent of the others', so a layer runs
   :data:`BLOCK` neurons at a time and the backward's scratch arrays stay in cache (one
   block for the MLP; about forty for the first conv layer of the Fashion-MNIST CNN);
-- the optimiser: the clip's scaling, AdamW (the plain :meth:`AdamW.update` itself) and the
-  clamp in one walk over the parameters, in place.
+- the optimiser: the clip's scaling, AdamW (the plain
+  :meth:`~snnsim.training.optim.AdamW.update` itself) and the clamp in one walk over the
+  parameters, in place.
 
 Who takes it: :func:`fast_path_applies` — the NumPy backend, the network's own TSSL-BP
 backward (``cfg.backward == "tsslbp"``, LIF neurons, not fused), no substitute model.
@@ -417,8 +418,8 @@ def pool_backward_fast(d_out, cache, ws: Workspace):
 class FastPath:
     """The fast twin of :data:`snnsim.tsslbp.LIF`, of the convolution and the pooling and of
     clip + AdamW + clamp, with its own :class:`Workspace`. ``model`` is a :class:`~snnsim.neuron.NeuronModel`
-    and the path itself the ``ops`` for :meth:`Network.forward` / :meth:`Network.backward`;
-    call :meth:`start` before each step."""
+    and the path itself the ``ops`` for :meth:`~snnsim.network.Network.forward` /
+    :meth:`~snnsim.network.Network.backward`; call :meth:`start` before each step."""
 
     def __init__(self):
         self.ws = Workspace()
@@ -482,8 +483,9 @@ class FastForward:
 
 
 def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -> None:
-    """:func:`clip_grad_norm`, :meth:`AdamW.step` and :func:`clamp_weights` on ``opt.params``
-    in one walk over the parameters: each is scaled, updated by :meth:`AdamW.update` and
+    """:func:`~snnsim.training.optim.clip_grad_norm`, :meth:`~snnsim.training.optim.AdamW.step`
+    and :func:`~snnsim.training.optim.clamp_weights` on ``opt.params`` in one walk over the
+    parameters: each is scaled, updated by :meth:`~snnsim.training.optim.AdamW.update` and
     clamped in turn. Same norm, same scale, same operations on every element as the three
     plain calls. Where numba is installed, one :func:`~snnsim.fast_kernels.adamw_kernel` walk
     per parameter whose arrays share one element order (the gradient is then used scaled,

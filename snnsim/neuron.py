@@ -18,8 +18,11 @@ from .params import NeuronParams
 class LIFState(NamedTuple):
     """Everything one spiking layer computed, each ``(T, B, ...)``.
 
-    x : input current W a^{l-1}[t];  u : membrane after integration, before
-    reset;  du : Δu[t] = u[t] - ū[t-1];  s : spikes (bool);  a : PSC.
+    x : input current W a^{l-1}[t];
+    u : membrane after integration, before reset;
+    du : Δu[t] = u[t] - ū[t-1];
+    s : spikes (bool);
+    a : PSC.
     """
 
     x: object

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass
 
 # --- named constants -------------------------------------------------------
-#: Bound on |∂t_m/∂u[t_m]| = 1/Δu[t_m] (paper S 2.3 "we set a bound for this
+#: Bound on ``|∂t_m/∂u[t_m]|`` = 1/Δu[t_m] (paper S 2.3 "we set a bound for this
 #: derivative"; the authors' code uses 8).
 SENSITIVITY_BOUND = 8.0
 #: Width of the warm-up sigmoid σ((u - V_th)/w) (authors' code: 0.2).
@@ -77,7 +77,7 @@ class GradientParams:
         at the next spike t_p); or ``"timing"`` — the exact derivative of the
         event-shift model: ∂a[t_k]/∂t_m = -ln(1-θs) κ[k-m] and
         ∂u[t_p]/∂t_m = R ln(1-θm) (1-θm)^{p-m} (< 0: a later reset leaves less charge).
-    sensitivity_bound : bound on |∂t_m/∂u[t_m]| (S 2.3), or None for the exact value.
+    sensitivity_bound : bound on ``|∂t_m/∂u[t_m]|`` (S 2.3), or None for the exact value.
     warmup : replace δ[t] by the sigmoid surrogate where a[t] < 1/(4τs) (S 2.3).
     """
 

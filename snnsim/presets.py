@@ -24,6 +24,8 @@ class Preset:
         return asdict(self)
 
 
+#: The presets by name: ``authors`` (the public code's choices, the default) and
+#: ``paper`` (the paper's text's); :func:`get_preset` looks one up.
 PRESETS = {
     # The public code: zero reset, [0,1,1,1,1] filtered twice, its φ reading.
     "authors": Preset("authors", reset="zero", desired_train="authors",
@@ -39,6 +41,8 @@ PRESETS = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a key of :data:`PRESETS`); ValueError names the
+    known ones."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -45,7 +45,7 @@ DEFAULT_SURROGATE_WIDTH = WARMUP_WIDTH
 
 
 def sigmoid(z):
-    """sigmoid(z) = 1 / (1 + e^{-z}), computed without overflow for large |z|."""
+    """sigmoid(z) = 1 / (1 + e^{-z}), computed without overflow for large ``|z|``."""
     xp = array_module(z)
     ez = xp.exp(-xp.abs(z))
     return xp.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez))

@@ -69,7 +69,7 @@ def spike_time_sensitivity(du, s, bound: float | None):
 
     Within step m the membrane is taken to rise linearly by Δu[m], so the
     threshold crossing is at t* = m - (u[m] - V_th)/Δu[m] (docs/gradient.md).
-    ``bound`` limits |1/Δu| (S 2.3; the authors' code: min(1/Δu, 8), which is
+    ``bound`` limits ``|1/Δu|`` (S 2.3; the authors' code: min(1/Δu, 8), which is
     this clip wherever Δu > 0, as it always is at a spike with the zero reset).
     """
     xp = array_module(du)

@@ -104,7 +104,7 @@ def plot_count_distribution(dists: dict, n_steps: int, title: str | None = None,
     per layer (and the whole network, key ``"network"``), as in the paper's Fig. 7.
 
     ``dists`` maps a label to a ``(T+1,)`` array of percentages
-    (:func:`snnsim.record.count_distributions`). The bars of each label form one
+    (:func:`snnsim.analysis.record.count_distributions`). The bars of each label form one
     ``BarContainer`` of ``fig.axes[0].containers`` labelled with that label, in
     the order of ``dists``; their heights are the percentages.
     """

@@ -153,7 +153,7 @@ def record(net, batches, *, n_samples: int | None = None, full: bool = False,
 
     batches : iterable of ``x_in`` ``(T, B, *input_shape)`` arrays on the
         network's backend, or of ``(x_in, labels)`` pairs (as
-        :func:`snnsim.data.batches` yields).
+        :func:`snnsim.training.data.batches` yields).
     n_samples : stop after this many samples (None: all batches).
     full : also keep the spike trains s and membrane traces u of the first
         ``full_samples`` samples (None: of every sample). They take
@@ -536,9 +536,9 @@ def network_from_checkpoint(path, backend: str | None = None, dtype: str | None 
     else its ``checkpoint.h5``).
 
     Returns ``(net, cfg, ckpt)``: the :class:`~snnsim.network.Network` with the
-    saved weights, its :class:`~snnsim.config.TrainConfig` (``backend`` and
+    saved weights, its :class:`~snnsim.training.config.TrainConfig` (``backend`` and
     ``dtype`` replaced when given) and the dict of
-    :func:`snnsim.checkpoint.load_checkpoint`.
+    :func:`snnsim.training.checkpoint.load_checkpoint`.
     """
     from ..training.checkpoint import load_checkpoint
     from ..training.config import TrainConfig
@@ -585,7 +585,7 @@ def checkpoint_meta(source) -> dict:
 
 def network_from_spec(spec: str = "784-400-400-10", **config):
     """A freshly initialised network from the paper's notation, with the run
-    settings of :class:`~snnsim.config.TrainConfig` (``dataset``, ``n_steps``,
+    settings of :class:`~snnsim.training.config.TrainConfig` (``dataset``, ``n_steps``,
     ``seed``, ``preset``, ``reading``, ``backend``, ``dtype``, ...) given as keywords.
     Returns ``(net, cfg)``."""
     from ..training.config import TrainConfig
@@ -596,7 +596,7 @@ def network_from_spec(spec: str = "784-400-400-10", **config):
 
 def load_samples(cfg, split: str = "test", n_samples: int | None = None, indices=None,
                  data_dir: str | None = None):
-    """The preprocessed samples of ``cfg.dataset`` (host arrays, :class:`snnsim.data.Split`).
+    """The preprocessed samples of ``cfg.dataset`` (host arrays, :class:`snnsim.training.data.Split`).
 
     ``indices`` picks samples by their index in the split; otherwise the first
     ``n_samples`` (None: all; N-MNIST: spread evenly over its label-ordered files).

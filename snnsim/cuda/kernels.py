@@ -21,9 +21,9 @@ by a two-line preamble (:func:`kernel_source`), that compiles three ways:
   :func:`fused_lif_forward` / :func:`fused_lif_backward` on CuPy arrays;
 - under gcc with ``-DSNNSIM_CPU_EMULATION``: plain C functions that take the
   thread index as a trailing argument, plus drivers ``lif_forward_all`` /
-  ``lif_backward_all`` looping it over all neurons (:func:`cpu_emulation_library`);
+  ``lif_backward_all`` looping it over all neurons (``cpu_emulation_library`` of tests/cuda_emulation.py);
 - under g++ with a stub of the CUDA built-ins (``mode="cuda"`` of
-  :func:`cpu_emulation_library`): the CUDA branch itself, launched by a loop
+  ``cpu_emulation_library``): the CUDA branch itself, launched by a loop
   over the real grid (ceil(M/256) blocks of 256 threads, the tail threads
   included), so the ``extern "C"``/``__global__`` text and the thread-index
   arithmetic are compiled and run on a machine without a GPU.

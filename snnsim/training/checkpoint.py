@@ -148,7 +148,7 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
     """Write a checkpoint to ``path`` atomically (see the module docstring).
 
     weights : one dict of arrays per layer (NumPy or CuPy; written as NumPy).
-    optimizer : :meth:`snnsim.optim.AdamW.state_dict`.
+    optimizer : :meth:`snnsim.training.optim.AdamW.state_dict`.
     rng_state : ``np.random.Generator.bit_generator.state``.
     epoch : completed epochs.
     config : the flat config as a dict (stored as a JSON string attribute).

@@ -22,7 +22,7 @@ from ..layout import into
 ADAMW_BETAS = (0.9, 0.999)
 ADAMW_EPS = 1e-8
 ADAMW_WEIGHT_DECAY = 0.01
-#: Added to the total norm before dividing, as torch.nn.utils.clip_grad_norm_ does.
+#: Added to the total norm before dividing, as ``torch.nn.utils.clip_grad_norm_`` does.
 CLIP_NORM_EPS = 1e-6
 #: The authors' weight clamp after every step (their ``weight_clipper``): [-4, 4].
 WEIGHT_CLAMP = 4.0
