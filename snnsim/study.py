@@ -954,12 +954,11 @@ pulls trials until none is left. A killed worker's trial is resumed by another."
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one error line (``snnsim.study: error: ...``) and exit status 2,
-    and options that take a value refused when given twice (the last one silently won)."""
+    """argparse whose errors are StudyError (one line, exit status 2; not argparse's
+    usage and error lines), and options that take a value refused when given twice (the last one silently won)."""
 
     def error(self, message):
-        print(f"snnsim.study: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
+        raise StudyError(message)
 
 
 class _StoreOnce(argparse.Action):

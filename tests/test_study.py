@@ -146,7 +146,7 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     assert "ran none" in finish(worker(study_dir, tiny_config, data_dir, *GRID))
     out = finish(worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
                         "preset=authors,paper"), timeout=120, status=2)
-    assert "created with other arguments" in out
+    assert "created with other arguments" in out and "--extend" in out
 
 
 def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_dir):
@@ -257,11 +257,36 @@ def test_search_runs_n_trials(tmp_path, tiny_config, data_dir):
     (["--search", "lr=gauss:1:2", "--n-trials", "2"], "expected float:LO:HI"),
     (["--seed=3"], "set by the study itself"),
     (["--vary", "preset"], "expected KEY=VALUE"),
+    # Checked only after the study was created before (a FAIL, a RUNNING trial left behind,
+    # exit 0), or not at all (the last value silently won, two trials shared a folder):
+    (["--seeds=-1"], "--seeds -1: -1 is out of range"),
+    (["--seeds", "0,x"], "'x' is not an integer"),
+    (["--search", "lr=log:0:1", "--n-trials", "2"], "a log range needs 0 < LO"),
+    (["--search", "lr=float:1:0", "--n-trials", "2"], "LO must be below HI"),
+    (["--search", "n_steps=int:a:b", "--n-trials", "2"], "(int bounds)"),
+    (["--search", "lr=float:1:nan", "--n-trials", "2"], "must be finite"),
+    (["--search", "lr=cat:0.1,abc", "--n-trials", "2"], "lr"),
+    (["--search", "lr=log:1e-4:1e-2", "--n-trials=-1"], "--n-trials -1: must be >= 1"),
+    (["--n-trials", "3"], "applies to a search"),
+    (["--heartbeat", "0"], "--heartbeat 0.0: must be at least"),
+    (["--heartbeat", "0.01"], "--heartbeat 0.01: must be at least"),
+    (["--grace=-5"], "--grace -5.0: must be at least twice --heartbeat"),
+    (["--heartbeat", "10", "--grace", "5"], "must be at least twice --heartbeat"),
+    (["--max-retry=-1"], "--max-retry -1: must be >= 0"),
+    (["--epochs=1", "--epochs=2"], "--epochs is given twice"),
+    (["--train-subset=10", "--train_subset=20"], "--train_subset is given twice"),
+    (["--vary", "lr=0.1", "--vary", "lr=0.2"], "--vary lr is given twice"),
+    (["--seeds", "0", "--seeds", "1"], "--seeds is given twice"),
+    (["--seeds", "0,0"], "--seeds: 0 is given twice"),
+    (["--vary", "lr=0.001,0.001"], "--vary lr: 0.001 is given twice"),
+    (["--vary", "lr=0.1", "--lr=0.2"], "--lr is both fixed"),
+    (["--vary", "lr=0.1,abc"], "lr"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_config, argv, message, capsys):
+    """Every argument is checked before anything is created: one line, exit 2, no folder."""
     assert study_mod.main(["run", str(tmp_path / "s"), "--config", str(tiny_config), *argv]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1 and err.startswith("snnsim.study: error:")
     assert not (tmp_path / "s").exists()
 
 
