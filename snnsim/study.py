@@ -277,8 +277,11 @@ def grid_points(spec: dict) -> list[dict]:
 
 def trial_point(trial) -> str | None:
     """The grid point a trial runs (its name): a ``--extend`` point's user attribute,
-    else the ``point`` parameter; None for a search trial."""
-    return trial.user_attrs.get("point") or trial.params.get("point")
+    else the ``point`` parameter (set when the trial starts; before, the value it was
+    enqueued with); None for a search trial."""
+    fixed = trial.system_attrs.get("fixed_params") or {}
+    return (trial.user_attrs.get("point") or trial.params.get("point")
+            or (fixed.get("point") if isinstance(fixed, dict) else None))
 
 
 def suggest(trial, spec: dict) -> dict:
@@ -473,6 +476,7 @@ def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: flo
     that a creator is still enqueueing (a wait for its ``ready`` mark ends when the
     journal stalls for :data:`READY_STALL_S`; else after ``wait_s``)."""
     import optuna
+    quiet_since = journal.stat().st_mtime if journal is not None else None   # before our lines
     if spec is not None:
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
@@ -492,7 +496,7 @@ def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: flo
     except KeyError as exc:
         where = f" {journal}" if journal else " the storage"
         raise StudyError(f"no study {name!r} in{where} (--name chooses another)") from exc
-    _wait_ready(study, journal, wait_s, log)
+    _wait_ready(study, journal, quiet_since, wait_s, log)
     stored = normalize_spec(study.user_attrs.get("spec"))
     if spec is not None and stored != normalize_spec(spec):
         if not extend:
@@ -510,14 +514,19 @@ def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: flo
     return study
 
 
-def _wait_ready(study, journal: Path | None, wait_s: float, log) -> None:
+def _wait_ready(study, journal: Path | None, quiet_since: float | None, wait_s: float,
+                log) -> None:
     """Wait for the creator's ``ready`` mark (it enqueues the grid first), saying so;
-    StudyError once the journal has not grown for :data:`READY_STALL_S` (or after
-    ``wait_s`` without a journal): the creator died, or the journal lost the mark."""
+    StudyError once the journal has not grown for :data:`READY_STALL_S` since
+    ``quiet_since`` (its time before this worker's own lines), or after ``wait_s``
+    without a journal: the creator died, or the journal lost the mark."""
     deadline, said = time.monotonic() + wait_s, False
+    size = journal.stat().st_size if journal is not None else 0
     while not study.user_attrs.get("ready"):
         if journal is not None:
-            stalled = time.time() - journal.stat().st_mtime > READY_STALL_S
+            if journal.stat().st_size != size:        # another worker is writing
+                size, quiet_since = journal.stat().st_size, time.time()
+            stalled = time.time() - quiet_since > READY_STALL_S
         else:
             stalled = time.monotonic() > deadline
         if stalled:
@@ -955,14 +964,14 @@ pulls trials until none is left. A killed worker's trial is resumed by another."
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are StudyError (one line, exit status 2; not argparse's
-    usage and error lines), and options that take a value refused when given twice (the last one silently won)."""
+    usage and error lines); see :class:`_StoreOnce` for options given twice."""
 
     def error(self, message):
         raise StudyError(message)
 
 
 class _StoreOnce(argparse.Action):
-    """``store``, refusing a second occurrence of the option."""
+    """``store``, refusing a second occurrence of the option (the last one silently won)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = getattr(namespace, "_given", set())

@@ -378,3 +378,227 @@ def test_retries_are_taken_before_new_grid_points():
     retry_of = {t.number: t.system_attrs.get("failed_trial") for t in study.get_trials()}
     assert [retry_of[n] for n in taken[:2]] == [0, 1]     # the retries, of trial 0 then 1
     assert taken[2:] == [2, 3]
+
+
+# --- the journal and the study folder -------------------------------------------------------
+STUDY = "grid1"
+#: A grid of two seeds, one epoch each: the finished study the journal tests damage.
+SMALL_GRID = ["--seeds", "0,1", "--epochs=1", *FAST_RETRY]
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_config, data_dir):
+    """A finished study of SMALL_GRID (two complete trials); tests copy it."""
+    study_dir = tmp_path_factory.mktemp("finished") / STUDY
+    finish(worker(study_dir, tiny_config, data_dir, *SMALL_GRID))
+    return study_dir
+
+
+@pytest.fixture
+def study_copy(finished_study, tmp_path):
+    """A copy of ``finished_study`` (same name: the study's name is its folder's)."""
+    return Path(shutil.copytree(finished_study, tmp_path / STUDY))
+
+
+def main_run(study_dir, tiny_config, data_dir, *extra) -> list[str]:
+    return ["run", str(study_dir), "--config", str(tiny_config), f"--data_dir={data_dir}",
+            *SMALL_GRID, *extra]
+
+
+def one_error_line(capsys, *needles) -> str:
+    """stderr is one ``snnsim.study: error:`` line holding every needle (no traceback)."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("snnsim.study: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def journal_lines(study_dir) -> list[bytes]:
+    return (Path(study_dir) / study_mod.STORAGE_FILE).read_bytes().splitlines(keepends=True)
+
+
+def write_journal(study_dir, lines) -> None:
+    (Path(study_dir) / study_mod.STORAGE_FILE).write_bytes(b"".join(lines))
+
+
+def test_a_study_folder_that_is_a_file_is_one_line(tmp_path, tiny_config, data_dir, capsys):
+    """It was a FileExistsError traceback (run) and 'holds no study' (report)."""
+    path = tmp_path / "s"
+    path.write_text("")
+    assert study_mod.main(main_run(path, tiny_config, data_dir)) == 2
+    one_error_line(capsys, f"{path}: exists and is not a folder")
+    assert study_mod.main(["report", str(path)]) == 2
+    one_error_line(capsys, f"{path}: exists and is not a folder")
+
+
+def test_a_journal_that_is_a_folder_is_one_line(tmp_path, tiny_config, data_dir, capsys):
+    """It was an IsADirectoryError traceback."""
+    journal = tmp_path / "s" / study_mod.STORAGE_FILE
+    journal.mkdir(parents=True)
+    for argv in (main_run(tmp_path / "s", tiny_config, data_dir), ["report", str(tmp_path / "s")]):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, f"{journal}: is not a file")
+
+
+def test_a_read_only_study_folder_is_one_line(tmp_path, tiny_config, data_dir, capsys,
+                                              monkeypatch):
+    """A read-only filesystem (simulated: the suite may run as root, for whom a mode
+    does not make a folder read-only): opening the journal for writing fails with
+    EROFS. It was an OSError traceback."""
+    import builtins
+    import errno
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and str(file).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, mode, *args, **kwargs)
+    (tmp_path / "s").mkdir()
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    assert study_mod.main(main_run(tmp_path / "s", tiny_config, data_dir)) == 2
+    one_error_line(capsys, str(tmp_path / "s" / study_mod.STORAGE_FILE), "Read-only file system")
+
+
+def test_a_garbage_line_in_the_journal_is_named(study_copy, tiny_config, data_dir, capsys):
+    """A damaged line: the error names the journal and the line (it named no file)."""
+    lines = journal_lines(study_copy)
+    write_journal(study_copy, lines[:5] + [b"{garbage\n"] + lines[5:])
+    journal = study_copy / study_mod.STORAGE_FILE
+    for argv in (main_run(study_copy, tiny_config, data_dir), ["report", str(study_copy)]):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, f"{journal} line 6: damaged")
+
+
+def test_a_journal_truncated_mid_line_is_reported(study_copy, tiny_config, data_dir, capsys,
+                                                  monkeypatch):
+    """Truncated to half: 'report' exited 0 with the trials the first half holds."""
+    monkeypatch.setattr(study_mod, "SETTLE_S", 0.2)
+    journal = study_copy / study_mod.STORAGE_FILE
+    data = journal.read_bytes()
+    journal.write_bytes(data[:len(data) // 2])
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, str(journal), "is incomplete", "truncated")
+
+
+def test_a_journal_truncated_at_a_line_is_cross_checked(study_copy, tiny_config, data_dir,
+                                                        capsys):
+    """Cut at a line end after the grid was enqueued and the first trial started: every
+    line parses, but a run folder holds a run no trial records. 'report' exited 0 with
+    the trials the journal still held."""
+    lines = journal_lines(study_copy)
+    started = [i for i, line in enumerate(lines) if b'"run_dir"' in line]
+    write_journal(study_copy, lines[:started[0]])       # before the first trial's run_dir
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, "is damaged or incomplete", "run folders no trial records",
+                       "tiny-seed0")
+
+
+def test_a_journal_missing_its_create_line_is_reported_at_once(study_copy, tiny_config,
+                                                               data_dir, capsys):
+    """Without its first line the journal's records belong to no study: 'report' said
+    'no study', 'run' created the study again over the old run folders (or waited)."""
+    write_journal(study_copy, journal_lines(study_copy)[1:])
+    t0 = time.monotonic()
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, "does not begin with the record that creates the study")
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_study_never_marked_ready_is_reported_not_waited_for(study_copy, tiny_config,
+                                                               data_dir, capsys):
+    """The journal lost the creator's 'ready' mark (and has not grown since): a joining
+    worker waited 600 s in silence; now it says what it waits for, and gives up once
+    the journal has not grown for READY_STALL_S."""
+    lines = [line for line in journal_lines(study_copy) if b'"ready"' not in line]
+    write_journal(study_copy, lines)
+    old = time.time() - 2 * study_mod.READY_STALL_S
+    os.utime(study_copy / study_mod.STORAGE_FILE, (old, old))
+    t0 = time.monotonic()
+    assert study_mod.main(main_run(study_copy, tiny_config, data_dir)) == 2
+    err = capsys.readouterr().err
+    assert "never marked ready" in err and str(study_copy / study_mod.STORAGE_FILE) in err
+    assert time.monotonic() - t0 < 30
+
+
+def test_report_says_partial_and_counts_trials(study_copy, tiny_config, data_dir, capsys):
+    """--extend adds seed 2 (one waiting trial); the report says how many grid points are
+    complete, that the study is partial, and the trials by state. It said neither."""
+    spec = study_mod.make_spec([str(tiny_config)], [0, 1, 2], {},
+                               {"data_dir": str(data_dir), "epochs": "1"}, {}, None)
+    storage = study_mod.open_storage(study_copy, None)
+    study = study_mod.create_or_join(storage, STUDY, spec, extend=True)
+    assert study.user_attrs["point_choices"] == ["tiny-seed0", "tiny-seed1"]
+    assert study_mod.main(["report", str(study_copy), "--device", "test"]) == 0
+    out = capsys.readouterr().out
+    status = ("2 of 3 grid points complete (partial: the tables cover the completed runs "
+              "only); trials: 2 complete, 0 running, 1 waiting, 0 failed (0 of them retried)")
+    assert status in out
+    assert f"Study status: {status}." in (study_copy / "report.md").read_text()
+
+
+def test_extend_adds_a_seed_to_a_study(study_copy, tiny_config, data_dir):
+    """The same arguments with seed 2 added: refused without --extend (with the way
+    forward), with it the new point alone is run; the old trials stay as they were."""
+    grid3 = ["--seeds", "0,1,2", "--epochs=1", *FAST_RETRY]
+    out = finish(worker(study_copy, tiny_config, data_dir, *grid3), timeout=120, status=2)
+    assert "created with other arguments" in out and "--extend" in out
+    before = {t.number: t.datetime_complete for t in load(study_copy).get_trials()}
+    out = finish(worker(study_copy, tiny_config, data_dir, *grid3, "--extend"))
+    assert "extended study 'grid1': 1 new grid points" in out
+    assert "trial 2 tiny-seed2: starting" in out and "tiny-seed0" not in out
+    study = load(study_copy)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert {t.number: t.datetime_complete for t in study.get_trials()[:2]} == before
+    assert metrics_epochs(study_copy / "trials" / "tiny-seed2") == [1]
+    assert study.user_attrs["spec"]["seeds"] == [0, 1, 2]
+    # Now the new arguments are the study's: a worker with them (without --extend) joins.
+    assert "ran none" in finish(worker(study_copy, tiny_config, data_dir, *grid3))
+    # An extension must keep the other arguments.
+    out = finish(worker(study_copy, tiny_config, data_dir, "--seeds", "0,1,2,3", "--epochs=2",
+                        *FAST_RETRY, "--extend"), timeout=120, status=2)
+    assert "the overrides (--key=value) differ" in out
+
+
+def test_a_study_of_the_previous_version_is_joined(tmp_path, capsys):
+    """Compatibility: a study created by the previous version (the Table 3 CNN study,
+    scripts/table3_cnn.sh: --config fashion_mnist_cnn --seeds 0,1,2,3,4 --epochs=100
+    --grace 600 --max-retry 100) is joined with the same arguments, not refused as
+    'created with other arguments'. Its journal is written here as that version wrote
+    it: the spec literal below is what its make_spec stored, then one enqueued trial per
+    point, the 'ready' mark; every trial completed, so the worker finds nothing to do."""
+    from optuna.trial import TrialState
+    study_dir = tmp_path / "table3-cnn"
+    study_dir.mkdir()
+    stored = {"configs": ["fashion_mnist_cnn"], "seeds": [0, 1, 2, 3, 4], "vary": {},
+              "fixed": {"epochs": "100"}, "search": {}, "n_trials": None}
+    names = [f"fashion_mnist_cnn-seed{s}" for s in range(5)]
+    study = optuna.create_study(storage=study_mod.open_storage(study_dir, None, create=True),
+                                study_name="table3-cnn", direction="maximize")
+    study.set_user_attr("spec", stored)
+    for name in names:
+        study.enqueue_trial({"point": name}, skip_if_exists=False)
+    study.set_user_attr("ready", True)
+    for name in names:
+        trial = study_mod.pop_waiting(study)
+        assert trial.suggest_categorical("point", names) == name
+        trial.set_user_attr("run_dir", f"trials/{name}")
+        (study_dir / "trials" / name).mkdir(parents=True)
+        study.tell(trial, 90.0)
+    argv = ["run", str(study_dir), "--config", "fashion_mnist_cnn", "--seeds", "0,1,2,3,4",
+            "--epochs=100", "--grace", "600", "--max-retry", "100"]
+    assert study_mod.main(argv) == 0, capsys.readouterr().err
+    assert "this worker ran none" in capsys.readouterr().out
+    assert [t.state for t in load(study_dir).get_trials()] == [TrialState.COMPLETE] * 5
+    # Extending it with a sixth seed keeps the five trials' points readable.
+    spec = study_mod.make_spec(["fashion_mnist_cnn"], list(range(6)), {}, {"epochs": "100"},
+                               {}, None)
+    study = study_mod.create_or_join(study_mod.open_storage(study_dir, None), "table3-cnn", spec,
+                                     extend=True)
+    trials = study.get_trials()
+    assert [study_mod.trial_point(t) for t in trials] == [*names, "fashion_mnist_cnn-seed5"]
+    retry = optuna.trial.Trial(study, trials[0]._trial_id)
+    assert study_mod.suggest(retry, spec)["seed"] == 0
