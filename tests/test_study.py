@@ -573,10 +573,11 @@ def test_a_study_of_the_previous_version_is_joined(tmp_path, capsys):
     from optuna.trial import TrialState
     study_dir = tmp_path / "table3-cnn"
     study_dir.mkdir()
+    (study_dir / study_mod.STORAGE_FILE).touch()
     stored = {"configs": ["fashion_mnist_cnn"], "seeds": [0, 1, 2, 3, 4], "vary": {},
               "fixed": {"epochs": "100"}, "search": {}, "n_trials": None}
     names = [f"fashion_mnist_cnn-seed{s}" for s in range(5)]
-    study = optuna.create_study(storage=study_mod.open_storage(study_dir, None, create=True),
+    study = optuna.create_study(storage=study_mod.open_storage(study_dir, None),
                                 study_name="table3-cnn", direction="maximize")
     study.set_user_attr("spec", stored)
     for name in names:
@@ -602,3 +603,51 @@ def test_a_study_of_the_previous_version_is_joined(tmp_path, capsys):
     assert [study_mod.trial_point(t) for t in trials] == [*names, "fashion_mnist_cnn-seed5"]
     retry = optuna.trial.Trial(study, trials[0]._trial_id)
     assert study_mod.suggest(retry, spec)["seed"] == 0
+
+
+# --- workers stopped, paused, terminated -------------------------------------------------------
+def test_sigterm_to_a_worker_queues_its_trial(tmp_path, tiny_config, data_dir):
+    """SIGTERM to the worker alone (a scheduler ending a job): as SIGINT, the run is
+    stopped resumably, the trial failed and queued to resume, exit 130. SIGTERM used to
+    kill the worker on the spot, leaving its trial RUNNING until --grace passed."""
+    study_dir = tmp_path / "term"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    a = worker(study_dir, tiny_config, data_dir, "--seeds", "0", "--epochs=100000")
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs")
+    a.send_signal(signal.SIGTERM)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
+                 status=study_mod.EXIT_INTERRUPTED)
+    assert "stopped (exit 130); queued to resume" in out and "terminated (SIGTERM);" in out
+    assert "Traceback" not in out
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_paused_worker_discards_its_late_result(tmp_path, tiny_config, data_dir):
+    """Worker A is paused (SIGSTOP) past --grace while its run trains on; worker B
+    declares A's trial stale, and its retry waits for A's run to release the folder,
+    then resumes it. A, continued, finds its trial failed: it discards the late
+    result with a note and ends normally. A crashed with Optuna's
+    UpdateFinishedTrialError, and B's retry was refused by the run folder's lock."""
+    epochs = 60
+    study_dir = tmp_path / "stale"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    args = ["--seeds", "0", f"--epochs={epochs}", *FAST_RETRY]
+    a = worker(study_dir, tiny_config, data_dir, *args)
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 1, a, 120, "worker A's first epoch")
+    a.send_signal(signal.SIGSTOP)
+    try:
+        out_b = finish(worker(study_dir, tiny_config, data_dir, *args))
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out_a = finish(a, timeout=120)
+    assert "trial 0: its worker stopped beating; queued to resume" in out_b
+    assert "declared this trial stale while it ran" in out_a and "is discarded" in out_a
+    assert "Traceback" not in out_a + out_b
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))    # each epoch once
