@@ -214,11 +214,36 @@ def make_spec(configs: list[str], seeds: list[int], vary: dict, fixed: dict, sea
 
 
 def normalize_spec(spec) -> dict:
-    """A stored spec in the form :func:`make_spec` gives (JSON round trip), for
-    comparison; StudyError when it is not a spec at all (a damaged journal)."""
+    """A stored spec in the form :func:`make_spec` gives, for comparison; StudyError
+    when it is not one (a damaged journal): its keys, their types, and what
+    :func:`make_spec` checks (seeds, duplicates, search ranges)."""
+    damaged = f"the stored study definition is damaged: {json.dumps(spec, default=repr)[:200]}"
     if not isinstance(spec, dict) or set(spec) != set(SPEC_KEYS):
-        raise StudyError(f"the stored study definition is damaged: {json.dumps(spec)[:200]}")
-    return json.loads(json.dumps({k: spec[k] for k in SPEC_KEYS}))
+        raise StudyError(damaged)
+
+    def strings(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def str_dict(value, check) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and check(v)
+                                               for k, v in value.items())
+    ok = (strings(spec["configs"]) and spec["configs"]
+          and isinstance(spec["seeds"], list) and spec["seeds"]
+          and all(type(v) is int for v in spec["seeds"])
+          and str_dict(spec["vary"], strings)
+          and str_dict(spec["fixed"], lambda v: isinstance(v, str))
+          and str_dict(spec["search"], lambda v: isinstance(v, str))
+          and (spec["n_trials"] is None or type(spec["n_trials"]) is int))
+    if not ok:
+        raise StudyError(damaged)
+    try:
+        made = make_spec(spec["configs"], spec["seeds"], spec["vary"], spec["fixed"],
+                         spec["search"], spec["n_trials"])
+    except StudyError as exc:
+        raise StudyError(f"{damaged} ({exc})") from None
+    if any(not 0 <= s < 2**32 for s in made["seeds"]) or len(set(made["seeds"])) < len(made["seeds"]):
+        raise StudyError(f"{damaged} (its seeds)")
+    return json.loads(json.dumps(made))
 
 
 def extension(stored: dict, spec: dict) -> list[dict]:
@@ -297,7 +322,7 @@ def suggest(trial, spec: dict) -> dict:
         if name is None:
             choices = trial.study.user_attrs.get("point_choices") or list(points)
             name = trial.suggest_categorical("point", choices)
-        return points[name]
+        return _point(points, name, trial)
     overrides = {}
     for key, text in spec["search"].items():
         kind, *bounds = parse_search(key, text)
@@ -312,6 +337,15 @@ def suggest(trial, spec: dict) -> dict:
     name = trial.user_attrs.get("name", f"{config_label(config)}-trial{trial.number}")
     return {"name": name, "experiment": name.replace("-trial", "+trial"), "config": config,
             "seed": spec["seeds"][0], "overrides": overrides}
+
+
+def _point(points: dict, name, trial) -> dict:
+    """The grid point ``name`` of ``points``; StudyError for one the grid lacks (a
+    damaged journal)."""
+    if not isinstance(name, str) or name not in points:
+        raise StudyError(f"trial {trial.number} names {name!r}, not a grid point of the study "
+                         "(a damaged journal?)")
+    return points[name]
 
 
 def check_runs(spec: dict) -> None:
@@ -393,12 +427,12 @@ def check_study_folder(study_dir: Path, create: bool) -> Path:
     return path
 
 
-def read_journal(path: Path, settle_s: float = SETTLE_S) -> list[dict]:
+def read_journal(path: Path, settle_s: float | None = None) -> list[dict]:
     """The journal's records, checked: every line a JSON object that Optuna's replay
     accepts (StudyError naming the file and the line otherwise). An incomplete last
-    line is waited for ``settle_s`` (another worker may be writing it), then called
-    what it is: a truncated journal."""
-    deadline = time.monotonic() + settle_s
+    line is waited for ``settle_s`` (default :data:`SETTLE_S`; another worker may be
+    writing it), then called what it is: a truncated journal."""
+    deadline = time.monotonic() + (SETTLE_S if settle_s is None else settle_s)
     while True:
         try:
             data = path.read_bytes()
@@ -623,7 +657,8 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
     from optuna.trial import TrialState
     now, failed = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        alive = max(float(t.system_attrs.get("heartbeat", 0.0)), t.datetime_start.timestamp())
+        alive = max(_number(t.system_attrs.get("heartbeat")),
+                    t.datetime_start.timestamp() if t.datetime_start else 0.0)
         if now - alive <= grace_s:
             continue
         try:
@@ -634,6 +669,11 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
         RetryHeartbeatStaleTrialCallback(max_retry)(study, t)
         failed.append(t.number)
     return failed
+
+
+def _number(value) -> float:
+    """A stored time as a float (0 for a missing or damaged one: long ago)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
 def pop_waiting(study):
@@ -900,10 +940,12 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     from .analysis.results import PAPER, markdown, paper_records, read_run, records_for
     spec = study.user_attrs["spec"]
     status = status_line(trial_counts(study), bool(spec["search"]))
-    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.user_attrs["run_dir"])
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet: {status}")
+    for t in trials:
+        _check_attrs(t)
+    trials = sorted(trials, key=lambda t: t.user_attrs["run_dir"])
     runs_by_exp, commands = defaultdict(list), {}
     for t in trials:
         run = read_run_checked(study_dir / t.user_attrs["run_dir"], read_run)
@@ -932,6 +974,18 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     return {"records": records, "markdown": text, "status": status}
 
 
+def _check_attrs(trial) -> None:
+    """A completed trial's records the report reads: ``run_dir`` a folder of
+    ``DIR/trials``, ``experiment`` a name (StudyError otherwise: a damaged journal)."""
+    run_dir, experiment = trial.user_attrs.get("run_dir"), trial.user_attrs.get("experiment")
+    name = run_dir.removeprefix(f"{TRIALS_DIR}/") if isinstance(run_dir, str) else ""
+    if (not isinstance(run_dir, str) or not run_dir.startswith(f"{TRIALS_DIR}/")
+            or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name) or name in (".", "..")
+            or not isinstance(experiment, str) or not experiment):
+        raise StudyError(f"trial {trial.number} is complete but its records are damaged "
+                         f"(run_dir {run_dir!r}, experiment {experiment!r})")
+
+
 def read_run_checked(folder: Path, read_run) -> dict:
     """``read_run(folder)`` (snnsim.analysis.results), its failures as StudyError
     naming the folder."""
@@ -948,7 +1002,7 @@ def _run_of(trial, spec: dict) -> dict:
     """A finished trial's run (its grid point, or its search parameters)."""
     if spec["search"]:
         return suggest(trial, spec)
-    return {p["name"]: p for p in grid_points(spec)}[trial_point(trial)]
+    return _point({p["name"]: p for p in grid_points(spec)}, trial_point(trial), trial)
 
 
 # --- command line -------------------------------------------------------------------------
