@@ -543,7 +543,7 @@ def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: flo
         for point in added:
             study.enqueue_trial({}, user_attrs={"point": point["name"]}, skip_if_exists=False)
         study.set_user_attr("spec", spec)
-        log(f"extended study {name!r}: {len(added)} new grid points"
+        log(f"extended study {name!r}: {len(added)} new grid point{'' if len(added) == 1 else 's'}"
             + (f", {spec['n_trials']} trials" if spec["search"] else ""))
     return study
 

@@ -548,7 +548,7 @@ def test_extend_adds_a_seed_to_a_study(study_copy, tiny_config, data_dir):
     assert "created with other arguments" in out and "--extend" in out
     before = {t.number: t.datetime_complete for t in load(study_copy).get_trials()}
     out = finish(worker(study_copy, tiny_config, data_dir, *grid3, "--extend"))
-    assert "extended study 'grid1': 1 new grid points" in out
+    assert "extended study 'grid1': 1 new grid point" in out
     assert "trial 2 tiny-seed2: starting" in out and "tiny-seed0" not in out
     study = load(study_copy)
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 3
