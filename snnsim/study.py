@@ -579,6 +579,8 @@ def journal_problems(study, study_dir: Path) -> list[str]:
     trial (the creator enqueues them all before its ``ready`` mark), completed trials
     whose run folder is gone, run folders under ``DIR/trials`` no trial names (a trial
     records its folder before its run starts). Each is a lost record or a moved folder."""
+    runs = study_dir / TRIALS_DIR      # listed first: a folder seen here was made after
+    listed = [p for p in (runs.iterdir() if runs.is_dir() else []) if p.is_dir()]   # its record
     spec = study.user_attrs["spec"]
     trials = study.get_trials(deepcopy=False)
     problems = []
@@ -594,9 +596,7 @@ def journal_problems(study, study_dir: Path) -> list[str]:
             and not (study_dir / str(t.user_attrs.get("run_dir", "?"))).is_dir()]
     if gone:
         problems.append(f"the run folders of completed trials {gone[:5]} are missing")
-    runs = study_dir / TRIALS_DIR
-    unknown = sorted(p.name for p in (runs.iterdir() if runs.is_dir() else [])
-                     if f"{TRIALS_DIR}/{p.name}" not in known and p.is_dir()
+    unknown = sorted(p.name for p in listed if f"{TRIALS_DIR}/{p.name}" not in known
                      and any((p / f).exists() for f in ("metrics.jsonl", "checkpoint.h5")))
     if unknown:
         problems.append(f"run folders no trial records: {', '.join(unknown[:3])}"
@@ -1143,9 +1143,26 @@ def main(argv=None) -> int:
         print(f"snnsim.study: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (OSError, ValueError) as exc:   # a full disk, a folder gone, a journal damaged
+        # while the study ran
         from .cli import error_line
-        print(f"snnsim.study: error: {error_line(exc)}", file=sys.stderr)
+        line = error_line(exc)
+        if isinstance(exc, ValueError):
+            line = _journal_fault(argv) or line
+        print(f"snnsim.study: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _journal_fault(argv) -> str | None:
+    """What is wrong with the study's journal, checked again after Optuna raised a
+    ValueError (a journal damaged while the study ran); None when it reads well."""
+    try:
+        args, _ = make_parser().parse_known_args(argv)
+        journal = args.dir / STORAGE_FILE
+        if args.storage is None and journal.is_file():
+            check_journal(journal)
+    except (StudyError, OSError) as exc:
+        return str(exc)
+    return None
 
 
 def _main(argv=None) -> int:

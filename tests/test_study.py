@@ -651,3 +651,20 @@ def test_a_paused_worker_discards_its_late_result(tmp_path, tiny_config, data_di
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.system_attrs["failed_trial"] == 0
     assert metrics_epochs(run_dir) == list(range(1, epochs + 1))    # each epoch once
+
+
+def test_a_journal_damaged_while_the_worker_runs_is_named(study_copy, tiny_config, data_dir,
+                                                          capsys, monkeypatch):
+    """Damage that appears after the worker's own check (another process writing garbage):
+    Optuna's JSONDecodeError named no file; the journal is checked again for the line."""
+    journal = study_copy / study_mod.STORAGE_FILE
+    n = len(journal_lines(study_copy))
+
+    def damage_then_read(study, study_dir, path):
+        with open(journal, "ab") as f:          # garbage, then a line (Optuna skips a
+            f.write(b"{garbage\n" + journal_lines(study_copy)[-1])    # last bad line)
+        study.get_trials()                  # Optuna reads the new lines
+    monkeypatch.setattr(study_mod, "check_consistent", damage_then_read)
+    assert study_mod.main(main_run(study_copy, tiny_config, data_dir)) == 2
+    one_error_line(capsys, f"{journal} line ", ": damaged")
+    assert n < len(journal_lines(study_copy))
