@@ -391,7 +391,7 @@ def open_storage(study_dir: Path, url: str | None, create: bool = False):
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # the study prints its own lines
     if url:
         if create:
-            check_study_folder(study_dir, create)
+            check_study_folder(study_dir, create, journal=False)
         return _rdb_storage(url)
     path = check_study_folder(study_dir, create)
     check_journal(path)
@@ -399,9 +399,10 @@ def open_storage(study_dir: Path, url: str | None, create: bool = False):
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
-def check_study_folder(study_dir: Path, create: bool) -> Path:
-    """The study folder and its journal usable (``create``: made, and writable): the
-    journal's path, or StudyError naming the path and the reason."""
+def check_study_folder(study_dir: Path, create: bool, journal: bool = True) -> Path:
+    """The study folder and its journal usable (``create``: made, and writable; the
+    journal left alone when ``journal`` is False, a study in a database): the journal's
+    path, or StudyError naming the path and the reason."""
     path = study_dir / STORAGE_FILE
     if study_dir.exists() and not study_dir.is_dir():
         raise StudyError(f"{study_dir}: exists and is not a folder (the study folder)")
@@ -419,8 +420,9 @@ def check_study_folder(study_dir: Path, create: bool) -> Path:
     try:
         for sub in ("", TRIALS_DIR, LOGS_DIR):
             (study_dir / sub).mkdir(parents=True, exist_ok=True)
-        with open(path, "ab"):
-            pass
+        if journal:
+            with open(path, "ab"):
+                pass
     except OSError as exc:
         where = exc.filename or study_dir
         raise StudyError(f"{where}: cannot write the study there ({exc.strerror})") from None
