@@ -724,30 +724,34 @@ def heartbeat(study, trial, interval_s: float):
         thread.join()
 
 
+def folder_in_use(run_dir: Path) -> bool:
+    """True while another process holds the run folder's lock (a run training there)."""
+    from filelock import FileLock, Timeout
+
+    from .training.runfolder import LOCK_NAME
+    if not (run_dir / LOCK_NAME).exists():
+        return False
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def wait_for_folder(run_dir: Path, log, label: str) -> None:
     """Wait while another process holds the run folder's lock: the run of a trial
     declared stale (its worker paused past ``--grace``) may still be training there;
     the retry resumes it once it has stopped or finished (a run refuses a locked
     folder)."""
-    from filelock import FileLock, Timeout
-
-    from .training.runfolder import LOCK_NAME
-    if not (run_dir / LOCK_NAME).exists():
-        return
     said = False
-    while True:
-        lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            if not said:
-                log(f"{label}: {run_dir} is still in use (the run of the stale trial this one "
-                    "retries); waiting for it to stop")
-                said = True
-            time.sleep(POLL_S)
-            continue
-        lock.release()
-        return
+    while folder_in_use(run_dir):
+        if not said:
+            log(f"{label}: {run_dir} is still in use (the run of the stale trial this one "
+                "retries); waiting for it to stop")
+            said = True
+        time.sleep(POLL_S)
 
 
 # --- one trial ------------------------------------------------------------------------------
@@ -823,8 +827,9 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     run = suggest(trial, spec)
     label = f"trial {trial.number} {run['name']}"
     run_dir = study_dir / TRIALS_DIR / run["name"]
-    with heartbeat(study, trial, opts.heartbeat):
-        wait_for_folder(run_dir, log, label)
+    if folder_in_use(run_dir):
+        with heartbeat(study, trial, opts.heartbeat):
+            wait_for_folder(run_dir, log, label)
     ckpt = run_dir / "checkpoint.h5"
     resumed = checkpoint_epoch(ckpt) if ckpt.exists() else 0
     cmd = train_command(run, spec, run_dir, resume=resumed > 0)

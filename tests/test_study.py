@@ -668,3 +668,30 @@ def test_a_journal_damaged_while_the_worker_runs_is_named(study_copy, tiny_confi
     assert study_mod.main(main_run(study_copy, tiny_config, data_dir)) == 2
     one_error_line(capsys, f"{journal} line ", ": damaged")
     assert n < len(journal_lines(study_copy))
+
+
+def test_a_retry_waits_for_the_run_folder_to_be_released(tmp_path):
+    """study.wait_for_folder: while another holder has the run folder's lock (the run of
+    a stale trial, still training), the retry waits, saying so, instead of starting a
+    run that the lock refuses (exit 2: the retry failed for good)."""
+    import threading
+
+    from snnsim.training import runfolder
+    run_dir = tmp_path / "run"
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with runfolder.locked(run_dir):
+            held.set()
+            release.wait(60)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(60)
+    lines = []
+    threading.Timer(1.0, release.set).start()
+    t0 = time.monotonic()
+    study_mod.wait_for_folder(run_dir, lines.append, "trial 1 x")
+    thread.join(60)
+    assert time.monotonic() - t0 >= 0.9           # it waited for the release (after 1 s)
+    assert len(lines) == 1 and "is still in use" in lines[0]
+    assert not study_mod.folder_in_use(run_dir)
