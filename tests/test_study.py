@@ -1,7 +1,12 @@
 """``python3 -m snnsim.study`` (snnsim/study.py) with real worker processes: two workers
 share a grid and run every point exactly once (journal file and PostgreSQL), a
 worker killed mid-trial has its trial resumed by another from the checkpoint, a
-search, the report, and one-line errors.
+search, the report, and one-line errors. Then the study's own edge cases: every
+argument checked before anything is created, a damaged, truncated or incomplete
+journal and an unusable study folder named in one line, the report's status,
+``--extend``, a study created by the previous version joined, and workers that are
+terminated (SIGTERM) or paused past ``--grace``. tests/test_fuzz_study.py fuzzes the
+journal.
 
 Every trial trains 784-24-10 on a tiny synthetic Fashion-MNIST in float64, so a
 trial takes a second or two (most of it the subprocess starting).
