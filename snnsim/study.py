@@ -27,8 +27,11 @@ seconds belongs to a dead worker: the first worker to notice marks it FAIL and
 Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it; the copy runs
 in the same run folder (``DIR/trials/<config>-<key>=<value>-seed<k>``), so it
 resumes from the last checkpoint (``--resume``) instead of starting over. An
-interrupted worker (Ctrl-C, or SIGINT to the worker alone) stops its run, queues its
-trial to resume the same way and exits 130.
+interrupted worker (Ctrl-C, SIGINT or SIGTERM to the worker alone) stops its run,
+queues its trial to resume the same way and exits 130. A worker that was paused past
+``--grace`` (its trial declared stale and retried meanwhile) discards the late result
+of its run with a note; the retry waits for that run to release its folder, then
+resumes it.
 
 Trials. Each trial is a subprocess ``python3 -m snnsim.train`` (its command is in
 the trial's attributes and in ``DIR/logs/``): a crash, a leak or GPU memory of one
@@ -36,6 +39,29 @@ run cannot touch the worker or the next run, and on Linux the run dies with its
 worker (no orphan keeps writing a folder a retry resumes). The trial records as
 user attributes: final_test_acc and best_test_acc (%), epochs, seconds, commit,
 run_dir (relative to DIR), experiment, seed, resumed_from_epoch, worker, command.
+
+Checks. Every argument is checked before anything is created: seeds (integers >= 0,
+each once), ``--vary`` values and configs (each once), ``--search`` ranges, an
+override given twice, ``--n-trials``, ``--heartbeat`` (>= 0.5 s), ``--grace`` (at
+least twice the heartbeat), ``--max-retry`` (>= 0). The journal is read and
+replayed before Optuna opens it (:func:`check_journal`): a damaged line, an
+incomplete last line (a truncated file), a journal without its create-study record,
+grid points without a trial and run folders no trial knows (:func:`journal_problems`)
+end the command with one line naming ``DIR/journal.log``, exit status 2.
+
+Extending a study. A study keeps the arguments it was created with; a worker with
+other arguments is refused. To add grid points (a seed, a config, a ``--vary``
+value) keeping every other argument, run a worker with the new arguments and
+``--extend``::
+
+    python3 -m snnsim.study run DIR --config fashion_mnist_mlp --seeds 0,1,2,3 \\
+        --vary preset=authors,paper --epochs=3 --extend
+
+It enqueues the new points once (the old ones keep their trials and run folders),
+stores the new arguments, and runs trials as any worker; start the other workers with
+the same new arguments (``--extend`` is then a no-op). A search's ``--n-trials`` can
+be raised the same way. Run one ``--extend`` worker at a time (two at once would
+enqueue the new points twice). See docs/study_runner.md.
 """
 from __future__ import annotations
 
@@ -43,6 +69,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -54,7 +81,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .commandline import ArgumentParser, prog_name, rerun
+from .commandline import ArgumentParser, did_you_mean, prog_name, rerun
 
 STORAGE_FILE = "journal.log"
 TRIALS_DIR = "trials"
@@ -64,10 +91,24 @@ POLL_S = 0.5
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 SEARCH_KINDS = ("float", "log", "int", "cat")
+#: The shortest heartbeat: every beat is a journal line (0 wrote 637 kB for a 1 s trial).
+MIN_HEARTBEAT_S = 0.5
+#: A joining worker waits for the creator's ``ready`` mark while the journal grows; this
+#: many seconds without a new line mean the creator died (or the journal lost the mark).
+READY_STALL_S = 30.0
+#: Seconds a reader waits for an incomplete last journal line to be completed (another
+#: worker writing it) before calling the journal truncated.
+SETTLE_S = 2.0
+#: The keys of a spec, as every version of this module stored them.
+SPEC_KEYS = ("configs", "seeds", "vary", "fixed", "search", "n_trials")
 
 
 class StudyError(Exception):
     """Bad input, or a study that does not match the command (one line, exit 2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: the worker stops its run and requeues its trial."""
 
 
 # --- the study's definition --------------------------------------------------------------
@@ -75,24 +116,162 @@ def parse_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _once(values: list, what: str) -> list:
+    """``values``, refused when one is given twice."""
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise StudyError(f"{what}: {v} is given twice")
+        seen.add(v)
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: integers in [0, 2**32), each once."""
+    seeds = []
+    for item in parse_list(text):
+        try:
+            seed = int(item)
+        except ValueError:
+            raise StudyError(f"--seeds {text}: {item!r} is not an integer") from None
+        if not 0 <= seed < 2**32:
+            raise StudyError(f"--seeds {text}: {seed} is out of range (0 <= seed < 2**32)")
+        seeds.append(seed)
+    if not seeds:
+        raise StudyError(f"--seeds {text!r}: no seed given")
+    return _once(seeds, "--seeds")
+
+
+def parse_search(key: str, text: str) -> tuple:
+    """``--search KEY=float:LO:HI`` (LO < HI), ``log:LO:HI`` (0 < LO < HI),
+    ``int:LO:HI`` (integers, LO <= HI) or ``cat:A,B,...`` (each once), as
+    ``(kind, lo, hi)`` or ``("cat", [values])``."""
+    kind, _, rest = text.partition(":")
+    usage = (f"--search {key}={text}: expected float:LO:HI, log:LO:HI, int:LO:HI or "
+             "cat:A,B,...")
+    if kind == "cat":
+        values = parse_list(rest)
+        if not values:
+            raise StudyError(usage)
+        return "cat", _once(values, f"--search {key}")
+    parts = rest.split(":")
+    if kind not in SEARCH_KINDS or len(parts) != 2:
+        raise StudyError(usage)
+    number = int if kind == "int" else float
+    try:
+        lo, hi = (number(v) for v in parts)
+    except ValueError:
+        raise StudyError(f"{usage} ({kind} bounds)") from None
+    if not all(map(math.isfinite, (lo, hi))):
+        raise StudyError(f"--search {key}={text}: the bounds must be finite")
+    if (hi < lo) if kind == "int" else not lo < hi:
+        raise StudyError(f"--search {key}={text}: LO must be below HI")
+    if kind == "log" and lo <= 0:
+        raise StudyError(f"--search {key}={text}: a log range needs 0 < LO")
+    return kind, lo, hi
+
+
 def make_spec(configs: list[str], seeds: list[int], vary: dict, fixed: dict, search: dict,
               n_trials: int | None) -> dict:
-    """The study's definition (stored in the study; every worker must bring the same)."""
+    """The study's definition (stored in the study; every worker must bring the same).
+    Its keys (:data:`SPEC_KEYS`) and their forms are those every earlier version
+    stored: a study created by an earlier version is joined, not refused."""
     if search and vary:
         raise StudyError("--vary (a grid) and --search (a search) exclude each other")
     if search and (len(configs) > 1 or len(seeds) > 1 or not n_trials):
         raise StudyError("a search takes one --config, one seed and --n-trials N")
+    if n_trials is not None and not search:
+        raise StudyError("--n-trials applies to a search (--search KEY=...) only")
+    if n_trials is not None and n_trials < 1:
+        raise StudyError(f"--n-trials {n_trials}: must be >= 1")
     for key, text in search.items():
-        kind = text.split(":", 1)[0]
-        if kind not in SEARCH_KINDS or len(text.split(":")) != (2 if kind == "cat" else 3):
-            raise StudyError(f"--search {key}={text}: expected float:LO:HI, log:LO:HI, "
-                             "int:LO:HI or cat:A,B,...")
+        parse_search(key, text)
+    for key, values in vary.items():
+        if not values:
+            raise StudyError(f"--vary {key}=: no value given")
+        _once(values, f"--vary {key}")
+    _once(list(configs), "--config")
+    labels = [config_label(c) for c in configs]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise StudyError(f"--config: two configs named {label!r} would share run folders")
     for key in ("seed", "out", "config", "resume"):
         if key in fixed or key in vary or key in search:
             raise StudyError(f"--{key} is set by the study itself (use --seeds for seeds)")
-    return {"configs": list(configs), "seeds": [int(s) for s in seeds],
+    for key in fixed:
+        if key in vary or key in search:
+            raise StudyError(f"--{key} is both fixed (--{key}=...) and "
+                             f"{'varied' if key in vary else 'searched'}")
+    spec = {"configs": list(configs), "seeds": [int(s) for s in seeds],
             "vary": {k: list(v) for k, v in vary.items()}, "fixed": dict(fixed),
             "search": dict(search), "n_trials": n_trials if search else None}
+    names = [p["name"] for p in grid_points(spec)]
+    for name in names:
+        if names.count(name) > 1:
+            raise StudyError(f"two grid points share the run folder {TRIALS_DIR}/{name} "
+                             "(values that differ only in characters a folder name drops)")
+    return spec
+
+
+def normalize_spec(spec) -> dict:
+    """A stored spec in the form :func:`make_spec` gives, for comparison; StudyError
+    when it is not one (a damaged journal): its keys, their types, and what
+    :func:`make_spec` checks (seeds, duplicates, search ranges)."""
+    damaged = f"the stored study definition is damaged: {json.dumps(spec, default=repr)[:200]}"
+    if not isinstance(spec, dict) or set(spec) != set(SPEC_KEYS):
+        raise StudyError(damaged)
+
+    def strings(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def str_dict(value, check) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and check(v)
+                                               for k, v in value.items())
+    ok = (strings(spec["configs"]) and spec["configs"]
+          and isinstance(spec["seeds"], list) and spec["seeds"]
+          and all(type(v) is int for v in spec["seeds"])
+          and str_dict(spec["vary"], strings)
+          and str_dict(spec["fixed"], lambda v: isinstance(v, str))
+          and str_dict(spec["search"], lambda v: isinstance(v, str))
+          and (spec["n_trials"] is None or type(spec["n_trials"]) is int))
+    if not ok:
+        raise StudyError(damaged)
+    try:
+        made = make_spec(spec["configs"], spec["seeds"], spec["vary"], spec["fixed"],
+                         spec["search"], spec["n_trials"])
+    except StudyError as exc:
+        raise StudyError(f"{damaged} ({exc})") from None
+    if any(not 0 <= s < 2**32 for s in made["seeds"]) or len(set(made["seeds"])) < len(made["seeds"]):
+        raise StudyError(f"{damaged} (its seeds)")
+    return json.loads(json.dumps(made))
+
+
+def extension(stored: dict, spec: dict) -> list[dict]:
+    """The grid points ``spec`` adds to the study defined by ``stored`` (for
+    ``--extend``). StudyError unless ``spec`` keeps every other argument: the same
+    overrides and search, and every config, seed and ``--vary`` value of ``stored``."""
+    stored, new = normalize_spec(stored), normalize_spec(spec)
+    why = None
+    if new["fixed"] != stored["fixed"]:
+        why = "the overrides (--key=value) differ"
+    elif new["search"] != stored["search"]:
+        why = "the --search dimensions differ"
+    elif set(new["vary"]) != set(stored["vary"]):
+        why = "the --vary keys differ"
+    elif not set(stored["configs"]) <= set(new["configs"]):
+        why = "a config of the study is missing"
+    elif not set(stored["seeds"]) <= set(new["seeds"]):
+        why = "a seed of the study is missing"
+    elif any(not set(v) <= set(new["vary"][k]) for k, v in stored["vary"].items()):
+        why = "a --vary value of the study is missing"
+    elif stored["search"] and (new["n_trials"] or 0) < (stored["n_trials"] or 0):
+        why = "--n-trials is lower than the study's"
+    if why:
+        raise StudyError(f"--extend adds grid points (seeds, configs, --vary values) or raises "
+                         f"--n-trials, keeping every other argument: {why}; the study has "
+                         f"{json.dumps(stored)}")
+    old = {p["name"] for p in grid_points(stored)}
+    return [p for p in grid_points(new) if p["name"] not in old]
 
 
 def config_label(config: str) -> str:
@@ -121,20 +300,38 @@ def grid_points(spec: dict) -> list[dict]:
     return points
 
 
+def trial_point(trial) -> str | None:
+    """The grid point a trial runs (its name): a ``--extend`` point's user attribute,
+    else the ``point`` parameter (set when the trial starts; before, the value it was
+    enqueued with); None for a search trial."""
+    fixed = trial.system_attrs.get("fixed_params") or {}
+    return (trial.user_attrs.get("point") or trial.params.get("point")
+            or (fixed.get("point") if isinstance(fixed, dict) else None))
+
+
 def suggest(trial, spec: dict) -> dict:
-    """The trial's run: its grid point, or its sampled search parameters."""
+    """The trial's run: its grid point, or its sampled search parameters.
+
+    A grid point is the categorical parameter ``point`` whose choices are the points the
+    study was created with (Optuna refuses other choices later: they are kept in the
+    study's ``point_choices`` once ``--extend`` changed the grid); a point added by
+    ``--extend`` is the trial's user attribute ``point`` instead."""
     if not spec["search"]:
         points = {p["name"]: p for p in grid_points(spec)}
-        return points[trial.suggest_categorical("point", list(points))]
+        name = trial.user_attrs.get("point")
+        if name is None:
+            choices = trial.study.user_attrs.get("point_choices") or list(points)
+            name = trial.suggest_categorical("point", choices)
+        return _point(points, name, trial)
     overrides = {}
     for key, text in spec["search"].items():
-        kind, rest = text.split(":", 1)
+        kind, *bounds = parse_search(key, text)
         if kind == "cat":
-            overrides[key] = trial.suggest_categorical(key, parse_list(rest))
+            overrides[key] = trial.suggest_categorical(key, bounds[0])
         else:
-            lo, hi = rest.split(":")
-            overrides[key] = (trial.suggest_int(key, int(lo), int(hi)) if kind == "int" else
-                              trial.suggest_float(key, float(lo), float(hi), log=kind == "log"))
+            lo, hi = bounds
+            overrides[key] = (trial.suggest_int(key, lo, hi) if kind == "int" else
+                              trial.suggest_float(key, lo, hi, log=kind == "log"))
     # A retry carries the user attributes of the trial it retries: the same run folder.
     config = spec["configs"][0]
     name = trial.user_attrs.get("name", f"{config_label(config)}-trial{trial.number}")
@@ -142,31 +339,153 @@ def suggest(trial, spec: dict) -> dict:
             "seed": spec["seeds"][0], "overrides": overrides}
 
 
+def _point(points: dict, name, trial) -> dict:
+    """The grid point ``name`` of ``points``; StudyError for one the grid lacks (a
+    damaged journal)."""
+    if not isinstance(name, str) or name not in points:
+        raise StudyError(f"trial {trial.number} names {name!r}, not a grid point of the study "
+                         "(a damaged journal?)")
+    return points[name]
+
+
 def check_runs(spec: dict) -> None:
-    """Every config loads and every override parses (before any trial is queued)."""
+    """Every config loads and every override, varied value, search bound and seed
+    parses as the config's type and range (before anything is created)."""
     from .training.config import ConfigError, check_key, load_config_file, normalize_key
     try:
         for config in spec["configs"]:
             cfg = load_config_file(config)
             for key in [*spec["fixed"], *spec["vary"], *spec["search"]]:
                 check_key(normalize_key(key), "study")
-            cfg.replace(source="study", **spec["fixed"])
+            cfg = cfg.replace(source="study", **spec["fixed"])
+            for seed in spec["seeds"]:
+                cfg.replace(source="study", seed=seed)
             for point in grid_points(spec) if not spec["search"] else []:
-                cfg.replace(source="study", **spec["fixed"], **point["overrides"])
+                cfg.replace(source="study", **point["overrides"])
+            for key, text in spec["search"].items():
+                kind, *bounds = parse_search(key, text)
+                for value in (bounds[0] if kind == "cat" else bounds):
+                    cfg.replace(source=f"study: --search {key}={text}", **{key: value})
     except ConfigError as exc:
         raise StudyError(str(exc)) from exc
 
 
+def check_worker_options(opts) -> None:
+    """--heartbeat, --grace and --max-retry (before anything is created)."""
+    if not (math.isfinite(opts.heartbeat) and opts.heartbeat >= MIN_HEARTBEAT_S):
+        raise StudyError(f"--heartbeat {opts.heartbeat}: must be at least {MIN_HEARTBEAT_S} s "
+                         "(every beat is a line of the journal)")
+    if not (math.isfinite(opts.grace) and opts.grace >= 2 * opts.heartbeat):
+        raise StudyError(f"--grace {opts.grace}: must be at least twice --heartbeat "
+                         f"({opts.heartbeat} s), else a live worker's trial is declared stale")
+    if opts.max_retry < 0:
+        raise StudyError(f"--max-retry {opts.max_retry}: must be >= 0")
+
+
 # --- storage and the study ----------------------------------------------------------------
-def open_storage(study_dir: Path, url: str | None):
-    """Optuna storage: an SQLAlchemy URL (RDB), else the journal file DIR/journal.log."""
+def open_storage(study_dir: Path, url: str | None, create: bool = False):
+    """Optuna storage: an SQLAlchemy URL (RDB), else the journal file DIR/journal.log,
+    checked first (:func:`check_study_folder`, :func:`check_journal`); ``create``: the
+    folder and the journal are made when missing (``run``), else they must exist."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # the study prints its own lines
     if url:
+        if create:
+            check_study_folder(study_dir, create, journal=False)
         return _rdb_storage(url)
+    path = check_study_folder(study_dir, create)
+    check_journal(path)
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-    path = str(study_dir / STORAGE_FILE)
-    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def check_study_folder(study_dir: Path, create: bool, journal: bool = True) -> Path:
+    """The study folder and its journal usable (``create``: made, and writable; the
+    journal left alone when ``journal`` is False, a study in a database): the journal's
+    path, or StudyError naming the path and the reason."""
+    path = study_dir / STORAGE_FILE
+    if study_dir.exists() and not study_dir.is_dir():
+        raise StudyError(f"{study_dir}: exists and is not a folder (the study folder)")
+    if path.exists() and not path.is_file():
+        raise StudyError(f"{path}: is not a file (a folder?); the study's journal must be one")
+    if not create:
+        if not path.exists():
+            raise StudyError(f"{study_dir} holds no study ({STORAGE_FILE}); pass --storage URL")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise StudyError(f"{path}: cannot be read ({exc.strerror})") from None
+        return path
+    try:
+        for sub in ("", TRIALS_DIR, LOGS_DIR):
+            (study_dir / sub).mkdir(parents=True, exist_ok=True)
+        if journal:
+            with open(path, "ab"):
+                pass
+    except OSError as exc:
+        where = exc.filename or study_dir
+        raise StudyError(f"{where}: cannot write the study there ({exc.strerror})") from None
+    return path
+
+
+def read_journal(path: Path, settle_s: float | None = None) -> list[dict]:
+    """The journal's records, checked: every line a JSON object that Optuna's replay
+    accepts (StudyError naming the file and the line otherwise). An incomplete last
+    line is waited for ``settle_s`` (default :data:`SETTLE_S`; another worker may be
+    writing it), then called what it is: a truncated journal."""
+    deadline = time.monotonic() + (SETTLE_S if settle_s is None else settle_s)
+    while True:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StudyError(f"{path}: cannot be read ({exc.strerror})") from None
+        if not data or data.endswith(b"\n"):
+            break
+        if time.monotonic() > deadline:
+            tail = data.rsplit(b"\n", 1)[-1]
+            n = data.count(b"\n") + 1
+            raise StudyError(f"{path}: line {n} is incomplete ({len(tail)} bytes without an end "
+                             "of line): the journal was truncated or a write was cut; restore it, "
+                             f"or delete line {n} to keep the records before it")
+        time.sleep(0.1)
+    replay = _replay_checker()
+    records = []
+    for n, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+                raise ValueError("not an Optuna journal record")
+            if replay is not None:
+                replay.apply_logs([record])
+        except Exception as exc:      # any failure of the replay is the record's fault
+            text = (str(exc) or type(exc).__name__).splitlines()[0][:120]
+            raise StudyError(f"{path} line {n}: damaged ({type(exc).__name__}: {text}); restore "
+                             "the journal from a copy") from None
+        records.append(record)
+    return records
+
+
+def _replay_checker():
+    """Optuna's own replay of a journal (its private class; None if it moved), to which
+    records are fed one by one: a record it cannot apply is found with its line."""
+    try:
+        from optuna.storages.journal._storage import JournalStorageReplayResult
+    except ImportError:     # pragma: no cover - another Optuna layout: JSON checks only
+        return None
+    return JournalStorageReplayResult("snnsim-study-check-")
+
+
+def check_journal(path: Path) -> list[dict]:
+    """The journal readable (:func:`read_journal`) and begun by a create-study record
+    (a journal that lost its first line holds records of a study it cannot name)."""
+    from optuna.storages.journal._storage import JournalOperation
+    records = read_journal(path)
+    if records and records[0]["op_code"] != JournalOperation.CREATE_STUDY:
+        raise StudyError(f"{path}: holds {len(records)} records but does not begin with the "
+                         "record that creates the study (its first lines were lost); restore it "
+                         "from a copy")
+    return records
 
 
 def _rdb_storage(url: str, attempts: int = 5):
@@ -184,10 +503,16 @@ def _rdb_storage(url: str, attempts: int = 5):
     raise AssertionError("unreachable")
 
 
-def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: float = 600.0):
+def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: float = 600.0,
+                   extend: bool = False, journal: Path | None = None):
     """The study ``name``: created (and its grid enqueued, once) by the first worker,
-    joined by the others; ``spec`` None only reads an existing study."""
+    joined by the others; ``spec`` None only reads an existing study. ``extend``: a
+    ``spec`` that adds grid points to the stored one is stored and its new points
+    enqueued (:func:`extension`). ``journal``: the journal file, whose growth shows
+    that a creator is still enqueueing (a wait for its ``ready`` mark ends when the
+    journal stalls for :data:`READY_STALL_S`; else after ``wait_s``)."""
     import optuna
+    quiet_since = journal.stat().st_mtime if journal is not None else None   # before our lines
     if spec is not None:
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
@@ -205,17 +530,124 @@ def create_or_join(storage, name: str, spec: dict | None, log=print, wait_s: flo
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError as exc:
-        raise StudyError(f"no study {name!r} in the storage") from exc
-    deadline = time.monotonic() + wait_s
-    while not study.user_attrs.get("ready"):
-        if time.monotonic() > deadline:
-            raise StudyError(f"study {name!r} was created but never marked ready (its creator "
-                             "died while enqueueing?); delete it and start again")
-        time.sleep(POLL_S)
-    if spec is not None and study.user_attrs["spec"] != json.loads(json.dumps(spec)):
-        raise StudyError(f"study {name!r} was created with other arguments: "
-                         f"{json.dumps(study.user_attrs['spec'])}")
+        where = f" {journal}" if journal else " the storage"
+        raise StudyError(f"no study {name!r} in{where} (--name chooses another)") from exc
+    _wait_ready(study, journal, quiet_since, wait_s, log)
+    stored = normalize_spec(study.user_attrs.get("spec"))
+    if spec is not None and stored != normalize_spec(spec):
+        if not extend:
+            raise StudyError(f"study {name!r} was created with other arguments: "
+                             f"{json.dumps(stored)}; to add seeds, configs or --vary values "
+                             "keeping the others, run with the new arguments and --extend")
+        added = extension(stored, spec)
+        if "point_choices" not in study.user_attrs and not stored["search"]:
+            study.set_user_attr("point_choices", [p["name"] for p in grid_points(stored)])
+        for point in added:
+            study.enqueue_trial({}, user_attrs={"point": point["name"]}, skip_if_exists=False)
+        study.set_user_attr("spec", spec)
+        log(f"extended study {name!r}: {len(added)} new grid point{'' if len(added) == 1 else 's'}"
+            + (f", {spec['n_trials']} trials" if spec["search"] else ""))
     return study
+
+
+def _wait_ready(study, journal: Path | None, quiet_since: float | None, wait_s: float,
+                log) -> None:
+    """Wait for the creator's ``ready`` mark (it enqueues the grid first), saying so;
+    StudyError once the journal has not grown for :data:`READY_STALL_S` since
+    ``quiet_since`` (its time before this worker's own lines), or after ``wait_s``
+    without a journal: the creator died, or the journal lost the mark."""
+    deadline, said = time.monotonic() + wait_s, False
+    size = journal.stat().st_size if journal is not None else 0
+    while not study.user_attrs.get("ready"):
+        if journal is not None:
+            if journal.stat().st_size != size:        # another worker is writing
+                size, quiet_since = journal.stat().st_size, time.time()
+            stalled = time.time() - quiet_since > READY_STALL_S
+        else:
+            stalled = time.monotonic() > deadline
+        if stalled:
+            where = f" ({journal} has not grown for {READY_STALL_S:.0f} s)" if journal else ""
+            raise StudyError(f"study {study.study_name!r} was created but never marked ready"
+                             f"{where}: its creator died while enqueueing, or the journal lost "
+                             "records; delete the study folder and start again")
+        if not said:
+            log(f"waiting for the creator of study {study.study_name!r} to enqueue its grid")
+            said = True
+        time.sleep(POLL_S)
+
+
+def journal_problems(study, study_dir: Path) -> list[str]:
+    """What a complete journal of this study would not show: grid points without any
+    trial (the creator enqueues them all before its ``ready`` mark), completed trials
+    whose run folder is gone, run folders under ``DIR/trials`` no trial names (a trial
+    records its folder before its run starts). Each is a lost record or a moved folder."""
+    runs = study_dir / TRIALS_DIR      # listed first: a folder seen here was made after
+    listed = [p for p in (runs.iterdir() if runs.is_dir() else []) if p.is_dir()]   # its record
+    spec = study.user_attrs["spec"]
+    trials = study.get_trials(deepcopy=False)
+    problems = []
+    if not spec["search"]:
+        have = {trial_point(t) for t in trials}
+        missing = [p["name"] for p in grid_points(spec) if p["name"] not in have]
+        if missing:
+            problems.append(f"{len(missing)} grid point(s) have no trial ({', '.join(missing[:3])}"
+                            f"{', ...' if len(missing) > 3 else ''})")
+    known = {t.user_attrs.get("run_dir") for t in trials}
+    from optuna.trial import TrialState
+    gone = [t.number for t in trials if t.state == TrialState.COMPLETE
+            and not (study_dir / str(t.user_attrs.get("run_dir", "?"))).is_dir()]
+    if gone:
+        problems.append(f"the run folders of completed trials {gone[:5]} are missing")
+    unknown = sorted(p.name for p in listed if f"{TRIALS_DIR}/{p.name}" not in known
+                     and any((p / f).exists() for f in ("metrics.jsonl", "checkpoint.h5")))
+    if unknown:
+        problems.append(f"run folders no trial records: {', '.join(unknown[:3])}"
+                        f"{', ...' if len(unknown) > 3 else ''}")
+    return problems
+
+
+def check_consistent(study, study_dir: Path, journal: Path | None) -> None:
+    """StudyError when :func:`journal_problems` finds any."""
+    problems = journal_problems(study, study_dir)
+    if problems:
+        where = journal if journal is not None else "the storage"
+        raise StudyError(f"{where}: study {study.study_name!r} is damaged or incomplete: "
+                         + "; ".join(problems) + " (a truncated journal?); restore it from a copy")
+
+
+def trial_counts(study) -> dict:
+    """Trials by state: complete, running, waiting, failed (of which ``retried``: a
+    retry was enqueued for them), and the grid points (or search trials) done of all."""
+    from optuna.trial import TrialState
+    trials = study.get_trials(deepcopy=False)
+    spec = study.user_attrs["spec"]
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    counts = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "retried": 0}
+    for t in trials:
+        key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
+               TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}.get(t.state)
+        if key:
+            counts[key] += 1
+        if t.state == TrialState.FAIL and t.number in retried:
+            counts["retried"] += 1
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if spec["search"]:
+        counts["total"], counts["done"] = spec["n_trials"], len(done)
+    else:
+        counts["total"] = len(grid_points(spec))
+        counts["done"] = len({trial_point(t) for t in done})
+    return counts
+
+
+def status_line(counts: dict, search: bool) -> str:
+    """One sentence: how far the study is, and its trials by state."""
+    what = "search trials" if search else "grid points"
+    partial = counts["done"] < counts["total"]
+    return (f"{counts['done']} of {counts['total']} {what} complete"
+            + (" (partial: the tables cover the completed runs only)" if partial else "")
+            + f"; trials: {counts['complete']} complete, {counts['running']} running, "
+            f"{counts['waiting']} waiting, {counts['failed']} failed "
+            f"({counts['retried']} of them retried)")
 
 
 def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
@@ -227,7 +659,8 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
     from optuna.trial import TrialState
     now, failed = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        alive = max(float(t.system_attrs.get("heartbeat", 0.0)), t.datetime_start.timestamp())
+        alive = max(_number(t.system_attrs.get("heartbeat")),
+                    t.datetime_start.timestamp() if t.datetime_start else 0.0)
         if now - alive <= grace_s:
             continue
         try:
@@ -238,6 +671,11 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
         RetryHeartbeatStaleTrialCallback(max_retry)(study, t)
         failed.append(t.number)
     return failed
+
+
+def _number(value) -> float:
+    """A stored time as a float (0 for a missing or damaged one: long ago)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
 def pop_waiting(study):
@@ -262,13 +700,19 @@ def pop_waiting(study):
 
 @contextlib.contextmanager
 def heartbeat(study, trial, interval_s: float):
-    """Record the time as the trial's ``heartbeat`` every ``interval_s`` while the body runs."""
+    """Record the time as the trial's ``heartbeat`` every ``interval_s`` while the body
+    runs; the beats stop when another worker has declared the trial stale (finished)."""
+    import optuna
     stop = threading.Event()
 
     def beat():
         while True:
-            with contextlib.suppress(Exception):   # a missed beat is retried at the next one
+            try:
                 study._storage.set_trial_system_attr(trial._trial_id, "heartbeat", time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return           # failed by another worker: its retry owns the run now
+            except Exception:    # a missed beat is retried at the next one
+                pass
             if stop.wait(interval_s):
                 return
     thread = threading.Thread(target=beat, daemon=True)
@@ -278,6 +722,36 @@ def heartbeat(study, trial, interval_s: float):
     finally:
         stop.set()
         thread.join()
+
+
+def folder_in_use(run_dir: Path) -> bool:
+    """True while another process holds the run folder's lock (a run training there)."""
+    from filelock import FileLock, Timeout
+
+    from .training.runfolder import LOCK_NAME
+    if not (run_dir / LOCK_NAME).exists():
+        return False
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def wait_for_folder(run_dir: Path, log, label: str) -> None:
+    """Wait while another process holds the run folder's lock: the run of a trial
+    declared stale (its worker paused past ``--grace``) may still be training there;
+    the retry resumes it once it has stopped or finished (a run refuses a locked
+    folder)."""
+    said = False
+    while folder_in_use(run_dir):
+        if not said:
+            log(f"{label}: {run_dir} is still in use (the run of the stale trial this one "
+                "retries); waiting for it to stop")
+            said = True
+        time.sleep(POLL_S)
 
 
 # --- one trial ------------------------------------------------------------------------------
@@ -345,72 +819,108 @@ def shown_command(run: dict, spec: dict) -> str:
 
 
 def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str:
-    """Run one trial to its end; returns its state's name."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
+    """Run one trial to its end; returns its state's name (``STALE``: another worker
+    declared the trial stale meanwhile, and its result was discarded)."""
+    import optuna
 
-    from .analysis.results import read_run
     from .training.checkpoint import checkpoint_epoch
     run = suggest(trial, spec)
+    label = f"trial {trial.number} {run['name']}"
     run_dir = study_dir / TRIALS_DIR / run["name"]
+    if folder_in_use(run_dir):
+        with heartbeat(study, trial, opts.heartbeat):
+            wait_for_folder(run_dir, log, label)
     ckpt = run_dir / "checkpoint.h5"
     resumed = checkpoint_epoch(ckpt) if ckpt.exists() else 0
     cmd = train_command(run, spec, run_dir, resume=resumed > 0)
-    for key, value in {"name": run["name"], "run_dir": str(run_dir.relative_to(study_dir)),
-                       "experiment": run["experiment"], "seed": run["seed"],
-                       "resumed_from_epoch": resumed,
-                       "worker": f"{socket.gethostname()}:{os.getpid()}",
-                       "command": " ".join(["python3", *cmd[1:]])}.items():
-        trial.set_user_attr(key, value)
+    try:
+        for key, value in {"name": run["name"], "run_dir": str(run_dir.relative_to(study_dir)),
+                           "experiment": run["experiment"], "seed": run["seed"],
+                           "resumed_from_epoch": resumed,
+                           "worker": f"{socket.gethostname()}:{os.getpid()}",
+                           "command": " ".join(["python3", *cmd[1:]])}.items():
+            trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log(f"{label}: declared stale by another worker before it started; left to its retry")
+        return "STALE"
     log_path = study_dir / LOGS_DIR / f"{run['name']}.trial{trial.number}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if opts.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
-    log(f"trial {trial.number} {run['name']}: "
-        + (f"resuming after epoch {resumed}" if resumed else "starting") + f" (log {log_path})")
+    log(f"{label}: " + (f"resuming after epoch {resumed}" if resumed else "starting")
+        + f" (log {log_path})")
     t0 = time.time()
-    interrupted = False
+    interrupted = None
     with open(log_path, "ab") as out:    # started before the heartbeat thread: fork, then exec
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=die_with_parent())
     with heartbeat(study, trial, opts.heartbeat):
         try:
             rc = proc.wait()
-        except KeyboardInterrupt:   # the run stops, keeping its last checkpoint
-            interrupted = True
+        except KeyboardInterrupt as exc:   # the run stops, keeping its last checkpoint
+            interrupted = exc
             rc = stop_run(proc)
+    try:
+        state = _record(study, trial, run, run_dir, rc, interrupted is not None, t0, log_path,
+                        opts, log)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log(f"{label}: another worker declared this trial stale while it ran (its heartbeat "
+            f"stopped for over --grace {opts.grace:g} s) and queued a retry; the result of this "
+            f"run (exit {rc}) is discarded, the retry resumes {run_dir}")
+        state = "STALE"
+    if interrupted is not None:    # the worker stops too, also after a run that finished
+        raise interrupted
+    return state
+
+
+def _record(study, trial, run, run_dir, rc, interrupted, t0, log_path, opts, log) -> str:
+    """The trial's result in the study: COMPLETE with the run's accuracies, or FAIL
+    (and queued to resume when the run was stopped or killed). Optuna's
+    UpdateFinishedTrialError when another worker has failed the trial meanwhile."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    from .analysis.results import read_run
+    label = f"trial {trial.number} {run['name']}"
+    result = None
     if rc == 0:           # finished (an interrupted run exits 130)
-        result = read_run(run_dir)
+        try:
+            result = read_run_checked(run_dir, read_run)
+        except StudyError as exc:
+            log(f"{label}: the run exited 0 but {exc}")
+    if result is not None:
         for key, value in {"final_test_acc": result["final"], "best_test_acc": result["best"],
                            "epochs": result["epochs"], "seconds": round(time.time() - t0, 1),
                            "train_seconds": round(result["wall_s"], 1),
                            "commit": result["commit"]}.items():
             trial.set_user_attr(key, value)
         study.tell(trial, result["best"])
-        log(f"trial {trial.number} {run['name']}: done, best test accuracy "
-            f"{result['best']:.2f} %, final {result['final']:.2f} %")
-        state = "COMPLETE"
+        log(f"{label}: done, best test accuracy {result['best']:.2f} %, "
+            f"final {result['final']:.2f} %")
+        return "COMPLETE"
+    trial.set_user_attr("exit_code", rc)
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    if rc == 0:
+        log(f"{label}: failed (its run folder cannot be read); see {log_path}")
+        return "FAIL"
+    if interrupted or rc < 0:     # stopped or killed, not wrong: another worker resumes it
+        RetryHeartbeatStaleTrialCallback(opts.max_retry)(study, frozen)
+        log(f"{label}: stopped (exit {rc}); queued to resume")
     else:
-        trial.set_user_attr("exit_code", rc)
-        frozen = study.tell(trial, state=TrialState.FAIL)
-        if interrupted or rc < 0:     # stopped or killed, not wrong: another worker resumes it
-            RetryHeartbeatStaleTrialCallback(opts.max_retry)(study, frozen)
-            log(f"trial {trial.number} {run['name']}: stopped (exit {rc}); queued to resume")
-        else:
-            log(f"trial {trial.number} {run['name']}: failed (exit {rc}); see {log_path}")
-        state = "FAIL"
-    if interrupted:       # the worker stops too, also after a run that finished meanwhile
-        raise KeyboardInterrupt
-    return state
+        log(f"{label}: failed (exit {rc}); see {log_path}")
+    return "FAIL"
 
 
 def work(study, spec: dict, study_dir: Path, opts, log=print) -> dict:
     """Pull trials until none is waiting or running (retrying dead workers' trials);
-    a search also asks for new trials until it has ``n_trials``. Returns counts."""
+    a search also asks for new trials until it has ``n_trials``. Returns counts.
+    The study's stored definition is read before every trial: another worker's
+    ``--extend`` may have added points meanwhile."""
     from optuna.trial import TrialState
     done: dict[str, int] = defaultdict(int)
     while True:
+        spec = study.user_attrs["spec"]
         for number in fail_stale(study, opts.grace, opts.max_retry):
             log(f"trial {number}: its worker stopped beating; queued to resume")
         trial = pop_waiting(study)
@@ -436,16 +946,19 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     from .analysis.plots import plot_study_curves, save_figure
     from .analysis.results import PAPER, markdown, paper_records, read_run, records_for
     spec = study.user_attrs["spec"]
-    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.user_attrs["run_dir"])
+    status = status_line(trial_counts(study), bool(spec["search"]))
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
-        raise StudyError(f"study {study.study_name!r} has no completed trial yet")
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet: {status}")
+    for t in trials:
+        _check_attrs(t)
+    trials = sorted(trials, key=lambda t: t.user_attrs["run_dir"])
     runs_by_exp, commands = defaultdict(list), {}
     for t in trials:
-        run = read_run(study_dir / t.user_attrs["run_dir"])
+        run = read_run_checked(study_dir / t.user_attrs["run_dir"], read_run)
         run["folder"] = t.user_attrs["run_dir"]
         runs_by_exp[t.user_attrs["experiment"]].append(run)
-        commands[t.user_attrs["experiment"]] = shown_command(suggest(t, spec), spec)
+        commands[t.user_attrs["experiment"]] = shown_command(_run_of(t, spec), spec)
     records = []
     for exp, runs in runs_by_exp.items():
         base = exp.split("+")[0]
@@ -456,13 +969,47 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     (out_dir / "report.json").write_text(json.dumps(records, indent=1) + "\n")
     text = markdown(records, runs_by_exp, device, title=f"Study {study.study_name}",
                     made_by=f"python3 -m snnsim.study report {study_dir}")   # as given
+    title, _, rest = text.partition("\n\n")
+    text = f"{title}\n\nStudy status: {status}.\n\n{rest}"
     (out_dir / "report.md").write_text(text)
     fig = plot_study_curves({exp: [r["rows"] for r in runs] for exp, runs in runs_by_exp.items()},
                             title=f"Study {study.study_name}: test accuracy of every run")
     paths = save_figure(fig, out_dir, "curves", formats=("png",))
     log(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.json'} and {paths[0]} "
         f"({len(trials)} runs, {len(runs_by_exp)} experiments)")
-    return {"records": records, "markdown": text}
+    log(f"study {study.study_name!r}: {status}")
+    return {"records": records, "markdown": text, "status": status}
+
+
+def _check_attrs(trial) -> None:
+    """A completed trial's records the report reads: ``run_dir`` a folder of
+    ``DIR/trials``, ``experiment`` a name (StudyError otherwise: a damaged journal)."""
+    run_dir, experiment = trial.user_attrs.get("run_dir"), trial.user_attrs.get("experiment")
+    name = run_dir.removeprefix(f"{TRIALS_DIR}/") if isinstance(run_dir, str) else ""
+    if (not isinstance(run_dir, str) or not run_dir.startswith(f"{TRIALS_DIR}/")
+            or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name) or name in (".", "..")
+            or not isinstance(experiment, str) or not experiment):
+        raise StudyError(f"trial {trial.number} is complete but its records are damaged "
+                         f"(run_dir {run_dir!r}, experiment {experiment!r})")
+
+
+def read_run_checked(folder: Path, read_run) -> dict:
+    """``read_run(folder)`` (snnsim.analysis.results), its failures as StudyError
+    naming the folder."""
+    try:
+        return read_run(folder)
+    except SystemExit as exc:
+        raise StudyError(str(exc.code)) from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise StudyError(f"{folder}: the run cannot be read ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _run_of(trial, spec: dict) -> dict:
+    """A finished trial's run (its grid point, or its search parameters)."""
+    if spec["search"]:
+        return suggest(trial, spec)
+    return _point({p["name"]: p for p in grid_points(spec)}, trial_point(trial), trial)
 
 
 # --- command line -------------------------------------------------------------------------
@@ -476,10 +1023,33 @@ Start as many workers (the same 'run' command) as you have GPUs or cores; each
 pulls trials until none is left. A killed worker's trial is resumed by another."""
 
 
+class _Parser(ArgumentParser):
+    """snnsim's parser (plain ``--help``, "did you mean" for a misspelt option) whose errors
+    are StudyError (one line, exit status 2); see :class:`_StoreOnce` for options given twice."""
+
+    def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            options = [a.split("=", 1)[0] for a in unknown.group(1).split() if a.startswith("-")]
+            if options:
+                message += did_you_mean(options[0], self.option_strings())
+        raise StudyError(message)
+
+
+class _StoreOnce(argparse.Action):
+    """``store``, refusing a second occurrence of the option (the last one silently won)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, "_given", set())
+        if self.dest in given:
+            parser.error(f"{option_string} is given twice")
+        namespace._given = given | {self.dest}
+        setattr(namespace, self.dest, values)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = _Parser(prog=prog_name("python3 -m snnsim.study"), description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="join (or create) a study and run trials until none is left",
                        allow_abbrev=False,
@@ -489,49 +1059,68 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", type=Path, help="the study folder (run folders, logs, journal)")
     r.add_argument("--config", action="append", metavar="NAME_OR_PATH",
                    help="a training config (repeat for several); default fashion_mnist_mlp")
-    r.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds of a grid (default 0)")
+    r.add_argument("--seeds", default="0", action=_StoreOnce, metavar="S,S,...",
+                   help="seeds of a grid (default 0)")
     r.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a grid axis: every run for each value (e.g. preset=authors,paper)")
     r.add_argument("--search", action="append", default=[], metavar="KEY=KIND:...",
                    help="a search dimension: float:LO:HI, log:LO:HI, int:LO:HI or cat:A,B")
-    r.add_argument("--n-trials", type=int, metavar="N", help="trials of a search")
-    r.add_argument("--gpu", metavar="ID", help="this worker's GPU (sets CUDA_VISIBLE_DEVICES "
-                   "for its runs; add --backend=cupy)")
-    r.add_argument("--heartbeat", type=float, default=30.0, metavar="S",
-                   help="seconds between a running trial's heartbeats (default 30)")
-    r.add_argument("--grace", type=float, default=120.0, metavar="S",
-                   help="a trial silent this long is retried by another worker (default 120)")
-    r.add_argument("--max-retry", type=int, default=3, metavar="N",
+    r.add_argument("--n-trials", type=int, action=_StoreOnce, metavar="N",
+                   help="trials of a search")
+    r.add_argument("--extend", action="store_true",
+                   help="add the grid points (seeds, configs, --vary values) these arguments "
+                        "add to the existing study, or raise its --n-trials")
+    r.add_argument("--gpu", metavar="ID", action=_StoreOnce,
+                   help="this worker's GPU (sets CUDA_VISIBLE_DEVICES for its runs; add "
+                        "--backend=cupy)")
+    r.add_argument("--heartbeat", type=float, default=30.0, action=_StoreOnce, metavar="S",
+                   help=f"seconds between a running trial's heartbeats (default 30, at least "
+                        f"{MIN_HEARTBEAT_S})")
+    r.add_argument("--grace", type=float, default=120.0, action=_StoreOnce, metavar="S",
+                   help="a trial silent this long is retried by another worker (default 120, "
+                        "at least twice --heartbeat)")
+    r.add_argument("--max-retry", type=int, default=3, action=_StoreOnce, metavar="N",
                    help="retries of one trial (default 3)")
     for q in (r, rep := sub.add_parser("report", help="the mean ± std table and the curves",
                                         allow_abbrev=False)):
-        q.add_argument("--storage", metavar="URL", help="an SQLAlchemy URL (e.g. "
-                       "postgresql://user@host/db); default the journal file DIR/journal.log")
-        q.add_argument("--name", help="the study's name in the storage (default: DIR's name)")
+        q.add_argument("--storage", metavar="URL", action=_StoreOnce,
+                       help="an SQLAlchemy URL (e.g. postgresql://user@host/db); default the "
+                            "journal file DIR/journal.log")
+        q.add_argument("--name", action=_StoreOnce,
+                       help="the study's name in the storage (default: DIR's name)")
     rep.add_argument("dir", type=Path, help="the study folder")
-    rep.add_argument("--device", help="where the runs ran, in words (default: this machine)")
-    rep.add_argument("--out-dir", type=Path, help="where report.md/.json and curves.png go "
-                     "(default DIR)")
+    rep.add_argument("--device", action=_StoreOnce,
+                     help="where the runs ran, in words (default: this machine)")
+    rep.add_argument("--out-dir", type=Path, action=_StoreOnce,
+                     help="where report.md/.json and curves.png go (default DIR)")
     return p
 
 
 def _key_values(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` items (``--vary``, ``--search``), each key once."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise StudyError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        if key in out:
+            raise StudyError(f"{flag} {key} is given twice")
+        out[key] = value
     return out
 
 
 def _fixed_overrides(extra: list[str]) -> dict:
+    """The training overrides ``--key=value``, each key once."""
     fixed = {}
     for tok in extra:
         key, sep, value = tok[2:].partition("=")
         if not tok.startswith("--") or not sep:
             raise StudyError(f"unexpected argument {tok!r}; training overrides are --key=value")
-        fixed[key.replace("-", "_")] = value
+        key = key.replace("-", "_")
+        if key in fixed:
+            raise StudyError(f"--{key} is given twice ({fixed[key]} and {value})")
+        fixed[key] = value
     return fixed
 
 
@@ -540,39 +1129,87 @@ def this_machine() -> str:
     return f"{platform.machine()} with {os.cpu_count()} CPUs"
 
 
-def main(argv=None) -> int:
-    parser = make_parser()
-    args, extra = parser.parse_known_args(argv)
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread for
+    the block, so that a terminated worker stops its run and requeues its trial as an
+    interrupted one does (by default SIGTERM killed it and left the trial RUNNING until
+    ``--grace`` passed)."""
+    def handler(signum, frame):
+        raise Terminated()
     try:
-        if extra and args.command != "run":
-            raise StudyError(f"unexpected arguments {' '.join(extra)}")
-        study_dir = args.dir
-        name = args.name or study_dir.resolve().name
-        if args.command == "report":
-            if args.storage is None and not (study_dir / STORAGE_FILE).exists():
-                raise StudyError(f"{study_dir} holds no study ({STORAGE_FILE}); pass --storage URL")
-            study = create_or_join(open_storage(study_dir, args.storage), name, None)
-            report(study, study_dir, args.device or this_machine(), args.out_dir or study_dir)
-            return 0
-        vary = {k: parse_list(v) for k, v in _key_values(args.vary, "--vary").items()}
-        spec = make_spec(args.config or ["fashion_mnist_mlp"], parse_list(args.seeds), vary,
-                         _fixed_overrides(extra), _key_values(args.search, "--search"),
-                         args.n_trials)
-        check_runs(spec)
-        study_dir.mkdir(parents=True, exist_ok=True)
-        study = create_or_join(open_storage(study_dir, args.storage), name, spec)
-        try:
-            done = work(study, spec, study_dir, args)
-        except KeyboardInterrupt:
-            print("interrupted; a trial this worker was running is queued to resume "
-                  "(start a worker again to continue)", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        print(f"no trial left: this worker ran {dict(done) or 'none'}; "
-              f"{rerun('snnsim.study', f'report {study_dir}')} writes the table")
-        return 0
-    except (StudyError, ValueError) as exc:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:          # not the main thread (a test calling main): nothing to do
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except StudyError as exc:
         print(f"snnsim.study: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (OSError, ValueError) as exc:   # a full disk, a folder gone, a journal damaged
+        # while the study ran
+        from .cli import error_line
+        line = error_line(exc)
+        if isinstance(exc, ValueError):
+            line = _journal_fault(argv) or line
+        print(f"snnsim.study: error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _journal_fault(argv) -> str | None:
+    """What is wrong with the study's journal, checked again after Optuna raised a
+    ValueError (a journal damaged while the study ran); None when it reads well."""
+    try:
+        args, _ = make_parser().parse_known_args(argv)
+        journal = args.dir / STORAGE_FILE
+        if args.storage is None and journal.is_file():
+            check_journal(journal)
+    except (StudyError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _main(argv=None) -> int:
+    args, extra = make_parser().parse_known_args(argv)
+    if extra and args.command != "run":
+        raise StudyError(f"unexpected arguments {' '.join(extra)}")
+    study_dir = args.dir
+    name = args.name or study_dir.resolve().name
+    journal = None if args.storage else study_dir / STORAGE_FILE
+    if args.command == "report":
+        study = create_or_join(open_storage(study_dir, args.storage), name, None,
+                               journal=journal)
+        check_consistent(study, study_dir, journal)
+        report(study, study_dir, args.device or this_machine(), args.out_dir or study_dir)
+        return 0
+    vary = {k: parse_list(v) for k, v in _key_values(args.vary, "--vary").items()}
+    spec = make_spec(args.config or ["fashion_mnist_mlp"], parse_seeds(args.seeds), vary,
+                     _fixed_overrides(extra), _key_values(args.search, "--search"),
+                     args.n_trials)
+    check_runs(spec)
+    check_worker_options(args)
+    with sigterm_as_interrupt():
+        try:
+            study = create_or_join(open_storage(study_dir, args.storage, create=True), name,
+                                   spec, extend=args.extend, journal=journal)
+            check_consistent(study, study_dir, journal)
+            done = work(study, spec, study_dir, args)
+        except KeyboardInterrupt as exc:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{what}; a trial this worker was running is queued to resume "
+                  "(start a worker again to continue)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    print(f"no trial left: this worker ran {dict(done) or 'none'}; "
+          f"{rerun('snnsim.study', f'report {study_dir}')} writes the table")
+    return 0
 
 
 __all__ = ["create_or_join", "fail_stale", "grid_points", "main", "make_spec", "open_storage",

@@ -229,3 +229,40 @@ def test_divergence_under_mpi_ends_every_rank_with_status_3(data_dir, tmp_path):
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "snnsim.train: diverged" in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "checkpoint.h5").exists()
+
+
+@needs_mpi
+@pytest.mark.parametrize("rank1_change, field", [("--lr=0.01", "lr"),
+                                                 ("--network=784-30-10", "network")])
+def test_ranks_given_other_arguments_stop_before_the_first_step(data_dir, tmp_path,
+                                                                rank1_change, field):
+    """Rank 1 started with another --lr (it trained on, exit 0, while the checkpoint
+    recorded rank 0's lr) or another --network (it hung in the first Allreduce): every
+    rank exits 2 before the first step, rank 0 names the differing field in one line,
+    and no run is left in the folder."""
+    out = tmp_path / "run"
+    argv = args(data_dir, out, 1)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **MPI_ENV}
+    rank0 = [sys.executable, "-m", "snnsim.train", *argv, "--data-parallel"]
+    key = rank1_change.split("=")[0] + "="
+    rank1 = [a for a in rank0 if not a.startswith(key)] + [rank1_change]
+    proc = procs.run([_mpiexec(), "--oversubscribe", "--bind-to", "none", "-n", "1", *rank0,
+                      ":", "-n", "1", *rank1], 120, cwd=REPO, env=env)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("snnsim.train:")]
+    assert len(errors) == 1, proc.stderr
+    assert "ranks [1] were given another config than rank 0" in errors[0]
+    assert f"{field} " in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
+    assert not (out / "checkpoint.h5").exists() and "epoch 1/1" not in proc.stdout
+
+
+def test_the_config_digest_ignores_what_only_rank_0_uses():
+    """out (a default one holds the second each rank resolved it in) and progress (off
+    on ranks other than 0) are left out; any other field changes the digest."""
+    from snnsim.training.config import TrainConfig
+    from snnsim.training.parallel import config_digest
+    cfg = TrainConfig()
+    assert config_digest(cfg.replace(out="a", progress=False)) == config_digest(cfg)
+    for change in ({"lr": 0.01}, {"network": "784-30-10"}, {"seed": 1}, {"dtype": "float64"}):
+        assert config_digest(cfg.replace(**change)) != config_digest(cfg), change

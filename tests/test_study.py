@@ -1,7 +1,12 @@
 """``python3 -m snnsim.study`` (snnsim/study.py) with real worker processes: two workers
 share a grid and run every point exactly once (journal file and PostgreSQL), a
 worker killed mid-trial has its trial resumed by another from the checkpoint, a
-search, the report, and one-line errors.
+search, the report, and one-line errors. Then the study's own edge cases: every
+argument checked before anything is created, a damaged, truncated or incomplete
+journal and an unusable study folder named in one line, the report's status,
+``--extend``, a study created by the previous version joined, and workers that are
+terminated (SIGTERM) or paused past ``--grace``. tests/test_fuzz_study.py fuzzes the
+journal.
 
 Every trial trains 784-24-10 on a tiny synthetic Fashion-MNIST in float64, so a
 trial takes a second or two (most of it the subprocess starting).
@@ -147,7 +152,7 @@ def test_two_workers_run_every_grid_point_once(tmp_path, tiny_config, data_dir):
     assert "ran none" in finish(worker(study_dir, tiny_config, data_dir, *GRID))
     out = finish(worker(study_dir, tiny_config, data_dir, "--seeds", "0,1,2", "--vary",
                         "preset=authors,paper"), timeout=120, status=2)
-    assert "created with other arguments" in out
+    assert "created with other arguments" in out and "--extend" in out
 
 
 def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_dir):
@@ -258,11 +263,36 @@ def test_search_runs_n_trials(tmp_path, tiny_config, data_dir):
     (["--search", "lr=gauss:1:2", "--n-trials", "2"], "expected float:LO:HI"),
     (["--seed=3"], "set by the study itself"),
     (["--vary", "preset"], "expected KEY=VALUE"),
+    # Checked only after the study was created before (a FAIL, a RUNNING trial left behind,
+    # exit 0), or not at all (the last value silently won, two trials shared a folder):
+    (["--seeds=-1"], "--seeds -1: -1 is out of range"),
+    (["--seeds", "0,x"], "'x' is not an integer"),
+    (["--search", "lr=log:0:1", "--n-trials", "2"], "a log range needs 0 < LO"),
+    (["--search", "lr=float:1:0", "--n-trials", "2"], "LO must be below HI"),
+    (["--search", "n_steps=int:a:b", "--n-trials", "2"], "(int bounds)"),
+    (["--search", "lr=float:1:nan", "--n-trials", "2"], "must be finite"),
+    (["--search", "lr=cat:0.1,abc", "--n-trials", "2"], "lr"),
+    (["--search", "lr=log:1e-4:1e-2", "--n-trials=-1"], "--n-trials -1: must be >= 1"),
+    (["--n-trials", "3"], "applies to a search"),
+    (["--heartbeat", "0"], "--heartbeat 0.0: must be at least"),
+    (["--heartbeat", "0.01"], "--heartbeat 0.01: must be at least"),
+    (["--grace=-5"], "--grace -5.0: must be at least twice --heartbeat"),
+    (["--heartbeat", "10", "--grace", "5"], "must be at least twice --heartbeat"),
+    (["--max-retry=-1"], "--max-retry -1: must be >= 0"),
+    (["--epochs=1", "--epochs=2"], "--epochs is given twice"),
+    (["--train-subset=10", "--train_subset=20"], "--train_subset is given twice"),
+    (["--vary", "lr=0.1", "--vary", "lr=0.2"], "--vary lr is given twice"),
+    (["--seeds", "0", "--seeds", "1"], "--seeds is given twice"),
+    (["--seeds", "0,0"], "--seeds: 0 is given twice"),
+    (["--vary", "lr=0.001,0.001"], "--vary lr: 0.001 is given twice"),
+    (["--vary", "lr=0.1", "--lr=0.2"], "--lr is both fixed"),
+    (["--vary", "lr=0.1,abc"], "lr"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_config, argv, message, capsys):
+    """Every argument is checked before anything is created: one line, exit 2, no folder."""
     assert study_mod.main(["run", str(tmp_path / "s"), "--config", str(tiny_config), *argv]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1 and err.startswith("snnsim.study: error:")
     assert not (tmp_path / "s").exists()
 
 
@@ -354,3 +384,320 @@ def test_retries_are_taken_before_new_grid_points():
     retry_of = {t.number: t.system_attrs.get("failed_trial") for t in study.get_trials()}
     assert [retry_of[n] for n in taken[:2]] == [0, 1]     # the retries, of trial 0 then 1
     assert taken[2:] == [2, 3]
+
+
+# --- the journal and the study folder -------------------------------------------------------
+STUDY = "grid1"
+#: A grid of two seeds, one epoch each: the finished study the journal tests damage.
+SMALL_GRID = ["--seeds", "0,1", "--epochs=1", *FAST_RETRY]
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_config, data_dir):
+    """A finished study of SMALL_GRID (two complete trials); tests copy it."""
+    study_dir = tmp_path_factory.mktemp("finished") / STUDY
+    finish(worker(study_dir, tiny_config, data_dir, *SMALL_GRID))
+    return study_dir
+
+
+@pytest.fixture
+def study_copy(finished_study, tmp_path):
+    """A copy of ``finished_study`` (same name: the study's name is its folder's)."""
+    return Path(shutil.copytree(finished_study, tmp_path / STUDY))
+
+
+def main_run(study_dir, tiny_config, data_dir, *extra) -> list[str]:
+    return ["run", str(study_dir), "--config", str(tiny_config), f"--data_dir={data_dir}",
+            *SMALL_GRID, *extra]
+
+
+def one_error_line(capsys, *needles) -> str:
+    """stderr is one ``snnsim.study: error:`` line holding every needle (no traceback)."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("snnsim.study: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def journal_lines(study_dir) -> list[bytes]:
+    return (Path(study_dir) / study_mod.STORAGE_FILE).read_bytes().splitlines(keepends=True)
+
+
+def write_journal(study_dir, lines) -> None:
+    (Path(study_dir) / study_mod.STORAGE_FILE).write_bytes(b"".join(lines))
+
+
+def test_a_study_folder_that_is_a_file_is_one_line(tmp_path, tiny_config, data_dir, capsys):
+    """It was a FileExistsError traceback (run) and 'holds no study' (report)."""
+    path = tmp_path / "s"
+    path.write_text("")
+    assert study_mod.main(main_run(path, tiny_config, data_dir)) == 2
+    one_error_line(capsys, f"{path}: exists and is not a folder")
+    assert study_mod.main(["report", str(path)]) == 2
+    one_error_line(capsys, f"{path}: exists and is not a folder")
+
+
+def test_a_journal_that_is_a_folder_is_one_line(tmp_path, tiny_config, data_dir, capsys):
+    """It was an IsADirectoryError traceback."""
+    journal = tmp_path / "s" / study_mod.STORAGE_FILE
+    journal.mkdir(parents=True)
+    for argv in (main_run(tmp_path / "s", tiny_config, data_dir), ["report", str(tmp_path / "s")]):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, f"{journal}: is not a file")
+
+
+def test_a_read_only_study_folder_is_one_line(tmp_path, tiny_config, data_dir, capsys,
+                                              monkeypatch):
+    """A read-only filesystem (simulated: the suite may run as root, for whom a mode
+    does not make a folder read-only): opening the journal for writing fails with
+    EROFS. It was an OSError traceback."""
+    import builtins
+    import errno
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and str(file).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, mode, *args, **kwargs)
+    (tmp_path / "s").mkdir()
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    assert study_mod.main(main_run(tmp_path / "s", tiny_config, data_dir)) == 2
+    one_error_line(capsys, str(tmp_path / "s" / study_mod.STORAGE_FILE), "Read-only file system")
+
+
+def test_a_garbage_line_in_the_journal_is_named(study_copy, tiny_config, data_dir, capsys):
+    """A damaged line: the error names the journal and the line (it named no file)."""
+    lines = journal_lines(study_copy)
+    write_journal(study_copy, lines[:5] + [b"{garbage\n"] + lines[5:])
+    journal = study_copy / study_mod.STORAGE_FILE
+    for argv in (main_run(study_copy, tiny_config, data_dir), ["report", str(study_copy)]):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, f"{journal} line 6: damaged")
+
+
+def test_a_journal_truncated_mid_line_is_reported(study_copy, tiny_config, data_dir, capsys,
+                                                  monkeypatch):
+    """Truncated to half: 'report' exited 0 with the trials the first half holds."""
+    monkeypatch.setattr(study_mod, "SETTLE_S", 0.2)
+    journal = study_copy / study_mod.STORAGE_FILE
+    data = journal.read_bytes()
+    journal.write_bytes(data[:len(data) // 2])
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, str(journal), "is incomplete", "truncated")
+
+
+def test_a_journal_truncated_at_a_line_is_cross_checked(study_copy, tiny_config, data_dir,
+                                                        capsys):
+    """Cut at a line end after the grid was enqueued and the first trial started: every
+    line parses, but a run folder holds a run no trial records. 'report' exited 0 with
+    the trials the journal still held."""
+    lines = journal_lines(study_copy)
+    started = [i for i, line in enumerate(lines) if b'"run_dir"' in line]
+    write_journal(study_copy, lines[:started[0]])       # before the first trial's run_dir
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, "is damaged or incomplete", "run folders no trial records",
+                       "tiny-seed0")
+
+
+def test_a_journal_missing_its_create_line_is_reported_at_once(study_copy, tiny_config,
+                                                               data_dir, capsys):
+    """Without its first line the journal's records belong to no study: 'report' said
+    'no study', 'run' created the study again over the old run folders (or waited)."""
+    write_journal(study_copy, journal_lines(study_copy)[1:])
+    t0 = time.monotonic()
+    for argv in (["report", str(study_copy)], main_run(study_copy, tiny_config, data_dir)):
+        assert study_mod.main(argv) == 2
+        one_error_line(capsys, "does not begin with the record that creates the study")
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_study_never_marked_ready_is_reported_not_waited_for(study_copy, tiny_config,
+                                                               data_dir, capsys):
+    """The journal lost the creator's 'ready' mark (and has not grown since): a joining
+    worker waited 600 s in silence; now it says what it waits for, and gives up once
+    the journal has not grown for READY_STALL_S."""
+    lines = [line for line in journal_lines(study_copy) if b'"ready"' not in line]
+    write_journal(study_copy, lines)
+    old = time.time() - 2 * study_mod.READY_STALL_S
+    os.utime(study_copy / study_mod.STORAGE_FILE, (old, old))
+    t0 = time.monotonic()
+    assert study_mod.main(main_run(study_copy, tiny_config, data_dir)) == 2
+    err = capsys.readouterr().err
+    assert "never marked ready" in err and str(study_copy / study_mod.STORAGE_FILE) in err
+    assert time.monotonic() - t0 < 30
+
+
+def test_report_says_partial_and_counts_trials(study_copy, tiny_config, data_dir, capsys):
+    """--extend adds seed 2 (one waiting trial); the report says how many grid points are
+    complete, that the study is partial, and the trials by state. It said neither."""
+    spec = study_mod.make_spec([str(tiny_config)], [0, 1, 2], {},
+                               {"data_dir": str(data_dir), "epochs": "1"}, {}, None)
+    storage = study_mod.open_storage(study_copy, None)
+    study = study_mod.create_or_join(storage, STUDY, spec, extend=True)
+    assert study.user_attrs["point_choices"] == ["tiny-seed0", "tiny-seed1"]
+    assert study_mod.main(["report", str(study_copy), "--device", "test"]) == 0
+    out = capsys.readouterr().out
+    status = ("2 of 3 grid points complete (partial: the tables cover the completed runs "
+              "only); trials: 2 complete, 0 running, 1 waiting, 0 failed (0 of them retried)")
+    assert status in out
+    assert f"Study status: {status}." in (study_copy / "report.md").read_text()
+
+
+def test_extend_adds_a_seed_to_a_study(study_copy, tiny_config, data_dir):
+    """The same arguments with seed 2 added: refused without --extend (with the way
+    forward), with it the new point alone is run; the old trials stay as they were."""
+    grid3 = ["--seeds", "0,1,2", "--epochs=1", *FAST_RETRY]
+    out = finish(worker(study_copy, tiny_config, data_dir, *grid3), timeout=120, status=2)
+    assert "created with other arguments" in out and "--extend" in out
+    before = {t.number: t.datetime_complete for t in load(study_copy).get_trials()}
+    out = finish(worker(study_copy, tiny_config, data_dir, *grid3, "--extend"))
+    assert "extended study 'grid1': 1 new grid point" in out
+    assert "trial 2 tiny-seed2: starting" in out and "tiny-seed0" not in out
+    study = load(study_copy)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert {t.number: t.datetime_complete for t in study.get_trials()[:2]} == before
+    assert metrics_epochs(study_copy / "trials" / "tiny-seed2") == [1]
+    assert study.user_attrs["spec"]["seeds"] == [0, 1, 2]
+    # Now the new arguments are the study's: a worker with them (without --extend) joins.
+    assert "ran none" in finish(worker(study_copy, tiny_config, data_dir, *grid3))
+    # An extension must keep the other arguments.
+    out = finish(worker(study_copy, tiny_config, data_dir, "--seeds", "0,1,2,3", "--epochs=2",
+                        *FAST_RETRY, "--extend"), timeout=120, status=2)
+    assert "the overrides (--key=value) differ" in out
+
+
+def test_a_study_of_the_previous_version_is_joined(tmp_path, capsys):
+    """Compatibility: a study created by the previous version (the Table 3 CNN study,
+    scripts/table3_cnn.sh: --config fashion_mnist_cnn --seeds 0,1,2,3,4 --epochs=100
+    --grace 600 --max-retry 100) is joined with the same arguments, not refused as
+    'created with other arguments'. Its journal is written here as that version wrote
+    it: the spec literal below is what its make_spec stored, then one enqueued trial per
+    point, the 'ready' mark; every trial completed, so the worker finds nothing to do."""
+    from optuna.trial import TrialState
+    study_dir = tmp_path / "table3-cnn"
+    study_dir.mkdir()
+    (study_dir / study_mod.STORAGE_FILE).touch()
+    stored = {"configs": ["fashion_mnist_cnn"], "seeds": [0, 1, 2, 3, 4], "vary": {},
+              "fixed": {"epochs": "100"}, "search": {}, "n_trials": None}
+    names = [f"fashion_mnist_cnn-seed{s}" for s in range(5)]
+    study = optuna.create_study(storage=study_mod.open_storage(study_dir, None),
+                                study_name="table3-cnn", direction="maximize")
+    study.set_user_attr("spec", stored)
+    for name in names:
+        study.enqueue_trial({"point": name}, skip_if_exists=False)
+    study.set_user_attr("ready", True)
+    for name in names:
+        trial = study_mod.pop_waiting(study)
+        assert trial.suggest_categorical("point", names) == name
+        trial.set_user_attr("run_dir", f"trials/{name}")
+        (study_dir / "trials" / name).mkdir(parents=True)
+        study.tell(trial, 90.0)
+    argv = ["run", str(study_dir), "--config", "fashion_mnist_cnn", "--seeds", "0,1,2,3,4",
+            "--epochs=100", "--grace", "600", "--max-retry", "100"]
+    assert study_mod.main(argv) == 0, capsys.readouterr().err
+    assert "this worker ran none" in capsys.readouterr().out
+    assert [t.state for t in load(study_dir).get_trials()] == [TrialState.COMPLETE] * 5
+    # Extending it with a sixth seed keeps the five trials' points readable.
+    spec = study_mod.make_spec(["fashion_mnist_cnn"], list(range(6)), {}, {"epochs": "100"},
+                               {}, None)
+    study = study_mod.create_or_join(study_mod.open_storage(study_dir, None), "table3-cnn", spec,
+                                     extend=True)
+    trials = study.get_trials()
+    assert [study_mod.trial_point(t) for t in trials] == [*names, "fashion_mnist_cnn-seed5"]
+    retry = optuna.trial.Trial(study, trials[0]._trial_id)
+    assert study_mod.suggest(retry, spec)["seed"] == 0
+
+
+# --- workers stopped, paused, terminated -------------------------------------------------------
+def test_sigterm_to_a_worker_queues_its_trial(tmp_path, tiny_config, data_dir):
+    """SIGTERM to the worker alone (a scheduler ending a job): as SIGINT, the run is
+    stopped resumably, the trial failed and queued to resume, exit 130. SIGTERM used to
+    kill the worker on the spot, leaving its trial RUNNING until --grace passed."""
+    study_dir = tmp_path / "term"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    a = worker(study_dir, tiny_config, data_dir, "--seeds", "0", "--epochs=100000")
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs")
+    a.send_signal(signal.SIGTERM)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
+                 status=study_mod.EXIT_INTERRUPTED)
+    assert "stopped (exit 130); queued to resume" in out and "terminated (SIGTERM);" in out
+    assert "Traceback" not in out
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == failed.number
+
+
+def test_a_paused_worker_discards_its_late_result(tmp_path, tiny_config, data_dir):
+    """Worker A is paused (SIGSTOP) past --grace while its run trains on; worker B
+    declares A's trial stale, and its retry waits for A's run to release the folder,
+    then resumes it. A, continued, finds its trial failed: it discards the late
+    result with a note and ends normally. A crashed with Optuna's
+    UpdateFinishedTrialError, and B's retry was refused by the run folder's lock."""
+    epochs = 60
+    study_dir = tmp_path / "stale"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    args = ["--seeds", "0", f"--epochs={epochs}", *FAST_RETRY]
+    a = worker(study_dir, tiny_config, data_dir, *args)
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 1, a, 120, "worker A's first epoch")
+    a.send_signal(signal.SIGSTOP)
+    try:
+        out_b = finish(worker(study_dir, tiny_config, data_dir, *args))
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out_a = finish(a, timeout=120)
+    assert "trial 0: its worker stopped beating; queued to resume" in out_b
+    assert "declared this trial stale while it ran" in out_a and "is discarded" in out_a
+    assert "Traceback" not in out_a + out_b
+    failed, retry = load(study_dir).get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))    # each epoch once
+
+
+def test_a_journal_damaged_while_the_worker_runs_is_named(study_copy, tiny_config, data_dir,
+                                                          capsys, monkeypatch):
+    """Damage that appears after the worker's own check (another process writing garbage):
+    Optuna's JSONDecodeError named no file; the journal is checked again for the line."""
+    journal = study_copy / study_mod.STORAGE_FILE
+    n = len(journal_lines(study_copy))
+
+    def damage_then_read(study, study_dir, path):
+        with open(journal, "ab") as f:          # garbage, then a line (Optuna skips a
+            f.write(b"{garbage\n" + journal_lines(study_copy)[-1])    # last bad line)
+        study.get_trials()                  # Optuna reads the new lines
+    monkeypatch.setattr(study_mod, "check_consistent", damage_then_read)
+    assert study_mod.main(main_run(study_copy, tiny_config, data_dir)) == 2
+    one_error_line(capsys, f"{journal} line ", ": damaged")
+    assert n < len(journal_lines(study_copy))
+
+
+def test_a_retry_waits_for_the_run_folder_to_be_released(tmp_path):
+    """study.wait_for_folder: while another holder has the run folder's lock (the run of
+    a stale trial, still training), the retry waits, saying so, instead of starting a
+    run that the lock refuses (exit 2: the retry failed for good)."""
+    import threading
+
+    from snnsim.training import runfolder
+    run_dir = tmp_path / "run"
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with runfolder.locked(run_dir):
+            held.set()
+            release.wait(60)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(60)
+    lines = []
+    threading.Timer(1.0, release.set).start()
+    t0 = time.monotonic()
+    study_mod.wait_for_folder(run_dir, lines.append, "trial 1 x")
+    thread.join(60)
+    assert time.monotonic() - t0 >= 0.9           # it waited for the release (after 1 s)
+    assert len(lines) == 1 and "is still in use" in lines[0]
+    assert not study_mod.folder_in_use(run_dir)

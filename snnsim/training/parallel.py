@@ -12,7 +12,11 @@ weight clamp make the same step on every rank that one process makes (up to
 the order of the floating-point sum).
 
 Rank 0 alone checks, locks and writes the run folder; its refusal reaches the
-other ranks through :meth:`DataParallel.agree`. A stop request (SIGINT, SIGTERM)
+other ranks through :meth:`DataParallel.agree`. The same collective compares the
+ranks' configs (a digest of every field but ``out`` and ``progress``, which only
+rank 0 uses): ranks started with other arguments (``--lr`` on one of them, another
+``--network``, which hung in the first Allreduce) stop before the first step with
+one line naming the fields, exit status 2 on every rank. A stop request (SIGINT, SIGTERM)
 is shared after every step (:meth:`DataParallel.check_stop`), so a signal to any
 rank stops all of them after the same step.
 
@@ -34,7 +38,9 @@ in CI): treat it as unverified.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import sys
 import traceback
 
@@ -87,18 +93,41 @@ class DataParallel:
                               f"batches of {batch_size} has {last}: change batch_size or "
                               "train_subset")
 
-    def agree(self, error: BaseException | None = None) -> None:
-        """Collective, called by every rank once its setup is done (``error`` None) or
-        has failed with a user error (``error``): rank 0 alone checks and locks the run
-        folder, so the others must learn of its refusal instead of waiting for it in
-        the first Allreduce. If any rank failed, every rank leaves: the first failed
-        rank raises its error (one line, exit status 2), the others exit 2 quietly."""
-        failed = self.comm.allgather(error is not None)
+    def agree(self, error: BaseException | None = None, config=None) -> None:
+        """Collective, called by every rank once its setup is done (``error`` None, and
+        its ``config``, a TrainConfig) or has failed with a user error (``error``): rank 0
+        alone checks and locks the run folder, so the others must learn of its refusal
+        instead of waiting for it in the first Allreduce. If any rank failed, every rank
+        leaves: the first failed rank raises its error (one line, exit status 2), the
+        others exit 2 quietly. The same allgather carries each rank's config digest
+        (:func:`config_digest`): if they differ, rank 0 names the differing fields (one
+        line) and every rank exits 2."""
+        digest = config_digest(config) if config is not None else None
+        gathered = self.comm.allgather((error is not None, digest))
         self.agreed = True
-        if not any(failed):
-            return
-        if error is not None and self.rank == failed.index(True):
-            raise error
+        failed = [f for f, _ in gathered]
+        if any(failed):
+            if error is not None and self.rank == failed.index(True):
+                raise error
+            raise SystemExit(EXIT_USAGE)
+        if len({d for _, d in gathered}) > 1:
+            self._refuse_configs(config, [d for _, d in gathered])
+
+    def _refuse_configs(self, config, digests: list) -> None:
+        """Every rank leaves with exit status 2; rank 0 says which ranks differ from it
+        and in which fields (a second collective, on this error path only)."""
+        from ..cli import report_error
+        configs = self.comm.gather(_compared(config), root=0)
+        if self.root:
+            ranks = [r for r, d in enumerate(digests) if d != digests[0]]
+            fields = sorted({k for r in ranks for k in set(configs[0]) | set(configs[r])
+                             if configs[r].get(k) != configs[0].get(k)})
+            shown = ", ".join(f"{k} {configs[ranks[0]].get(k)!r} (rank 0: {configs[0].get(k)!r})"
+                              for k in fields[:4])
+            report_error("train", ConfigError(
+                f"data-parallel ranks {ranks} were given another config than rank 0: {shown}"
+                f"{', ...' if len(fields) > 4 else ''}; every rank must get the same arguments"))
+            sys.stderr.flush()
         raise SystemExit(EXIT_USAGE)
 
     def check_stop(self, stop) -> None:
@@ -168,4 +197,20 @@ class DataParallel:
         return np.random.default_rng([seed, 2, epoch, batch, self.rank])
 
 
-__all__ = ["DataParallel"]
+#: Config fields only rank 0 uses (the run folder, the progress bar; a default ``out``
+#: holds the second each rank resolved it in), left out of the comparison.
+RANK0_FIELDS = ("out", "progress")
+
+
+def _compared(config) -> dict:
+    """The config's fields the ranks must agree on, as JSON-like values."""
+    return {k: v for k, v in config.to_dict().items() if k not in RANK0_FIELDS}
+
+
+def config_digest(config) -> str:
+    """SHA-256 of the config's compared fields (:func:`_compared`), canonical JSON."""
+    text = json.dumps(_compared(config), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+__all__ = ["DataParallel", "config_digest"]

@@ -461,7 +461,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             log(f"removed {len(removed)} temporary file(s) a killed run left in {run_dir}")
     if dp is not None:
         dp.check_batches(len(train_split), cfg.batch_size)
-        dp.agree()          # rank 0's folder checks passed (else every rank leaves here)
+        dp.agree(config=cfg)     # rank 0's folder checks passed and the ranks' configs agree
+                                 # (else every rank leaves here)
     log("snnsim.train: resolved config")
     log(cfg.format())
     log("data files read:\n" + provenance.describe(data_files))
