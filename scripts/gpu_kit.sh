@@ -33,7 +33,7 @@ PLATFORM=manylinux2014_x86_64      # pip expands it to every older manylinux tag
 MAX_MIB=${GPU_KIT_MAX_MIB:-64}
 
 die() { echo "gpu_kit: $1" >&2; exit "${2:-1}"; }
-usage() { sed -n '4,5p' "$0" | sed 's/^# *//' >&2; }
+usage() { sed -n '5p' "$0" | sed 's/^# *//'; }
 
 dir="" pyver=3.12
 while [ $# -gt 0 ]; do
