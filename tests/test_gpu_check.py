@@ -68,9 +68,9 @@ def test_gpu_tests_collect_without_the_test_only_packages():
 
 
 # --- the plan --------------------------------------------------------------------------------
-def plan_steps():
-    """(name, where, limit) of every step that `gpu_check.sh --plan` lists, in order."""
-    proc = run([CHECK, "--plan"])
+def plan_steps(*args):
+    """(name, where, limit) of every step that `gpu_check.sh --plan ARGS` lists, in order."""
+    proc = run([CHECK, "--plan", *args])
     assert proc.returncode == 0, proc.stderr
     steps = re.findall(r"^  (\S+)\s+(cpu|gpu|dry)\s+(\d+) s  ", proc.stdout, flags=re.M)
     assert steps, proc.stdout
@@ -212,3 +212,15 @@ def test_kit_over_the_size_limit_is_refused_and_nothing_written(kit, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("gpu_kit: the kit would be ")
     assert "over the 1 MiB" in proc.stderr
     assert not target.exists() and not list(tmp_path.glob(".gpu-kit.*"))
+
+
+@needs_data
+def test_docs_table_has_the_scripts_steps_and_limits(kit):
+    """docs/gpu.md's table of the GPU run: the steps of `--plan --kit`, in order, with its limits."""
+    rows = [line.split("|")[1:3] for line in (REPO / "docs" / "gpu.md").read_text().splitlines()
+            if line.startswith("| `")]
+    documented = [(name, int(limit)) for names, limits in rows
+                  for name, limit in zip(re.findall(r"`(\w+)`", names), re.findall(r"(\d+) s", limits),
+                                         strict=True)]
+    planned = plan_steps("--kit", kit[0])
+    assert documented == [(name, limit) for name, where, limit in planned if where != "dry"]
