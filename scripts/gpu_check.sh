@@ -12,7 +12,8 @@
 #            included: whichever CuPy imports (cupy-cuda12x, cupy-cuda13x) is used.
 # --dry-run  on any machine, GPU or not: runs the steps that need no GPU (the kit, the imports,
 #            the collection of the GPU tests, the NumPy bench line with 1 timed batch, one CPU
-#            epoch of the CNN on 200 samples) and prints the command of each GPU step.
+#            epoch of the CNN on 200 samples), and prints the command of each GPU step and
+#            checks that it parses (its options exist and their values are valid).
 # --plan     prints the steps, their time limits and commands, and exits.
 #
 # Steps, in this order; each runs under `timeout` (SIGINT at its limit, SIGKILL 5 s later),
@@ -141,6 +142,28 @@ say("snnsim: the cupy backend is usable")
 EOF
 )
 
+# --- a dry run's check of a GPU step's command: it parses (its options exist, its values are
+# valid), without a GPU; snnsim.bench's backends are taken as numpy, cupy being the GPU's ---
+ARGS_CHECK=$(cat <<'EOF'
+import sys
+argv = sys.argv[1:]
+if argv[0] == "-c":
+    compile(argv[1], "<the step's program>", "exec")
+elif argv[1] == "snnsim.bench":
+    from snnsim.analysis.bench import check_args, make_parser
+    parser = make_parser()
+    args = parser.parse_args(argv[2:])
+    args.backends = "numpy"
+    check_args(parser, args)
+elif argv[1] == "snnsim.train":
+    from snnsim.training.train import parse_args
+    parse_args(argv[2:])
+else:
+    sys.exit(f"no check of python {' '.join(argv[:2])} here")
+print("the command parses")
+EOF
+)
+
 # --- the plan ---------------------------------------------------------------------------------
 # step NAME LIMIT WHERE COMMAND...; WHERE: cpu (always run), gpu (needs the GPU; a dry run
 # prints it), dry (a dry run's stand-in for GPU work; not part of a GPU run)
@@ -207,7 +230,16 @@ step_run() {
   index=$((index + 1))
   if [ "$where" = gpu ] && [ -n "$dry" ]; then
     echo "== [$index/$count] $name: the GPU run would run (at most $limit s): $(show "$name" "$@")"
-    note "$name" "dry run: not run"
+    if [ "$name" = pytest_gpu ]; then        # its tests: collect_gpu
+      note "$name" "dry run: not run"
+    elif timeout "$limit" "$1" -c "$ARGS_CHECK" "${@:2}" > "$results/$name.log" 2>&1; then
+      note "$name" "dry run: not run; its command parses"
+    else
+      echo "-- $name: its command does not parse:"
+      cat "$results/$name.log"
+      note "$name" "dry run: its command does not parse (see $name.log)"
+      failed=1
+    fi
     return
   fi
   if [ "$where" = gpu ] && [ "$gpu_ok" = 0 ]; then
