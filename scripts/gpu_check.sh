@@ -171,7 +171,7 @@ nb=(--batches 5 --max-batches-slow 2)               # bench_numpy on a GPU machi
 [ -n "$dry" ] && nb=(--batches 1 --warmup 1 --max-batches-slow 1)
 plan() {
   [ ${#wheels[@]} -gt 0 ] && step kit 15 cpu env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL \
-    PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$PY" -m pip install --disable-pip-version-check \
+    PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --disable-pip-version-check \
     --no-index --no-deps -q --target "$site" "${wheels[@]/#/$kit/}"
   step imports 25 cpu "$PY" -c "$IMPORTS" "${IMPORT_NAMES[@]}"
   step collect_gpu 60 dry "$PY" -m pytest -q -p no:cacheprovider -m gpu --collect-only

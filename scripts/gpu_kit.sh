@@ -6,6 +6,7 @@
 #
 # DIR gets:
 #   wheels/               the wheels of KIT_PACKAGES below for CPython X.Y on manylinux x86_64
+#                         (glibc 2.28 or later: PLATFORMS below)
 #                         (pip download --only-binary :all: --no-deps: nothing is built)
 #   data/fashion-mnist/   Fashion-MNIST's four IDX files, from wherever snnsim finds them
 #                         ($SNNSIM_DATA_DIR, data/, /usr/share/datasets; see data/README.md),
@@ -29,7 +30,10 @@
 set -uo pipefail
 
 KIT_PACKAGES=(array-api-compat)
-PLATFORM=manylinux2014_x86_64      # pip expands it to every older manylinux tag as well
+# glibc 2.28 and later (CUDA 13 runs on nothing older); pip expands manylinux2014 to the
+# older manylinux2010 and manylinux1, not a manylinux_2_x tag to the ones below it
+PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64
+           manylinux_2_17_x86_64 manylinux2014_x86_64)
 MAX_MIB=${GPU_KIT_MAX_MIB:-64}
 
 die() { echo "gpu_kit: $1" >&2; exit "${2:-1}"; }
@@ -67,9 +71,9 @@ trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"   # mktemp made it private; the kit is for whoever runs the check
 mkdir -p "$tmp/wheels" "$tmp/data/fashion-mnist"
 
-echo "== wheels for CPython $pyver, $PLATFORM: ${KIT_PACKAGES[*]}"
+echo "== wheels for CPython $pyver, x86_64, glibc 2.28 or later: ${KIT_PACKAGES[*]}"
 "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary :all: \
-  --python-version "$pyver" --implementation cp --platform "$PLATFORM" \
+  --python-version "$pyver" --implementation cp "${PLATFORMS[@]/#/--platform=}" \
   --dest "$tmp/wheels" "${KIT_PACKAGES[@]}" \
   || die "pip could not download ${KIT_PACKAGES[*]} for Python $pyver (see its message above)"
 
@@ -104,7 +108,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)
 {
   echo "snnsim GPU kit, made by scripts/gpu_kit.sh for scripts/gpu_check.sh --kit"
   echo "python $pyver"
-  echo "platform $PLATFORM"
+  echo "platforms ${PLATFORMS[*]}"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from snnsim commit $commit"
   echo "packages ${KIT_PACKAGES[*]}"
 } > "$tmp/kit.txt"
