@@ -59,6 +59,9 @@ while [ $# -gt 0 ]; do
     *) [ -z "$results" ] || die "one RESULTS_DIR only, got $results and $1"; results=$1; shift ;;
   esac
 done
+if [ -z "$dry$plan_only" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+  die "nvidia-smi not found: this script needs a machine with an NVIDIA GPU (or --dry-run)"
+fi
 # paths given relative to the caller's folder, resolved before the cd to the source tree
 if [ -n "$kit" ]; then
   [ -f "$kit/kit.txt" ] || die "--kit $kit: no kit.txt there; make the kit with bash scripts/gpu_kit.sh $kit"
@@ -86,8 +89,10 @@ if [ -n "$kit" ]; then
   [ "$kit_py" = "$here_py" ] \
     || die "--kit $kit is for Python ${kit_py:-?} and $PY is $here_py: make one with bash scripts/gpu_kit.sh DIR --python-version $here_py"
   [ -f "$kit/SHA256SUMS" ] || die "--kit $kit: no SHA256SUMS; make the kit again with scripts/gpu_kit.sh"
-  bad=$(cd "$kit" && sha256sum -c SHA256SUMS 2>/dev/null | grep -v ': OK$' | cut -d: -f1 | paste -sd, -)
-  [ -z "$bad" ] || die "--kit $kit: missing or changed: ${bad//,/, } (SHA256SUMS); make the kit again with scripts/gpu_kit.sh"
+  if ! sums=$(cd "$kit" && sha256sum -c SHA256SUMS 2>/dev/null); then
+    bad=$(printf '%s\n' "$sums" | grep -v ': OK$' | cut -d: -f1 | paste -sd, -)
+    die "--kit $kit: does not match its SHA256SUMS (${bad:-no checksum line read}: missing or changed); make the kit again with scripts/gpu_kit.sh"
+  fi
   mapfile -t wheels < <(sed -n 's|^[0-9a-f]*  \(wheels/.*\.whl\)$|\1|p' "$kit/SHA256SUMS")
   if [ -z "$plan_only" ]; then
     site=$(mktemp -d "${TMPDIR:-/tmp}/snnsim-gpu-kit.XXXXXX") || die "cannot make a temporary folder"
@@ -126,7 +131,7 @@ for line in smi.stdout.splitlines():
     say(line)
 import cupy
 dists = []
-for d in ("cupy-cuda13x", "cupy-cuda12x", "cupy"):   # whichever is installed: none is installed here
+for d in ("cupy-cuda13x", "cupy-cuda12x", "cupy"):   # the machine's own: the check installs none
     try:
         dists.append(f"{d} {md.version(d)}")
     except md.PackageNotFoundError:
@@ -263,9 +268,6 @@ step_run() {
 }
 step() { step_run "$@"; }
 
-if [ -z "$dry" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
-  die "nvidia-smi not found: this script needs a machine with an NVIDIA GPU (or --dry-run)"
-fi
 echo "== results in $results; python $PY; kit ${kit:-none}; $([ -n "$dry" ] && echo "dry run")"
 plan
 
