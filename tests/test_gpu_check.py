@@ -105,7 +105,9 @@ def test_plan_prints_every_gpu_step_command():
 # --- bad arguments ---------------------------------------------------------------------------
 def test_check_bad_arguments_are_one_line(tmp_path):
     one_line_error(run([CHECK, "--bogus"]), "--bogus")
-    one_line_error(run([CHECK, "--kit", tmp_path / "nothing"]), "--kit", "gpu_kit.sh")
+    one_line_error(run([CHECK, "--dry-run", "--kit", tmp_path / "nothing"]), "--kit", "gpu_kit.sh")
+    one_line_error(run([CHECK, tmp_path / "r"]), "nvidia-smi")         # not a GPU machine
+    assert not (tmp_path / "r").exists()
     one_line_error(run([CHECK, "--kit"]), "--kit")
     full = tmp_path / "full"
     full.mkdir()
