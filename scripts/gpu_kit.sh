@@ -20,8 +20,7 @@
 # Put DIR inside the source tree (gpu-kit/ is ignored by git) so that it is copied with it.
 #
 # KIT_PACKAGES: snnsim's run-time dependencies that a GPU machine may lack. The machines this
-# is made for (docs/gpu.md) have numpy, scipy, h5py, matplotlib, pyyaml, tqdm, numba, pytest,
-# pytest-timeout, hypothesis, filelock, threadpoolctl, mpi4py, CuPy and PyTorch; they lack
+# is made for (docs/gpu.md) hold scripts/gpu_machine_packages.txt, CuPy and PyTorch; they lack
 # array-api-compat (without it `import snnsim` fails). Wheels are downloaded without their
 # dependencies: a package added here whose own dependencies are missing there fails the dry
 # run (`gpu_check.sh --kit DIR --dry-run` in a thin environment, as .ci/run does) until they
@@ -30,8 +29,9 @@
 set -uo pipefail
 
 KIT_PACKAGES=(array-api-compat)
-# glibc 2.28 and later (CUDA 13 runs on nothing older); pip expands manylinux2014 to the
-# older manylinux2010 and manylinux1, not a manylinux_2_x tag to the ones below it
+# a GPU machine is taken to have glibc 2.28 or later (RHEL 8, Ubuntu 20.04 and later); pip
+# expands manylinux2014 to the older manylinux2010 and manylinux1, but a manylinux_2_x tag
+# not to the ones below it: hence the list
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 manylinux_2_24_x86_64
            manylinux_2_17_x86_64 manylinux2014_x86_64)
 MAX_MIB=${GPU_KIT_MAX_MIB:-64}
