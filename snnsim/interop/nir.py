@@ -123,12 +123,11 @@ def network_to_nir(net, *, dt: float = DT, config: dict | None = None, source: s
     _check_exportable(net)
     if not dt > 0:
         raise NIRError(f"dt must be positive, got {dt}")
-    first_dense = isinstance(net.layers[0], Dense)
-    in_shape = (math.prod(net.input_shape),) if first_dense else net.input_shape
-    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
+    first = next(layer for layer in net.layers if not isinstance(layer, Dropout))
+    shape = (math.prod(net.input_shape),) if isinstance(first, Dense) else net.input_shape
+    nodes = {"input": nir.Input(input_type={"input": np.array(shape)})}
     edges, prev, gain, gains, dropped = [], "input", 1.0, [], []
     for i, layer in enumerate(net.layers):
-        shape_in, shape_out = net.shapes[i], net.shapes[i + 1]
         if isinstance(layer, Dropout):
             dropped.append(f"layer {i}: dropout p={layer.p}")
             continue
@@ -140,12 +139,11 @@ def network_to_nir(net, *, dt: float = DT, config: dict | None = None, source: s
             gain *= layer.gain
             gains.append(layer.gain)
         else:
-            W = np.asarray(layer.params["W"] if isinstance(layer.params["W"], np.ndarray)
-                           else _host(layer.params["W"]))
+            W = _host(layer.params["W"])
             if isinstance(layer, Dense):
-                if len(shape_in) > 1 and i > 0:
+                if len(shape) > 1:                  # NIR has no batch axis: start at 0
                     flat = f"flatten_{i}"
-                    nodes[flat] = nir.Flatten(input_type={"input": np.array(shape_in)},
+                    nodes[flat] = nir.Flatten(input_type={"input": np.array(shape)},
                                               start_dim=0, end_dim=-1)
                     edges.append((prev, flat))
                     prev = flat
@@ -153,25 +151,25 @@ def network_to_nir(net, *, dt: float = DT, config: dict | None = None, source: s
                 nodes[name] = nir.Linear(weight=W)
             else:
                 name = f"conv_{i}"
-                nodes[name] = nir.Conv2d(input_shape=tuple(shape_in[1:]), weight=W,
+                nodes[name] = nir.Conv2d(input_shape=tuple(shape[1:]), weight=W,
                                          stride=(layer.stride, layer.stride),
                                          padding=(layer.padding, layer.padding), dilation=(1, 1),
                                          groups=1, bias=np.zeros(W.shape[0], dtype=W.dtype))
             edges.append((prev, name))
             prev = name
             name = f"lif_{i}"
-            nodes[name] = _cuba_lif(shape_out, net.neuron_of(layer), dt, gain)
+            nodes[name] = _cuba_lif(net.shapes[i + 1], net.neuron_of(layer), dt, gain)
             gain = 1.0
         edges.append((prev, name))
         prev = name
+        shape = net.shapes[i + 1]
     nodes["output"] = nir.Output(output_type={"output": np.array(net.shapes[-1])})
     edges.append((prev, "output"))
     meta = {"format": META_FORMAT, "version": META_VERSION, "dt": dt,
             "theta_s": net.neuron.theta_s, "theta_m": net.neuron.theta_m, "v_th": net.neuron.v_th,
             "reset": net.neuron.reset, "pool_gains": gains, "input_shape": list(net.input_shape),
             "network": net.describe(), "dropped": dropped, "config": config, "source": source}
-    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: json.dumps(meta)})
-    return graph
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: json.dumps(meta)})
 
 
 def _host(a) -> np.ndarray:
@@ -458,8 +456,9 @@ def read_graph(graph, dt: float | None = None) -> Imported:
                 raise NIRError(f"node {name!r}: a Flatten not followed by a Linear; snnsim "
                                "flattens only into a dense layer")
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-            if pending is not None or not lifs:
-                raise NIRError(f"node {name!r}: pooling must read the spikes of a CubaLIF")
+            if pending is not None:
+                raise NIRError(f"node {name!r}: pooling between a weight node and its CubaLIF; "
+                               "snnsim pools the spikes of a layer (or the input)")
             layer, shape = _pool_layer(name, node, shape)
             pools.append(layer)
         else:
@@ -614,15 +613,18 @@ Export a trained network to NIR, the Neuromorphic Intermediate Representation th
 snnTorch, Norse, Lava-dl, Rockpool, Sinabs, SpiNNaker2 and others read, or import a NIR
 graph as an snnsim checkpoint (docs/nir.md).
 
-  export RUN_OR_CHECKPOINT OUT.nir   the network of a run folder (its best.h5) or a
-                                     checkpoint; dropout is left out (it is the identity
-                                     at inference); the paper preset's subtract reset has
-                                     no NIR form and is refused
-  import IN.nir OUT.h5               a checkpoint of epoch 0 that train --resume
-                                     fine-tunes and record and plots read
+  export RUN_OR_CHECKPOINT OUT.nir [--dt DT]
+        the network of a run folder (its best.h5) or a checkpoint; dropout is left out
+        (it is the identity at inference); the paper preset's subtract reset has no NIR
+        form and is refused
+  import IN.nir OUT.h5 [--dt DT] [--dataset NAME] [--n-steps T] [--dtype float32|float64]
+        a checkpoint of epoch 0 that train --resume fine-tunes and record and plots read;
+        a graph snnsim cannot represent (per-neuron time constants, v_leak or v_reset
+        other than 0, recurrent edges, unknown nodes) is refused, naming the node
 
 The file's time constants are written for one step of dt = 1e-4 s (snnTorch's fixed
 step); read them with that dt elsewhere (Norse: from_nir(graph, dt=1e-4)).
+"snnsim nir export --help" and "snnsim nir import --help" give the options in full.
 """
 
 
