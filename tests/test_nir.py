@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +40,6 @@ from snnsim.network import Network, repeat_static  # noqa: E402
 from snnsim.params import NeuronParams  # noqa: E402
 from snnsim.pool import Pool2d  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 T = 5
 DT = snir.DT
 #: float64: largest difference of a post-reset membrane, snnsim against a peer, in units of
@@ -348,21 +346,26 @@ def _checkpoint(tmp_path, spec, preset="authors", seed=3):
     return path, net, cfg
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "snnsim", "nir", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+def run_cli(capsys, *args):
+    """``snnsim nir ARGS`` through the package's dispatcher, in this process (a subprocess
+    would pay torch's import again): (exit status, stdout, stderr)."""
+    from snnsim.cli import main
+    capsys.readouterr()
+    rc = main(["nir", *map(str, args)])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out, err)
 
 
 @pytest.mark.parametrize("spec", ["784-40-10", "6C5-P2-8C5p2-P2-D0.2-30-10"])
-def test_cli_round_trip_checkpoint(spec, tmp_path):
+def test_cli_round_trip_checkpoint(spec, tmp_path, capsys):
     """nir export then nir import: the checkpoint holds the same network, weights and run
     settings (dropout restored from the metadata), and loads as record and train do."""
     from snnsim.analysis.record import network_from_checkpoint
     src, net, cfg = _checkpoint(tmp_path, spec)
-    out = run_cli("export", src.parent, tmp_path / "net.nir")
+    out = run_cli(capsys, "export", src.parent, tmp_path / "net.nir")
     assert out.returncode == 0, out.stderr
     assert ("dropout p=0.2" in out.stdout) == ("D0.2" in spec)
-    out = run_cli("import", tmp_path / "net.nir", tmp_path / "back.h5")
+    out = run_cli(capsys, "import", tmp_path / "net.nir", tmp_path / "back.h5")
     assert out.returncode == 0, out.stderr
     back, cfg2, ckpt = network_from_checkpoint(tmp_path / "back.h5")
     assert ckpt["epoch"] == 0 and cfg2.network == cfg.network and back.describe() == net.describe()
@@ -421,9 +424,9 @@ def test_export_refuses_subtract_reset_naming_the_layer():
         snir.network_to_nir(mlp(reset="subtract"))
 
 
-def test_cli_export_refuses_paper_preset_in_one_line(tmp_path):
+def test_cli_export_refuses_paper_preset_in_one_line(tmp_path, capsys):
     src, _, _ = _checkpoint(tmp_path, "784-20-10", preset="paper")
-    out = run_cli("export", src, tmp_path / "x.nir")
+    out = run_cli(capsys, "export", src, tmp_path / "x.nir")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "layer 0" in out.stderr and "subtract" in out.stderr
     assert not (tmp_path / "x.nir").exists()
@@ -456,10 +459,10 @@ def test_import_refuses_what_snnsim_cannot_represent(edit, message, tmp_path):
     assert "\n" not in str(exc.value)
 
 
-def test_cli_import_refusal_is_one_line_exit_2(tmp_path):
+def test_cli_import_refusal_is_one_line_exit_2(tmp_path, capsys):
     graph = _edited(tmp_path, lambda g: g.nodes["lif_0"].v_leak.__iadd__(0.1))
     nir.write(tmp_path / "leaky.nir", graph)
-    out = run_cli("import", tmp_path / "leaky.nir", tmp_path / "x.h5")
+    out = run_cli(capsys, "import", tmp_path / "leaky.nir", tmp_path / "x.h5")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "lif_0" in out.stderr
     assert not (tmp_path / "x.h5").exists()
 
@@ -516,9 +519,9 @@ def test_without_the_nir_package_one_line(monkeypatch):
         snir.network_to_nir(mlp())
 
 
-def test_cli_import_of_a_file_that_is_not_nir(tmp_path):
+def test_cli_import_of_a_file_that_is_not_nir(tmp_path, capsys):
     (tmp_path / "x.nir").write_bytes(b"not hdf5")
-    out = run_cli("import", tmp_path / "x.nir", tmp_path / "x.h5")
+    out = run_cli(capsys, "import", tmp_path / "x.nir", tmp_path / "x.h5")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a readable NIR file" in out.stderr
-    out = run_cli("import", tmp_path / "missing.nir", tmp_path / "x.h5")
+    out = run_cli(capsys, "import", tmp_path / "missing.nir", tmp_path / "x.h5")
     assert out.returncode == 2 and "no such NIR file" in out.stderr
