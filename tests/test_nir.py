@@ -376,6 +376,25 @@ def test_cli_round_trip_checkpoint(spec, tmp_path, capsys):
             np.testing.assert_array_equal(p[k], q[k])
 
 
+def test_imported_checkpoint_fine_tunes(tmp_path, capsys):
+    """train --resume accepts an imported checkpoint (a graph from elsewhere: no metadata)
+    and trains it from epoch 0 (a tiny synthetic Fashion-MNIST)."""
+    from test_train import write_fashion_mnist
+
+    from snnsim.training import train as train_mod
+    from snnsim.training.checkpoint import load_checkpoint
+    graph = export_graph(mlp("float32"), tmp_path)
+    graph.metadata = {}
+    nir.write(tmp_path / "foreign.nir", graph)
+    ckpt = tmp_path / "run" / "checkpoint.h5"
+    assert run_cli(capsys, "import", tmp_path / "foreign.nir", ckpt).returncode == 0
+    data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
+    assert train_mod.main(["--resume", str(ckpt), "--epochs", "1", "--data-dir", str(data),
+                           "--progress=false"]) == 0
+    after = load_checkpoint(ckpt)
+    assert after["epoch"] == 1 and after["config"]["network"] == "784-100-10"
+
+
 def test_snntorch_synaptic_export_reads_as_snntorch_runs(tmp_path):
     """An snnTorch network (α = 1-θs, β = 1-θm, threshold V_th/θs, zero reset without
     delay) through snnTorch's own export_to_nir gives, in snnsim, snnTorch's spikes."""

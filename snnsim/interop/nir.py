@@ -184,8 +184,9 @@ def export(source, out, dt: float = DT) -> dict:
     from ..analysis.record import network_from_checkpoint, resolve_checkpoint_path
     path = resolve_checkpoint_path(source)
     net, cfg, _ = network_from_checkpoint(path, backend="numpy")
-    graph = network_to_nir(net, dt=dt, config=cfg.replace(source="nir export", out=None).to_dict(),
-                           source=str(path))
+    # the run's folder and data folder belong to this machine, not to the file
+    config = cfg.replace(source="nir export", out=None, data_dir=None).to_dict()
+    graph = network_to_nir(net, dt=dt, config=config, source=str(path))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     nir.write(out, graph)
