@@ -544,3 +544,22 @@ def test_cli_import_of_a_file_that_is_not_nir(tmp_path, capsys):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a readable NIR file" in out.stderr
     out = run_cli(capsys, "import", tmp_path / "missing.nir", tmp_path / "x.h5")
     assert out.returncode == 2 and "no such NIR file" in out.stderr
+
+
+@pytest.mark.parametrize("tau_m, tau_s", [(5.0, 3.0), (13.0, 2.0), (7.0, 11.0), (30.0, 1.5)])
+def test_round_trip_other_time_constants(tau_m, tau_s, tmp_path):
+    """τm = 13 makes r·dt/τ_mem one ulp below 1: read as 1 (no weight folding), with and
+    without the metadata; the same time constants, weights and spikes come back."""
+    net = Network([Dense(30, weight_scale=2.5), Dense(10, weight_scale=2.5)], (784,),
+                  neuron=NeuronParams(tau_m=tau_m, tau_s=tau_s), dtype="float64", seed=4)
+    for keep_meta in (True, False):
+        graph = export_graph(net, tmp_path)
+        if not keep_meta:
+            graph.metadata = {}
+        back, imp = snir.network_from_nir(graph)
+        assert imp.notes == [] and back.neuron == net.neuron
+        for p, q in zip(net.params, back.params):
+            np.testing.assert_array_equal(p["W"], q["W"])
+        x = images(8)
+        for a, b in zip(snnsim_run(net, x)[0], snnsim_run(back, x)[0]):
+            np.testing.assert_array_equal(a, b)

@@ -339,10 +339,20 @@ def _read_lif(name: str, node, dt: float) -> _Lif:
                            f"dt = {dt:g} (dt/tau = {theta:g}); pass the graph's dt with --dt")
     if not vals["v_threshold"] > 0:
         raise NIRError(f"node {name!r}: v_threshold {vals['v_threshold']:g} is not positive")
-    factor = vals["w_in"] * vals["r"] * theta_m
+    factor = vals["w_in"] * _snap(vals["r"] * theta_m, 1.0)     # r = tau_mem/dt: θm r = 1
     if not factor > 0:
         raise NIRError(f"node {name!r}: w_in·r·dt/tau_mem = {factor:g} is not positive")
     return _Lif(theta_s, theta_m, vals["v_threshold"], factor)
+
+
+#: Relative distance below which a product of the file's values counts as the number it
+#: stands for: r·dt/τ_mem with r = τ_mem/dt is 1 only up to rounding (τm = 13: 1 - 1 ulp).
+ROUNDING = 8 * np.finfo(np.float64).eps
+
+
+def _snap(value: float, target: float) -> float:
+    """``target`` when ``value`` is it up to :data:`ROUNDING`, else ``value``."""
+    return target if abs(value - target) <= ROUNDING * abs(target) else value
 
 
 def _weight_layer(name: str, node, shape: tuple):
@@ -430,7 +440,7 @@ def read_graph(graph, dt: float | None = None) -> Imported:
                 raise NIRError(f"node {name!r}: two poolings in a row before it; snnsim reads one "
                                "between spiking layers")
             if prev_pools:                          # the factor is the pooling's gain
-                gain = prev_pools[0].gain * lif.factor
+                gain = _snap(prev_pools[0].gain * lif.factor, POOL_GAIN)
                 if gain != POOL_GAIN:
                     W = W * (gain / POOL_GAIN)
                     notes.append(f"node {name!r}: pooling gain {gain:g} folded into the weights "
@@ -489,12 +499,13 @@ def network_from_nir(graph_or_path, *, dt: float | None = None, dtype: str = "fl
     from ..params import NeuronParams
     graph = _read_file(graph_or_path) if isinstance(graph_or_path, (str, Path)) else graph_or_path
     imp = read_graph(graph, dt)
-    neuron = NeuronParams(tau_m=1.0 / imp.theta_m, tau_s=1.0 / imp.theta_s, v_th=imp.v_th)
-    if imp.meta:                                  # the exported values, not 1/(1/τ)
-        cfg = imp.meta.get("config") or {}
-        if "tau_m" in cfg and 1.0 / float(cfg["tau_m"]) == imp.theta_m and \
-                1.0 / float(cfg["tau_s"]) == imp.theta_s:
-            neuron = NeuronParams(tau_m=float(cfg["tau_m"]), tau_s=float(cfg["tau_s"]), v_th=imp.v_th)
+    tau_m, tau_s = 1.0 / imp.theta_m, 1.0 / imp.theta_s
+    saved = (imp.meta or {}).get("config") or {}
+    if {"tau_m", "tau_s"} <= set(saved):            # the exported values, not 1/(dt/(dt/θ))
+        theta_m, theta_s = 1.0 / float(saved["tau_m"]), 1.0 / float(saved["tau_s"])
+        if _snap(imp.theta_m, theta_m) == theta_m and _snap(imp.theta_s, theta_s) == theta_s:
+            tau_m, tau_s = float(saved["tau_m"]), float(saved["tau_s"])
+    neuron = NeuronParams(tau_m=tau_m, tau_s=tau_s, v_th=imp.v_th)
     for layer, v in zip([layer for layer in imp.layers if layer.spiking], imp.layer_v_th):
         if v != imp.v_th:                          # a layer's own threshold, as the authors' YAML
             layer.neuron = dataclasses.replace(neuron, v_th=v)
@@ -578,7 +589,8 @@ def _agrees(net, imp: Imported) -> bool:
     spiking = [layer for layer in net.layers if layer.spiking]
     same_layers = len(spiking) == len(imp.weights) and all(
         tuple(layer.params["W"].shape) == W.shape for layer, W in zip(spiking, imp.weights))
-    return (same_layers and net.neuron.theta_s == imp.theta_s and net.neuron.theta_m == imp.theta_m
+    return (same_layers and _snap(imp.theta_s, net.neuron.theta_s) == net.neuron.theta_s
+            and _snap(imp.theta_m, net.neuron.theta_m) == net.neuron.theta_m
             and all(net.neuron_of(layer).v_th == v for layer, v in zip(spiking, imp.layer_v_th))
             and all(layer.gain == POOL_GAIN for layer in net.layers if isinstance(layer, Pool2d)))
 
