@@ -282,7 +282,7 @@ def _chain(graph) -> list[str]:
             indegree[m] -= 1
             if indegree[m] == 0:
                 ready.append(m)
-    cyclic = [n for n in nodes if indegree[n] > 0]
+    cyclic = [n for n in nodes if indegree[n] > 0 and _reaches(succ, n, n)]
     if cyclic:
         raise NIRError(f"node {cyclic[0]!r}: a recurrent edge (a cycle through "
                        f"{', '.join(map(repr, cyclic))}); snnsim's networks are feed-forward")
@@ -307,6 +307,19 @@ def _chain(graph) -> list[str]:
     return order
 
 
+def _reaches(succ, start, goal) -> bool:
+    """Whether an edge path leads from ``start`` to ``goal`` (at least one edge)."""
+    seen, todo = set(), list(succ[start])
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(succ[n])
+    return False
+
+
 def _one_value(name: str, node, attr: str) -> float:
     """The value of a per-neuron parameter that must be the same for every neuron."""
     a = np.asarray(getattr(node, attr), dtype=np.float64)
@@ -323,6 +336,7 @@ class _Lif:
     theta_m: float
     v_th: float
     factor: float
+    v_th_layer: float = float("nan")     # its threshold against snnsim's u (after folding)
 
 
 def _read_lif(name: str, node, dt: float) -> _Lif:
@@ -408,6 +422,25 @@ def _pool_layer(name: str, node, shape: tuple):
         raise NIRError(f"node {name!r}: {exc}") from None
 
 
+def _fold_input_factor(name: str, lif: _Lif, W, pools: list, notes: list):
+    """``(W, threshold against snnsim's u)`` of a layer whose CubaLIF ``lif`` has the input
+    factor w_in·r·θm: after a pooling, the factor is the pooling's gain (snnsim's 1.1; any
+    other gain goes into W, noted); else it divides the threshold."""
+    W = np.array(W, copy=True)
+    if len(pools) > 1:
+        raise NIRError(f"node {name!r}: two poolings in a row before it; snnsim reads one "
+                       "between spiking layers")
+    if not pools:
+        return W, lif.v_th / lif.factor
+    gain = _snap(pools[0].gain * lif.factor, POOL_GAIN)
+    if gain != POOL_GAIN:
+        W = W * (gain / POOL_GAIN)
+        notes.append(f"node {name!r}: pooling gain {gain:g} folded into the weights as "
+                     f"{gain / POOL_GAIN:g} x (snnsim's pooling gain is {POOL_GAIN})")
+    pools[0].gain = POOL_GAIN
+    return W, lif.v_th
+
+
 def read_graph(graph, dt: float | None = None) -> Imported:
     """Read a NIR graph as snnsim layers (see the module docstring for what is read and what
     is refused). ``dt``: the step the time constants are written for (default: the
@@ -435,20 +468,7 @@ def read_graph(graph, dt: float | None = None) -> Imported:
                 raise NIRError(f"node {name!r}: {np.shape(node.v_threshold)} neurons after a layer "
                                f"of output {shape}")
             layer, W, prev_pools = pending
-            W = np.array(W, copy=True)
-            if len(prev_pools) > 1:
-                raise NIRError(f"node {name!r}: two poolings in a row before it; snnsim reads one "
-                               "between spiking layers")
-            if prev_pools:                          # the factor is the pooling's gain
-                gain = _snap(prev_pools[0].gain * lif.factor, POOL_GAIN)
-                if gain != POOL_GAIN:
-                    W = W * (gain / POOL_GAIN)
-                    notes.append(f"node {name!r}: pooling gain {gain:g} folded into the weights "
-                                 f"as {gain / POOL_GAIN:g} x (snnsim's pooling gain is {POOL_GAIN})")
-                prev_pools[0].gain = POOL_GAIN
-                lif.v_th_layer = lif.v_th
-            else:
-                lif.v_th_layer = lif.v_th / lif.factor
+            W, lif.v_th_layer = _fold_input_factor(name, lif, W, prev_pools, notes)
             lifs.append((name, lif))
             layers.append(layer)
             weights.append(W)
