@@ -323,6 +323,7 @@ def test_round_trip_snnsim_nir_snnsim(kind, keep_meta, tmp_path):
         graph.metadata = {}
     back, imp = snir.network_from_nir(graph, dtype="float32")
     assert imp.notes == []
+    assert imp.spec() == ("784-100-10" if kind == "mlp" else "6C5-P2-8C5p2-P2-30-10")
     assert [type(layer) for layer in back.layers] == [type(layer) for layer in net.layers]
     for p, q in zip(net.params, back.params):
         assert set(p) == set(q)

@@ -238,7 +238,9 @@ class Imported:
             if isinstance(layer, Dense):
                 tokens.append(str(layer.n_out))
             elif isinstance(layer, Conv2d):
-                tokens.append(f"{layer.out_channels}C{layer.kernel_size}p{layer.padding}s{layer.stride}")
+                tokens.append(f"{layer.out_channels}C{layer.kernel_size}"
+                              + (f"p{layer.padding}" if layer.padding else "")
+                              + (f"s{layer.stride}" if layer.stride != 1 else ""))
             else:
                 tokens.append(f"P{layer.kernel_size}")
         return "-".join(tokens)
