@@ -245,9 +245,16 @@ def export_graph(net, tmp_path, name="net"):
     return nir.read(path)
 
 
+def report(capsys, line: str) -> None:
+    """Print a comparison's counts also when pytest captures output (CI runs ``-q``): the
+    spike counts of the peers show in the log of every run."""
+    with capsys.disabled():
+        print(f"\n  [nir] {line}", end="")
+
+
 # --- float64: spike for spike -----------------------------------------------------------
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_peers_float64_spike_for_spike(kind, tmp_path):
+def test_peers_float64_spike_for_spike(kind, tmp_path, capsys):
     peers()
     net = mlp() if kind == "mlp" else cnn()
     x = images(16 if kind == "mlp" else 4)
@@ -263,7 +270,7 @@ def test_peers_float64_spike_for_spike(kind, tmp_path):
         for layer, (ref, got, mref, mgot) in enumerate(zip(s_ref, spikes, m_ref, mems)):
             ref_count, got_count = int(ref.sum()), int(got.sum())
             differ = int(np.count_nonzero(ref != got.astype(bool)))
-            print(f"{kind} float64 layer {layer}: snnsim {ref_count} spikes, {peer} {got_count}, "
+            report(capsys, f"{kind} float64 layer {layer}: snnsim {ref_count} spikes, {peer} {got_count}, "
                   f"{differ} differ of {ref.size}; max |ū diff| {np.abs(mref - mgot).max():.1e}")
             assert ref_count > 0.02 * ref.size or layer == len(s_ref) - 1, "too quiet to compare"
             assert differ == 0
@@ -297,7 +304,7 @@ def root_flips(ref, got, u, v_th):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_peers_float32_stock_flips_only_at_threshold(kind, tmp_path):
+def test_peers_float32_stock_flips_only_at_threshold(kind, tmp_path, capsys):
     peers()
     net32 = mlp("float32") if kind == "mlp" else cnn("float32")
     x = images(16 if kind == "mlp" else 4)
@@ -308,8 +315,9 @@ def test_peers_float32_stock_flips_only_at_threshold(kind, tmp_path):
     for peer, run in (("snnTorch", run_snntorch), ("Norse", run_norse)):
         spikes, _ = run(graph, x_in, batched, torch.float32)
         roots, descendants, worst = root_flips(s_ref, spikes, u_ref, net32.neuron.v_th)
-        counts = [(int(r.sum()), int(g.sum())) for r, g in zip(s_ref, spikes)]
-        print(f"{kind} float32 {peer}: spikes per layer (snnsim, peer) {counts}; "
+        counts = [(int(r.sum()), int(g.sum()), int(np.count_nonzero(r != g.astype(bool))))
+                  for r, g in zip(s_ref, spikes)]
+        report(capsys, f"{kind} float32 {peer}: per layer (snnsim spikes, peer spikes, differing) {counts}; "
               f"{roots} root flips (largest margin {worst:.1e}), {descendants} descendants")
 
 
@@ -396,7 +404,7 @@ def test_imported_checkpoint_fine_tunes(tmp_path, capsys):
     assert after["epoch"] == 1 and after["config"]["network"] == "784-100-10"
 
 
-def test_snntorch_synaptic_export_reads_as_snntorch_runs(tmp_path):
+def test_snntorch_synaptic_export_reads_as_snntorch_runs(tmp_path, capsys):
     """An snnTorch network (α = 1-θs, β = 1-θm, threshold V_th/θs, zero reset without
     delay) through snnTorch's own export_to_nir gives, in snnsim, snnTorch's spikes."""
     peers()
@@ -433,7 +441,7 @@ def test_snntorch_synaptic_export_reads_as_snntorch_runs(tmp_path):
     s_ref = snnsim_run(net, x.numpy())[0]
     for layer, (ref, got) in enumerate(zip(s_ref, (np.stack(hidden), np.stack(out)))):
         differ = int(np.count_nonzero(ref != got.astype(bool)))
-        print(f"snnTorch -> NIR -> snnsim layer {layer}: snnTorch {int(got.sum())} spikes, "
+        report(capsys, f"snnTorch -> NIR -> snnsim layer {layer}: snnTorch {int(got.sum())} spikes, "
               f"snnsim {int(ref.sum())}, {differ} differ of {ref.size}")
         assert got.sum() > 0 and differ == 0
 
