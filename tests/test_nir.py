@@ -34,6 +34,7 @@ import pytest
 nir = pytest.importorskip("nir", reason="the nir extra is not installed (pip install 'snnsim[nir]')")
 
 from snnsim.conv import Conv2d  # noqa: E402
+from snnsim.dropout import Dropout  # noqa: E402
 from snnsim.interop import nir as snir  # noqa: E402
 from snnsim.layers import Dense  # noqa: E402
 from snnsim.network import Network, repeat_static  # noqa: E402
@@ -572,3 +573,54 @@ def test_round_trip_other_time_constants(tau_m, tau_s, tmp_path):
         x = images(8)
         for a, b in zip(snnsim_run(net, x)[0], snnsim_run(back, x)[0]):
             np.testing.assert_array_equal(a, b)
+
+
+SMALL_CIFAR_YAML = """\
+Network: {epochs: 1, batch_size: 10, n_steps: 5, dataset: CIFAR10, lr: 0.0002, loss: kernel,
+          n_class: 10, tau_m: 5, tau_s: 3}
+Layers:
+  conv_1: {type: conv, in_channels: 3, out_channels: 4, kernel_size: 3, padding: 1, weight_scale: 5}
+  dropout_1: {type: dropout, p: 0.2}
+  conv_2: {type: conv, in_channels: 4, out_channels: 6, kernel_size: 3, padding: 1, stride: 2}
+  pooling_1: {type: pooling, kernel_size: 2}
+  dropout_2: {type: dropout, p: 0.2}
+  FC_1: {type: linear, n_inputs: 384, n_outputs: 20}
+  dropout_3: {type: dropout, p: 0.2}
+  FC_2: {type: linear, n_inputs: 20, n_outputs: 10}
+"""
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_cnn", "nmnist_cnn",
+                                  "small_cifar"])
+def test_config_networks_export_and_come_back(name, tmp_path):
+    """The shipped configs' networks, and a small one with the CIFAR-10 configs' layers
+    (conv with padding and stride, dropout after convs, pooling and dense layers; the
+    CIFAR-10 configs themselves hold 18 and 45 million weights): dropout left out of the
+    graph; read back as the same network (the metadata's config) or, from the graph
+    alone, the same spiking layers and pooling. A shipped config is named by its name and
+    another file by the paper's notation, never by this machine's path of the file."""
+    from snnsim.training.config import load_config_file
+    from snnsim.training.train import make_network
+    if name == "small_cifar":
+        (tmp_path / "small_cifar.yaml").write_text(SMALL_CIFAR_YAML)
+        cfg = load_config_file(str(tmp_path / "small_cifar.yaml"))
+    else:
+        cfg = load_config_file(name)
+    net = make_network(cfg)
+    graph = snir.network_to_nir(net, config=cfg.to_dict())
+    n_dropout = sum(isinstance(layer, Dropout) for layer in net.layers)
+    assert len(json.loads(graph.metadata["snnsim"])["dropped"]) == n_dropout
+    imp = snir.read_graph(graph)
+    saved = imp.meta["config"]["network"]
+    assert str(tmp_path) not in saved and (saved == name or name == "small_cifar")
+    cfg_back, weights = snir.config_for(imp)
+    assert cfg_back.network == saved and imp.notes == []
+    back = make_network(cfg_back)
+    assert [layer.describe() for layer in back.layers] == [layer.describe() for layer in net.layers]
+    spiking = [layer for layer in net.layers if layer.spiking]
+    for w, layer in zip(weights, spiking, strict=True):
+        np.testing.assert_array_equal(w, layer.params["W"])
+    graph.metadata = {}
+    alone = snir.read_graph(graph)
+    assert [layer.describe() for layer in alone.layers] == \
+        [layer.describe() for layer in net.layers if not isinstance(layer, Dropout)]

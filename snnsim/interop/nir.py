@@ -168,8 +168,35 @@ def network_to_nir(net, *, dt: float = DT, config: dict | None = None, source: s
     meta = {"format": META_FORMAT, "version": META_VERSION, "dt": dt,
             "theta_s": net.neuron.theta_s, "theta_m": net.neuron.theta_m, "v_th": net.neuron.v_th,
             "reset": net.neuron.reset, "pool_gains": gains, "input_shape": list(net.input_shape),
-            "network": net.describe(), "dropped": dropped, "config": config, "source": source}
+            "network": net.describe(), "dropped": dropped, "config": _portable_config(config, net),
+            "source": source}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={META_KEY: json.dumps(meta)})
+
+
+def _portable_config(config: dict | None, net) -> dict | None:
+    """The run's config without what belongs to this machine only: its run folder, data
+    folder and the path of its config file (:func:`_portable_network`)."""
+    if config is None:
+        return None
+    out = {**config, "out": None, "data_dir": None}
+    if "network" in out:
+        out["network"] = _portable_network(out["network"], net)
+    return out
+
+
+def _portable_network(network: str, net) -> str:
+    """``network`` as another machine reads it: a shipped config by its name, a config file
+    elsewhere as the paper's notation when that says the same (every layer at the
+    network's threshold, every pooling at the authors' gain); else unchanged."""
+    from ..training.builder import CONFIG_DIRS, find_config_file, names_config_file
+    if not names_config_file(network):
+        return network
+    path = Path(str(find_config_file(network))).resolve()
+    if any(path.parent == Path(str(d)).resolve() for d in CONFIG_DIRS):
+        return path.stem
+    same = all(net.neuron_of(layer).v_th == net.neuron.v_th for layer in net.layers if layer.spiking) \
+        and all(layer.gain == POOL_GAIN for layer in net.layers if isinstance(layer, Pool2d))
+    return paper_notation(net.layers, net.input_shape) if same else network
 
 
 def _host(a) -> np.ndarray:
@@ -184,9 +211,7 @@ def export(source, out, dt: float = DT) -> dict:
     from ..analysis.record import network_from_checkpoint, resolve_checkpoint_path
     path = resolve_checkpoint_path(source)
     net, cfg, _ = network_from_checkpoint(path, backend="numpy")
-    # the run's folder and data folder belong to this machine, not to the file
-    config = cfg.replace(source="nir export", out=None, data_dir=None).to_dict()
-    graph = network_to_nir(net, dt=dt, config=config, source=str(path))
+    graph = network_to_nir(net, dt=dt, config=cfg.to_dict(), source=str(path))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     nir.write(out, graph)
@@ -231,19 +256,29 @@ class Imported:
 
     def spec(self) -> str:
         """The layers in the paper's notation (:func:`snnsim.training.builder.parse_paper_notation`)."""
-        tokens = []
-        if isinstance(self.layers[0], Dense):
-            tokens.append(str(math.prod(self.input_shape)))
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                tokens.append(str(layer.n_out))
-            elif isinstance(layer, Conv2d):
-                tokens.append(f"{layer.out_channels}C{layer.kernel_size}"
-                              + (f"p{layer.padding}" if layer.padding else "")
-                              + (f"s{layer.stride}" if layer.stride != 1 else ""))
-            else:
-                tokens.append(f"P{layer.kernel_size}")
-        return "-".join(tokens)
+        return paper_notation(self.layers, self.input_shape)
+
+
+def paper_notation(layers, input_shape) -> str:
+    """``layers`` in the paper's notation, e.g. ``784-400-10`` or ``32C5p2-P2-D0.2-1024-10``
+    (the input size first when the first layer is dense). Per-layer thresholds, pooling
+    gains and initial weight scales are not written."""
+    tokens = []
+    first = next((layer for layer in layers if not isinstance(layer, Dropout)), None)
+    if isinstance(first, Dense):
+        tokens.append(str(math.prod(input_shape)))
+    for layer in layers:
+        if isinstance(layer, Dense):
+            tokens.append(str(layer.n_out))
+        elif isinstance(layer, Conv2d):
+            tokens.append(f"{layer.out_channels}C{layer.kernel_size}"
+                          + (f"p{layer.padding}" if layer.padding else "")
+                          + (f"s{layer.stride}" if layer.stride != 1 else ""))
+        elif isinstance(layer, Pool2d):
+            tokens.append(f"P{layer.kernel_size}")
+        else:
+            tokens.append(f"D{layer.p:g}")
+    return "-".join(tokens)
 
 
 def read_meta(graph) -> dict | None:
@@ -717,4 +752,4 @@ def main(argv=None) -> int:
 
 
 __all__ = ["DT", "Imported", "NIRError", "config_for", "export", "import_checkpoint", "main",
-           "network_from_nir", "network_to_nir", "read_graph", "read_meta"]
+           "network_from_nir", "network_to_nir", "paper_notation", "read_graph", "read_meta"]
