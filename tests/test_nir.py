@@ -607,7 +607,7 @@ def test_config_networks_export_and_come_back(name, tmp_path):
     else:
         cfg = load_config_file(name)
     net = make_network(cfg)
-    graph = snir.network_to_nir(net, config=cfg.to_dict())
+    graph = snir.network_to_nir(net, config=cfg.replace(backend="cupy", fused=True).to_dict())
     n_dropout = sum(isinstance(layer, Dropout) for layer in net.layers)
     assert len(json.loads(graph.metadata["snnsim"])["dropped"]) == n_dropout
     imp = snir.read_graph(graph)
@@ -615,6 +615,7 @@ def test_config_networks_export_and_come_back(name, tmp_path):
     assert str(tmp_path) not in saved and (saved == name or name == "small_cifar")
     cfg_back, weights = snir.config_for(imp)
     assert cfg_back.network == saved and imp.notes == []
+    assert (cfg_back.backend, cfg_back.fused, cfg_back.out, cfg_back.data_dir) == ("numpy", False, None, None)
     back = make_network(cfg_back)
     assert [layer.describe() for layer in back.layers] == [layer.describe() for layer in net.layers]
     spiking = [layer for layer in net.layers if layer.spiking]

@@ -175,10 +175,11 @@ def network_to_nir(net, *, dt: float = DT, config: dict | None = None, source: s
 
 def _portable_config(config: dict | None, net) -> dict | None:
     """The run's config without what belongs to this machine only: its run folder, data
-    folder and the path of its config file (:func:`_portable_network`)."""
+    folder, the path of its config file (:func:`_portable_network`) and its array backend
+    (NumPy instead; ``train --resume --backend cupy`` chooses again)."""
     if config is None:
         return None
-    out = {**config, "out": None, "data_dir": None}
+    out = {**config, "out": None, "data_dir": None, "backend": "numpy", "fused": False}
     if "network" in out:
         out["network"] = _portable_network(out["network"], net)
     return out
