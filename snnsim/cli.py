@@ -70,6 +70,8 @@ COMMANDS: dict[str, Command] = {
     "walkthrough": Command("snnsim.walkthrough", "a guided tour of one network, step by step",
                            optional=True),
     "study": Command("snnsim.study", "hyper-parameter study (Optuna)", optional=True),
+    "nir": Command("snnsim.interop.nir",
+                   "export a network to NIR (snnTorch, Norse, neuromorphic chips) or import one"),
     "datasets-download": Command("snnsim.datasets.download",
                                  "download a dataset and verify its checksums"),
 }
