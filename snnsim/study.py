@@ -1156,7 +1156,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except (OSError, ValueError) as exc:   # a full disk, a folder gone, a journal damaged
         # while the study ran
-        from .cli import error_line
+        from .commandline import error_line
         line = error_line(exc)
         if isinstance(exc, ValueError):
             line = _journal_fault(argv) or line

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import command, prog_name
+from ..commandline import command, prog_name
 from ..conv import Conv2d
 from ..dropout import Dropout
 from ..layers import Dense

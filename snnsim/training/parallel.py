@@ -116,7 +116,7 @@ class DataParallel:
     def _refuse_configs(self, config, digests: list) -> None:
         """Every rank leaves with exit status 2; rank 0 says which ranks differ from it
         and in which fields (a second collective, on this error path only)."""
-        from ..cli import report_error
+        from ..commandline import report_error
         configs = self.comm.gather(_compared(config), root=0)
         if self.root:
             ranks = [r for r, d in enumerate(digests) if d != digests[0]]
