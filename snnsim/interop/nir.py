@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..commandline import command, prog_name
+from ..commandline import ArgumentParser, command, prog_name
 from ..conv import Conv2d
 from ..dropout import Dropout
 from ..layers import Dense
@@ -699,10 +699,9 @@ step); read them with that dt elsewhere (Norse: from_nir(graph, dt=1e-4)).
 """
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python3 -m snnsim.interop.nir"),
-                                description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=prog_name("python3 -m snnsim.interop.nir"), description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", metavar="{export,import}")
     sub.required = True
     e = sub.add_parser("export", help="write a trained network as a NIR graph",
