@@ -56,7 +56,7 @@ from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from . import data as data_mod
-from . import eta, guard, provenance, runfolder, runinfo, threads
+from . import eta, guard, memory, provenance, runfolder, runinfo, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     CheckpointError,
@@ -265,8 +265,11 @@ def check_output_size(net: Network, dataset: str) -> None:
 
 def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     """Everything that can fail on the user's input, before the run folder is touched:
-    the folder's state, the data (both splits), the network, the resumed state."""
+    the folder's state, the memory the run needs, the data (both splits), the network,
+    the resumed state."""
     xp = get_backend(cfg.backend)
+    input_shape = tuple(get_spec(cfg.dataset).input_shape)
+    memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape)   # before allocating
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
     existing = run_dir / CHECKPOINT_NAME
     if check_folder and resume is None:      # (data-parallel: rank 0 alone checks the folder)
