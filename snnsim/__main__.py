@@ -1,6 +1,5 @@
 """``python3 -m snnsim <command> ...``: the ``snnsim`` console command (:mod:`snnsim.cli`)."""
-import sys
-
 from snnsim.cli import main
+from snnsim.signals import finish
 
-sys.exit(main(prog="python3 -m snnsim"))
+finish(main(prog="python3 -m snnsim"))

@@ -39,6 +39,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import signals
 from ..backend import device, get_backend
 from ..cli import EXIT_DIVERGED, EXIT_INTERRUPTED, command, prog_name
 from ..datasets.registry import get_spec
@@ -228,10 +230,53 @@ def default_name(cfg: TrainConfig) -> str:
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
+    """``--out``, or the folder snnsim chooses: ``runs/<name>-<date>-<time>`` (made
+    unique when the run starts, :func:`claim_new_folder`)."""
     if cfg.out:
         return Path(cfg.out)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS_DIR / f"{default_name(cfg)}-{stamp}"
+
+
+def claim_new_folder(run_dir: Path) -> Path:
+    """Make the folder snnsim chose for a new run, ``run_dir`` or, when that exists
+    (two runs started in the same second), ``run_dir-2``, ``run_dir-3``, ...: each
+    made with an exclusive mkdir, so that two processes never pick the same one."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        candidate = run_dir if k == 1 else run_dir.with_name(f"{run_dir.name}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise runfolder.RunFolderError(f"{run_dir}: 10000 folders of that name exist; pass --out")
+
+
+def check_out_path(run_dir: Path) -> None:
+    """``--out`` (or a folder above it) that is a symbolic link must lead to something:
+    a dangling or looping link is named as such (mkdir would say "File exists")."""
+    for p in (run_dir, *run_dir.parents):
+        if not p.is_symlink():
+            continue
+        try:
+            p.resolve(strict=True)
+        except FileNotFoundError:
+            raise ConfigError(f"--out {run_dir}: {p} is a symbolic link to {os.readlink(p)}, "
+                              "which does not exist") from None
+        except (RuntimeError, OSError):              # ELOOP (RuntimeError before 3.13)
+            raise ConfigError(f"--out {run_dir}: {p} is a symbolic link that loops "
+                              f"({p} -> {os.readlink(p)} -> ...)") from None
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run folder must take files (its lock first): a folder where none can be made
+    (``/proc/self``, a read-only mount) is named as such, not as one "in use"."""
+    try:
+        os.close(os.open(run_dir / runfolder.LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise runfolder.RunFolderError(f"--out {run_dir}: cannot create files in it "
+                                       f"({exc.strerror})") from None
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -270,9 +315,11 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     xp = get_backend(cfg.backend)
     input_shape = tuple(get_spec(cfg.dataset).input_shape)
     memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape)   # before allocating
+    chosen = not cfg.out                     # by snnsim: a fresh folder is claimed at start
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
+    check_out_path(run_dir)
     existing = run_dir / CHECKPOINT_NAME
-    if check_folder and resume is None:      # (data-parallel: rank 0 alone checks the folder)
+    if check_folder and resume is None and not chosen:   # (data-parallel: rank 0 alone)
         runfolder.check_new_run_folder(run_dir)
     elif check_folder and run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
@@ -311,26 +358,37 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
     root = dp is None or dp.root
     if not root:
         log, cfg = _silent, dataclasses.replace(cfg, progress=False)
+    chosen = not cfg.out and resume is None            # a folder name snnsim chooses
     cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume, check_folder=root)
     data_files = train_split.files + test_split.files
     if not root:                       # the other ranks compute; rank 0 owns the folder
         return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
                            data_files, dp)
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    failed_start = False
+    failed_start = created = False
     try:
+        with signals.deferred():        # made and known to be made, or neither
+            if chosen:
+                run_dir = claim_new_folder(run_dir)
+                cfg, created = dataclasses.replace(cfg, out=str(run_dir)), True
+            else:
+                created = not run_dir.exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+            failed_start = created
+        check_writable(run_dir)
         with runfolder.locked(run_dir):
             try:
                 return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
                                    opt, rng, data_files, dp)
             finally:
-                failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
-                if failed_start:
-                    runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME, RUN_INFO_NAME))
+                with signals.deferred():  # a start that failed or was stopped: undone whole
+                    failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
+                    if failed_start:
+                        runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME,
+                                                         RUN_INFO_NAME))
     finally:
         if failed_start:
-            runfolder.remove_if_only_lock(run_dir)
+            with signals.deferred():
+                runfolder.remove_if_only_lock(run_dir)
 
 
 def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
@@ -446,22 +504,23 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                        "train_acc": correct / max(seen, 1), "test_acc": test_acc,
                        "seconds": train_seconds, "samples_per_s": seen / max(train_seconds, 1e-12),
                        "eval_seconds": time.perf_counter() - t1}
-                if root:
-                    save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
-                                    rng_state=rng.bit_generator.state, epoch=epoch + 1,
-                                    config=cfg.to_dict(), metrics=history + [row],
-                                    layer_names=[layer.describe() for layer in net.layers],
-                                    network=net.describe(),
-                                    extra_attrs={"data_files": json.dumps(data_files),
-                                                 "run_info": json.dumps(started)})
-                history.append(row)
-                saved_epoch = epoch + 1
-                is_best = test_acc > best
-                if is_best:
-                    best = test_acc
-                if root:
-                    runfolder.promote(run_dir, is_best)
-                    append_metrics(run_dir / METRICS_NAME, row)
+                with signals.deferred():     # an epoch's files: all written, or none
+                    if root:
+                        save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
+                                        rng_state=rng.bit_generator.state, epoch=epoch + 1,
+                                        config=cfg.to_dict(), metrics=history + [row],
+                                        layer_names=[layer.describe() for layer in net.layers],
+                                        network=net.describe(),
+                                        extra_attrs={"data_files": json.dumps(data_files),
+                                                     "run_info": json.dumps(started)})
+                    history.append(row)
+                    saved_epoch = epoch + 1
+                    is_best = test_acc > best
+                    if is_best:
+                        best = test_acc
+                    if root:
+                        runfolder.promote(run_dir, is_best)
+                        append_metrics(run_dir / METRICS_NAME, row)
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
@@ -473,6 +532,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                        if left > 0 else ""))
                 check_stop()
     except KeyboardInterrupt as exc:
+        signals.hold()                   # the message below is not cut by another signal
         if bar is not None:
             bar.close()
         what = "terminated (SIGTERM)" if isinstance(exc, runfolder.Terminated) else "interrupted"
