@@ -22,7 +22,13 @@ A run folder holds::
     run.lock          held while a process trains in the folder (one writer)
 
 A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
-SIGTERM stops like Ctrl-C. A NaN or inf loss or weight stops the run
+SIGTERM stops like Ctrl-C. Either, at any moment from the imports to the exit, ends
+the command with one line and exit status 130 (:mod:`snnsim.signals`): a new run
+stopped before its first checkpoint leaves no folder behind, and a signal arriving
+while an epoch's files are written takes effect once they all are. Before anything
+is allocated, a run whose memory (a lower bound, :mod:`snnsim.training.memory`)
+exceeds the machine's is refused with the figure; a run without ``--out`` gets a
+folder of its own even when another started in the same second. A NaN or inf loss or weight stops the run
 (:mod:`snnsim.training.guard`) without touching the last checkpoint. Exit status:
 0 done, 2 a user error (one line; --debug for the traceback), 3 diverged, 130
 interrupted (Ctrl-C, SIGTERM).
