@@ -188,13 +188,23 @@ def test_deeply_nested_config_is_one_line(data_dir, tmp_path, capsys):
 
 # --- memory -------------------------------------------------------------------------------
 @pytest.mark.parametrize("option", ["--network=784-100000000-10", "--n-steps=10000000",
-                                    "--eval-batch-size=100000000000"])
+                                    "--network=784-100000-100000-10"])
 def test_memory_refused_with_the_figure(data_dir, tmp_path, capsys, option):
     args = [a for a in tiny_args(data_dir, tmp_path / "run")
             if a.split("=")[0].replace("_", "-") != option.split("=")[0]]
     code, _, err = main_status([*args, option], capsys)
     assert_one_line_error(code, err, "train", "GiB", "needs at least")
     assert not (tmp_path / "run").exists()
+
+
+def test_memory_batches_larger_than_the_splits_are_not_refused(data_dir, tmp_path, capsys):
+    """A batch is never larger than its split: 10^11 as the batch sizes of a 60-sample
+    run is no reason to refuse it."""
+    args = [a for a in tiny_args(data_dir, tmp_path / "run")
+            if not a.startswith(("--batch", "--eval"))]
+    code, _, err = main_status([*args, "--batch-size=100000000000",
+                                "--eval-batch-size=100000000000"], capsys)
+    assert code == 0, err
 
 
 def test_memory_estimate_is_a_lower_bound_of_a_real_step(data_dir):

@@ -106,16 +106,20 @@ def _device_bytes(backend: str) -> int | None:
     return None
 
 
-def check_fits(cfg, layers, input_shape) -> None:
-    """ConfigError, with the figures, when ``cfg``'s run needs more than the machine has."""
-    need = estimate(layers, input_shape, cfg.n_steps, cfg.batch_size, cfg.eval_batch_size,
+def check_fits(cfg, layers, input_shape, n_train: int | None = None,
+               n_test: int | None = None) -> None:
+    """ConfigError, with the figures, when ``cfg``'s run needs more than the machine has.
+    ``n_train``, ``n_test``: the splits' sizes, when known (a batch is never larger)."""
+    batch = min(cfg.batch_size, n_train) if n_train else cfg.batch_size
+    eval_batch = min(cfg.eval_batch_size, n_test) if n_test else cfg.eval_batch_size
+    need = estimate(layers, input_shape, cfg.n_steps, batch, eval_batch,
                     8 if cfg.dtype == "float64" else 4)
     have, what = machine_bytes(cfg.backend)
     if have is None or need["total"] <= have:
         return
     raise ConfigError(
-        f"network {cfg.network!r} with n_steps={cfg.n_steps}, batch_size={cfg.batch_size}, "
-        f"eval_batch_size={cfg.eval_batch_size}, {cfg.dtype}: needs at least "
+        f"network {cfg.network!r} with n_steps={cfg.n_steps}, batches of {batch} (training) "
+        f"and {eval_batch} (evaluation), {cfg.dtype}: needs at least "
         f"{need['total'] / GIB:.1f} GiB (weights with gradient and AdamW state "
         f"{need['weights'] / GIB:.1f} GiB, one batch's activations {need['batch'] / GIB:.1f} GiB); "
         f"{what} is {have / GIB:.1f} GiB")

@@ -319,8 +319,6 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     the folder's state, the memory the run needs, the data (both splits), the network,
     the resumed state."""
     xp = get_backend(cfg.backend)
-    input_shape = tuple(get_spec(cfg.dataset).input_shape)
-    memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape)   # before allocating
     chosen = not cfg.out                     # by snnsim: a fresh folder is claimed at start
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
     check_out_path(run_dir)
@@ -337,6 +335,9 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
                           "pass --out NEW_DIR")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     train_split, test_split = data_mod.load_splits(cfg)
+    input_shape = tuple(get_spec(cfg.dataset).input_shape)
+    memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape,   # before allocating
+                      len(train_split), len(test_split))
     net = make_network(cfg)
     check_output_size(net, cfg.dataset)
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
