@@ -485,9 +485,10 @@ def _limit_child():
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
-def train_command(data_dir, out, *extra) -> tuple[int, str]:
+def train_command(data_dir, out, *extra, network="784-24-10") -> tuple[int, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
-    proc = procs.run([sys.executable, "-m", "snnsim.train", *tiny_args(data_dir, out, *extra)],
+    proc = procs.run([sys.executable, "-m", "snnsim.train",
+                      *tiny_args(data_dir, out, *extra, network=network)],
                      120, cwd=REPO, env=env, preexec_fn=_limit_child)
     return proc.returncode, proc.stderr
 
@@ -524,4 +525,25 @@ def test_fuzz_train_command_on_a_flat_config(tmp_path_factory, doc):
                                     if k not in ("out", "data_dir", "data-dir")}))
     code, err = train_command(data, tmp_path_factory.mktemp("run") / "r", "--config", str(path))
     RAN["train command, config"] += 1
+    assert_command_outcome(code, err)
+
+
+@fuzz_settings(COMMAND_EXAMPLES)
+@given(dataset=st.sampled_from(["cifar10", "nmnist"]), blob=cifar_batch(),
+       steps=st.lists(mutation(), min_size=1, max_size=3))
+def test_fuzz_train_command_on_mutated_cifar_and_nmnist(tmp_path_factory, dataset, blob, steps):
+    """One file of a tiny CIFAR-10 or N-MNIST copy replaced by a mutated one."""
+    from test_train import write_cifar10, write_nmnist
+    root = tmp_path_factory.mktemp("data")
+    if dataset == "cifar10":
+        write_cifar10(root)
+        target, network = root / "cifar10" / "cifar-10-batches-py" / "data_batch_2", "3072-10"
+        target.write_bytes(mutate(blob, steps))
+    else:
+        write_nmnist(root)
+        target, network = root / "nmnist" / "Test" / "3" / "00000.bin", "2312-10"
+        target.write_bytes(mutate(target.read_bytes(), steps))
+    code, err = train_command(root, tmp_path_factory.mktemp("run") / "r",
+                              f"--dataset={dataset}", network=network)
+    RAN[f"train command, {dataset}"] += 1
     assert_command_outcome(code, err)
