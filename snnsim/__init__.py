@@ -2,31 +2,47 @@
 
 NumPy on the CPU, CuPy on a GPU, same code. See README.md and
 ``reference/README.md`` for the map from the paper's equations to functions.
-"""
-from .backend import get_backend, to_numpy
-from .conv import Conv2d
-from .dropout import Dropout
-from .layers import Dense, Layer
-from .loss import count_loss, desired_spike_train, kernel_loss, kernel_target, predict
-from .network import BackwardPass, Network, NetworkCache, repeat_static
-from .neuron import LIFState, NeuronModel, lif_forward, psc_filter
-from .params import EXACT_TIMING, GradientParams, NeuronParams
-from .pool import POOL_GAIN, Pool2d
-from .presets import PRESETS, Preset, get_preset
-from .training.builder import (
-    build_network,
-    layers_from_authors_config,
-    load_authors_yaml,
-    parse_paper_notation,
-)
-from .tsslbp import LIF, lif_backward, phi_matrix
-from .version import __version__  # the one place the version is written: snnsim/version.py
 
-__all__ = [
-    "__version__", "LIF", "BackwardPass", "Conv2d", "Dense", "Dropout", "EXACT_TIMING", "GradientParams",
-    "LIFState", "Layer", "Network", "NetworkCache", "NeuronModel", "NeuronParams", "POOL_GAIN",
-    "PRESETS", "Pool2d", "Preset", "build_network", "count_loss", "desired_spike_train",
-    "get_backend", "get_preset", "kernel_loss", "kernel_target", "layers_from_authors_config",
-    "lif_backward", "lif_forward", "load_authors_yaml", "parse_paper_notation", "phi_matrix",
-    "predict", "psc_filter", "repeat_static", "to_numpy",
-]
+The names below are imported when first used (``from snnsim import Network`` or
+``snnsim.Network``), not when the package is: ``python3 -m snnsim.train`` then
+starts with nothing heavy imported, so that its entry point can take over Ctrl-C
+and SIGTERM (:mod:`snnsim.signals`) before NumPy, h5py and the rest load.
+"""
+from __future__ import annotations
+
+import importlib
+
+#: Each public name and the module that defines it (``__version__``: the one place the
+#: version is written, snnsim/version.py).
+_HOME = {
+    "__version__": ".version",
+    "get_backend": ".backend", "to_numpy": ".backend",
+    "Conv2d": ".conv", "Dropout": ".dropout", "Dense": ".layers", "Layer": ".layers",
+    "count_loss": ".loss", "desired_spike_train": ".loss", "kernel_loss": ".loss",
+    "kernel_target": ".loss", "predict": ".loss",
+    "BackwardPass": ".network", "Network": ".network", "NetworkCache": ".network",
+    "repeat_static": ".network",
+    "LIFState": ".neuron", "NeuronModel": ".neuron", "lif_forward": ".neuron",
+    "psc_filter": ".neuron",
+    "EXACT_TIMING": ".params", "GradientParams": ".params", "NeuronParams": ".params",
+    "POOL_GAIN": ".pool", "Pool2d": ".pool",
+    "PRESETS": ".presets", "Preset": ".presets", "get_preset": ".presets",
+    "build_network": ".training.builder", "layers_from_authors_config": ".training.builder",
+    "load_authors_yaml": ".training.builder", "parse_paper_notation": ".training.builder",
+    "LIF": ".tsslbp", "lif_backward": ".tsslbp", "phi_matrix": ".tsslbp",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    """A public name, imported from its module on first use (PEP 562)."""
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -1,7 +1,6 @@
 """``python3 -m snnsim <command> ...``: the ``snnsim`` console command (:mod:`snnsim.cli`)."""
-import sys
-
 from snnsim.cli import main
 from snnsim.commandline import interpreter
+from snnsim.signals import finish
 
-sys.exit(main(prog=f"{interpreter()} -m snnsim"))
+finish(main(prog=f"{interpreter()} -m snnsim"))

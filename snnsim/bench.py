@@ -1,6 +1,8 @@
-"""`python3 -m snnsim.bench`: the command of :mod:`snnsim.analysis.bench`."""
-if __name__ == "__main__":
-    import sys
+"""`python3 -m snnsim.bench`: the command of :mod:`snnsim.analysis.bench`.
 
-    from snnsim.analysis.bench import main
-    sys.exit(main())
+Ctrl-C and SIGTERM are taken over before the command's module is imported
+(:mod:`snnsim.signals`): one line and exit status 130 at any moment."""
+if __name__ == "__main__":
+    from snnsim.signals import main
+
+    main("bench", "snnsim.analysis.bench")

@@ -37,6 +37,7 @@ from .commandline import (  # re-exported: the old home of the error path
     interpreter,
     prog_name,
     report_error,
+    signals_for,
     typed_path,
     user_errors,
 )
@@ -150,8 +151,17 @@ def console_prog() -> str:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``snnsim <command> [options ...]``: run one command; returns its exit status.
-    ``prog``: how the dispatcher was invoked (default :func:`console_prog`)."""
-    prog = prog or console_prog()
+    ``prog``: how the dispatcher was invoked (default :func:`console_prog`). Ctrl-C or
+    SIGTERM, also while the command's module is imported: one line and
+    :data:`EXIT_INTERRUPTED` (:mod:`snnsim.signals`)."""
+    with signals_for(argv is None) as name:
+        word = (argv or sys.argv[1:] or ["snnsim"])[0]
+        name["command"] = ALIASES.get(word, word)
+        return _dispatch(argv, prog or console_prog())
+    return EXIT_INTERRUPTED                       # interrupted: the line is printed
+
+
+def _dispatch(argv: list[str] | None, prog: str) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(usage(prog), file=sys.stderr)

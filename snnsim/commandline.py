@@ -34,6 +34,7 @@ Ctrl-C or SIGTERM (:data:`EXIT_INTERRUPTED`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import difflib
 import functools
@@ -186,35 +187,72 @@ def report_error(name: str, exc: BaseException, where: str = "") -> int:
 def command(name: str):
     """Decorate ``main(argv=None) -> int`` of ``python3 -m snnsim.<name>``: the common
     options (``--debug``, ``--allow-nonfinite``), one error line and exit status 2 for
-    a user error, :data:`EXIT_DIVERGED` for a diverged run."""
+    a user error, :data:`EXIT_DIVERGED` for a diverged run, one line and
+    :data:`EXIT_INTERRUPTED` for Ctrl-C or SIGTERM (:func:`signals_for`)."""
     def wrap(main):
         @functools.wraps(main)
         def wrapped(argv=None) -> int:
-            from .training.checkpoint import allow_nonfinite_weights
-            from .training.guard import DivergenceError
             args = list(sys.argv[1:] if argv is None else argv)
             debug = "--debug" in args
             allow = "--allow-nonfinite" in args
             args = [a for a in args if a not in ("--debug", "--allow-nonfinite")]
-            try:
-                with allow_nonfinite_weights(allow):
-                    return main(args)
-            except SystemExit as exc:
-                if ("-h" in args or "--help" in args) and exc.code in (0, None):
-                    print(COMMON_OPTIONS_HELP)
-                if isinstance(exc.code, str):     # SystemExit("message"): a user's mistake
-                    if debug:
-                        raise
-                    return report_error(name, Exception(exc.code))
-                raise
-            except (DivergenceError, *user_errors()) as exc:
-                if debug:
-                    raise
-                return report_error(name, exc)
+            if debug:                  # the traceback of an interrupt too
+                return _run_main(main, name, args, debug, allow)
+            with signals_for(argv is None) as where:
+                where["command"] = name
+                return _run_main(main, name, args, debug, allow)
+            return EXIT_INTERRUPTED
         return wrapped
     return wrap
 
 
+def _run_main(main, name: str, args: list[str], debug: bool, allow: bool) -> int:
+    """``main(args)`` with one error line for a user's error (see :func:`command`)."""
+    from .training.checkpoint import allow_nonfinite_weights
+    from .training.guard import DivergenceError
+    try:
+        with allow_nonfinite_weights(allow):
+            return main(args)
+    except SystemExit as exc:
+        if ("-h" in args or "--help" in args) and exc.code in (0, None):
+            print(COMMON_OPTIONS_HELP)
+        if isinstance(exc.code, str):     # SystemExit("message"): a user's mistake
+            if debug:
+                raise
+            return report_error(name, Exception(exc.code))
+        raise
+    except (DivergenceError, *user_errors()) as exc:
+        if debug:
+            raise
+        return report_error(name, exc)
+
+
+# --- Ctrl-C and SIGTERM ---------------------------------------------------------
+@contextlib.contextmanager
+def signals_for(process_entry: bool):
+    """The block runs with :mod:`snnsim.signals`' handlers; an interrupt within it ends
+    it with one line (naming ``name["command"]``, which the block may set), and the
+    code after the ``with`` runs (the block's ``return`` does not). ``process_entry``
+    (called with no argv: the process's own command): on leaving, the signals are
+    ignored, so that none arriving while the interpreter exits prints a traceback;
+    otherwise (called in-process, e.g. by a test) the previous handlers come back.
+    The process's own command ends at once after an interrupt (:func:`snnsim.signals.finish`)."""
+    from . import signals
+    name = {"command": "snnsim"}
+    previous = signals.install()
+    try:
+        yield name
+    except KeyboardInterrupt as exc:
+        signals.report(name["command"], exc)
+        if process_entry:           # the process ends here (see signals.finish)
+            signals.finish(EXIT_INTERRUPTED)
+    finally:
+        if process_entry:
+            signals.ignore()
+        else:
+            signals.restore(previous)
+
+
 __all__ = ["ArgumentParser", "COMMON_OPTIONS_HELP", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_USAGE",
            "PROG", "UserError", "command", "did_you_mean", "error_line", "interpreter", "plain", "prog_name",
-           "report_error", "rerun", "typed_path", "user_errors"]
+           "report_error", "rerun", "signals_for", "typed_path", "user_errors"]

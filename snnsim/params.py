@@ -6,6 +6,7 @@ constant here, with the place it comes from.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 # --- named constants -------------------------------------------------------
@@ -22,6 +23,28 @@ WARMUP_PSC_FRACTION = 0.25
 
 RESETS = ("zero", "subtract")
 READINGS = ("authors", "timing")
+
+
+def check_neuron(tau_m, tau_s, v_th, reset: str = "zero") -> None:
+    """The one check of a neuron's parameters (:class:`NeuronParams` and every config
+    that names them, :mod:`snnsim.training.config`): ValueError naming the first that
+    the discrete model cannot use. τm and τs must exceed one time step (1 ms): the
+    per-step factors 1 - 1/τ must lie in (0, 1), else the membrane or the PSC flips
+    sign every step (τ < 1) or forgets at once (τ = 1, where ln(1 - θ) is -inf);
+    V_th must be positive; each a finite real number, not a bool."""
+    for key, value in (("tau_m", tau_m), ("tau_s", tau_s), ("v_th", v_th)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value}")
+    if not tau_m > 1.0:
+        raise ValueError(f"tau_m must exceed 1 ms (one time step), got {tau_m}")
+    if not tau_s > 1.0:
+        raise ValueError(f"tau_s must exceed 1 ms (one time step), got {tau_s}")
+    if not v_th > 0.0:
+        raise ValueError(f"v_th must be positive, got {v_th}")
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
 
 
 @dataclass(frozen=True)
@@ -43,14 +66,7 @@ class NeuronParams:
     reset: str = "zero"
 
     def __post_init__(self):
-        if not self.tau_m > 1.0:
-            raise ValueError(f"tau_m must exceed 1 ms (one time step), got {self.tau_m}")
-        if not self.tau_s > 1.0:
-            raise ValueError(f"tau_s must exceed 1 ms (one time step), got {self.tau_s}")
-        if not self.v_th > 0.0:
-            raise ValueError(f"v_th must be positive, got {self.v_th}")
-        if self.reset not in RESETS:
-            raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
+        check_neuron(self.tau_m, self.tau_s, self.v_th, self.reset)
 
     @property
     def theta_m(self) -> float:

@@ -1,6 +1,8 @@
-"""`python3 -m snnsim.plots`: the command of :mod:`snnsim.analysis.plots`."""
-if __name__ == "__main__":
-    import sys
+"""`python3 -m snnsim.plots`: the command of :mod:`snnsim.analysis.plots`.
 
-    from snnsim.analysis.plots import main
-    sys.exit(main())
+Ctrl-C and SIGTERM are taken over before the command's module is imported
+(:mod:`snnsim.signals`): one line and exit status 130 at any moment."""
+if __name__ == "__main__":
+    from snnsim.signals import main
+
+    main("plots", "snnsim.analysis.plots")

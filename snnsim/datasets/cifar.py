@@ -27,6 +27,7 @@ refused with a :class:`DatasetError`. Still, only load files from a source you t
 from __future__ import annotations
 
 import codecs
+import os
 import pickle
 from pathlib import Path
 
@@ -44,6 +45,9 @@ CIFAR10_BATCHES = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
     "test": ("test_batch",),
 }
+#: The largest batch file read (an official one, 10000 images, is 31 MB): the
+#: unpickler's memory stays within a small multiple of the file's size.
+MAX_BATCH_BYTES = 1 << 30
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                    "horse", "ship", "truck")
 
@@ -100,12 +104,18 @@ def read_cifar_batch(path):
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with registry.open_regular(path, "a CIFAR batch") as f:
+            info = os.fstat(f.fileno())
+            if info.st_size > MAX_BATCH_BYTES:
+                raise DatasetError(f"{path}: {info.st_size} bytes, more than a CIFAR batch "
+                                   f"may hold ({MAX_BATCH_BYTES}; an official batch of 10000 "
+                                   "images is 31 MB)")
             obj = _RestrictedUnpickler(f, encoding="bytes").load()
-    except IsADirectoryError as exc:
-        raise DatasetError(f"{path}: is a directory, not a CIFAR batch") from exc
-    except FileNotFoundError:
+    except (DatasetError, FileNotFoundError):
         raise
+    except RecursionError:
+        raise DatasetError(f"{path}: not a valid CIFAR batch pickle: nested too "
+                           "deeply") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OverflowError, MemoryError, OSError) as exc:
         raise DatasetError(f"{path}: not a valid CIFAR batch pickle: "
@@ -117,7 +127,7 @@ def read_cifar_batch(path):
         data, labels = _get(obj, "data"), _get(obj, "labels")
     except KeyError as exc:
         raise DatasetError(f"{path}: CIFAR batch dict lacks key b{exc.args[0]!r}; keys: "
-                           f"{sorted(map(repr, obj))}") from None
+                           f"{_keys_text(obj)}") from None
     if isinstance(data, (bytes, bytearray)):
         if len(data) % 3072:
             raise DatasetError(f"{path}: data holds {len(data)} bytes, not a multiple of 3072")
@@ -127,13 +137,7 @@ def read_cifar_batch(path):
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(f"{path}: wrong dimensions: data must be uint8 (N, 3072), got "
                            f"{data.dtype} {data.shape}")
-    try:
-        lab = np.asarray(labels)
-    except Exception as exc:  # any malformed label container
-        raise DatasetError(f"{path}: labels are not a list of ints: {exc}") from exc
-    if lab.ndim != 1 or (lab.size and not np.issubdtype(lab.dtype, np.integer)):
-        raise DatasetError(f"{path}: labels must be a flat list of ints, got "
-                           f"{lab.dtype} {lab.shape}")
+    lab = _labels(labels, path)
     if lab.shape[0] != data.shape[0]:
         raise DatasetError(f"{path}: count mismatch: {data.shape[0]} images but "
                            f"{lab.shape[0]} labels")
@@ -145,6 +149,37 @@ def read_cifar_batch(path):
     return images, lab
 
 
+def _labels(labels, path) -> np.ndarray:
+    """The labels as a flat int64 array, checked before any conversion: a flat list
+    (or 1-d integer array) of ints. A list of lists is refused at its first element, so
+    that a pickle whose few bytes reference one list many times over, nested many
+    levels deep (10^8 labels from a few hundred bytes), costs no time or memory."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+            raise DatasetError(f"{path}: labels must be a flat list of ints, got an array "
+                               f"{labels.dtype} {labels.shape}")
+        return labels
+    if not isinstance(labels, (list, tuple)):
+        raise DatasetError(f"{path}: labels must be a flat list of ints, got "
+                           f"{type(labels).__name__}")
+    for i, value in enumerate(labels):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise DatasetError(f"{path}: labels must be a flat list of ints; label {i} is a "
+                               f"{type(value).__name__}")
+        if not -(1 << 62) < value < 1 << 62:
+            raise DatasetError(f"{path}: label {i} value {value} out of range 0..9")
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _keys_text(d: dict, limit: int = 8) -> str:
+    """A few of a dict's keys for a message (a key may be long or deeply nested)."""
+    shown = []
+    for key in list(d)[:limit]:
+        text = repr(key) if isinstance(key, (bytes, str, int)) else type(key).__name__
+        shown.append(text if len(text) <= 40 else text[:37] + "...")
+    return ", ".join(shown) + (f", ... ({len(d)} keys)" if len(d) > limit else "")
+
+
 def find_cifar10_dir(split: str = "train", data_dir=None) -> Path:
     """Directory holding the batch files of ``split`` (see module docstring).
 
@@ -154,11 +189,15 @@ def find_cifar10_dir(split: str = "train", data_dir=None) -> Path:
     if split not in CIFAR10_BATCHES:
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     tried = []
+    every = [b for batches in CIFAR10_BATCHES.values() for b in batches]
     for d in registry.search_dirs("cifar10", data_dir):
         for cand in (d / CIFAR10_DIRNAME, d):
             tried.append(cand)
-            if all((cand / b).is_file() for b in CIFAR10_BATCHES[split]):
+            missing = [b for b in CIFAR10_BATCHES[split] if not (cand / b).is_file()]
+            if not missing:
                 return cand
+            if any((cand / b).is_file() for b in every):   # this copy, incomplete
+                raise registry.partial_copy_error("cifar10", cand, ", ".join(missing))
     raise registry.not_found_error(
         "cifar10", f"{split} split ({', '.join(CIFAR10_BATCHES[split])})", tried)
 

@@ -25,6 +25,8 @@ See :mod:`snnsim.datasets.registry` for the directories searched.
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -57,30 +59,65 @@ IDX_FILES = {
 _IDX_DATASETS = ("mnist", "fashion-mnist")
 
 
-def _read_declared(stream, source: str) -> bytes:
+#: Deflate's largest expansion: one compressed byte decompresses to at most 1032 bytes
+#: (a 258-byte match coded in 2 bits), so a gzip file of n bytes holds at most 1032 n.
+GZIP_MAX_RATIO = 1032
+#: Bytes read from a stream at a time (a payload is read in chunks, never in one
+#: allocation of the size a header declares).
+_CHUNK = 1 << 24
+
+
+def _read_declared(stream, source: str, capacity: int, what: str) -> bytes:
     """The IDX bytes of ``stream``: the header, then at most the payload its dimensions
     declare plus one byte (enough for :func:`parse_idx` to see trailing bytes). A gzip
-    stream is thus never decompressed beyond the size the file itself declares."""
+    stream is thus never decompressed beyond the size the file itself declares.
+
+    ``capacity``: the most bytes the stream can hold (``what`` says why); a header
+    declaring more is refused before anything is allocated (a header of 0xFFFFFFFF x
+    28 x 28, or of 255 dimensions, in a file of a few bytes)."""
     head = stream.read(4)
     if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or not head[3]:
         return head                                  # parse_idx names what is wrong
     dims = stream.read(4 * head[3])
     if len(dims) < 4 * head[3]:
         return head + dims
-    count = 1
-    for d in struct.unpack(f">{head[3]}I", dims):
-        count *= d
-    return head + dims + stream.read(count * IDX_DTYPES[head[2]].itemsize + 1)
+    shape = struct.unpack(f">{head[3]}I", dims)
+    need = math.prod(shape) * IDX_DTYPES[head[2]].itemsize
+    header = len(head) + len(dims)
+    if need > capacity - header:
+        raise DatasetError(f"{source}: truncated payload: dimensions {_shape_text(shape)} need "
+                           f"{_count_text(need)} bytes after the {header}-byte header, but {what}")
+    return head + dims + _read_at_most(stream, need + 1)
+
+
+def _shape_text(shape: tuple) -> str:
+    """The dimensions for a message: all of them, or the first few of many."""
+    return str(shape) if len(shape) <= 8 else f"({', '.join(map(str, shape[:4]))}, ... " \
+        f"{len(shape)} dimensions)"
+
+
+def _count_text(n: int) -> str:
+    """``n`` for a message: its digits, or its power of ten when it has more than 15."""
+    return str(n) if n < 10**15 else f"about 10^{int((n.bit_length() - 1) * math.log10(2))}"
+
+
+def _read_at_most(stream, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream``, read in chunks (memory grows with what is there)."""
+    parts = []
+    while n > 0:
+        part = stream.read(min(n, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def _read_bytes(path: Path) -> bytes:
     """The file's IDX content (decompressed if gzip, up to the size its header declares,
     see :func:`_read_declared`); DatasetError on corruption."""
-    try:
-        f = open(path, "rb")
-    except IsADirectoryError as exc:
-        raise DatasetError(f"{path}: is a directory, not an IDX file") from exc
-    with f:
+    with registry.open_regular(path, "an IDX file") as f:
+        size = os.fstat(f.fileno()).st_size
         magic = f.read(2)
         f.seek(0)
         is_gz = magic == b"\x1f\x8b"
@@ -88,10 +125,12 @@ def _read_bytes(path: Path) -> bytes:
             raise DatasetError(f"{path}: not a gzip file (bad gzip magic "
                                f"{magic.hex() or 'empty'})")
         if not is_gz:
-            return _read_declared(f, str(path))
+            return _read_declared(f, str(path), size, f"the file holds {size} bytes in all")
         try:
             with gzip.GzipFile(fileobj=f, mode="rb") as g:
-                return _read_declared(g, str(path))
+                return _read_declared(g, str(path), GZIP_MAX_RATIO * size,
+                                      f"a gzip file of {size} bytes decompresses to at most "
+                                      f"{GZIP_MAX_RATIO * size}")
         except (OSError, EOFError, zlib.error) as exc:
             raise DatasetError(f"{path}: corrupt gzip stream: {exc}") from exc
 
@@ -124,12 +163,17 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
     expected = count * dtype.itemsize
     payload = n - header
     if payload < expected:
-        raise DatasetError(f"{source}: truncated payload: dimensions {dims} need "
-                           f"{expected} bytes after the {header}-byte header, found {payload}")
+        raise DatasetError(f"{source}: truncated payload: dimensions {_shape_text(dims)} need "
+                           f"{_count_text(expected)} bytes after the {header}-byte header, "
+                           f"found {payload}")
     if payload > expected:
         raise DatasetError(f"{source}: {payload - expected} trailing bytes after the "
-                           f"payload (dimensions {dims} need exactly {expected} bytes)")
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+                           f"payload (dimensions {_shape_text(dims)} need exactly {_count_text(expected)} "
+                           "bytes)")
+    try:
+        arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+    except ValueError as exc:          # more dimensions than NumPy's arrays may have
+        raise DatasetError(f"{source}: {ndim} dimensions cannot be read: {exc}") from None
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
@@ -176,9 +220,10 @@ def _check_name(name: str) -> str:
 def find_idx_files(name: str, split: str, data_dir=None):
     """Paths ``(images, labels)`` of ``split`` of ``name`` (see the registry's search order).
 
-    In each searched directory the raw file is preferred over its ``.gz``; the first
-    directory holding both files wins. Raises :class:`DatasetNotFoundError` listing every
-    place searched and how to obtain the data.
+    In each searched directory the raw file is preferred over its ``.gz``. The first
+    directory holding any file of the dataset is its one copy: both splits come from
+    it, and one it lacks is an error (never a file of another copy). Raises
+    :class:`DatasetNotFoundError` listing every place searched and how to obtain the data.
     """
     name = _check_name(name)
     if split not in IDX_FILES:
@@ -189,6 +234,9 @@ def find_idx_files(name: str, split: str, data_dir=None):
         img, lbl = registry.find_file(d, img_name), registry.find_file(d, lbl_name)
         if img is not None and lbl is not None:
             return img, lbl
+        if any(registry.find_file(d, f) for pair in IDX_FILES.values() for f in pair):
+            missing = [f"{f}[.gz]" for f, p in ((img_name, img), (lbl_name, lbl)) if p is None]
+            raise registry.partial_copy_error(name, d, " and ".join(missing))
     raise registry.not_found_error(
         name, f"{split} split ({img_name}[.gz] and {lbl_name}[.gz])", dirs)
 

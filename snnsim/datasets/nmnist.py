@@ -32,6 +32,7 @@ bin 0 at index T-1; this one does not). Events at or after ``T*bin_us`` are drop
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ SENSOR_SIZE = 34
 #: (polarity channels, height, width) of one frame.
 FRAME_SHAPE = (2, SENSOR_SIZE, SENSOR_SIZE)
 _SPLIT_DIRS = {"train": "Train", "test": "Test"}
+#: The largest event file read: a real recording (0.3 s, three saccades) has a few
+#: thousand events, tens of kB; 16 MiB bounds the time and memory one file may cost.
+MAX_EVENT_FILE_BYTES = 16 << 20
 
 
 def decode_nmnist_events(buf: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -81,10 +85,13 @@ def read_nmnist_events(path) -> np.ndarray:
     """Read one N-MNIST ``.bin`` file into a structured array with fields
     ``x``, ``y``, ``p`` (uint8) and ``ts`` (uint32, microseconds)."""
     path = Path(path)
-    try:
-        buf = path.read_bytes()
-    except IsADirectoryError as exc:
-        raise DatasetError(f"{path}: is a directory, not an N-MNIST event file") from exc
+    with registry.open_regular(path, "an N-MNIST event file") as f:
+        info = os.fstat(f.fileno())
+        if info.st_size > MAX_EVENT_FILE_BYTES:
+            raise DatasetError(f"{path}: {info.st_size} bytes, more than an N-MNIST sample "
+                               f"may hold ({MAX_EVENT_FILE_BYTES}; a recording of 0.3 s is "
+                               "tens of kB)")
+        buf = f.read(MAX_EVENT_FILE_BYTES + 1)
     return decode_nmnist_events(buf, source=str(path))
 
 
@@ -159,6 +166,9 @@ def find_nmnist_dir(split: str, data_dir=None) -> Path:
             tried.append(cand)
             if cand.is_dir():
                 return cand
+        others = [d / o for other in _SPLIT_DIRS.values() for o in (other, other.lower())]
+        if any(o.is_dir() for o in others):       # this copy: the other split alone
+            raise registry.partial_copy_error("nmnist", d, f"{sub}/")
     raise registry.not_found_error("nmnist", f"{split} split ({sub}/<digit>/*.bin)", tried)
 
 

@@ -23,9 +23,12 @@ Checksums
 
 Search order (:func:`search_dirs`)
 ----------------------------------
-An explicit ``data_dir`` (``--data-dir``) is the only place searched: ``data_dir``,
-then ``<data_dir>/<name>/``; when neither holds the files the load fails (no other
-copy is ever substituted for the one the user named). Without it:
+The first directory searched that holds any file of a dataset is its one copy: both
+splits come from it, and a file it lacks is an error, never taken from another copy
+(:func:`partial_copy_error`). An explicit ``data_dir`` (``--data-dir``) is the only
+place searched: ``data_dir``, then ``<data_dir>/<name>/``; when neither holds the files
+the load fails (no other copy is ever substituted for the one the user named).
+Without it:
 
 1. ``$SNNSIM_DATA_DIR``, then ``$SNNSIM_DATA_DIR/<name>/``;
 2. the repository's ``data/<name>/`` (:data:`REPO_DATA_ROOT`);
@@ -38,6 +41,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +64,8 @@ __all__ = [
     "search_dirs",
     "how_to_get",
     "find_file",
+    "partial_copy_error",
+    "open_regular",
     "digest_file",
     "verify_dataset_files",
     "FileCheck",
@@ -307,6 +313,40 @@ def not_found_error(name: str, what: str, dirs) -> DatasetNotFoundError:
     places = "\n".join(f"  - {d}" for d in dirs)
     return DatasetNotFoundError(
         f"{canonical_name(name)}: {what} not found. Searched:\n{places}\n{how_to_get(name)}")
+
+
+def partial_copy_error(name: str, directory, missing: str) -> DatasetError:
+    """The error of a copy of dataset ``name`` in ``directory`` that lacks ``missing``:
+    the first directory searched that holds any file of a dataset is its one copy, so
+    that the train and test splits never come from two places (a file missing from
+    ``$SNNSIM_DATA_DIR`` taken silently from the system's copy)."""
+    return DatasetError(f"{directory}: holds a copy of {canonical_name(name)} without "
+                        f"{missing}; both splits are read from one copy (the first place "
+                        f"searched that holds any of its files), never from two: complete "
+                        f"it, or point --data-dir / ${ENV_VAR} at a complete one")
+
+
+def open_regular(path, what: str):
+    """``open(path, "rb")`` of a regular file; DatasetError naming ``path`` for a
+    directory, a FIFO or a device (``what``: the kind of file expected, for the
+    message). The file is opened without blocking, so that a FIFO is refused instead
+    of waited on for a writer that never comes."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except IsADirectoryError as exc:
+        raise DatasetError(f"{path}: is a directory, not {what}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DatasetError(f"{path}: is a directory, not {what}")
+        if not stat.S_ISREG(mode):
+            raise DatasetError(f"{path}: not a regular file (a FIFO or device is not {what})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def find_file(directory, filename: str):

@@ -250,10 +250,16 @@ def _parse_config(path: str, mtime_ns: int, size: int) -> dict:
         text = Path(path).read_text(encoding="utf-8")
         # a key given twice is an error, not a silent override (snnsim.training.yamlstrict)
         doc = yamlstrict.json_loads(text) if path.endswith(".json") else yamlstrict.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot read config: nested too deeply") from None
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(doc).__name__}")
+    for key in doc:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: config key {short_repr(key)} is not a name "
+                              f"({type(key).__name__})")
     return doc
 
 
@@ -288,11 +294,41 @@ def _nonnegative_int(value, what: str) -> int:
     return value
 
 
+def _number(value, what: str) -> float:
+    """A real number of an authors' file: an int or float, or a string that reads as
+    one (YAML 1.1 reads ``5e-4``, without a dot, as a string); never a bool, a list
+    or a mapping, and finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{what} must be a number, got {short_repr(value)}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a number, got {short_repr(value)}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{what} must be a finite number, got {short_repr(value)}")
+    return number
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """``repr(value)`` of at most ``limit`` characters, for an error message (a config
+    value may be huge, or nested deeper than ``repr`` can recurse)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def authors_settings(net: dict, extra_keys=()) -> dict:
     """The run settings of an authors' ``Network:`` section, checked: every
     required key present, none unknown (``extra_keys`` are accepted without use),
     each value of a usable type. ``dataset`` becomes the snnsim name (the
     authors' in ``dataset_authors``)."""
+    if not isinstance(net, dict):
+        raise ConfigError(f"Network: must be a mapping of settings, got {type(net).__name__}")
+    if not all(isinstance(k, str) for k in net):
+        raise ConfigError(f"Network: every key must be a name, got "
+                          f"{short_repr(next(k for k in net if not isinstance(k, str)))}")
     unknown = (set(net) - set(NETWORK_KEYS_REQUIRED) - set(NETWORK_KEYS_OPTIONAL) - set(NETWORK_KEYS_IGNORED)
                - set(extra_keys))
     if unknown:
@@ -305,6 +341,10 @@ def authors_settings(net: dict, extra_keys=()) -> dict:
         if expected is not None and key in net and net[key] != expected:
             raise ConfigError(f"Network: {key} {net[key]!r} is not supported (snnsim implements "
                               f"{expected!r})")
+    if not isinstance(net["dataset"], str):
+        raise ConfigError(f"Network: dataset must be a name, got {short_repr(net['dataset'])}")
+    if not isinstance(net["loss"], str):
+        raise ConfigError(f"Network: loss must be a name, got {short_repr(net['loss'])}")
     try:
         dataset = authors_dataset(net["dataset"])
     except DatasetError as exc:
@@ -317,13 +357,15 @@ def authors_settings(net: dict, extra_keys=()) -> dict:
                 raise ConfigError(f"Network: loss 'count' needs {key!r}")
     for key in ("epochs", "batch_size", "n_steps", "n_class"):
         _positive_int(net[key], f"Network: {key}")
-    if not float(net["lr"]) > 0:
+    numbers = {key: _number(net[key], f"Network: {key}")
+               for key in ("lr", "tau_m", "tau_s", *NETWORK_KEYS_OPTIONAL) if key in net}
+    if not numbers["lr"] > 0:
         raise ConfigError(f"Network: lr must be positive, got {net['lr']!r}")
     if net["n_class"] != dataset.n_classes:
         raise ConfigError(f"Network: n_class {net['n_class']} is not supported ({dataset.name} "
                           f"has {dataset.n_classes} classes)")
     settings = {key: net[key] for key in NETWORK_KEYS_REQUIRED + NETWORK_KEYS_OPTIONAL if key in net}
-    settings["lr"] = float(net["lr"])
+    settings.update(numbers)
     settings["dataset_authors"] = net["dataset"]
     settings["dataset"] = dataset.name
     return settings
@@ -332,12 +374,19 @@ def authors_settings(net: dict, extra_keys=()) -> dict:
 def _layer_neuron(c: dict, base: NeuronParams, name: str) -> NeuronParams | None:
     """A layer's own NeuronParams when its ``threshold`` differs from the
     network's V_th; None (use the network's) otherwise."""
-    if "threshold" not in c or float(c["threshold"]) == base.v_th:
+    if "threshold" not in c:
+        return None
+    v_th = _number(c["threshold"], f"layer {name!r}: threshold")
+    if v_th == base.v_th:
         return None
     try:
-        return dataclasses.replace(base, v_th=float(c["threshold"]))
+        return dataclasses.replace(base, v_th=v_th)
     except ValueError as exc:
         raise ConfigError(f"layer {name!r}: {exc}") from None
+
+
+def _weight_scale(c: dict, name: str) -> float:
+    return _number(c.get("weight_scale", 1.0), f"layer {name!r}: weight_scale")
 
 
 def _authors_layer(name: str, c: dict, shape: tuple, base: NeuronParams) -> Layer:
@@ -358,7 +407,7 @@ def _authors_layer(name: str, c: dict, shape: tuple, base: NeuronParams) -> Laye
             raise ConfigError(f"layer {name!r}: n_inputs is {n_in} but its input {shape} has "
                               f"{math.prod(shape)} features")
         return Dense(_positive_int(c.get("n_outputs"), f"layer {name!r}: n_outputs"),
-                     weight_scale=float(c.get("weight_scale", 1.0)), neuron=_layer_neuron(c, base, name))
+                     weight_scale=_weight_scale(c, name), neuron=_layer_neuron(c, base, name))
     if kind == "conv":
         c_in = _positive_int(c.get("in_channels"), f"layer {name!r}: in_channels")
         if len(shape) != 3:
@@ -372,13 +421,13 @@ def _authors_layer(name: str, c: dict, shape: tuple, base: NeuronParams) -> Laye
                       _positive_int(c.get("kernel_size"), f"layer {name!r}: kernel_size"),
                       stride=_positive_int(c.get("stride", 1), f"layer {name!r}: stride"),
                       padding=_nonnegative_int(c.get("padding", 0), f"layer {name!r}: padding"),
-                      weight_scale=float(c.get("weight_scale", 1.0)), neuron=_layer_neuron(c, base, name))
+                      weight_scale=_weight_scale(c, name), neuron=_layer_neuron(c, base, name))
     if kind == "pooling":
         k = _positive_int(c.get("kernel_size"), f"layer {name!r}: kernel_size")
         if c.get("stride", k) != k or c.get("padding", 0) != 0:
             raise ConfigError(f"layer {name!r}: pooling supports only stride = kernel_size and padding 0")
-        return Pool2d(k, gain=float(c.get("theta", POOL_GAIN)))
-    return Dropout(float(c.get("p", AUTHORS_DROPOUT_DEFAULT)))                  # kind == "dropout"
+        return Pool2d(k, gain=_number(c.get("theta", POOL_GAIN), f"layer {name!r}: theta"))
+    return Dropout(_number(c.get("p", AUTHORS_DROPOUT_DEFAULT), f"layer {name!r}: p"))   # dropout
 
 
 def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero", extra_network_keys=()):
@@ -403,8 +452,7 @@ def layers_from_authors_config(cfg: dict, input_shape=None, reset: str = "zero",
         raise ConfigError("an authors' config is a mapping with exactly 'Network' and 'Layers'")
     settings = authors_settings(cfg["Network"], extra_network_keys)
     try:
-        neuron = NeuronParams(tau_m=float(cfg["Network"]["tau_m"]), tau_s=float(cfg["Network"]["tau_s"]),
-                              reset=reset)
+        neuron = NeuronParams(tau_m=settings["tau_m"], tau_s=settings["tau_s"], reset=reset)
     except ValueError as exc:
         raise ConfigError(f"Network: {exc}") from None
     layer_cfgs = list(cfg["Layers"].items())
@@ -497,4 +545,4 @@ def count_parameters(net: Network) -> int:
 __all__ = ["CONFIG_DIRS", "ConfigError", "ConfigNotFoundError", "authors_settings",
            "build_network", "count_parameters", "find_config_file", "is_authors_yaml",
            "layers_from_authors_config", "layers_from_spec", "list_configs", "load_authors_yaml",
-           "names_config_file", "parse_paper_notation", "read_config_file"]
+           "names_config_file", "parse_paper_notation", "read_config_file", "short_repr"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..datasets.errors import DatasetError
 from ..datasets.registry import DATASETS, canonical_name
-from ..params import READINGS, RESETS, SENSITIVITY_BOUND
+from ..params import READINGS, RESETS, SENSITIVITY_BOUND, check_neuron
 from ..presets import PRESETS
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
 from .builder import (
@@ -34,6 +34,7 @@ from .builder import (
     is_authors_yaml,
     names_config_file,
     read_config_file,
+    short_repr,
 )
 from .optim import ADAMW_BETAS, ADAMW_EPS, ADAMW_WEIGHT_DECAY, WEIGHT_CLAMP
 
@@ -137,9 +138,12 @@ class TrainConfig:
         for key in ("train_subset", "test_subset"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1 or None, got {getattr(self, key)}")
-        for key in ("lr", "tau_m", "tau_s", "v_th"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        try:                # the neuron's own check (snnsim.params), one for every path
+            check_neuron(self.tau_m, self.tau_s, self.v_th, self.resolved()["reset"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         for key in ("grad_clip", "weight_clamp", "sensitivity_bound"):
             if getattr(self, key) is not None and not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be positive or None, got {getattr(self, key)}")
@@ -160,16 +164,29 @@ class TrainConfig:
     def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
         """Build from a flat dict (values already typed, or strings to parse); the
         records a run adds to its ``config.json`` (:data:`RECORD_KEYS`) are skipped."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: a config must be a mapping of keys to values, got "
+                              f"{type(d).__name__}")
         return cls().replace(source=source, **{k: v for k, v in d.items()
                                                 if k not in RECORD_KEYS})
 
     def replace(self, source: str = "override", **changes) -> TrainConfig:
         """A copy with ``changes`` applied; string values are parsed to the field's type."""
-        typed = {}
-        for key, value in changes.items():
-            key = normalize_key(key)
+        typed, given = {}, {}
+        for raw, value in changes.items():
+            if not isinstance(raw, str):
+                raise ConfigError(f"{source}: config key {raw!r} is not a name "
+                                  f"({type(raw).__name__})")
+            key = normalize_key(raw)
             check_key(key, source)
-            typed[key] = coerce(key, value)
+            if key in given:         # train_subset and train-subset: one field, twice
+                raise ConfigError(f"{source}: {given[key]!r} and {raw!r} both set {key}; "
+                                  "give it once")
+            given[key] = raw
+            try:
+                typed[key] = coerce(key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
         try:
             return dataclasses.replace(self, **typed)
         except ConfigError as exc:
@@ -228,7 +245,10 @@ _FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def coerce(key: str, value):
-    """``value`` (often a command-line string) as the type of field ``key``."""
+    """``value`` (a command-line string, or a config file's value) as the type of field
+    ``key``; ConfigError naming the key otherwise. A config file's value must already
+    be of the field's kind: a number is not a bool (``epochs: true``), a list is not a
+    number (``lr: [1, 2]``), a mapping or list is not a string."""
     tp = field_types()[key]
     args = typing.get_args(tp)
     optional = type(None) in args
@@ -240,41 +260,60 @@ def coerce(key: str, value):
             raise ConfigError(f"{key} may not be None")
     try:
         if typing.get_origin(base) is tuple:
-            if isinstance(value, str):
-                value = [v for v in value.strip().strip("()[]").split(",") if v.strip()]
-            item_types = typing.get_args(base)
-            if len(value) != len(item_types):
-                raise ValueError(f"expected {len(item_types)} comma-separated values")
-            return tuple(t(v) for t, v in zip(item_types, value))
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            word = str(value).strip().lower()
-            if word in _TRUE_WORDS:
-                return True
-            if word in _FALSE_WORDS:
-                return False
-            raise ValueError("expected true or false")
-        if base is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("expected an integer")
-            if isinstance(value, str):
-                try:
-                    f = float(value)
-                except ValueError:
-                    raise ValueError("expected an integer") from None
-                if not f.is_integer():
-                    raise ValueError("expected an integer")
-                return int(f)
-            return int(value)
-        if base is float:
-            try:
-                return float(value)
-            except ValueError:
-                raise ValueError("expected a number") from None
+            return _tuple(value, typing.get_args(base))
+        return _scalar(base, value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"bad value {short_repr(value)} for {key} ({_type_name(tp)}): "
+                          f"{exc}") from None
+
+
+def _tuple(value, item_types) -> tuple:
+    """A tuple field (``betas``): "a,b", "(a, b)" or a list of as many scalars."""
+    if isinstance(value, str):
+        value = [v for v in value.strip().strip("()[]").split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected {len(item_types)} comma-separated values")
+    if len(value) != len(item_types):
+        raise ValueError(f"expected {len(item_types)} comma-separated values")
+    return tuple(_scalar(t, v) for t, v in zip(item_types, value))
+
+
+def _scalar(base, value):
+    """``value`` as ``bool``, ``int``, ``float`` or ``str``; ValueError otherwise."""
+    if not isinstance(value, (str, bool, int, float)):
+        raise ValueError(f"expected a single {base.__name__}, got a {type(value).__name__}")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise ValueError("expected true or false")
+    if base is str:
+        if isinstance(value, bool):
+            raise ValueError("expected a string, got a boolean")
         return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad value {value!r} for {key} ({_type_name(tp)}): {exc}") from None
+    if isinstance(value, bool):
+        raise ValueError(f"expected {'an integer' if base is int else 'a number'}, got a boolean")
+    if base is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                value = int(value.strip()) if value.strip().lstrip("+-").isdigit() else float(value)
+            except ValueError:
+                raise ValueError("expected an integer") from None
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    if base is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    raise TypeError(f"no conversion to {base!r}")
 
 
 def _type_name(tp) -> str:
@@ -373,7 +412,7 @@ def load_config_file(name_or_path: str, base: TrainConfig | None = None) -> Trai
             fields["name"] = path.stem
         return base.replace(source=source, **fields)
     doc = {k: v for k, v in doc.items()    # a new run: a new folder, its own records
-           if normalize_key(k) not in ("out", *RECORD_KEYS)}
+           if not (isinstance(k, str) and normalize_key(k) in ("out", *RECORD_KEYS))}
     return base.replace(source=source, **doc)
 
 

@@ -22,7 +22,13 @@ A run folder holds::
     run.lock          held while a process trains in the folder (one writer)
 
 A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
-SIGTERM stops like Ctrl-C. A NaN or inf loss or weight stops the run
+SIGTERM stops like Ctrl-C. Either, at any moment from the imports to the exit, ends
+the command with one line and exit status 130 (:mod:`snnsim.signals`): a new run
+stopped before its first checkpoint leaves no folder behind, and a signal arriving
+while an epoch's files are written takes effect once they all are. Before anything
+is allocated, a run whose memory (a lower bound, :mod:`snnsim.training.memory`)
+exceeds the machine's is refused with the figure; a run without ``--out`` gets a
+folder of its own even when another started in the same second. A NaN or inf loss or weight stops the run
 (:mod:`snnsim.training.guard`) without touching the last checkpoint. Exit status:
 0 done, 2 a user error (one line; --debug for the traceback), 3 diverged, 130
 interrupted (Ctrl-C, SIGTERM).
@@ -48,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import signals
 from ..backend import array_module, device, get_backend
 from ..commandline import (
     EXIT_DIVERGED,
@@ -73,7 +80,7 @@ from ..network import Network
 from ..params import GradientParams, NeuronParams
 from ..variants import describe_backwards, variant_backward, variant_gradient_params
 from . import data as data_mod
-from . import eta, guard, provenance, runfolder, runinfo, tboard, threads
+from . import eta, guard, memory, provenance, runfolder, runinfo, tboard, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
     TMP_SUFFIX,
@@ -94,7 +101,7 @@ from .config import (
     normalize_key,
 )
 from .optim import AdamW, clamp_weights, clip_grad_norm
-from .status import write_status
+from .status import STATUS_NAME, write_status
 from .threads import BLAS_THREAD_VARS  # noqa: F401  (re-exported for the benchmark)
 
 RUNS_DIR = Path("runs")
@@ -301,6 +308,8 @@ def default_name(cfg: TrainConfig) -> str:
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
+    """``--out``, or the folder snnsim chooses: ``runs/<name>-<date>-<time>`` (made
+    unique when the run starts, :func:`claim_new_folder`)."""
     if cfg.out:
         return Path(cfg.out)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -325,6 +334,47 @@ def point_latest(run_dir: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def claim_new_folder(run_dir: Path) -> Path:
+    """Make the folder snnsim chose for a new run, ``run_dir`` or, when that exists
+    (two runs started in the same second), ``run_dir-2``, ``run_dir-3``, ...: each
+    made with an exclusive mkdir, so that two processes never pick the same one."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        candidate = run_dir if k == 1 else run_dir.with_name(f"{run_dir.name}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise runfolder.RunFolderError(f"{run_dir}: 10000 folders of that name exist; pass --out")
+
+
+def check_out_path(run_dir: Path) -> None:
+    """``--out`` (or a folder above it) that is a symbolic link must lead to something:
+    a dangling or looping link is named as such (mkdir would say "File exists")."""
+    for p in (run_dir, *run_dir.parents):
+        if not p.is_symlink():
+            continue
+        try:
+            p.resolve(strict=True)
+        except FileNotFoundError:
+            raise ConfigError(f"--out {run_dir}: {p} is a symbolic link to {os.readlink(p)}, "
+                              "which does not exist") from None
+        except (RuntimeError, OSError):              # ELOOP (RuntimeError before 3.13)
+            raise ConfigError(f"--out {run_dir}: {p} is a symbolic link that loops "
+                              f"({p} -> {os.readlink(p)} -> ...)") from None
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run folder must take files (its lock first): a folder where none can be made
+    (``/proc/self``, a read-only mount) is named as such, not as one "in use"."""
+    try:
+        os.close(os.open(run_dir / runfolder.LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise runfolder.RunFolderError(f"--out {run_dir}: cannot create files in it "
+                                       f"({exc.strerror})") from None
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -358,11 +408,14 @@ def check_output_size(net: Network, dataset: str) -> None:
 
 def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     """Everything that can fail on the user's input, before the run folder is touched:
-    the folder's state, the data (both splits), the network, the resumed state."""
+    the folder's state, the memory the run needs, the data (both splits), the network,
+    the resumed state."""
     xp = get_backend(cfg.backend)
+    chosen = not cfg.out                     # by snnsim: a fresh folder is claimed at start
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
+    check_out_path(run_dir)
     existing = run_dir / CHECKPOINT_NAME
-    if check_folder and resume is None:      # (data-parallel: rank 0 alone checks the folder)
+    if check_folder and resume is None and not chosen:   # (data-parallel: rank 0 alone)
         runfolder.check_new_run_folder(run_dir)
     elif check_folder and run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
@@ -374,6 +427,9 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
                           "pass --out NEW_DIR")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     train_split, test_split = data_mod.load_splits(cfg)
+    input_shape = tuple(get_spec(cfg.dataset).input_shape)
+    memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape,   # before allocating
+                      len(train_split), len(test_split))
     net = make_network(cfg)
     check_output_size(net, cfg.dataset)
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -401,6 +457,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
     root = dp is None or dp.root
     if not root:
         log, cfg = _silent, dataclasses.replace(cfg, progress=False)
+    chosen = not cfg.out and resume is None            # a folder name snnsim chooses
     cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume, check_folder=root)
     data_files = train_split.files + test_split.files
     if not root:                       # the other ranks compute; rank 0 owns the folder
@@ -408,12 +465,19 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
                            data_files, dp)
     if cfg.tensorboard:
         tboard.check_available()
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if created:
-        point_latest(run_dir)
-    failed_start = False
+    failed_start = created = False
     try:
+        with signals.deferred():        # made and known to be made, or neither
+            if chosen:
+                run_dir = claim_new_folder(run_dir)
+                cfg, created = dataclasses.replace(cfg, out=str(run_dir)), True
+            else:
+                created = not run_dir.exists()
+                run_dir.mkdir(parents=True, exist_ok=True)
+            failed_start = created
+        if created:
+            point_latest(run_dir)
+        check_writable(run_dir)
         with runfolder.locked(run_dir):
             try:
                 result = _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net,
@@ -428,12 +492,15 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
                              cfg.epochs, str(exc))
                 raise
             finally:
-                failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
-                if failed_start:
-                    runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME, RUN_INFO_NAME))
+                with signals.deferred():  # a start that failed or was stopped: undone whole
+                    failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
+                    if failed_start:
+                        runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME,
+                                                         RUN_INFO_NAME, STATUS_NAME))
     finally:
         if failed_start:
-            runfolder.remove_if_only_lock(run_dir)
+            with signals.deferred():
+                runfolder.remove_if_only_lock(run_dir)
 
 
 def percent(fraction: float) -> str:
@@ -568,22 +635,23 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                        "eval_seconds": time.perf_counter() - t1,
                        "test_silent": [round(d["silent"], 6) for d in sparsity],
                        "test_spikes": [round(d["spikes"], 6) for d in sparsity]}
-                if root:
-                    save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
-                                    rng_state=rng.bit_generator.state, epoch=epoch + 1,
-                                    config=cfg.to_dict(), metrics=history + [row],
-                                    layer_names=layer_names,
-                                    network=net.describe(),
-                                    extra_attrs={"data_files": json.dumps(data_files),
-                                                 "run_info": json.dumps(started)})
-                history.append(row)
-                saved_epoch = epoch + 1
-                is_best = test_acc > best
-                if is_best:
-                    best = test_acc
-                if root:
-                    runfolder.promote(run_dir, is_best)
-                    append_metrics(run_dir / METRICS_NAME, row)
+                with signals.deferred():     # an epoch's files: all written, or none
+                    if root:
+                        save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
+                                        rng_state=rng.bit_generator.state, epoch=epoch + 1,
+                                        config=cfg.to_dict(), metrics=history + [row],
+                                        layer_names=layer_names,
+                                        network=net.describe(),
+                                        extra_attrs={"data_files": json.dumps(data_files),
+                                                     "run_info": json.dumps(started)})
+                    history.append(row)
+                    saved_epoch = epoch + 1
+                    is_best = test_acc > best
+                    if is_best:
+                        best = test_acc
+                    if root:
+                        runfolder.promote(run_dir, is_best)
+                        append_metrics(run_dir / METRICS_NAME, row)
                 if board is not None:
                     board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity])
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
@@ -597,6 +665,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                        if left > 0 else ""))
                 check_stop()
     except KeyboardInterrupt as exc:
+        signals.hold()                   # the message below is not cut by another signal
         if bar is not None:
             bar.close()
         what = "terminated (SIGTERM)" if isinstance(exc, runfolder.Terminated) else "interrupted"

@@ -1,0 +1,171 @@
+"""Ctrl-C and SIGTERM from a command's start to its exit: one line, exit status 130.
+
+Python's defaults end a command badly: Ctrl-C during the imports or the data
+loading prints a ``KeyboardInterrupt`` traceback, and SIGTERM (what job schedulers
+send) kills the process at once, without its ``finally`` clauses, so a run folder
+is left half made. Here, from the first line of an entry point (:func:`main`) to its
+exit:
+
+- SIGINT and SIGTERM raise ``KeyboardInterrupt`` where the command is (SIGTERM as
+  :class:`Terminated`, a ``KeyboardInterrupt``), once: the ``finally`` clauses
+  that clean up run, and a second signal while they do is not acted on (a second
+  ``KeyboardInterrupt`` raised inside a clean-up is the traceback this avoids);
+- the command's wrapper (:func:`snnsim.cli.command`, :func:`main`) turns the
+  interrupt into one line on stderr, ``snnsim.train: interrupted (Ctrl-C)`` or
+  ``... terminated (SIGTERM)``, and exit status 130;
+- a block that must not be cut in half (a checkpoint's save and its promotion)
+  runs under :func:`deferred`: a signal arriving within it is delivered when it
+  ends;
+- an ignored SIGINT (a job started in the background with ``&``) stays ignored.
+
+The training loop installs its own handlers on top (:func:`snnsim.training.runfolder.
+sigterm_as_interrupt`: a first signal stops at the next safe point); these are the
+ones in force outside that loop. This module imports nothing heavy, so that an entry
+point installs it before NumPy and h5py load.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import sys
+import threading
+
+#: Exit status after Ctrl-C or SIGTERM (128 + SIGINT's number, as shells report it).
+EXIT_INTERRUPTED = 130
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the command stops as after Ctrl-C."""
+
+
+class _State:
+    """Whether an interrupt was raised already (then further signals are not acted on)."""
+
+    raised = False
+
+
+def is_sigterm(exc: BaseException) -> bool:
+    """Whether the interrupt ``exc`` came from SIGTERM (this module's :class:`Terminated`
+    or the training loop's, both raised with the argument ``"SIGTERM"``)."""
+    return isinstance(exc, Terminated) or exc.args[:1] == ("SIGTERM",)
+
+
+def describe(exc: BaseException) -> str:
+    """``terminated (SIGTERM)`` or ``interrupted (Ctrl-C)``."""
+    return "terminated (SIGTERM)" if is_sigterm(exc) else "interrupted (Ctrl-C)"
+
+
+def _handler(signum, frame):
+    if _State.raised:            # a clean-up is running: let it finish
+        return
+    _State.raised = True
+    raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def install() -> dict:
+    """Install the handlers (main thread only; elsewhere nothing happens); returns the
+    previous ones for :func:`restore`."""
+    previous = {}
+    if not _in_main_thread():
+        return previous
+    _State.raised = False
+    for signum in SIGNALS:
+        old = signal.getsignal(signum)
+        if signum == signal.SIGINT and old == signal.SIG_IGN:
+            continue
+        previous[signum] = old
+        signal.signal(signum, _handler)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    for signum, old in previous.items():
+        if old is not None:
+            signal.signal(signum, old)
+
+
+def hold() -> None:
+    """From now on the handlers do not raise (an interrupt is being handled: its clean-up
+    and its message must not be cut by a second signal)."""
+    _State.raised = True
+
+
+def ignore() -> None:
+    """Ignore both signals for good (the process is about to exit)."""
+    if _in_main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Within the block SIGINT and SIGTERM are only recorded; at its end each is
+    delivered, in order, to the handler in place before (which may raise there)."""
+    if not _in_main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {}
+    for signum in SIGNALS:
+        old = signal.getsignal(signum)
+        if old in (signal.SIG_IGN, None):
+            continue
+        previous[signum] = old
+        signal.signal(signum, lambda s, f: got.append(s))
+    try:
+        yield
+    finally:
+        restore(previous)
+        for signum in got:
+            signal.raise_signal(signum)
+
+
+def report(name: str, exc: BaseException) -> int:
+    """Print the one line of ``snnsim.<name>`` interrupted by ``exc``; EXIT_INTERRUPTED."""
+    hold()
+    try:
+        print(f"snnsim.{name}: {describe(exc)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed: the exit status still says it
+        pass
+    return EXIT_INTERRUPTED
+
+
+def main(name: str, module: str, function: str = "main") -> None:
+    """The entry point ``python3 -m snnsim.<name>``: handlers installed first, then
+    ``module`` imported and its ``function()`` run; exits with its status (130 after
+    Ctrl-C or SIGTERM, with one line), signals ignored from then on."""
+    try:
+        install()
+        code = getattr(importlib.import_module(module), function)()
+    except KeyboardInterrupt as exc:
+        code = report(name, exc)
+    except SystemExit as exc:
+        code = exc.code
+    finish(code)
+
+
+def finish(code) -> None:
+    """End the process with ``code``, the signals ignored from here on. After an
+    interrupt the process ends at once (``os._exit``; its files are closed and
+    flushed already): an interrupt that landed inside code some extension module ran
+    through ``PyRun_String`` (Cython's module set-up does) leaves the interpreter
+    marked as stopped by Ctrl-C, and its normal exit would then kill itself with
+    SIGINT (status -2, not 130) after the one line was printed."""
+    ignore()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(EXIT_INTERRUPTED)
+    sys.exit(code)
+
+
+__all__ = ["EXIT_INTERRUPTED", "Terminated", "deferred", "describe", "finish", "hold", "ignore",
+           "install", "is_sigterm", "main", "report", "restore"]

@@ -1,0 +1,189 @@
+"""Ctrl-C and SIGTERM at any moment, from import to exit (issue 24): one line, exit
+status 130, nothing half made; the run folder a new run chooses or is given.
+
+Each test failed on the code before the fix:
+
+- Ctrl-C during the imports or the data loading: a KeyboardInterrupt traceback
+                                                   -> test_a_signal_at_any_moment_*
+- SIGTERM right after "resolved config": killed silently, the folder left with only
+  run.lock                                         -> test_sigterm_after_resolved_config_*
+- a second signal 2 ms after the first during a save: a traceback
+                                                   -> test_two_signals_during_a_save_*
+- two runs without --out in the same second: the second refused for the name snnsim
+  chose                                            -> test_runs_started_in_the_same_second_*
+- --out a dangling or looping symlink ("File exists"), or /proc/self ("in use by
+  another process")                                -> test_out_*
+
+The children run ``python3 -m snnsim.train`` (the real entry point: its imports are
+part of what is tested) on the tiny synthetic dataset of tests/test_train.py.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import procs
+import pytest
+from faults import check_consistent
+from test_faults import assert_one_line_error, main_status
+from test_train import tiny_args, write_fashion_mnist
+
+from snnsim.cli import EXIT_INTERRUPTED
+from snnsim.training import train as train_mod
+
+REPO = Path(__file__).resolve().parents[1]
+#: What a child may end with after Ctrl-C or SIGTERM: the command's one line on
+#: stderr, or (stopped inside the training loop) the run's own message on stdout.
+STDERR_LINES = ("snnsim.train: interrupted (Ctrl-C)", "snnsim.train: terminated (SIGTERM)")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"))
+
+
+def start(data_dir, out, *extra, epochs=3, network="784-24-10"):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return procs.start([sys.executable, "-m", "snnsim.train",
+                        *tiny_args(data_dir, out, *extra, epochs=epochs, network=network)],
+                       cwd=REPO, env=env)
+
+
+def wait_for_numpy(proc) -> None:
+    """Wait until the child has NumPy's extension mapped (/proc/PID/maps): it is past
+    the interpreter's own start-up (site, encodings: no snnsim code runs there) and in
+    the imports of snnsim's modules."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    procs.wait_for(lambda: "_multiarray_umath" in maps.read_text(), proc, 60,
+                   "NumPy's import in the child")
+
+
+def assert_stopped_cleanly(proc, out: Path, stdout: str, stderr: str) -> None:
+    """Exit 130 (or 0: the run finished first), no traceback, one line saying so, and
+    the folder either absent (stopped before its first checkpoint) or consistent."""
+    assert proc.returncode in (0, EXIT_INTERRUPTED), (proc.returncode, stderr)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    if proc.returncode == EXIT_INTERRUPTED:
+        lines = stderr.strip().splitlines()
+        said_on_stdout = "\ninterrupted " in stdout or "\nterminated (SIGTERM) " in stdout
+        assert said_on_stdout or (len(lines) == 1 and lines[0] in STDERR_LINES), (stdout, stderr)
+    if out.exists():
+        assert not list(out.glob("*.tmp")), sorted(p.name for p in out.iterdir())
+        assert (out / "checkpoint.h5").exists(), sorted(p.name for p in out.iterdir())
+        check_consistent(out)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_any_moment_stops_with_one_line(data_dir, tmp_path, signum):
+    """Delays from the start of the imports (NumPy's: snnsim's entry point runs before
+    it) through the data loading and the first epochs."""
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs Linux's /proc/PID/maps to see the child's imports")
+    for k, delay in enumerate((0.0, 0.3, 0.8, 1.4)):
+        out = tmp_path / f"run{k}"
+        proc = start(data_dir, out)
+        wait_for_numpy(proc)
+        time.sleep(delay)
+        proc.send_signal(signum)
+        stdout, stderr = procs.finish(proc, 120)
+        assert_stopped_cleanly(proc, out, stdout, stderr)
+
+
+def test_sigterm_after_resolved_config_leaves_no_folder(data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = start(data_dir, out, epochs=50)
+    seen = ""
+    while "resolved config" not in seen:
+        line = proc.stdout.readline()
+        assert line, f"the run ended before 'resolved config': {seen}"
+        seen += line
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = procs.finish(proc, 120)
+    assert proc.returncode == EXIT_INTERRUPTED, stderr
+    assert_stopped_cleanly(proc, out, seen + stdout, stderr)
+
+
+def _wait_for_a_save(proc, out: Path, after_checkpoint: bool) -> bool:
+    """Poll until a temporary file of an atomic write is in ``out`` (after the first
+    checkpoint when ``after_checkpoint``); False if the run ended first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (not after_checkpoint or (out / "checkpoint.h5").exists()) and list(out.glob("*.tmp")):
+            return True
+        time.sleep(0.0005)
+    return False
+
+
+@pytest.mark.parametrize("after_checkpoint", [False, True])
+def test_two_signals_during_a_save_stop_cleanly(data_dir, tmp_path, after_checkpoint):
+    """A first signal while a file is being written, a second 2 ms later: the save is
+    finished or undone, never left half made, and the stop is one line."""
+    hits = 0
+    for k in range(3):
+        out = tmp_path / f"run{k}"
+        proc = start(data_dir, out, epochs=30, network="784-600-10")
+        if _wait_for_a_save(proc, out, after_checkpoint):
+            hits += 1
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+            proc.send_signal(signal.SIGTERM)
+        stdout, stderr = procs.finish(proc, 120)
+        assert_stopped_cleanly(proc, out, stdout, stderr)
+    assert hits >= 1, "no save was caught in progress"
+
+
+def test_a_signal_within_a_deferred_block_arrives_at_its_end():
+    from snnsim import signals
+    got = []
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    old_int = signal.signal(signal.SIGINT, lambda s, f: got.append(("after", s)))
+    try:
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            got.append("block done")
+        assert got == ["block done", ("after", signal.SIGINT)]
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGUSR1, previous)
+
+
+# --- the run folder -------------------------------------------------------------------------
+def test_runs_started_in_the_same_second_get_their_own_folders(data_dir, tmp_path, capsys,
+                                                                monkeypatch):
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(train_mod._dt, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny_args(data_dir, "unused") if a not in ("--out", "unused")]
+    for _ in range(2):
+        code, _, err = main_status(args, capsys)
+        assert code == 0, err
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["fashion-mnist_784-24-10-20260102-030405",
+                       "fashion-mnist_784-24-10-20260102-030405-2"]
+    for name in folders:
+        check_consistent(tmp_path / "runs" / name)
+
+
+@pytest.mark.parametrize("case, needle", [("dangling", "which does not exist"),
+                                          ("loop", "loops"), ("proc", "cannot create files")])
+def test_out_that_cannot_be_a_folder_is_named_so(data_dir, tmp_path, capsys, case, needle):
+    out = tmp_path / "out"
+    if case == "dangling":
+        out.symlink_to(tmp_path / "nowhere")
+    elif case == "loop":
+        out.symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(out)
+    else:
+        out.symlink_to("/proc/self")
+    code, _, err = main_status(tiny_args(data_dir, out), capsys)
+    assert_one_line_error(code, err, "train", str(out), needle)
+    assert "File exists" not in err and "in use" not in err
