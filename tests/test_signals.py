@@ -166,9 +166,10 @@ def test_runs_started_in_the_same_second_get_their_own_folders(data_dir, tmp_pat
     for _ in range(2):
         code, _, err = main_status(args, capsys)
         assert code == 0, err
-    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "latest")
     assert folders == ["fashion-mnist_784-24-10-20260102-030405",
                        "fashion-mnist_784-24-10-20260102-030405-2"]
+    assert (tmp_path / "runs" / "latest").resolve() == (tmp_path / "runs" / folders[1]).resolve()
     for name in folders:
         check_consistent(tmp_path / "runs" / name)
 
