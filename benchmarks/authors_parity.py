@@ -66,6 +66,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,6 +75,7 @@ from snnsim.datasets.registry import get_spec
 from snnsim.datasets.transforms import normalize_cifar10, normalize_mnist
 from snnsim.network import NetworkCache
 from snnsim.training import data as data_mod
+from snnsim.training.builder import load_authors_yaml
 from snnsim.training.config import load_config_file
 from snnsim.training.optim import AdamW
 from snnsim.training.threads import set_blas_threads
@@ -452,9 +454,7 @@ def without_dropout(doc: dict) -> dict:
 def measure(code: AuthorsCode, name: str, dtype: str, steps: int, batch: int, data_dir,
             seed: int, workdir: Path) -> dict:
     """The first pass and ``steps`` training steps of config ``name`` in ``dtype``."""
-    import yaml
     base = load_config_file(name)
-    from snnsim.training.builder import load_authors_yaml
     doc = without_dropout(load_authors_yaml(name))
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
