@@ -330,8 +330,8 @@ def main(argv=None) -> int:
     if args.warmup < 0 or args.settle < 0:
         p.error("--warmup and --settle must be at least 0")
     runs = previous_runs(args.json) if args.json else []
+    authors = import_authors(args.authors) if args.authors else None    # a bad path: first
     torch, snntorch = import_peers()
-    authors = import_authors(args.authors) if args.authors else None
     set_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
     peers = contenders(args, authors)
