@@ -3,6 +3,7 @@
     python3 -m pip install -e .[peers]                       # torch and snntorch
     python3 benchmarks/peers.py                              # 1 thread each, about a minute
     python3 benchmarks/peers.py --threads 2 --json peers.json
+    python3 benchmarks/peers.py --authors ../TSSL-BP          # and the authors' code's step
 
 Times ONE training step of the paper's Fashion-MNIST MLP (784-400-400-10, T = 5, batch
 50, float32, AdamW) in each contender, on the same random batch, and prints the median
@@ -37,7 +38,16 @@ contender's spike fraction per layer on that batch is printed (untimed): all are
    way to speed a model up. Compiling takes about half a minute on a 2-core machine (in
    the warm-up, untimed); ``--no-compile`` leaves it out. TorchScript is not timed: snnTorch
    1.0's ``Leaky`` neither scripts (``torch.jit.script`` fails on its state handling) nor
-   traces (``torch.jit.trace`` fails its own sanity check).
+   traces (``torch.jit.trace`` fails its own sanity check);
+5. ``authors``, with ``--authors PATH`` (a checkout of github.com/stonezwr/TSSL-BP): the
+   authors' own training step, their modules imported from that checkout and run on the CPU
+   as ``benchmarks/authors_parity.py`` runs them (``.cuda()`` made a no-op; nothing of their
+   code is in this repository): their network from the same config (784-400-400-10, the
+   batch's T), snnsim's initial weights copied in, their forward, kernel loss, their
+   backward as written (O(T²) per neuron: a T × T product per step, PyTorch autograd
+   around it), ``clip_grad_norm_``, ``torch.optim.AdamW``, the weight clamp. The same
+   arithmetic as snnsim's step (``benchmarks/authors_parity.py`` measures how close), so
+   the ratio is one of implementations, not of methods.
 
 The neuron models are not the same arithmetic: snnsim's LIF has a first-order synapse (the
 next layer sees the post-synaptic current a[t], eq. (2)), snnTorch's ``Leaky`` passes its
@@ -67,6 +77,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnsim.analysis.bench import StepTimer
+from snnsim.training.builder import load_authors_yaml
 from snnsim.training.config import TrainConfig
 from snnsim.training.threads import set_blas_threads
 from snnsim.training.train import neuron_and_grad, write_json_atomic
@@ -179,9 +190,45 @@ def snnsim_spike_rates(timer: StepTimer) -> list[float]:
     return [float(np.mean(s.s)) for s in cache.states if s is not None]
 
 
+# --- the authors' code ----------------------------------------------------------------------
+class AuthorsStep:
+    """The authors' training step on their code (:class:`authors_parity.AuthorsNet`), from
+    ``timer``'s weights on ``timer``'s batch; :meth:`step` takes one and returns its seconds."""
+
+    def __init__(self, code, timer: StepTimer):
+        from authors_parity import AuthorsNet
+        doc = load_authors_yaml("fashion_mnist_mlp")                 # 784-400-400-10 = NETWORK
+        doc["Network"]["n_steps"] = timer.cfg.n_steps
+        self.net = AuthorsNet(code, doc, timer.net.input_shape, "float32")
+        self.net.set_weights([np.array(p["W"]) for p in timer.net.params])
+        self.image = np.array(timer.x[0])                            # (B, 1, 28, 28)
+        self.labels = np.asarray(timer.labels)
+
+    def step(self) -> float:
+        t0 = time.perf_counter()
+        self.net.train_step(self.image, self.labels, "static", keep=False)
+        return time.perf_counter() - t0
+
+    def spike_rates(self) -> list[float]:
+        return self.net.spike_rates(self.image, self.labels, "static")
+
+
+def import_authors(path: str):
+    """The authors' modules from the checkout ``path`` (:class:`authors_parity.AuthorsCode`),
+    or its one-line error, exit 2."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from authors_parity import AuthorsCode, UsageError, check_checkout
+    try:
+        return AuthorsCode(check_checkout(path))
+    except UsageError as exc:
+        print(f"peers.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 # --- the race ----------------------------------------------------------------------------
-def contenders(args) -> dict:
-    """name -> an object whose ``step()`` takes one training step and returns its seconds."""
+def contenders(args, authors=None) -> dict:
+    """name -> an object whose ``step()`` takes one training step and returns its seconds;
+    ``authors``: the authors' code (:func:`import_authors`), a contender too."""
     tssl = StepTimer(snnsim_config(args, "tsslbp"))
     surr = StepTimer(snnsim_config(args, "surrogate"))
     surr.x, surr.labels = tssl.x, tssl.labels                    # the same batch for all
@@ -190,6 +237,8 @@ def contenders(args) -> dict:
              "snntorch": SnnTorchStep(tssl.cfg, image, tssl.labels)}
     if args.compile:
         peers["snntorch compiled"] = SnnTorchStep(tssl.cfg, image, tssl.labels, True)
+    if authors is not None:
+        peers["authors"] = AuthorsStep(authors, tssl)
     return peers
 
 
@@ -268,6 +317,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-steps", type=int, default=5, help="T, time steps per sample")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out snnTorch with torch.compile (saves its half-minute compile)")
+    p.add_argument("--authors", metavar="PATH",
+                   help="also time the authors' training step, from this checkout of "
+                        "github.com/stonezwr/TSSL-BP (their code, on the CPU)")
     p.add_argument("--json", metavar="OUT",
                    help="also add this run's figures to the list of runs in this JSON file "
                         "(created if missing)")
@@ -278,10 +330,11 @@ def main(argv=None) -> int:
     if args.warmup < 0 or args.settle < 0:
         p.error("--warmup and --settle must be at least 0")
     runs = previous_runs(args.json) if args.json else []
+    authors = import_authors(args.authors) if args.authors else None    # a bad path: first
     torch, snntorch = import_peers()
     set_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
-    peers = contenders(args)
+    peers = contenders(args, authors)
     times, done = race(peers, args.rounds, args.block, args.settle, args.warmup)
     if done == 0:
         print("peers.py: interrupted before the first round; no figures", file=sys.stderr)
@@ -292,7 +345,8 @@ def main(argv=None) -> int:
         figs[name]["spike_rates"] = rates
     print(f"network {NETWORK}, T {args.n_steps}, batch {args.batch_size}, float32, "
           f"{args.threads} thread(s), {done} rounds of {args.block} steps; snnsim "
-          f"{__version__}, torch {torch.__version__}, snntorch {snntorch.__version__}")
+          f"{__version__}, torch {torch.__version__}, snntorch {snntorch.__version__}"
+          + (f", authors' code at {authors.commit or 'an unknown commit'}" if authors else ""))
     for name, f in figs.items():
         print(f"  {name:18s} median {f['median_ms']:8.2f} ms  (quartiles {f['q1_ms']:.2f}-"
               f"{f['q3_ms']:.2f})  ratio to snnsim {f['ratio_to_snnsim']:.2f}  spike rates "
@@ -303,6 +357,7 @@ def main(argv=None) -> int:
                   "network": NETWORK, "n_steps": args.n_steps, "batch_size": args.batch_size,
                   "dtype": "float32", "snnsim": __version__, "torch": torch.__version__,
                   "snntorch": snntorch.__version__, "numpy": np.__version__,
+                  "authors_commit": authors.commit if authors else None,
                   "python": platform.python_version(), "cpus": os.cpu_count(),
                   "load_average": os.getloadavg(), "contenders": figs}
         write_json_atomic(Path(args.json), {"runs": [*runs, record]})

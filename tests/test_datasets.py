@@ -481,6 +481,37 @@ def test_normalize_cifar10_constants():
     np.testing.assert_allclose(CIFAR10_BLACK, -mean / std, rtol=1e-12)
 
 
+ALL_PIXELS = np.arange(256, dtype=np.uint8).reshape(16, 16)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+def test_normalize_float32_is_the_old_float32_computation_bit_for_bit():
+    # the float32 path as it always was, written out here: float32 operands throughout
+    f = np.float32
+    old_mnist = (np.asarray(ALL_PIXELS, f) / f(255.0) - f(0.1307)) / f(0.3081)
+    for out in (normalize_mnist(ALL_PIXELS), normalize_mnist(ALL_PIXELS, np.float32)):
+        assert out.dtype == np.float32 and np.array_equal(out, old_mnist)
+    img = np.stack([ALL_PIXELS, ALL_PIXELS[::-1], ALL_PIXELS.T])[None]       # (1, 3, 16, 16)
+    mean = np.asarray(CIFAR_MEAN, f)[:, None, None]
+    std = np.asarray(CIFAR_STD, f)[:, None, None]
+    old_cifar = (np.asarray(img, f) / f(255.0) - mean) / std
+    for out in (normalize_cifar10(img), normalize_cifar10(img, "float32")):
+        assert out.dtype == np.float32 and np.array_equal(out, old_cifar)
+
+
+def test_normalize_float64_is_a_float64_computation():
+    # float64 from the pixels on, exactly; not the float32 result widened (differs by ~1e-7)
+    want = (ALL_PIXELS.astype(np.float64) / 255.0 - 0.1307) / 0.3081
+    out = normalize_mnist(ALL_PIXELS, np.float64)
+    assert out.dtype == np.float64 and np.array_equal(out, want)
+    assert np.abs(normalize_mnist(ALL_PIXELS).astype(np.float64) - want).max() > 1e-8
+    img = np.stack([ALL_PIXELS, ALL_PIXELS[::-1], ALL_PIXELS.T])[None]
+    mean = np.asarray(CIFAR_MEAN)[:, None, None]
+    std = np.asarray(CIFAR_STD)[:, None, None]
+    out = normalize_cifar10(img, np.float64)
+    assert out.dtype == np.float64 and np.array_equal(out, (img / 255.0 - mean) / std)
+
+
 def test_random_crop_flip_reproducible_and_shape():
     x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
     a = random_crop_flip(x, np.random.default_rng(42))

@@ -57,3 +57,13 @@ def test_json_of_another_kind_is_refused_before_timing(tmp_path, capsys):
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert out.read_text() == '{"something": "else"}\n'
+
+
+def test_authors_path_not_found_is_one_line(tmp_path, capsys):
+    script = load_script()
+    missing = tmp_path / "TSSL-BP"
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--authors", str(missing), "--rounds", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--authors" in err and str(missing) in err

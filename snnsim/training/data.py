@@ -7,7 +7,8 @@ preprocessing), a seeded shuffle, and one host-to-backend copy per batch.
         ...                                          # x_in (T, B, C, H, W) on the backend
 
 - MNIST, Fashion-MNIST: (x/255 - 0.1307)/0.3081, a static current repeated at
-  every step (:func:`snnsim.network.repeat_static`, a broadcast view).
+  every step (:func:`snnsim.network.repeat_static`, a broadcast view). Normalised in
+  the run's dtype (a float64 run is float64 from the pixels on).
 - CIFAR-10: per-channel normalisation; training batches get a random crop of the
   4-padded image (padding = black) and a horizontal flip, drawn from ``rng``.
 - N-MNIST: 0/1 event frames in 3 ms bins, ``(T, B, 2, 34, 34)``, frame 0 the first
@@ -85,7 +86,7 @@ def _load_mnist(dataset: str, split: str, cfg, subset, dtype) -> Split:
     files = [provenance.file_record(split, p) for p in find_idx_files(dataset, split, cfg.data_dir)]
     images, labels = load_idx_dataset(dataset, split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
-    x = normalize_mnist(images[idx]).astype(dtype, copy=False)[:, None]   # (N, 1, 28, 28)
+    x = normalize_mnist(images[idx], dtype)[:, None]                     # (N, 1, 28, 28)
     return Split(split, "static", labels[idx].astype(np.int64), x=x, files=files)
 
 
@@ -96,7 +97,7 @@ def _load_cifar10(dataset: str, split: str, cfg, subset, dtype) -> Split:
     files = [provenance.file_record(split, root / b) for b in CIFAR10_BATCHES[split]]
     images, labels = load_cifar10(split, data_dir=cfg.data_dir, strict=False)
     idx = _subset_index(len(labels), subset)
-    x = normalize_cifar10(images[idx]).astype(dtype, copy=False)          # (N, 3, 32, 32)
+    x = normalize_cifar10(images[idx], dtype)                            # (N, 3, 32, 32)
     return Split(split, "static", labels[idx].astype(np.int64), x=x,
                  augment=bool(cfg.augment and split == "train"), files=files)
 
