@@ -29,8 +29,8 @@ import gzip
 import json
 import math
 import os
-import re
 import pickle
+import re
 import resource
 import select
 import signal
