@@ -108,3 +108,24 @@ def test_peak_memory_counts_the_fast_paths_workspace():
     assert timer.peak_bytes() >= held
     timer.fast = False                                 # the plain step holds nothing
     assert timer.held_bytes() == 0
+
+
+def test_eval_figure_times_the_training_loops_test_pass(tmp_path, capsys, monkeypatch):
+    """--eval-samples: the evaluation's forward per sample (the test pass training runs, and
+    the plain forward in the same slices), beside the training step's time per sample."""
+    from snnsim.training import train as train_mod
+    calls = []
+    real = train_mod.test_pass
+    monkeypatch.setattr(train_mod, "test_pass", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--experiments", "mlp", *QUICK, "--steps-sweep", "", "--no-baseline",
+                       "--eval-samples", "30", "--out", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["eval"]
+    assert r["experiment"] == "mlp" and r["samples"] == 30
+    assert r["s_per_sample"] > 0 and r["plain_s_per_sample"] > 0
+    assert r["eval_over_step"] == pytest.approx(r["s_per_sample"] / r["step_s_per_sample"])
+    assert len(calls) == 2 * (1 + 3) and all(len(split) == 30 for split in calls)   # warm + 3, twice
+    assert "a training step's time per sample" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--eval-samples", "-1", "--out", str(out)])
+    assert exc.value.code == 2

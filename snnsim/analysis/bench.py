@@ -36,6 +36,7 @@ import numpy as np
 from ..backend import BACKENDS, BackendError, backend_name, get_backend, synchronize
 from ..commandline import ArgumentParser, prog_name
 from ..datasets.registry import get_spec
+from ..fast import EVAL_CHUNK
 from ..training import data as data_mod
 from ..training import train as train_mod
 from ..training.config import ConfigError, TrainConfig, load_config_file
@@ -93,6 +94,33 @@ def memory_figure(cfg: TrainConfig, explicit: bool) -> dict:
     """One step's time and peak memory (the first step: no warm-up)."""
     timer = StepTimer(cfg, explicit)
     return figures([timer.step()], cfg.batch_size, timer.peak_bytes())
+
+
+# --- the evaluation's forward --------------------------------------------------------------
+def eval_figure(cfg: TrainConfig, samples: int, repeats: int = 3) -> dict:
+    """Seconds per sample of a test pass (:func:`snnsim.training.train.test_pass`) over
+    ``samples`` samples of real data (random images where the data set is missing), the best
+    of ``repeats``: as training evaluates (on NumPy: :class:`~snnsim.fast.FastForward` in
+    slices of :data:`~snnsim.fast.EVAL_CHUNK`), and, for comparison, the plain
+    :meth:`Network.forward` on the same slices (``plain_s_per_sample``)."""
+    split, source = real_split(cfg, samples)
+    net = make_network(cfg)
+    cfg = cfg.replace(eval_batch_size=max(samples, 1))
+    out = {"samples": samples, "data": source}
+    for label, fast in (("s_per_sample", True), ("plain_s_per_sample", False)):
+        plain_cfg = cfg if fast else cfg.replace(eval_batch_size=EVAL_CHUNK)
+        with mock.patch.object(train_mod, "fast_forward_applies",
+                               train_mod.fast_forward_applies if fast else (lambda net: False)):
+            train_mod.test_pass(net, split, plain_cfg)          # warm: workspace, kernels
+            best = float("inf")
+            for _ in range(repeats):
+                synchronize(net.xp)
+                t0 = time.perf_counter()
+                train_mod.test_pass(net, split, plain_cfg)
+                synchronize(net.xp)
+                best = min(best, time.perf_counter() - t0)
+        out[label] = best / samples
+    return out
 
 
 # --- the phases of the step on real data (what benchmarks/train_speed.py did) ------------
@@ -230,6 +258,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help=f"timed batches for a figure whose first step takes over {SLOW_STEP_S:g} s, "
                         "that step included (default 3)")
     p.add_argument("--no-baseline", action="store_true", help="skip the O(T²) baseline")
+    p.add_argument("--eval-samples", type=int, default=0, metavar="N",
+                   help="also time the evaluation's forward on N test samples, per sample, "
+                        "against the training step (default 0: not measured)")
     p.add_argument("--phases", action="store_true",
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
@@ -269,6 +300,8 @@ def plan(args) -> list[tuple]:
                 jobs.append(("run", backend, name, "fused", False))
             if not args.no_baseline:
                 jobs.append(("run", backend, name, "explicit_phi", True))
+        if args.eval_samples:
+            jobs += [("eval", backend, name, "eval", False) for name in experiments]
         jobs += floor_mod.jobs(args, backend, experiments)
         if args.phases:
             jobs.append(("phases", backend, "mlp", "phases", False))
@@ -294,6 +327,8 @@ def check_args(p: argparse.ArgumentParser, args) -> dict:
             p.error(f"unknown experiment {name!r}; choose from {', '.join(sorted(EXPERIMENTS))}")
     if not devices:
         p.error("no backend given")
+    if args.eval_samples < 0:
+        p.error(f"--eval-samples must be 0 or more, got {args.eval_samples}")
     if not all(t.strip().isdigit() and int(t) > 0 for t in _names(args.steps_sweep or "")):
         p.error(f"--steps-sweep must be comma-separated positive integers, got {args.steps_sweep!r}")
     return devices
@@ -338,6 +373,17 @@ def main(argv=None) -> int:
                                                   / row["recursion"]["s_per_batch"])
                     tqdm.write(f"  {backend:5s} {key:7s} recursion is {row['speedup_vs_explicit']:.2f}x "
                                f"the O(T²) baseline's speed")
+            elif kind == "eval":
+                r = eval_figure(experiment_config(key, backend, args.backward), args.eval_samples)
+                step = rows.get((backend, key), {}).get("recursion")
+                if step is not None:
+                    r["step_s_per_sample"] = step["s_per_batch"] / rows[backend, key]["batch_size"]
+                    r["eval_over_step"] = r["s_per_sample"] / r["step_s_per_sample"]
+                results.setdefault("eval", []).append({"experiment": key, "backend": backend, **r})
+                tqdm.write(f"  {backend:5s} {key:7s} evaluation {r['s_per_sample'] * 1e3:7.3f} ms/sample "
+                           f"(plain forward in the same slices {r['plain_s_per_sample'] * 1e3:.3f})"
+                           + (f"; {r['eval_over_step']:.2f}x a training step's time per sample"
+                              if step is not None else ""))
             elif kind in floor_mod.KINDS:
                 r, text = floor_mod.measure(kind, key, experiment_config(key, backend, args.backward), args)
                 results.setdefault(kind, []).append({"experiment": key, "backend": backend, **r})
