@@ -573,3 +573,26 @@ def test_last_finite_checkpoint_only_said_of_a_finite_one(good_run, data_dir, tm
     last = err.strip().splitlines()[-1]
     assert "is the last finite checkpoint" not in last, last
     assert "not a finite checkpoint" in last
+
+
+# --- recordings (read back by plots) ---------------------------------------------------------
+def test_damaged_recording_is_one_line(good_run, data_dir, tmp_path, capsys):
+    """A recording whose dataset declares (1e6, 1e6) values, or whose packed spikes claim
+    more neurons than their bytes hold: plots exits 2 naming it, nothing allocated."""
+    rec = tmp_path / "rec.h5"
+    code, err = run_main(record.main, [str(good_run), "--samples", "4", "--full", "--out",
+                                       str(rec), "--data-dir", str(data_dir)], capsys)
+    assert code == 0, err
+    huge, lying = tmp_path / "huge.h5", tmp_path / "lying.h5"
+    shutil.copyfile(rec, huge)
+    shutil.copyfile(rec, lying)
+    with h5py.File(huge, "r+") as f:
+        del f["scores"]
+        f.create_dataset("scores", shape=(10**6, 10**6), dtype="f4")
+    with h5py.File(lying, "r+") as f:
+        layer = sorted(f["layers"])[0]
+        f[f"layers/{layer}/spikes_packed"].attrs["n_neurons"] = 10**9
+    for path in (huge, lying):
+        code, err = run_main(plots.main, ["raster", str(path), "--out", str(tmp_path / "p")],
+                             capsys)
+        assert_one_line(code, err, "plots", path.name)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,10 +495,28 @@ def is_recording(path) -> bool:
         return False
 
 
+#: A recording's datasets are gzip-compressed, so they may declare more bytes than the
+#: file holds, but not more than this factor times its size (or 1 GiB): a larger
+#: declaration is damage, refused before anything is allocated.
+MAX_EXPANSION = 1000
+
+
 def load_recording(path) -> Recording:
-    """Read a recording written by :func:`save_recording`."""
+    """Read a recording written by :func:`save_recording`; :class:`RecordingError`, one
+    line naming the file, when it is not a regular file, not an snnsim recording, or
+    damaged (a dataset declaring more than :data:`MAX_EXPANSION` times the file's size,
+    a packed spike train whose neuron count does not fit its bytes or its layer's shape)."""
     from ..training.checkpoint import regular_file
     path = regular_file(path, "recording", RecordingError)
+    limit = max(MAX_EXPANSION * path.stat().st_size, 2**30)
+
+    def read(ds):
+        declared = math.prod(int(n) for n in ds.shape or ()) * ds.dtype.itemsize
+        if ds.dtype.kind not in "biuf" or declared > limit:
+            raise RecordingError(f"{path}: {ds.name} is {ds.dtype} {ds.shape} (declares "
+                                 f"{declared:,} bytes)")
+        return ds[()]
+
     try:
         with h5py.File(path, "r") as f:
             check_header(f, path, FORMAT_NAME, FORMAT_VERSION, "recording", RecordingError)
@@ -508,17 +527,22 @@ def load_recording(path) -> Recording:
                 spikes = None
                 if "spikes_packed" in g:
                     ds = g["spikes_packed"]
-                    spikes = unpack_spikes(ds[()], int(ds.attrs["n_neurons"]), shape)
+                    packed, n_neurons = read(ds), int(ds.attrs["n_neurons"])
+                    if (packed.ndim < 1 or not 0 <= n_neurons <= 8 * packed.shape[-1]
+                            or math.prod(shape) != n_neurons):
+                        raise RecordingError(f"{path}: {ds.name}: {n_neurons} neurons of shape "
+                                             f"{shape} in packed bytes {packed.shape}")
+                    spikes = unpack_spikes(packed, n_neurons, shape)
                 layers.append(LayerRecord(
                     name=name, describe=str(g.attrs["describe"]), index=int(g.attrs["index"]),
-                    shape=shape, v_th=float(g.attrs["v_th"]), counts=g["counts"][()],
-                    spikes=spikes, membrane=g["membrane"][()] if "membrane" in g else None))
+                    shape=shape, v_th=float(g.attrs["v_th"]), counts=read(g["counts"]),
+                    spikes=spikes, membrane=read(g["membrane"]) if "membrane" in g else None))
             config = f.attrs["config"]
             return Recording(
                 n_steps=int(f.attrs["n_steps"]), layers=layers,
-                predictions=f["predictions"][()], scores=f["scores"][()],
-                labels=f["labels"][()] if "labels" in f else None,
-                sample_index=f["sample_index"][()] if "sample_index" in f else None,
+                predictions=read(f["predictions"]), scores=read(f["scores"]),
+                labels=read(f["labels"]) if "labels" in f else None,
+                sample_index=read(f["sample_index"]) if "sample_index" in f else None,
                 neuron=json.loads(f.attrs["neuron"]),
                 config=json.loads(config) if config else None,
                 meta=json.loads(f.attrs["meta"]), step_ms=float(f.attrs["step_ms"]))
