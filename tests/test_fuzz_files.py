@@ -43,10 +43,16 @@ from test_train import tiny_args, write_fashion_mnist
 
 from snnsim.analysis import inspection, plots, record
 from snnsim.datasets import registry
-from snnsim.training import runinfo
+from snnsim.training import checkpoint as ckpt_mod
+from snnsim.training import runfolder, runinfo
 from snnsim.training import train as train_mod
-from snnsim.training.checkpoint import CheckpointError, load_checkpoint, seal
-from snnsim.training.runfolder import RunFolderError, read_metrics_file
+from snnsim.training.checkpoint import CheckpointError, load_checkpoint
+from snnsim.training.runfolder import RunFolderError
+
+#: The checksum's sealing and the metrics reader (fallbacks let the suite run against an
+#: snnsim without them, to show what it finds there).
+seal = getattr(ckpt_mod, "seal", lambda f: None)
+read_metrics_file = getattr(runfolder, "read_metrics_file", plots.read_metrics)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_EXAMPLES = "SNNSIM_FUZZ_EXAMPLES"
@@ -116,16 +122,34 @@ def fresh_copy(world) -> Path:
     return dst
 
 
+def _address_space() -> int | None:
+    """This process's virtual memory size in bytes (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextlib.contextmanager
 def limits(what: str):
     """The time limit (a watchdog that dumps the stacks and ends the run: a hang must not
-    block CI) and the memory limit (peak RSS growth) of one in-process call."""
+    block CI) and the memory limit of one in-process call: the address space may grow by
+    :data:`MEMORY_LIMIT_BYTES` (RLIMIT_AS, so that a runaway allocation is a MemoryError
+    here, never the machine's out-of-memory killer), and the peak RSS by as much."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    vm = _address_space()
+    if vm is not None:
+        cap = vm + MEMORY_LIMIT_BYTES
+        resource.setrlimit(resource.RLIMIT_AS,
+                           (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     faulthandler.dump_traceback_later(CALL_LIMIT_S, exit=True, file=sys.__stderr__)
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     assert grown <= MEMORY_LIMIT_BYTES, f"{what}: peak memory grew by {grown / 2**30:.1f} GiB"
 
@@ -254,8 +278,9 @@ def apply_mutation(path: Path, mutation, renew: bool) -> bool:
             elif kind == "delete_attr":
                 obj, name = mutation[1]
                 del f[obj].attrs[name]
-            if renew:
-                with contextlib.suppress(CheckpointError, MemoryError, ValueError):
+            if renew and kind != "declared":    # sealing would read the declared bytes
+                with limits("seal"), contextlib.suppress(CheckpointError, MemoryError,
+                                                         ValueError):
                     seal(f)
     except (TypeError, ValueError, OverflowError, KeyError, OSError):
         return False                   # a value h5py cannot store: not a file to test

@@ -46,13 +46,14 @@ import os
 import secrets
 import shutil
 import stat
+import types
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..backend import to_numpy
-from ..h5header import check_header, has_format, layer_name, write_header
+from ..h5header import check_header, layer_name, write_header
 from ..version import current_source_info
 
 FORMAT_NAME = "snnsim-checkpoint"
@@ -735,9 +736,12 @@ def load_checkpoint(path, allow_nonfinite: bool | None = None) -> dict:
                               f"checkpoint?): {error_text(exc)}") from None
     try:
         with f:
-            check_header(f, path, FORMAT_NAME, READABLE_VERSIONS, "checkpoint", CheckpointError)
-            version = int(f.attrs["format_version"])
-            tree = _read_tree(f, _Budget(path.stat().st_size))
+            budget = _Budget(path.stat().st_size)
+            header = types.SimpleNamespace(attrs=_read_attrs(f, budget))   # sizes bounded
+            check_header(header, path, FORMAT_NAME, READABLE_VERSIONS, "checkpoint",
+                         CheckpointError)
+            version = int(header.attrs["format_version"])
+            tree = _read_tree(f, budget)
     except CheckpointError as exc:
         raise _naming(exc, path) from None
     except Exception as exc:       # any error of h5py on a damaged file: one line
@@ -775,19 +779,11 @@ def error_text(exc: BaseException) -> str:
 def checkpoint_epoch(path) -> int:
     """The ``epoch`` attribute of a checkpoint, without reading its arrays (not checked
     against its checksum: :func:`load_checkpoint` does that)."""
-    path = regular_file(path, "checkpoint")
+    attrs = read_root_attrs(path)
+    if attrs.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not an snnsim checkpoint")
     try:
-        with h5py.File(path, "r") as f:
-            if not has_format(f, FORMAT_NAME):
-                raise CheckpointError(f"{path}: not an snnsim checkpoint")
-            epoch = f.attrs["epoch"]
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable snnsim checkpoint: "
-                              f"{error_text(exc)}") from None
-    try:
-        return _int(epoch, "attribute epoch", 0, MAX_EPOCH)
+        return _int(attrs.get("epoch"), "attribute epoch", 0, MAX_EPOCH)
     except CheckpointError as exc:
         raise _naming(exc, path) from None
 
