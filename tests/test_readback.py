@@ -235,6 +235,8 @@ CHECKPOINT_DEFECTS = {
     "NaN in optimizer m": (_poison("optimizer/m/layer_00/W", np.nan), "optimizer m"),
     "negative optimizer v": (_poison("optimizer/v/layer_00/W", -1.0), "optimizer v"),
     "inf in optimizer v": (_poison("optimizer/v/layer_01/W", np.inf), "optimizer v"),
+    "data_files records without split or path": (_attr("/", "data_files", '[{"x": 1}]'),
+                                                 "data_files"),
 }
 
 
@@ -254,7 +256,8 @@ def test_damaged_checkpoint_refused_by_load(good_run, tmp_path, defect):
                                     "soft link to itself", "int32 weights",
                                     "optimizer m of the wrong shape", "optimizer step -5",
                                     "rng state 5", "epoch -1", "NaN test_acc in the history",
-                                    "negative optimizer v"])
+                                    "negative optimizer v",
+                                    "data_files records without split or path"])
 def test_damaged_checkpoint_refused_by_every_command(good_run, data_dir, tmp_path, capsys,
                                                       defect):
     """train --resume, record, plots curves/sparsity, inspection: one line, exit 2."""

@@ -683,8 +683,12 @@ def _parse(tree: dict, path: Path) -> dict:
                                   f"disagree with /metrics (best: epoch {best + 1}, "
                                   f"{accs[best]})")
     data_files = _json(_attr(root, "data_files", "/", "[]"), "attribute data_files", list)
-    if not all(isinstance(d, dict) for d in data_files):
-        raise CheckpointError("attribute data_files: not a list of objects")
+    for d in data_files:
+        digest = d.get("sha256", d.get("sha256_of_listing", "")) if isinstance(d, dict) else 0
+        if not (isinstance(d, dict) and isinstance(d.get("split"), str)
+                and isinstance(d.get("path"), str) and isinstance(digest, str)):
+            raise CheckpointError(f"attribute data_files: {str(d)[:60]} is not a record of a "
+                                  "data file (split, path, sha256)")
     return {
         "path": str(path),
         "epoch": epoch,
