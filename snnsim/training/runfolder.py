@@ -22,6 +22,11 @@ those a killed writer left (``*.tmp``) are removed on the next start, under the
 lock. Ctrl-C (SIGINT) and SIGTERM (what job schedulers send) stop a run at the
 next batch or once the epoch's files are written (:func:`sigterm_as_interrupt`); a
 second one stops it at once.
+
+Reading back: ``best.h5`` counts as holding an epoch only when it passes every check of
+:func:`snnsim.training.checkpoint.load_checkpoint` (a damaged one is replaced by the
+next promotion); ``metrics.jsonl`` and ``config.json`` are read by
+:func:`read_metrics_file` and :func:`read_json_file`, which check them first.
 """
 from __future__ import annotations
 
@@ -272,7 +277,8 @@ def sigterm_as_interrupt():
             signal.signal(signum, old)
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
-           "adopt_best", "best_epoch_on_disk", "check_new_run_folder", "clean_leftovers",
-           "locked", "promote", "remove_files", "remove_if_only_lock", "repair_best",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "MAX_JSON_FILE_BYTES", "METRICS_NAME",
+           "RunFolderError", "StopRequest", "Terminated", "adopt_best", "best_epoch_on_disk",
+           "check_new_run_folder", "clean_leftovers", "locked", "promote", "read_json_file",
+           "read_metrics_file", "remove_files", "remove_if_only_lock", "repair_best",
            "sigterm_as_interrupt", "stop_exception"]
