@@ -36,17 +36,22 @@ def has_format(f, format_name: str) -> bool:
     return f.attrs.get("format") == format_name
 
 
-def check_header(f, path, format_name: str, format_version: int, what: str,
+def check_header(f, path, format_name: str, format_version, what: str,
                  error: type[Exception]) -> None:
     """Raise ``error`` naming ``path`` unless ``f`` is a ``format_name`` file of
-    version ``format_version``; ``what`` names the kind ("checkpoint", ...)."""
+    version ``format_version`` (an int, or a tuple of the versions read); ``what``
+    names the kind ("checkpoint", ...)."""
     if not has_format(f, format_name):
+        shown = repr(f.attrs.get("format"))
         raise error(f"{path}: not an snnsim {what} (format attribute "
-                    f"{f.attrs.get('format')!r}, expected {format_name!r})")
-    version = int(f.attrs["format_version"])
-    if version != format_version:
-        raise error(f"{path}: {what} format version {version}; this snnsim reads version "
-                    f"{format_version}")
+                    f"{shown[:60]}, expected {format_name!r})")
+    versions = format_version if isinstance(format_version, tuple) else (format_version,)
+    raw = f.attrs["format_version"]
+    version = int(raw) if getattr(raw, "shape", ()) == () and str(raw).lstrip("-").isdigit() \
+        else None
+    if version not in versions:
+        raise error(f"{path}: {what} format version {str(raw)[:40]}; this snnsim reads "
+                    f"version {' or '.join(map(str, versions))}")
 
 
 __all__ = ["check_header", "has_format", "layer_name", "snnsim_version", "write_header"]

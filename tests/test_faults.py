@@ -53,7 +53,7 @@ from snnsim.commandline import prog_name
 from snnsim.datasets import registry
 from snnsim.datasets.errors import DatasetError
 from snnsim.training import train as train_mod
-from snnsim.training.checkpoint import atomic_write, checkpoint_epoch, load_checkpoint
+from snnsim.training.checkpoint import atomic_write, checkpoint_epoch, load_checkpoint, seal
 
 REPO = Path(__file__).resolve().parents[1]
 BATCHES_PER_EPOCH = N_TRAIN // 10
@@ -97,12 +97,15 @@ def assert_one_line_error(code, err, command="train", *needles):
 
 
 def poison(path, layer="layer_00", name="W"):
-    """Write a NaN into a checkpoint's weights (as a diverged run would have saved)."""
+    """Write a NaN into a checkpoint's weights (as a diverged run of a writer without the
+    guard would have saved), the checksum renewed: the non-finite check, not the
+    checksum, is what must refuse it."""
     with h5py.File(path, "r+") as f:
         w = f[f"weights/{layer}/{name}"]
         a = w[()]
         a.flat[3] = np.nan
         w[...] = a
+        seal(f)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..backend import array_module, device, to_numpy
@@ -158,34 +157,33 @@ def inspect_pass(net, x_in, labels, loss_fn, grad: GradientParams | None = None,
 
 
 def write_inspection(path, result: dict, extra_attrs: dict | None = None) -> Path:
-    """Write :func:`inspect_pass`'s result to HDF5 atomically (layout:
-    ``docs/inspect_format.md``)."""
-    from ..training.checkpoint import atomic_write
+    """Write :func:`inspect_pass`'s result to HDF5 atomically (built in memory, then
+    written under a temporary name and renamed: a full disk is one OSError naming
+    ``path``; layout: ``docs/inspect_format.md``)."""
+    from ..training.checkpoint import atomic_write_h5
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            write_header(f, FORMAT_NAME, FORMAT_VERSION)
-            for k, v in {**result["attrs"], **(extra_attrs or {})}.items():
-                f.attrs[k] = v
-            for k, v in result["data"].items():
-                f.create_dataset(k, data=v)
-            lg = f.create_group("layers")
-            for i, rec in enumerate(result["layers"]):
-                g = lg.create_group(layer_name(i))
-                for k, v in rec["attrs"].items():
-                    g.attrs[k] = np.asarray(v, np.int64) if isinstance(v, list) else v
-                for k, v in rec["data"].items():
-                    g.create_dataset(k, data=v)
-                if "phi" in rec:
-                    pg = g.create_group("phi")
-                    pg.attrs["index_order"] = "sample, neuron, k (effect step), m (cause step)"
-                    for k, v in rec["phi"].items():
-                        pg.create_dataset(k, data=v)
-            f.flush()
+    def fill(f):
+        write_header(f, FORMAT_NAME, FORMAT_VERSION)
+        for k, v in {**result["attrs"], **(extra_attrs or {})}.items():
+            f.attrs[k] = v
+        for k, v in result["data"].items():
+            f.create_dataset(k, data=v)
+        lg = f.create_group("layers")
+        for i, rec in enumerate(result["layers"]):
+            g = lg.create_group(layer_name(i))
+            for k, v in rec["attrs"].items():
+                g.attrs[k] = np.asarray(v, np.int64) if isinstance(v, list) else v
+            for k, v in rec["data"].items():
+                g.create_dataset(k, data=v)
+            if "phi" in rec:
+                pg = g.create_group("phi")
+                pg.attrs["index_order"] = "sample, neuron, k (effect step), m (cause step)"
+                for k, v in rec["phi"].items():
+                    pg.create_dataset(k, data=v)
 
-    return atomic_write(path, write)
+    return atomic_write_h5(path, fill)
 
 
 # =============================================================================

@@ -298,15 +298,15 @@ def plot_raster(rec: Recording, sample: int = 0, max_neurons: int | None = None,
 # Training curves and confusion matrix
 # =============================================================================
 def read_metrics(source) -> list[dict]:
-    """Per-epoch rows from a run folder (``metrics.jsonl``), a ``.jsonl`` file or a checkpoint."""
+    """Per-epoch rows from a run folder (``metrics.jsonl``), a ``.jsonl`` file or a checkpoint,
+    checked by the reader of that file kind (:func:`snnsim.training.runfolder.read_metrics_file`,
+    :func:`snnsim.training.checkpoint.load_checkpoint`)."""
+    from ..training.checkpoint import load_checkpoint
+    from ..training.runfolder import read_metrics_file
     p = Path(source)
     if p.is_dir():
         p = p / "metrics.jsonl"
-    if p.suffix == ".jsonl":
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    else:
-        from ..training.checkpoint import load_checkpoint
-        rows = load_checkpoint(p)["metrics"]
+    rows = read_metrics_file(p) if p.suffix == ".jsonl" else load_checkpoint(p)["metrics"]
     if not rows:
         raise ValueError(f"{source}: no completed epoch in the metrics")
     return rows

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -430,53 +431,52 @@ def unpack_spikes(packed, n_neurons: int, shape: tuple) -> np.ndarray:
 
 
 def save_recording(path, rec: Recording) -> Path:
-    """Write ``rec`` to HDF5 at ``path`` atomically (``<path>.tmp`` then
-    :func:`os.replace`). Layout: ``docs/recording_format.md``."""
-    from ..training.checkpoint import atomic_write
+    """Write ``rec`` to HDF5 at ``path`` atomically (built in memory, written to a
+    temporary name, then :func:`os.replace`: a full disk is one OSError naming ``path``).
+    Layout: ``docs/recording_format.md``."""
+    from ..training.checkpoint import atomic_write_h5
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            write_header(f, FORMAT_NAME, FORMAT_VERSION)
-            f.attrs["n_steps"] = int(rec.n_steps)
-            f.attrs["step_ms"] = float(rec.step_ms)
-            f.attrs["n_samples"] = rec.n_samples
-            f.attrs["n_full"] = rec.n_full
-            f.attrs["layer_names"] = json.dumps([lr.name for lr in rec.layers])
-            f.attrs["layer_describe"] = json.dumps([lr.describe for lr in rec.layers])
-            f.attrs["layer_shapes"] = json.dumps([list(lr.shape) for lr in rec.layers])
-            f.attrs["neuron"] = json.dumps(rec.neuron)
-            f.attrs["config"] = json.dumps(rec.config) if rec.config is not None else ""
-            f.attrs["meta"] = json.dumps(rec.meta)
-            f.create_dataset("predictions", data=rec.predictions.astype(np.int64))
-            f.create_dataset("scores", data=rec.scores.astype(np.float32))
-            if rec.labels is not None:
-                f.create_dataset("labels", data=rec.labels.astype(np.int64))
-            if rec.sample_index is not None:
-                f.create_dataset("sample_index", data=rec.sample_index.astype(np.int64))
-            lg = f.create_group("layers")
-            for lr in rec.layers:
-                g = lg.create_group(lr.name)
-                g.attrs["describe"] = lr.describe
-                g.attrs["index"] = int(lr.index)
-                g.attrs["shape"] = np.asarray(lr.shape, np.int64)
-                g.attrs["v_th"] = float(lr.v_th)
-                g.create_dataset("counts", data=lr.counts.astype(np.int32),
+    def fill(f):
+        write_header(f, FORMAT_NAME, FORMAT_VERSION)
+        f.attrs["n_steps"] = int(rec.n_steps)
+        f.attrs["step_ms"] = float(rec.step_ms)
+        f.attrs["n_samples"] = rec.n_samples
+        f.attrs["n_full"] = rec.n_full
+        f.attrs["layer_names"] = json.dumps([lr.name for lr in rec.layers])
+        f.attrs["layer_describe"] = json.dumps([lr.describe for lr in rec.layers])
+        f.attrs["layer_shapes"] = json.dumps([list(lr.shape) for lr in rec.layers])
+        f.attrs["neuron"] = json.dumps(rec.neuron)
+        f.attrs["config"] = json.dumps(rec.config) if rec.config is not None else ""
+        f.attrs["meta"] = json.dumps(rec.meta)
+        f.create_dataset("predictions", data=rec.predictions.astype(np.int64))
+        f.create_dataset("scores", data=rec.scores.astype(np.float32))
+        if rec.labels is not None:
+            f.create_dataset("labels", data=rec.labels.astype(np.int64))
+        if rec.sample_index is not None:
+            f.create_dataset("sample_index", data=rec.sample_index.astype(np.int64))
+        lg = f.create_group("layers")
+        for lr in rec.layers:
+            g = lg.create_group(lr.name)
+            g.attrs["describe"] = lr.describe
+            g.attrs["index"] = int(lr.index)
+            g.attrs["shape"] = np.asarray(lr.shape, np.int64)
+            g.attrs["v_th"] = float(lr.v_th)
+            g.create_dataset("counts", data=lr.counts.astype(np.int32),
+                             compression="gzip", compression_opts=GZIP_LEVEL)
+            if lr.spikes is not None:
+                packed, m = pack_spikes(lr.spikes)
+                ds = g.create_dataset("spikes_packed", data=packed, compression="gzip",
+                                      compression_opts=GZIP_LEVEL)
+                ds.attrs["n_neurons"] = m
+                ds.attrs["bitorder"] = PACK_BITORDER
+                ds.attrs["unpacked_shape"] = np.asarray(lr.spikes.shape, np.int64)
+            if lr.membrane is not None:
+                g.create_dataset("membrane", data=lr.membrane.astype(np.float32),
                                  compression="gzip", compression_opts=GZIP_LEVEL)
-                if lr.spikes is not None:
-                    packed, m = pack_spikes(lr.spikes)
-                    ds = g.create_dataset("spikes_packed", data=packed, compression="gzip",
-                                          compression_opts=GZIP_LEVEL)
-                    ds.attrs["n_neurons"] = m
-                    ds.attrs["bitorder"] = PACK_BITORDER
-                    ds.attrs["unpacked_shape"] = np.asarray(lr.spikes.shape, np.int64)
-                if lr.membrane is not None:
-                    g.create_dataset("membrane", data=lr.membrane.astype(np.float32),
-                                     compression="gzip", compression_opts=GZIP_LEVEL)
-            f.flush()
 
-    return atomic_write(path, write)
+    return atomic_write_h5(path, fill)
 
 
 class RecordingError(UserError, RuntimeError):
@@ -484,7 +484,10 @@ class RecordingError(UserError, RuntimeError):
 
 
 def is_recording(path) -> bool:
-    """True if ``path`` is an HDF5 file written by :func:`save_recording`."""
+    """True if ``path`` is an HDF5 file written by :func:`save_recording` (False for
+    anything but a regular file: a FIFO is never opened)."""
+    if not Path(path).is_file():
+        return False
     try:
         with h5py.File(path, "r") as f:
             return has_format(f, FORMAT_NAME)
@@ -492,11 +495,28 @@ def is_recording(path) -> bool:
         return False
 
 
+#: A recording's datasets are gzip-compressed, so they may declare more bytes than the
+#: file holds, but not more than this factor times its size (or 1 GiB): a larger
+#: declaration is damage, refused before anything is allocated.
+MAX_EXPANSION = 1000
+
+
 def load_recording(path) -> Recording:
-    """Read a recording written by :func:`save_recording`."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecordingError(f"{path}: no such recording file")
+    """Read a recording written by :func:`save_recording`; :class:`RecordingError`, one
+    line naming the file, when it is not a regular file, not an snnsim recording, or
+    damaged (a dataset declaring more than :data:`MAX_EXPANSION` times the file's size,
+    a packed spike train whose neuron count does not fit its bytes or its layer's shape)."""
+    from ..training.checkpoint import regular_file
+    path = regular_file(path, "recording", RecordingError)
+    limit = max(MAX_EXPANSION * path.stat().st_size, 2**30)
+
+    def read(ds):
+        declared = math.prod(int(n) for n in ds.shape or ()) * ds.dtype.itemsize
+        if ds.dtype.kind not in "biuf" or declared > limit:
+            raise RecordingError(f"{path}: {ds.name} is {ds.dtype} {ds.shape} (declares "
+                                 f"{declared:,} bytes)")
+        return ds[()]
+
     try:
         with h5py.File(path, "r") as f:
             check_header(f, path, FORMAT_NAME, FORMAT_VERSION, "recording", RecordingError)
@@ -507,25 +527,30 @@ def load_recording(path) -> Recording:
                 spikes = None
                 if "spikes_packed" in g:
                     ds = g["spikes_packed"]
-                    spikes = unpack_spikes(ds[()], int(ds.attrs["n_neurons"]), shape)
+                    packed, n_neurons = read(ds), int(ds.attrs["n_neurons"])
+                    if (packed.ndim < 1 or not 0 <= n_neurons <= 8 * packed.shape[-1]
+                            or math.prod(shape) != n_neurons):
+                        raise RecordingError(f"{path}: {ds.name}: {n_neurons} neurons of shape "
+                                             f"{shape} in packed bytes {packed.shape}")
+                    spikes = unpack_spikes(packed, n_neurons, shape)
                 layers.append(LayerRecord(
                     name=name, describe=str(g.attrs["describe"]), index=int(g.attrs["index"]),
-                    shape=shape, v_th=float(g.attrs["v_th"]), counts=g["counts"][()],
-                    spikes=spikes, membrane=g["membrane"][()] if "membrane" in g else None))
+                    shape=shape, v_th=float(g.attrs["v_th"]), counts=read(g["counts"]),
+                    spikes=spikes, membrane=read(g["membrane"]) if "membrane" in g else None))
             config = f.attrs["config"]
             return Recording(
                 n_steps=int(f.attrs["n_steps"]), layers=layers,
-                predictions=f["predictions"][()], scores=f["scores"][()],
-                labels=f["labels"][()] if "labels" in f else None,
-                sample_index=f["sample_index"][()] if "sample_index" in f else None,
+                predictions=read(f["predictions"]), scores=read(f["scores"]),
+                labels=read(f["labels"]) if "labels" in f else None,
+                sample_index=read(f["sample_index"]) if "sample_index" in f else None,
                 neuron=json.loads(f.attrs["neuron"]),
                 config=json.loads(config) if config else None,
                 meta=json.loads(f.attrs["meta"]), step_ms=float(f.attrs["step_ms"]))
     except RecordingError:
         raise
-    except (KeyError, OSError, ValueError, TypeError) as exc:
+    except Exception as exc:      # any error of h5py, json or NumPy on a damaged file
         raise RecordingError(f"{path}: damaged snnsim recording ({type(exc).__name__}: "
-                             f"{exc})") from exc
+                             f"{str(exc)[:200]})") from None
 
 
 # =============================================================================
@@ -550,7 +575,7 @@ def network_from_checkpoint(path, backend: str | None = None, dtype: str | None 
     if changes:
         cfg = cfg.replace(source="network_from_checkpoint", **changes)
     net = make_network(cfg)
-    set_weights(net, ckpt["weights"])
+    set_weights(net, ckpt["weights"], path)
     return net, cfg, ckpt
 
 
@@ -568,19 +593,17 @@ def resolve_checkpoint_path(path) -> Path:
 def checkpoint_meta(source) -> dict:
     """What a figure title needs from a checkpoint (or run folder): the epoch it
     holds and that epoch's test accuracy, as recording ``meta`` strings; ``{}``
-    for no source or a file without metrics."""
+    for no source. The checkpoint is read with every check of
+    :func:`snnsim.training.checkpoint.load_checkpoint`."""
+    from ..training.checkpoint import load_checkpoint
     if not source:
         return {}
-    try:
-        with h5py.File(resolve_checkpoint_path(source), "r") as f:
-            epoch = int(f.attrs["epoch"])
-            epochs, acc = f["metrics/epoch"][()], f["metrics/test_acc"][()]
-    except (OSError, KeyError, ValueError):
-        return {}
-    hit = np.nonzero(epochs == epoch)[0]
-    if hit.size == 0:
+    ckpt = load_checkpoint(resolve_checkpoint_path(source))
+    epoch = ckpt["epoch"]
+    hit = [row for row in ckpt["metrics"] if row["epoch"] == epoch]
+    if not hit:
         return {"checkpoint_epoch": str(epoch)}
-    return {"checkpoint_epoch": str(epoch), "checkpoint_test_acc": f"{float(acc[hit[-1]]):.6f}"}
+    return {"checkpoint_epoch": str(epoch), "checkpoint_test_acc": f"{hit[-1]['test_acc']:.6f}"}
 
 
 def network_from_spec(spec: str = "784-400-400-10", **config):

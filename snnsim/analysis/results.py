@@ -16,11 +16,8 @@ ddof = 1) over runs. A paper metric it does not report has value null.
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
-
-import h5py
 
 # Published results (the paper's tables): (mean, std, best); None: not reported.
 PAPER = {
@@ -48,17 +45,24 @@ def code_label(attrs) -> str:
 
 
 def read_run(folder: Path) -> dict:
-    cfg = json.loads((folder / "config.json").read_text())
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """A run folder's config, metrics and code label (the checkpoint's root attributes),
+    each file read with its checks (:mod:`snnsim.training.runfolder`,
+    :func:`snnsim.training.checkpoint.read_root_attrs`): a damaged file is a
+    CheckpointError naming it."""
+    from ..training.checkpoint import CheckpointError, read_root_attrs
+    from ..training.runfolder import read_json_file, read_metrics_file
+    cfg = read_json_file(folder / "config.json", "config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{folder / 'config.json'}: not a JSON object")
+    rows = read_metrics_file(folder / "metrics.jsonl", required=("epoch", "test_acc"))
     if not rows:
         raise SystemExit(f"{folder}: metrics.jsonl holds no epoch")
-    with h5py.File(folder / "checkpoint.h5", "r") as f:
-        commit = code_label(f.attrs)
+    commit = code_label(read_root_attrs(folder / "checkpoint.h5"))
     return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit,
             "experiment": experiment_name(cfg),
             "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
             "epochs": rows[-1]["epoch"], "epochs_planned": int(cfg.get("epochs", rows[-1]["epoch"])),
-            "wall_s": sum(r["seconds"] + r.get("eval_seconds", 0.0) for r in rows)}
+            "wall_s": sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
 
 
 # Config fields whose non-default value makes a run a variant of its experiment.

@@ -1,20 +1,28 @@
-"""The divergence guard: a training run stops at the first non-finite loss, gradient or
-weight, with a message naming the epoch, the batch and the layer.
+"""The divergence guard: a training run stops at the first non-finite loss, weight or
+optimizer state, with a message naming the epoch, the batch, the layer and what went
+non-finite.
 
-Checked after every step (:func:`check_step`), at the cost of one reduction per
-parameter array (``isfinite(...).all()`` over the weights, which the step has just
-written anyway):
+Checked after every step (:func:`check_step`), at the cost of two reductions per
+parameter array (``isfinite(...).all()`` over the weights W and AdamW's second moment
+v, which the step has just written anyway):
 
 - the loss L (a float the step returns);
-- the weights W after the AdamW update and the clamp. A non-finite gradient always
-  shows there: AdamW's first moment m = b1 m + (1 - b1) g and the update
+- the weights W after the AdamW update and the clamp. A non-finite gradient shows
+  there: AdamW's first moment m = b1 m + (1 - b1) g and the update
   lr m_hat / (sqrt(v_hat) + eps) carry a NaN or inf of g into W (a clamp keeps a
-  NaN a NaN). Only when a layer's weights fail is the optimizer's m of that layer
-  looked at, to say whether the gradient or the update itself (lr, eps) was the
-  first to leave the finite numbers.
+  NaN a NaN);
+- AdamW's second moment v = b2 v + (1 - b2) g². A finite gradient whose square
+  overflows (above about 1.8e19 in float32: weights grown without bound, ``--lr=1e6
+  --weight-clamp=0 --grad-clip=0``) makes v inf while W stays finite (the update
+  m_hat / inf is 0): without this check such a run went on and saved v = inf.
+
+Only when a layer fails are its m and v looked at, to name what left the finite
+numbers first: the gradient (m non-finite), the squared gradient (v alone), or the
+update itself (W alone: lr, eps).
 
 The run then ends with exit status :data:`snnsim.cli.EXIT_DIVERGED` and the last
-checkpoint left as it was: the diverged weights are never saved.
+checkpoint left as it was: the diverged state is never saved
+(:func:`snnsim.training.checkpoint.save_checkpoint` refuses it as well).
 """
 from __future__ import annotations
 
@@ -22,33 +30,53 @@ import math
 
 
 class DivergenceError(RuntimeError):
-    """The loss, a gradient or a weight became NaN or inf; the message names the epoch,
-    the batch and the layer."""
+    """The loss, a weight or the optimizer state became NaN or inf; the message names
+    the epoch, the batch, the layer and what went non-finite."""
 
 
 def _all_finite(xp, a) -> bool:
     return bool(xp.isfinite(a).all())
 
 
+def _moment(opt, moment: str, i: int, name: str):
+    layers = getattr(opt, moment, None)
+    return layers[i].get(name) if layers else None
+
+
+def describe_failure(xp, w, m, v) -> tuple[list[str], str]:
+    """(which of the weights W, AdamW's m and v are non-finite, the likely cause)."""
+    bad = [label for label, a in (("weights", w), ("AdamW first moment m", m),
+                                  ("AdamW second moment v", v))
+           if a is not None and not _all_finite(xp, a)]
+    if "AdamW first moment m" in bad:
+        cause = "its gradient was NaN or inf"
+    elif "AdamW second moment v" in bad:
+        cause = ("the squared gradient overflowed (the gradient was finite but too large: "
+                 "weights or lr without bound)")
+    else:
+        cause = "the gradient was finite but the AdamW update was not (lr, eps?)"
+    return bad, cause
+
+
 def check_step(net, opt, loss: float, epoch: int, batch: int) -> None:
-    """Raise :class:`DivergenceError` if ``loss`` or any weight of ``net`` is not finite
-    after the step of ``batch`` (0-based) of ``epoch`` (1-based)."""
+    """Raise :class:`DivergenceError` if ``loss``, a weight of ``net`` or the second
+    moment v of ``opt`` is not finite after the step of ``batch`` (0-based) of
+    ``epoch`` (1-based)."""
     where = f"epoch {epoch}, batch {batch + 1}"
+    xp = net.xp
     for i, layer in enumerate(net.params):
         for name, p in layer.items():
-            if not _all_finite(net.xp, p):
-                m = opt.m[i].get(name) if getattr(opt, "m", None) else None
-                grad_bad = m is not None and not _all_finite(net.xp, m)
-                cause = ("its gradient was NaN or inf" if grad_bad else
-                         "the gradient was finite but the AdamW update was not (lr, eps?)")
-                raise DivergenceError(
-                    f"{where}: weights {name} of layer {i} ({net.layers[i].describe()}) became "
-                    f"NaN or inf after the step; {cause}; loss {loss:.6g}. Training stopped; "
-                    "the last checkpoint is the last finite one. Try a smaller lr, or keep "
-                    "grad_clip and weight_clamp on")
+            v = _moment(opt, "v", i, name)
+            if _all_finite(xp, p) and (v is None or _all_finite(xp, v)):
+                continue
+            bad, cause = describe_failure(xp, p, _moment(opt, "m", i, name), v)
+            raise DivergenceError(
+                f"{where}: {' and '.join(bad)} of parameter {name} of layer {i} "
+                f"({net.layers[i].describe()}) became NaN or inf after the step; {cause}; "
+                f"loss {loss:.6g}. Training stopped. Try a smaller lr, or keep grad_clip and "
+                "weight_clamp on")
     if not math.isfinite(loss):
-        raise DivergenceError(f"{where}: the loss is {loss}; training stopped; the last "
-                              "checkpoint is the last finite one")
+        raise DivergenceError(f"{where}: the loss is {loss}; training stopped")
 
 
-__all__ = ["DivergenceError", "check_step"]
+__all__ = ["DivergenceError", "check_step", "describe_failure"]

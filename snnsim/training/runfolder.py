@@ -22,18 +22,36 @@ those a killed writer left (``*.tmp``) are removed on the next start, under the
 lock. Ctrl-C (SIGINT) and SIGTERM (what job schedulers send) stop a run at the
 next batch or once the epoch's files are written (:func:`sigterm_as_interrupt`); a
 second one stops it at once.
+
+Reading back: ``best.h5`` counts as holding an epoch only when it passes every check of
+:func:`snnsim.training.checkpoint.load_checkpoint` (a damaged one is replaced by the
+next promotion); ``metrics.jsonl`` and ``config.json`` are read by
+:func:`read_metrics_file` and :func:`read_json_file`, which check them first.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 from pathlib import Path
 
-from .checkpoint import TMP_SUFFIX, CheckpointError, atomic_copy, checkpoint_epoch
+from .checkpoint import (
+    METRIC_ROW_REQUIRED,
+    TMP_SUFFIX,
+    CheckpointError,
+    atomic_copy,
+    check_metric_rows,
+    load_checkpoint,
+    regular_file,
+)
 
 LOCK_NAME = "run.lock"
 CHECKPOINT_NAME = "checkpoint.h5"
 BEST_NAME = "best.h5"
+METRICS_NAME = "metrics.jsonl"
+#: The largest JSON file of a run folder read back (metrics.jsonl, config.json), in bytes:
+#: a metrics line is about 200 bytes, so this holds hundreds of thousands of epochs.
+MAX_JSON_FILE_BYTES = 64 * 2**20
 
 
 class RunFolderError(RuntimeError):
@@ -76,14 +94,61 @@ def clean_leftovers(run_dir) -> list[Path]:
 
 
 def best_epoch_on_disk(run_dir) -> int | None:
-    """The epoch ``best.h5`` holds, or None when it is missing or unreadable."""
+    """The epoch ``best.h5`` holds, or None when it is missing, unreadable or fails a
+    check of :func:`load_checkpoint` (damaged: the next promotion replaces it)."""
     path = Path(run_dir) / BEST_NAME
     if not path.is_file():
         return None
     try:
-        return checkpoint_epoch(path)
+        return load_checkpoint(path, allow_nonfinite=False)["epoch"]
     except CheckpointError:
         return None
+
+
+def read_json_file(path, what: str):
+    """The JSON value of a run folder's file ``path`` (``what``: how to name it):
+    CheckpointError naming the file when it is not a regular file, larger than
+    :data:`MAX_JSON_FILE_BYTES`, not UTF-8 or not JSON."""
+    path = regular_file(path, what)
+    size = path.stat().st_size
+    if size > MAX_JSON_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes; a {what} file is at most "
+                              f"{MAX_JSON_FILE_BYTES:,}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+
+
+def read_metrics_file(path, required=METRIC_ROW_REQUIRED) -> list[dict]:
+    """The rows of a run folder's ``metrics.jsonl``, checked: a regular file of bounded
+    size, one JSON object per non-blank line, the columns ``required``, epochs 1, 2, ...
+    in order, finite losses and accuracies in [0, 1]
+    (:func:`snnsim.training.checkpoint.check_metric_rows`). CheckpointError naming the
+    file and the line otherwise."""
+    path = regular_file(path, "metrics")
+    size = path.stat().st_size
+    if size > MAX_JSON_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes; a metrics file is at most "
+                              f"{MAX_JSON_FILE_BYTES:,}")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not UTF-8 text") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise CheckpointError(f"{path}: line {n} is not JSON: {line[:40]!r}") from None
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{path}: line {n} is a JSON {type(row).__name__}, expected "
+                                  "an object")
+        rows.append(row)
+    check_metric_rows(rows, path, required)
+    return rows
 
 
 def repair_best(run_dir, ckpt: dict) -> bool:
@@ -212,7 +277,8 @@ def sigterm_as_interrupt():
             signal.signal(signum, old)
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "RunFolderError", "StopRequest", "Terminated",
-           "adopt_best", "best_epoch_on_disk", "check_new_run_folder", "clean_leftovers",
-           "locked", "promote", "remove_files", "remove_if_only_lock", "repair_best",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "MAX_JSON_FILE_BYTES", "METRICS_NAME",
+           "RunFolderError", "StopRequest", "Terminated", "adopt_best", "best_epoch_on_disk",
+           "check_new_run_folder", "clean_leftovers", "locked", "promote", "read_json_file",
+           "read_metrics_file", "remove_files", "remove_if_only_lock", "repair_best",
            "sigterm_as_interrupt", "stop_exception"]

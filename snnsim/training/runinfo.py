@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..version import current_source_info
-from .checkpoint import atomic_write
+from .checkpoint import CheckpointError, atomic_write, regular_file
+from .runfolder import RunFolderError
 
 #: The run folder's file of these records (the first start, then one per resume).
 RUN_INFO_NAME = "run.json"
@@ -38,6 +39,10 @@ RUN_INFO_NAME = "run.json"
 THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
                    "OPENBLAS_CORETYPE", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+#: The largest run.json read back (bytes; a record is a few kB per start).
+MAX_RUN_INFO_BYTES = 16 * 2**20
+#: The fields of a start record that :func:`reproducibility_key` compares.
+KEY_FIELDS = ("machine", "backend", "dtype", "numpy", "cupy", "cuda_runtime", "device")
 #: The fields of a BLAS entry of threadpoolctl that identify what computes a product.
 BLAS_FIELDS = ("user_api", "internal_api", "prefix", "version", "num_threads",
                "threading_layer", "architecture")
@@ -95,21 +100,80 @@ def reproducibility_key(info: dict) -> dict:
     """The part of :func:`run_info` that must match for two NumPy runs of one
     config to be bit-identical (docs/reproducibility.md): machine type, backend,
     dtype, library versions, and each BLAS library's kind, version, kernel
-    architecture and thread count."""
-    keep = ("machine", "backend", "dtype", "numpy", "cupy", "cuda_runtime", "device")
-    key = {k: info[k] for k in keep if k in info}
-    key["blas"] = [{k: e.get(k) for k in ("internal_api", "version", "architecture",
-                                          "num_threads")} for e in info.get("blas", [])]
+    architecture and thread count.
+    The BLAS libraries are compared as a set: threadpoolctl lists the libraries loaded
+    in the order they were loaded, which changes from one start to the next."""
+    key = {k: info[k] for k in KEY_FIELDS if k in info}
+    entries = [{k: e.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+               for e in info.get("blas", [])]
+    key["blas"] = sorted(entries, key=lambda e: json.dumps(e, sort_keys=True))
     return key
 
 
+class RunInfoError(RunFolderError):
+    """A run folder's ``run.json`` is not a readable record; the message names it."""
+
+
 def read_run_info(run_dir) -> dict | None:
-    """A run folder's ``run.json``, or None when it has none (runs of snnsim 0.1.0)
-    or it cannot be read."""
-    try:
-        return json.loads((Path(run_dir) / RUN_INFO_NAME).read_text())
-    except (OSError, ValueError):
+    """A run folder's ``run.json``, checked (:func:`check_run_info`), or None when it has
+    none (runs of snnsim 0.1.0). :class:`RunInfoError` naming the file when it is not a
+    regular file, too large, not JSON or not a record of :func:`record_start`."""
+    path = Path(run_dir) / RUN_INFO_NAME
+    if not os.path.lexists(path):
         return None
+    try:
+        regular_file(path, "run record")
+        size = path.stat().st_size
+        if size > MAX_RUN_INFO_BYTES:
+            raise RunInfoError(f"{path}: {size:,} bytes; a run record is at most "
+                               f"{MAX_RUN_INFO_BYTES:,}")
+        text = path.read_bytes().decode("utf-8")
+        record = json.loads(text)
+    except CheckpointError as exc:
+        raise RunInfoError(str(exc)) from None
+    except OSError as exc:
+        raise RunInfoError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:       # JSON, UTF-8
+        raise RunInfoError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    check_run_info(record, path)
+    return record
+
+
+def check_run_info(record, path) -> None:
+    """RunInfoError naming ``path`` unless ``record`` is a run.json record: an object
+    whose fields compared by :func:`reproducibility_key` are plain values, whose
+    ``blas`` is a list of objects with an integer (or null) ``num_threads``, and whose
+    ``resumed`` is a list of such records with an ``after_epoch`` >= 0."""
+    def bad(what):
+        return RunInfoError(f"{path}: {what}")
+
+    def check_start(entry, where):
+        if not isinstance(entry, dict):
+            raise bad(f"{where} is {type(entry).__name__}, expected an object")
+        for k in KEY_FIELDS:
+            if isinstance(entry.get(k), (list, dict)):
+                raise bad(f"{where} field {k!r} is a {type(entry[k]).__name__}")
+        blas = entry.get("blas", [])
+        if not isinstance(blas, list) or not all(isinstance(e, dict) for e in blas):
+            raise bad(f"{where} field 'blas' is not a list of objects")
+        for e in blas:
+            n = e.get("num_threads")
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise bad(f"{where} a BLAS entry's num_threads is {n!r}, expected an integer "
+                          ">= 1")
+            for k in BLAS_FIELDS:
+                if isinstance(e.get(k), (list, dict)):
+                    raise bad(f"{where} a BLAS entry's {k!r} is a {type(e[k]).__name__}")
+
+    check_start(record, "the record")
+    resumed = record.get("resumed", [])
+    if not isinstance(resumed, list):
+        raise bad(f"field 'resumed' is {type(resumed).__name__}, expected a list")
+    for i, entry in enumerate(resumed):
+        check_start(entry, f"resume {i + 1}")
+        after = entry.get("after_epoch")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise bad(f"resume {i + 1}: after_epoch is {after!r}, expected an integer >= 0")
 
 
 def starts(record: dict) -> list[dict]:
@@ -136,13 +200,18 @@ def record_start(run_dir, info: dict, resumed_after: int | None = None,
 
 
 def blas_thread_count(record: dict | None) -> int | None:
-    """The BLAS thread count of a ``run.json`` record's first start (its first ``blas``
-    library entry), or None when the record has none."""
+    """The BLAS thread count of a ``run.json`` record's first start, or None when the
+    record has none: the count its BLAS libraries share (a run sets every library to
+    one count); where they differ, the most common one, the smallest of equally common
+    ones. Not the first library's: threadpoolctl lists them in loading order, which
+    changes from one start to the next."""
     if not record:
         return None
-    blas = [e for e in starts(record)[0].get("blas", []) if e.get("user_api") == "blas"]
-    n = blas[0].get("num_threads") if blas else None
-    return int(n) if n else None
+    counts = [e.get("num_threads") for e in starts(record)[0].get("blas", [])
+              if e.get("user_api") == "blas" and e.get("num_threads")]
+    if not counts:
+        return None
+    return int(min(set(counts), key=lambda n: (-counts.count(n), n)))
 
 
 def resume_note(record: dict) -> str | None:
@@ -162,6 +231,7 @@ def resume_note(record: dict) -> str | None:
             "uninterrupted run (docs/reproducibility.md)")
 
 
-__all__ = ["BLAS_FIELDS", "RUN_INFO_NAME", "THREAD_ENV_VARS", "backend_info", "blas_info",
-           "blas_thread_count", "read_run_info", "record_start", "reproducibility_key",
-           "resume_note", "run_info", "starts", "thread_env"]
+__all__ = ["BLAS_FIELDS", "KEY_FIELDS", "MAX_RUN_INFO_BYTES", "RUN_INFO_NAME", "RunInfoError",
+           "THREAD_ENV_VARS", "backend_info", "blas_info", "blas_thread_count", "check_run_info",
+           "read_run_info", "record_start", "reproducibility_key", "resume_note", "run_info",
+           "starts", "thread_env"]

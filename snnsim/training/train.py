@@ -88,6 +88,7 @@ from .checkpoint import (
     atomic_write,
     checkpoint_epoch,
     load_checkpoint,
+    match_network,
     restore_rng,
     save_checkpoint,
 )
@@ -167,18 +168,13 @@ def make_network(cfg: TrainConfig, input_shape: tuple | None = None) -> Network:
                    dtype=cfg.dtype, seed=cfg.seed, fused=cfg.fused)
 
 
-def set_weights(net: Network, weights: list[dict]) -> None:
-    """Copy saved weights (host arrays) into the network's live parameter arrays."""
-    if len(weights) != len(net.layers):
-        raise CheckpointError(f"checkpoint has {len(weights)} layers, the network {len(net.layers)}")
-    for i, (params, saved) in enumerate(zip(net.params, weights)):
-        if set(params) != set(saved):
-            raise CheckpointError(f"layer {i}: checkpoint parameters {sorted(saved)}, "
-                                  f"network {sorted(params)}")
+def set_weights(net: Network, weights: list[dict], source="checkpoint") -> None:
+    """Copy saved weights (host arrays) into the network's live parameter arrays; a
+    checkpoint (``source``, its path) whose layers or shapes are not the network's is a
+    CheckpointError naming it (:func:`snnsim.training.checkpoint.match_network`)."""
+    match_network(source, weights, net.params)
+    for params, saved in zip(net.params, weights):
         for name, p in params.items():
-            if tuple(saved[name].shape) != tuple(p.shape):
-                raise CheckpointError(f"layer {i} {name}: checkpoint shape {saved[name].shape}, "
-                                      f"network {p.shape}")
             p[...] = net.xp.asarray(saved[name], dtype=p.dtype, device=device(p))
 
 
@@ -435,7 +431,7 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     opt = AdamW(net.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 1])      # shuffling, dropout, augmentation
     if resume is not None:
-        set_weights(net, resume["weights"])
+        set_weights(net, resume["weights"], resume["path"])
         opt.load_state_dict(resume["optimizer"])
         rng = restore_rng(resume["rng_state"])
     return cfg, xp, run_dir, train_split, test_split, net, opt, rng
@@ -448,8 +444,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
 
     Returns a dict: ``run_dir``, ``metrics`` (per-epoch rows), ``net``,
     ``interrupted`` (True after Ctrl-C or SIGTERM), ``epochs_done``, ``data_files``.
-    Raises :class:`~snnsim.training.guard.DivergenceError` when the loss or a weight
-    becomes NaN or inf (the last checkpoint stays the last finite one), and
+    Raises :class:`~snnsim.training.guard.DivergenceError` when the loss, a weight or
+    the optimizer state becomes NaN or inf (the last checkpoint stays as it was), and
     :class:`~snnsim.training.runfolder.RunFolderError` when another process holds
     the run folder. Nothing is created on disk until the config, the data and the
     network have been checked.
@@ -681,9 +677,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     except guard.DivergenceError as exc:
         if bar is not None:
             bar.close()
-        kept = (f"{ckpt_path} (epoch {saved_epoch}) is the last finite checkpoint"
-                if saved_epoch else "no checkpoint was written")
-        raise guard.DivergenceError(f"{exc}; {kept}") from exc
+        raise guard.DivergenceError(f"{exc}; {last_finite(ckpt_path)}") from exc
     finally:
         if board is not None:
             board.close()
@@ -694,6 +688,19 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
             "epochs_done": len(history), "data_files": data_files}
+
+
+def last_finite(ckpt_path: Path) -> str:
+    """What a diverged run leaves: ``ckpt_path`` is named the last finite checkpoint only
+    when it loads with every check (finite weights and optimizer state); a run resumed
+    with --allow-nonfinite or into a new folder may have none."""
+    if not ckpt_path.exists():
+        return f"no checkpoint was written in {ckpt_path.parent}"
+    try:
+        epoch = load_checkpoint(ckpt_path, allow_nonfinite=False)["epoch"]
+    except CheckpointError:
+        return f"{ckpt_path} is left as it was, but it is not a finite checkpoint either"
+    return f"{ckpt_path} (epoch {epoch}) is the last finite checkpoint"
 
 
 # --- command line -----------------------------------------------------------------------------
