@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,8 +103,8 @@ def assert_one_line(code, err, command, *needles):
     assert code == 2, (code, err)
     assert "Traceback" not in err, err
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert lines and lines[-1].startswith((f"snnsim.{command}: error:",
-                                           f"python3 -m snnsim.{command}: error:")), err
+    # "snnsim.<command>: error:", or from a parser its prog, which names the interpreter
+    assert lines and re.match(rf"(\S*python3 -m )?snnsim\.{command}: error:", lines[-1]), err
     for needle in needles:
         assert needle in lines[-1], (needle, lines[-1])
 

@@ -325,7 +325,8 @@ def test_one_epoch_writes_the_run_folder(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl", "run.json", "run.lock"]
+                                                    "metrics.jsonl", "run.json", "run.lock",
+                                                    "status.json"]
     saved = json.loads((out / "config.json").read_text())
     cfg = TrainConfig.from_dict(saved)
     assert (cfg.epochs, cfg.batch_size, cfg.network, cfg.out) == (1, 10, "784-24-10", str(out))
@@ -404,11 +405,19 @@ def test_every_epoch_records_the_test_pass_sparsity_and_resume_keeps_it(data_dir
     assert run_cli(["--resume", str(run), "--epochs=2", "--progress=false"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_spikes"] for r in rows[:1]] == [row["test_spikes"]] and len(rows[1]["test_spikes"]) == 2
+    from snnsim.training.checkpoint import seal
     with h5py.File(run / "checkpoint.h5", "r+") as f:                  # as an older snnsim wrote it
         del f["metrics/test_silent"], f["metrics/test_spikes"]
+        seal(f)
     assert run_cli(["--resume", str(run), "--epochs=3", "--progress=false"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert ["test_silent" in r for r in rows] == [False, False, True]
+    from snnsim.training.checkpoint import CheckpointError
+    with h5py.File(run / "checkpoint.h5", "r+") as f:                  # a fraction above 1
+        f["metrics/test_silent"][2, 0] = 1.5
+        seal(f)
+    with pytest.raises(CheckpointError, match="test_silent row 3"):
+        load(run / "checkpoint.h5")
 
 
 @pytest.mark.parametrize("broken", ["rng", "optimizer"])
@@ -483,7 +492,8 @@ def test_ctrl_c_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsy
     assert "interrupted during epoch 2" in text and f"--resume {out}" in text
     assert load_checkpoint(out / "checkpoint.h5")["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.h5", "checkpoint.h5", "config.json",
-                                                    "metrics.jsonl", "run.json", "run.lock"]
+                                                    "metrics.jsonl", "run.json", "run.lock",
+                                                    "status.json"]
     monkeypatch.setattr(train_mod, "train_step", real_step)
     started = json.loads((out / "run.json").read_text())["started"]
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0   # --resume: --out
