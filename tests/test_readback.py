@@ -528,12 +528,32 @@ def test_infinite_second_moment_is_divergence(data_dir, tmp_path, capsys, monkey
         return result
 
     monkeypatch.setattr(train_mod, "train_step", step)
-    code, err = run_main(train_mod.main, tiny_args(data_dir, out, epochs=2), capsys)
+    # without a clip (with one, v cannot overflow and is not checked: the test below)
+    code, err = run_main(train_mod.main, tiny_args(data_dir, out, "--grad-clip=0", epochs=2), capsys)
     assert code == 3, err
     last = err.strip().splitlines()[-1]
     assert "epoch 1, batch 3" in last and "second moment v" in last and "layer 1" in last, last
     assert "weights" not in last.split("became")[0]           # the weights were finite
     assert "no checkpoint was written" in last and not (out / "checkpoint.h5").exists()
+
+
+def test_a_clip_bounds_v_so_its_check_is_skipped():
+    """With the gradient clipped to a norm c <= CLIP_BOUNDS_V every element is at most c, and
+    AdamW's v (float32, AdamW's beta2) stays finite however long the largest such gradient
+    lasts; so the guard checks v only without such a clip."""
+    from snnsim.training import guard
+    from snnsim.training.optim import ADAMW_BETAS
+    assert not guard.needs_v_check(1.0) and not guard.needs_v_check(guard.CLIP_BOUNDS_V)
+    assert guard.needs_v_check(None) and guard.needs_v_check(0) and guard.needs_v_check(1e19)
+    b2 = np.float32(ADAMW_BETAS[1])
+    g = np.float32(guard.CLIP_BOUNDS_V)
+    v = np.float32(0.0)
+    for _ in range(10_000):
+        v = b2 * v + (np.float32(1) - b2) * g * g
+    assert np.isfinite(v) and np.isfinite(g * g)
+    g = np.float32(1e20)                                      # beyond the bound, g² overflows
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(g * g)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

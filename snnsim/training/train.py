@@ -586,6 +586,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     try:
         with runfolder.sigterm_as_interrupt() as stop:
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
+            check_v = guard.needs_v_check(cfg.grad_clip)  # the clip bounds AdamW's v, or not
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not show_bar, leave=False, dynamic_ncols=True)
@@ -600,7 +601,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     else:
                         L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
                                           dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
-                    guard.check_step(net, opt, L, epoch + 1, i)
+                    guard.check_step(net, opt, L, epoch + 1, i, check_v)
                     check_stop()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
