@@ -102,7 +102,7 @@ def eval_figure(cfg: TrainConfig, samples: int, repeats: int = 3) -> dict:
     ``samples`` samples of real data (random images where the data set is missing), the best
     of ``repeats``: as training evaluates (on NumPy: :class:`~snnsim.fast.FastForward` in
     slices of :data:`~snnsim.fast.EVAL_CHUNK`), and, for comparison, the plain
-    :meth:`Network.forward` on the same slices (``plain_s_per_sample``)."""
+    :meth:`~snnsim.network.Network.forward` on the same slices (``plain_s_per_sample``)."""
     split, source = real_split(cfg, samples)
     net = make_network(cfg)
     cfg = cfg.replace(eval_batch_size=max(samples, 1))

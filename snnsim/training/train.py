@@ -242,11 +242,11 @@ def test_pass(net: Network, split: data_mod.Split, cfg: TrainConfig, dp=None) ->
     Data-parallel (``dp``): every rank counts its part of every batch, then the sums.
 
     On NumPy with LIF neurons the forward is :class:`~snnsim.fast.FastForward` (bit for bit
-    :meth:`Network.forward`'s output, no state kept for a backward, the spike counts from its
+    :meth:`~snnsim.network.Network.forward`'s output, no state kept for a backward, the spike counts from its
     kernel), over slices of :data:`~snnsim.fast.EVAL_CHUNK` samples of each batch of
     ``cfg.eval_batch_size``: a layer's arrays then stay near the cache's size instead of a
     batch of 1000 making each of them hundreds of MB (the Fashion-MNIST CNN's first layer:
-    500 MB per array). Elsewhere, :meth:`Network.forward` on whole batches."""
+    500 MB per array). Elsewhere, :meth:`~snnsim.network.Network.forward` on whole batches."""
     n_spiking, T = sum(layer.spiking for layer in net.layers), cfg.n_steps
     correct, spikes, pairs = 0, [0] * n_spiking, [0] * n_spiking
     hists = [[0] * (T + 1) for _ in range(n_spiking)]  # pairs that fired 0, 1, ..., T times
