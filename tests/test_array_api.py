@@ -396,11 +396,11 @@ def test_adamw_clip_clamp(dtype):
 @pytest.mark.parametrize("network", ("12-16-10", "1x6x6-4C3-P2-10"))
 def test_training_step_and_evaluation(network, monkeypatch, strict_static_views):
     """Two steps of snnsim.training.train.train_step (forward, loss, backward, clip, AdamW,
-    clamp), then evaluate() over a split, on strict arrays vs NumPy; static images, so
+    clamp), then test_pass() over a split, on strict arrays vs NumPy; static images, so
     both take the static-input path."""
     from snnsim.training import data as data_mod
     from snnsim.training.config import TrainConfig
-    from snnsim.training.train import evaluate, make_loss, make_network, train_step
+    from snnsim.training.train import make_loss, make_network, test_pass, train_step
 
     shape = (12,) if network == "12-16-10" else (1, 6, 6)
     net_spec = network.split("-", 1)[1]
@@ -425,9 +425,12 @@ def test_training_step_and_evaluation(network, monkeypatch, strict_static_views)
                                        net.device), net.xp.asarray(labels[start:start + 3], device=net.device)
             steps.append(train_step(net, opt, x, y, loss_fn, cfg, rng))
         results[name] = (steps, [{k: to_numpy(v) for k, v in layer.items()} for layer in net.params],
-                         evaluate(net, split, dataclasses.replace(cfg, eval_batch_size=4)))
+                         test_pass(net, split, dataclasses.replace(cfg, eval_batch_size=4)))
     (steps_np, w_np, acc_np), (steps_xs, w_xs, acc_xs) = results["numpy"], results["strict"]
+    # the test pass: accuracy and per-layer spike counts (NumPy: the fast forward and one
+    # bincount per layer; strict arrays: the plain forward and a comparison per count)
     assert steps_xs == steps_np and acc_xs == acc_np
+    assert sum(acc_np[1][0]["counts"]) > 0 and 0 < acc_np[1][0]["silent"] < 1
     for ln, lx in zip(w_np, w_xs):
         for k in ln:
             np.testing.assert_array_equal(lx[k], ln[k])
