@@ -49,10 +49,12 @@ def test_neuron_parameters_on_the_command_line_are_one_line(data_dir, tmp_path, 
 def _set_checkpoint_config(path, **changes):
     """Write ``changes`` into the config stored in the checkpoint ``path`` (a config as
     an older or a hand-edited run could have left it)."""
+    from snnsim.training.checkpoint import seal
     with h5py.File(path, "r+") as f:
         cfg = json.loads(f.attrs["config"])
         cfg.update(changes)
         f.attrs["config"] = json.dumps(cfg)
+        seal(f)                      # its checksum renewed: the config is what is wrong
 
 
 @pytest.mark.parametrize("change", [{"tau_m": 1.0}, {"tau_s": 0.5}])

@@ -545,6 +545,10 @@ def test_a_clip_bounds_v_so_its_check_is_skipped():
     from snnsim.training.optim import ADAMW_BETAS
     assert not guard.needs_v_check(1.0) and not guard.needs_v_check(guard.CLIP_BOUNDS_V)
     assert guard.needs_v_check(None) and guard.needs_v_check(0) and guard.needs_v_check(1e19)
+
+    class Opt:                                                # a v that is inf from the start
+        v = [{"W": np.array([1.0, np.inf], np.float32)}]
+    assert guard.needs_v_check(1.0, np, Opt())
     b2 = np.float32(ADAMW_BETAS[1])
     g = np.float32(guard.CLIP_BOUNDS_V)
     v = np.float32(0.0)

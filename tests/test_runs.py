@@ -64,8 +64,8 @@ def test_diverged_and_a_stale_status(data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "div"
     real = train_mod.guard.check_step
 
-    def nan_in_epoch_2(net, opt, loss, epoch, batch):
-        return real(net, opt, float("nan") if epoch == 2 else loss, epoch, batch)
+    def nan_in_epoch_2(net, opt, loss, epoch, batch, *rest):
+        return real(net, opt, float("nan") if epoch == 2 else loss, epoch, batch, *rest)
     monkeypatch.setattr(train_mod.guard, "check_step", nan_in_epoch_2)
     assert run_cli(tiny_args(data, run, epochs=3)) == 3
     monkeypatch.setattr(train_mod.guard, "check_step", real)

@@ -46,9 +46,14 @@ class DivergenceError(RuntimeError):
 CLIP_BOUNDS_V = 1e18
 
 
-def needs_v_check(grad_clip: float | None) -> bool:
-    """True unless the gradient clip bounds v (see the module docstring)."""
-    return not (grad_clip and 0 < grad_clip <= CLIP_BOUNDS_V)
+def needs_v_check(grad_clip: float | None, xp=None, opt=None) -> bool:
+    """True unless the gradient clip bounds v (see the module docstring) and v is finite to
+    begin with (``opt``'s v, looked at once: a checkpoint resumed with ``--allow-nonfinite``
+    may bring a v that is inf already)."""
+    if not (grad_clip and 0 < grad_clip <= CLIP_BOUNDS_V):
+        return True
+    layers = getattr(opt, "v", None) or []
+    return not all(_all_finite(xp, v) for layer in layers for v in layer.values())
 
 
 def _all_finite(xp, a) -> bool:

@@ -592,7 +592,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     try:
         with runfolder.sigterm_as_interrupt() as stop:
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
-            check_v = guard.needs_v_check(cfg.grad_clip)  # the clip bounds AdamW's v, or not
+            check_v = guard.needs_v_check(cfg.grad_clip, net.xp, opt)   # does a clip bound v?
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not show_bar, leave=False, dynamic_ncols=True)
