@@ -13,6 +13,7 @@ import pytest
 from conftest import fashion_mnist_available
 
 from snnsim import Dense, Network, NeuronParams
+from snnsim.analysis import plots
 from snnsim.analysis.plots import (
     main,
     mean_std_per_epoch,
@@ -243,3 +244,48 @@ def test_help_of_every_command(argv, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "usage: " in text and " -m snnsim.plots " in text and "%%" not in text
+
+
+# --- several runs in one figure, and the sparsity per epoch -------------------------------------
+def _fake_run(folder, seed, accs, **cfg):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"name": "fashion_mnist_mlp", "backward": "tsslbp",
+                                                    "seed": seed, **cfg}))
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "train_loss": 0.1, "train_acc": a, "test_acc": a,
+                    "test_silent": [0.5 + 0.01 * i, 0.8], "test_spikes": [0.4, 0.1]}) + "\n"
+        for i, a in enumerate(accs)))
+    return folder
+
+
+def test_curves_of_several_runs_grouped_by_seed(tmp_path):
+    """plots curves A B C --group seed: the three seeds of one config are one mean line with a
+    ± std band (and every run thin); a run of another backward is its own line; without
+    --group each run is its own entry; a non-folder among several sources is one line, exit 2."""
+    runs = [_fake_run(tmp_path / f"s{k}", k, [0.80 + 0.01 * k, 0.85 + 0.01 * k]) for k in range(3)]
+    other = _fake_run(tmp_path / "sur", 0, [0.7, 0.75, 0.8], backward="surrogate")
+    out = tmp_path / "out"
+    assert plots.main(["curves", *map(str, runs), str(other), "--group", "seed", "--out", str(out),
+                       "--formats", "png"]) == 0
+    fig = plots.cmd_curves(plots.make_parser().parse_args(
+        ["curves", *map(str, runs), str(other), "--group", "seed"]))[0][0]
+    ax = fig.axes[0]
+    assert len(ax.collections) == 1                              # one band: the three seeds
+    mean_line = ax.lines[-1]
+    assert list(mean_line.get_ydata()) == pytest.approx([81.0, 86.0])     # mean of 80/81/82, ...
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("fashion_mnist_mlp, tsslbp") and "mean ± std of 3 runs" in t for t in labels)
+    assert any(t.startswith("fashion_mnist_mlp, surrogate") for t in labels)
+    assert (out / "curves.png").stat().st_size > 0
+    fig = plots.cmd_curves(plots.make_parser().parse_args(["curves", *map(str, runs)]))[0][0]
+    assert len(fig.axes[0].collections) == 0 and len(fig.axes[0].lines) == 3      # one per seed
+    assert plots.main(["curves", str(runs[0]), str(runs[0] / "metrics.jsonl"), "--out", str(out)]) == 2
+
+
+def test_single_run_curves_draw_the_sparsity_per_layer(tmp_path):
+    run = _fake_run(tmp_path / "r", 0, [0.8, 0.85, 0.9])
+    fig = plots.cmd_curves(plots.make_parser().parse_args(["curves", str(run)]))[0][0]
+    assert len(fig.axes) == 3
+    silent = fig.axes[2]
+    assert [list(line.get_ydata()) for line in silent.lines] == [pytest.approx([50.0, 51.0, 52.0]),
+                                                                 pytest.approx([80.0, 80.0, 80.0])]

@@ -320,8 +320,10 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
     loss = np.array([r["train_loss"] for r in rows], dtype=float)
     train = np.array([r["train_acc"] for r in rows], dtype=float) * PERCENT
     test = np.array([r["test_acc"] for r in rows], dtype=float) * PERCENT
-    fig = _figure(9.0, 3.6)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    sparse = [r for r in rows if "test_silent" in r]
+    fig = _figure(13.0 if sparse else 9.0, 3.6)
+    axes = fig.subplots(1, 3 if sparse else 2)
+    ax_loss, ax_acc = axes[0], axes[1]
     ax_loss.plot(epoch, loss, "-o", ms=3, color="C0")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (mean per sample)")
@@ -335,7 +337,17 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(fontsize=8)
-    for ax in (ax_loss, ax_acc):
+    if sparse:                                   # the test pass's firing, per spiking layer
+        ax_sp = axes[2]
+        ep = [r["epoch"] for r in sparse]
+        for k in range(len(sparse[-1]["test_silent"])):
+            ax_sp.plot(ep, [PERCENT * r["test_silent"][k] for r in sparse], "-o", ms=3,
+                       color=f"C{k}", label=f"spiking layer {k + 1}")
+        ax_sp.set_xlabel("epoch")
+        ax_sp.set_ylabel("silent neurons on the test set (%)")
+        ax_sp.grid(alpha=0.3)
+        ax_sp.legend(fontsize=8)
+    for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(wrap_title(title or "Training curves", fig), fontsize=10)
     return fig
@@ -587,11 +599,40 @@ def run_title(source, rows: list[dict]) -> str:
     return text
 
 
+def run_label(folder: Path, leave_out: str | None = None) -> str:
+    """A run's legend entry: its config name (or network) and backward, and the values of
+    the other fields that tell runs apart (seed, preset, lr, ...) except ``leave_out``."""
+    from ..training.runfolder import read_json_file
+    cfg = read_json_file(folder / "config.json", "config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{folder / 'config.json'}: not a JSON object")
+    parts = [str(cfg.get("name") or cfg.get("network")), str(cfg.get("backward", "tsslbp"))]
+    for key in LABEL_KEYS:
+        if key != leave_out and key in cfg:
+            parts.append(f"{key} {cfg[key]}")
+    return ", ".join(parts)
+
+
+#: Config fields named in a run's legend entry (besides the config and the backward).
+LABEL_KEYS = ("seed", "preset", "lr", "n_steps")
+
+
 def cmd_curves(args):
     if not args.source:
         raise SystemExit("curves needs a run folder, a metrics.jsonl or a checkpoint")
-    rows = read_metrics(args.source)
-    fig = plot_training_curves(rows, title=run_title(args.source, rows))
+    if len(args.source) == 1 and not args.group:
+        rows = read_metrics(args.source[0])
+        fig = plot_training_curves(rows, title=run_title(args.source[0], rows))
+        return [(fig, "curves")]
+    runs: dict[str, list] = {}
+    for source in args.source:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise SystemExit(f"{source}: several runs (or --group) need run folders")
+        runs.setdefault(run_label(folder, args.group), []).append(read_metrics(folder))
+    what = f"mean ± std over {args.group}" if args.group else "every run"
+    fig = plot_study_curves(runs, title=f"Test accuracy per epoch of {len(args.source)} runs "
+                                        f"({what})")
     return [(fig, "curves")]
 
 
@@ -625,9 +666,11 @@ SUBCOMMAND_HELP = {
               "potential u (after integration, before reset) of a few neurons per layer and of "
               "every output neuron, threshold dashed, spikes starred. "
               "Writes raster_sample<index>.png/pdf.",
-    "curves": "Mean training loss per sample, and train/test accuracy (%), per epoch, from a run "
-              "folder's metrics.jsonl, a metrics.jsonl file, or a checkpoint's metrics. "
-              "Writes curves.png/pdf.",
+    "curves": "Mean training loss per sample, train/test accuracy (%) and, where recorded, each "
+              "spiking layer's silent neurons on the test set (%), per epoch, from a run "
+              "folder's metrics.jsonl, a metrics.jsonl file, or a checkpoint's metrics. Several "
+              "run folders: their test accuracy per epoch in one figure (--group seed: mean ± "
+              "std of the seeds). Writes curves.png/pdf.",
     "confusion": "Rows: true class; columns: predicted class (argmax of the summed output PSC); "
                  "colour: % of the true class, text: sample counts. Default: the whole test set. "
                  "Writes confusion.png/pdf.",
@@ -638,7 +681,7 @@ COMMANDS = {
                  DEFAULT_SAMPLES),
     "rates": (cmd_rates, "Fig. 8: histogram of per-neuron firing rates in Hz", DEFAULT_SAMPLES),
     "raster": (cmd_raster, "spike raster and membrane traces of one sample", None),
-    "curves": (cmd_curves, "loss and accuracy per epoch of a run", None),
+    "curves": (cmd_curves, "loss, accuracy and sparsity per epoch of a run, or several runs", None),
     "confusion": (cmd_confusion, "confusion matrix (default: the whole test set)", None),
 }
 
@@ -652,8 +695,13 @@ def make_parser() -> argparse.ArgumentParser:
                             description=text.replace("%%", "%") + ". " + SUBCOMMAND_HELP[name])
         source_help = "checkpoint .h5, run folder, or recording .h5"
         if name == "curves":
-            sp.add_argument("source", nargs="?", metavar="SOURCE",
-                            help=source_help + " (also metrics.jsonl)")
+            sp.add_argument("source", nargs="*", metavar="SOURCE",
+                            help=source_help + " (also metrics.jsonl); several run folders: "
+                                 "their test accuracy in one figure")
+            sp.add_argument("--group", default=None, metavar="KEY",
+                            help="with run folders: runs that differ only in this config field "
+                                 "(e.g. seed) are one line, their mean with a band of ± one "
+                                 "standard deviation")
         else:
             add_source_arguments(sp, samples, source_help=source_help, samples=name != "raster")
         sp.add_argument("--out", default="runs/plots", help="output folder (default runs/plots)")
