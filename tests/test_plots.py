@@ -289,3 +289,5 @@ def test_single_run_curves_draw_the_sparsity_per_layer(tmp_path):
     silent = fig.axes[2]
     assert [list(line.get_ydata()) for line in silent.lines] == [pytest.approx([50.0, 51.0, 52.0]),
                                                                  pytest.approx([80.0, 80.0, 80.0])]
+    # named as the other figures name them, from the network config.json builds (784-400-400-10)
+    assert [t.get_text() for t in silent.get_legend().get_texts()] == ["hidden 1", "hidden 2"]

@@ -312,7 +312,34 @@ def read_metrics(source) -> list[dict]:
     return rows
 
 
-def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
+def spiking_layer_names(folder) -> list[str] | None:
+    """The names of a run's spiking layers as the other figures write them (``conv 1``,
+    ``hidden 1``, ``output``), from the network its ``config.json`` builds; None where
+    that cannot be built."""
+    from ..conv import Conv2d
+    from ..training.config import TrainConfig
+    from ..training.runfolder import read_json_file
+    from ..training.train import make_network
+    try:
+        cfg = read_json_file(Path(folder) / "config.json", "config")
+        cfg = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
+        net = make_network(TrainConfig.from_dict(cfg))
+    except Exception:              # any config this snnsim cannot build: generic names
+        return None
+    spiking = [layer for layer in net.layers if layer.spiking]
+    names, seen = [], {"conv": 0, "hidden": 0}
+    for i, layer in enumerate(spiking):
+        if i == len(spiking) - 1:
+            names.append("output")
+            continue
+        kind = "conv" if isinstance(layer, Conv2d) else "hidden"
+        seen[kind] += 1
+        names.append(f"{kind} {seen[kind]}")
+    return names
+
+
+def plot_training_curves(rows: list[dict], title: str | None = None,
+                         layer_names: list[str] | None = None) -> Figure:
     """Left: mean training loss per epoch. Right: train and test accuracy (%) per
     epoch, the best test accuracy marked. Lines: ``fig.axes[0].lines[0]`` the
     loss, ``fig.axes[1].lines[0]`` train, ``[1]`` test accuracy (%)."""
@@ -342,7 +369,8 @@ def plot_training_curves(rows: list[dict], title: str | None = None) -> Figure:
         ep = [r["epoch"] for r in sparse]
         for k in range(len(sparse[-1]["test_silent"])):
             ax_sp.plot(ep, [PERCENT * r["test_silent"][k] for r in sparse], "-o", ms=3,
-                       color=f"C{k}", label=f"spiking layer {k + 1}")
+                       color=f"C{k}", label=layer_names[k] if layer_names and k < len(layer_names)
+                       else f"spiking layer {k + 1}")
         ax_sp.set_xlabel("epoch")
         ax_sp.set_ylabel("silent neurons on the test set (%)")
         ax_sp.grid(alpha=0.3)
@@ -622,7 +650,9 @@ def cmd_curves(args):
         raise SystemExit("curves needs a run folder, a metrics.jsonl or a checkpoint")
     if len(args.source) == 1 and not args.group:
         rows = read_metrics(args.source[0])
-        fig = plot_training_curves(rows, title=run_title(args.source[0], rows))
+        folder = Path(args.source[0]) if Path(args.source[0]).is_dir() else Path(args.source[0]).parent
+        names = spiking_layer_names(folder) if any("test_silent" in r for r in rows) else None
+        fig = plot_training_curves(rows, title=run_title(args.source[0], rows), layer_names=names)
         return [(fig, "curves")]
     runs: dict[str, list] = {}
     for source in args.source:
