@@ -698,22 +698,49 @@ def pop_waiting(study):
     return None
 
 
+def report_epochs(study, trial, metrics: Path, reported: set) -> None:
+    """Each epoch of the run's ``metrics.jsonl`` not yet in ``reported``: its test accuracy
+    (%) as the trial's intermediate value at step = the epoch (the learning curve Optuna's
+    dashboard draws while the run trains). A damaged or half-written line is skipped."""
+    try:
+        lines = metrics.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            row = json.loads(line)
+            epoch, acc = int(row["epoch"]), 100.0 * float(row["test_acc"])
+        except (ValueError, TypeError, KeyError):
+            continue
+        if epoch not in reported:
+            study._storage.set_trial_intermediate_value(trial._trial_id, epoch, acc)
+            reported.add(epoch)
+
+
 @contextlib.contextmanager
-def heartbeat(study, trial, interval_s: float):
+def heartbeat(study, trial, interval_s: float, metrics: Path | None = None):
     """Record the time as the trial's ``heartbeat`` every ``interval_s`` while the body
-    runs; the beats stop when another worker has declared the trial stale (finished)."""
+    runs, and (``metrics``: the run's ``metrics.jsonl``) its epochs' test accuracy as
+    intermediate values (:func:`report_epochs`); the beats stop when another worker has
+    declared the trial stale (finished)."""
     import optuna
     stop = threading.Event()
+    reported: set = set()
 
     def beat():
         while True:
             try:
                 study._storage.set_trial_system_attr(trial._trial_id, "heartbeat", time.time())
+                if metrics is not None:
+                    report_epochs(study, trial, metrics, reported)
             except optuna.exceptions.UpdateFinishedTrialError:
                 return           # failed by another worker: its retry owns the run now
             except Exception:    # a missed beat is retried at the next one
                 pass
             if stop.wait(interval_s):
+                if metrics is not None:       # the last epochs, before the trial is told
+                    with contextlib.suppress(Exception):
+                        report_epochs(study, trial, metrics, reported)
                 return
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
@@ -855,7 +882,7 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     with open(log_path, "ab") as out:    # started before the heartbeat thread: fork, then exec
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=die_with_parent())
-    with heartbeat(study, trial, opts.heartbeat):
+    with heartbeat(study, trial, opts.heartbeat, run_dir / "metrics.jsonl"):
         try:
             rc = proc.wait()
         except KeyboardInterrupt as exc:   # the run stops, keeping its last checkpoint
@@ -1081,8 +1108,17 @@ def make_parser() -> argparse.ArgumentParser:
                         "at least twice --heartbeat)")
     r.add_argument("--max-retry", type=int, default=3, action=_StoreOnce, metavar="N",
                    help="retries of one trial (default 3)")
+    dash = sub.add_parser("dashboard", help="the study in a browser (Optuna's dashboard)",
+                          allow_abbrev=False,
+                          description="Serve the study's storage with optuna-dashboard (the "
+                                      "dashboard extra) on 127.0.0.1 and print its address; "
+                                      "Ctrl-C stops it. Every trial shows its run (user "
+                                      "attributes) and its test accuracy per epoch.")
+    dash.add_argument("dir", type=Path, help="the study folder")
+    dash.add_argument("--port", type=int, default=8080, action=_StoreOnce,
+                      help="the local port (default 8080)")
     for q in (r, rep := sub.add_parser("report", help="the mean ± std table and the curves",
-                                        allow_abbrev=False)):
+                                        allow_abbrev=False), dash):
         q.add_argument("--storage", metavar="URL", action=_StoreOnce,
                        help="an SQLAlchemy URL (e.g. postgresql://user@host/db); default the "
                             "journal file DIR/journal.log")
@@ -1094,6 +1130,26 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out-dir", type=Path, action=_StoreOnce,
                      help="where report.md/.json and curves.png go (default DIR)")
     return p
+
+
+def dashboard(study_dir: Path, storage_url: str | None, name: str, journal, port: int) -> int:
+    """Serve the study's storage with optuna-dashboard on 127.0.0.1:``port`` until Ctrl-C."""
+    import importlib.util
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise StudyError("dashboard needs optuna-dashboard: pip install 'snnsim[dashboard]' "
+                         "(or pip install optuna-dashboard)")
+    if not 0 < port < 65536:
+        raise StudyError(f"--port must be a port number (1-65535), got {port}")
+    storage = open_storage(study_dir, storage_url)
+    create_or_join(storage, name, None, journal=journal)      # the study is there, and reads
+    from optuna_dashboard import run_server
+    print(f"dashboard of study {name!r} ({study_dir}) at http://127.0.0.1:{port}/dashboard/ "
+          "(Ctrl-C stops it)", flush=True)
+    try:
+        run_server(storage, host="127.0.0.1", port=port)
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -1184,6 +1240,8 @@ def _main(argv=None) -> int:
     study_dir = args.dir
     name = args.name or study_dir.resolve().name
     journal = None if args.storage else study_dir / STORAGE_FILE
+    if args.command == "dashboard":
+        return dashboard(study_dir, args.storage, name, journal, args.port)
     if args.command == "report":
         study = create_or_join(open_storage(study_dir, args.storage), name, None,
                                journal=journal)
@@ -1213,7 +1271,7 @@ def _main(argv=None) -> int:
 
 
 __all__ = ["create_or_join", "fail_stale", "grid_points", "main", "make_spec", "open_storage",
-           "pop_waiting", "report", "run_trial", "work"]
+           "pop_waiting", "report", "report_epochs", "run_trial", "work"]
 
 if __name__ == "__main__":
     sys.exit(main())
