@@ -487,15 +487,18 @@ def update_fast(opt, grads: list[dict], grad_clip: float, weight_clamp: float) -
     and :func:`~snnsim.training.optim.clamp_weights` on ``opt.params`` in one walk over the
     parameters: each is scaled, updated by :meth:`~snnsim.training.optim.AdamW.update` and
     clamped in turn. Same norm, same scale, same operations on every element as the three
-    plain calls. Where numba is installed, one :func:`~snnsim.fast_kernels.adamw_kernel` walk
+    plain calls (the clip's norm before clipping is left in ``opt.last_grad_norm``, None
+    without a clip). Where numba is installed, one :func:`~snnsim.fast_kernels.adamw_kernel` walk
     per parameter whose arrays share one element order (the gradient is then used scaled,
     not scaled in place). (Blocks that stay in cache were tried: the passes are not memory-bound at
     these sizes, and the calls per block cost more than they saved.)"""
     scale = 1.0
+    opt.last_grad_norm = None
     if grad_clip:
         if not grad_clip > 0:
             raise ValueError(f"max_norm must be positive, got {grad_clip}")
-        scale = grad_clip / (global_grad_norm(grads) + CLIP_NORM_EPS)
+        opt.last_grad_norm = global_grad_norm(grads)          # the clip's norm, kept for logs
+        scale = grad_clip / (opt.last_grad_norm + CLIP_NORM_EPS)
     consts = opt.begin_step(grads)
     for layer, g_layer, m_layer, v_layer, t_layer in zip(opt.params, grads, opt.m, opt.v, opt._tmp):
         for name, p in layer.items():

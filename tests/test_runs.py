@@ -133,6 +133,8 @@ def test_tensorboard_event_files_hold_the_metrics(data, tmp_path):
         assert values(f"sparsity/spikes/layer_{k}") == [(r["epoch"], pytest.approx(r["test_spikes"][k - 1]))
                                                         for r in rows]
     assert any(t.startswith("weights/") for t in tags["histograms"])
+    means, maxes = values("grad_norm/mean"), values("grad_norm/max")   # the clip (1) computes it
+    assert [s for s, _ in means] == [1, 2] and all(0 < m <= x for (_, m), (_, x) in zip(means, maxes))
     n_test = 20
     for k, width in ((1, 24), (2, 10)):                       # 784-24-10: 24 and 10 neurons
         h = acc.Histograms(f"spike_counts/layer_{k}")

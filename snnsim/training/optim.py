@@ -54,6 +54,9 @@ class AdamW:
                  weight_decay: float = ADAMW_WEIGHT_DECAY):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        #: The global gradient norm of the last step before its clip (None without a clip):
+        #: set by the training step, for the logs (``--tensorboard``).
+        self.last_grad_norm: float | None = None
         beta1, beta2 = (float(b) for b in betas)
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
             raise ValueError(f"betas must lie in [0, 1), got {tuple(betas)}")

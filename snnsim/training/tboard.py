@@ -5,7 +5,9 @@ With ``--tensorboard`` a run writes into ``<run folder>/tensorboard/`` after eve
 step = the epoch (1, 2, ...):
 
 - scalars ``loss/train``, ``accuracy/train``, ``accuracy/test`` (%), ``lr``, ``time/train_s``,
-  ``time/eval_s``: the epoch's row of ``metrics.jsonl``;
+  ``time/eval_s``: the epoch's row of ``metrics.jsonl``; ``grad_norm/mean`` and
+  ``grad_norm/max``: the global gradient norm of the epoch's steps, before the clip (runs
+  with a clip, which computes it anyway);
 - per spiking layer k (1-based, in order), ``sparsity/silent/layer_k`` and
   ``sparsity/spikes/layer_k``: the test pass's silent fraction and spikes per neuron and
   sample (``test_silent``, ``test_spikes`` of the row);
@@ -46,11 +48,15 @@ class EpochLog:
         self.writer = SummaryWriter(logdir=str(self.dir))
 
     def epoch(self, row: dict, lr: float, layer_names: list[str], params: list[dict],
-              count_hists: list[np.ndarray]) -> None:
+              count_hists: list[np.ndarray], grad_norms: list[float] | None = None) -> None:
         """Write epoch ``row["epoch"]``: its metrics row, the learning rate, the weights
-        (``params`` per layer, named by ``layer_names``) and the test pass's spike-count
-        histograms (per spiking layer, counts of pairs that fired 0..T times)."""
+        (``params`` per layer, named by ``layer_names``), the test pass's spike-count
+        histograms (per spiking layer, counts of pairs that fired 0..T times) and the global
+        gradient norm of the epoch's steps (before the clip: mean and max)."""
         w, step = self.writer, int(row["epoch"])
+        if grad_norms:
+            w.add_scalar("grad_norm/mean", float(np.mean(grad_norms)), step)
+            w.add_scalar("grad_norm/max", float(np.max(grad_norms)), step)
         w.add_scalar("loss/train", row["train_loss"], step)
         w.add_scalar("accuracy/train", PERCENT * row["train_acc"], step)
         w.add_scalar("accuracy/test", PERCENT * row["test_acc"], step)

@@ -221,7 +221,9 @@ def train_step(net: Network, opt: AdamW, x_in, labels, loss_fn, cfg: TrainConfig
     if reduce_grads is not None:
         reduce_grads(grads)
     if cfg.grad_clip:
-        clip_grad_norm(grads, cfg.grad_clip)
+        opt.last_grad_norm = clip_grad_norm(grads, cfg.grad_clip)   # kept for logs
+    else:
+        opt.last_grad_norm = None
     opt.step(grads)
     if cfg.weight_clamp:
         clamp_weights(net.params, -cfg.weight_clamp, cfg.weight_clamp)
@@ -597,6 +599,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not show_bar, leave=False, dynamic_ncols=True)
                 loss_sum, correct, seen = 0.0, 0, 0
+                norms = []                                   # the clip's norm of every step
                 t0 = time.perf_counter()
                 for i, (x_in, labels) in enumerate(data_mod.batches(
                         train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
@@ -608,6 +611,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                         L, c = train_step(net, opt, x_in, labels, loss_fn, cfg,
                                           dp.dropout_rng(cfg.seed, epoch, i), dp.allreduce_grads)
                     guard.check_step(net, opt, L, epoch + 1, i, check_v)
+                    if board is not None and getattr(opt, "last_grad_norm", None) is not None:
+                        norms.append(float(opt.last_grad_norm))
                     check_stop()
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
@@ -656,7 +661,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                         runfolder.promote(run_dir, is_best)
                         append_metrics(run_dir / METRICS_NAME, row)
                 if board is not None:
-                    board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity])
+                    board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity],
+                                norms)
                 epoch_seconds.append(time.perf_counter() - t0)    # training, evaluation, saving
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
