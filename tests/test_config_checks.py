@@ -28,6 +28,7 @@ from test_faults import assert_one_line_error, main_status
 from test_train import tiny_args, write_fashion_mnist
 
 from snnsim.training import train as train_mod
+from snnsim.training.builder import find_config_file
 from snnsim.training.config import ConfigError, TrainConfig, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_neuron_check_is_one_function_for_every_path():
 @pytest.mark.parametrize("value", ['"abc"', "[1, 2]", "true", "{a: 1}", ".nan", ".inf"])
 @pytest.mark.parametrize("key", ["lr", "tau_m", "tau_s"])
 def test_authors_yaml_bad_number_is_one_line(data_dir, tmp_path, capsys, key, value):
-    doc = yaml.safe_load((REPO / "snnsim/configs/fashion_mnist_mlp.yaml").read_text())
+    doc = yaml.safe_load(find_config_file("fashion_mnist_mlp").read_text())
     doc["Network"][key] = yaml.safe_load(value)
     path = tmp_path / "authors.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -135,7 +136,7 @@ def test_authors_yaml_bad_number_is_one_line(data_dir, tmp_path, capsys, key, va
 
 def test_authors_yaml_number_written_as_a_string_still_reads(tmp_path):
     """YAML 1.1 reads 5e-4 (no dot) as a string; the authors' files write it so."""
-    doc = yaml.safe_load((REPO / "snnsim/configs/fashion_mnist_mlp.yaml").read_text())
+    doc = yaml.safe_load(find_config_file("fashion_mnist_mlp").read_text())
     doc["Network"]["lr"] = "5e-4"
     path = tmp_path / "authors.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -145,7 +146,7 @@ def test_authors_yaml_number_written_as_a_string_still_reads(tmp_path):
 @pytest.mark.parametrize("layer_key, value", [("weight_scale", ".nan"), ("weight_scale", "[1]"),
                                               ("threshold", "abc"), ("threshold", "true")])
 def test_authors_yaml_bad_layer_number_is_one_line(data_dir, tmp_path, capsys, layer_key, value):
-    doc = yaml.safe_load((REPO / "snnsim/configs/fashion_mnist_mlp.yaml").read_text())
+    doc = yaml.safe_load(find_config_file("fashion_mnist_mlp").read_text())
     first = next(iter(doc["Layers"].values()))
     first[layer_key] = yaml.safe_load(value)
     path = tmp_path / "authors.yaml"

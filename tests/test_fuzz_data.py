@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from test_train import idx_bytes, synthetic_images, tiny_args, write_fashion_mnist
 
 from snnsim.datasets.errors import DatasetError
-from snnsim.training.builder import ConfigError
+from snnsim.training.builder import ConfigError, find_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 #: Examples per reader test in CI; ``SNNSIM_FUZZ_EXAMPLES`` sets another number.
@@ -437,7 +437,7 @@ def test_fuzz_flat_config(tmp_path_factory, doc, as_json, steps):
         assert not (isinstance(value, bool) and base in (int, float)), (key, value)
 
 
-AUTHORS = yaml.safe_load((REPO / "snnsim/configs/fashion_mnist_mlp.yaml").read_text())
+AUTHORS = yaml.safe_load(find_config_file("fashion_mnist_mlp").read_text())   # package data
 
 
 @st.composite

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import snnsim
 from snnsim.cli import COMMANDS
 
-PKG = Path(__file__).resolve().parents[1] / "snnsim"
+PKG = Path(snnsim.__file__).resolve().parent      # the source tree's, or the installed package
 
 
 def module_name(path: Path) -> str:
