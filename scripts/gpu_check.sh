@@ -179,11 +179,13 @@ plan() {
     PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --disable-pip-version-check \
     --no-index --no-deps -q --target "$site" "${wheels[@]/#/$kit/}"
   step imports 25 cpu "$PY" -c "$IMPORTS" "${IMPORT_NAMES[@]}"
-  step collect_gpu 60 dry "$PY" -m pytest -q -p no:cacheprovider -m gpu --collect-only
+  # env -u CI: as on the GPU machine; in CI, CI=true makes a missing torch an error of
+  # tests/test_torch_backend.py (the CI suite must run those tests; a GPU machine need not)
+  step collect_gpu 60 dry env -u CI "$PY" -m pytest -q -p no:cacheprovider -m gpu --collect-only
   step gpu_info 30 gpu "$PY" -c "$GPU_INFO" "$results/gpu.txt"
   step bench_cupy 60 gpu "$PY" -m snnsim.bench --backends cupy --experiments mlp,cnn --no-baseline \
     --steps-sweep "" --batches "${BENCH_BATCHES:-20}" --out "$results/bench_cupy.json"
-  step pytest_gpu 80 gpu "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
+  step pytest_gpu 80 gpu env -u CI "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
     --junitxml="$results/pytest_gpu.xml"
   step train_cnn 100 gpu "$PY" -m snnsim.train --config fashion_mnist_cnn --backend cupy --fused=true \
     --epochs 1 --progress=false "${data_args[@]}" --out "$results/train_cnn"
