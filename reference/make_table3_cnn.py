@@ -65,10 +65,15 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
                 f"{mean - mean_p:+.2f} points from the paper's mean.")
         if len(runs) >= 2:
             import statistics
-            sd = statistics.stdev(bests)
-            line += (f" Sample std over seeds {sd:.2f}; with {len(runs)} runs the standard error of "
-                     f"the mean is {sd / len(runs) ** 0.5:.2f} points, so a difference from the paper "
-                     f"below about {2 * sd / len(runs) ** 0.5:.2f} points is within the seed noise.")
+
+            from scipy.stats import t as student_t
+            n, sd = len(runs), statistics.stdev(bests)
+            half = student_t.ppf(0.975, n - 1) * sd / n ** 0.5
+            inside = abs(mean - mean_p) <= half
+            line += (f" Sample std over seeds {sd:.2f}; with {n} runs the 95 % confidence interval "
+                     f"of the mean is ± {half:.2f} points (Student's t, {n - 1} degree"
+                     f"{'s' if n > 2 else ''} of freedom), and the paper's mean lies "
+                     f"{'inside' if inside else 'outside'} it.")
         else:
             line += " One run: no spread over seeds yet, so no statement of significance."
         if len(done) < len(runs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_train import run_cli, tiny_args, write_fashion_mnist
 
 from reference import make_table3_cnn
@@ -39,3 +40,10 @@ def test_partial_and_finished_runs_make_the_row_figures_and_summary(tmp_path):
     assert f"2 run(s), 1 finished (seed 0: 2/2, seed 1: 1/2); best-epoch accuracy {mean:.2f} %" in summary
     assert f"{mean - 92.69:+.2f} points from the paper's mean" in summary
     assert "a lower bound of the best they will reach" in summary
+    import statistics
+
+    from scipy.stats import t as student_t
+    half = 12.706204736174698 * statistics.stdev([runs[0]["best"], runs[1]["best"]]) / 2 ** 0.5
+    assert student_t.ppf(0.975, 1) == pytest.approx(12.706204736174698)   # the t-table: 12.706
+    assert (f"the 95 % confidence interval of the mean is ± {half:.2f} points (Student's t, "
+            "1 degree of freedom)") in summary
