@@ -16,6 +16,9 @@ exit:
 - a block that must not be cut in half (a checkpoint's save and its promotion)
   runs under :func:`deferred`: a signal arriving within it is delivered when it
   ends;
+- a signal arriving while the garbage collector runs a finaliser (an ``__del__``,
+  which would print the interrupt as "Exception ignored" and drop it) is sent again
+  a moment later;
 - an ignored SIGINT (a job started in the background with ``&``) stays ignored.
 
 The training loop installs its own handlers on top (:func:`snnsim.training.runfolder.
@@ -58,11 +61,40 @@ def describe(exc: BaseException) -> str:
     return "terminated (SIGTERM)" if is_sigterm(exc) else "interrupted (Ctrl-C)"
 
 
+#: Seconds after which a signal that arrived inside a finaliser is sent again.
+REDELIVER_S = 0.01
+
+
 def _handler(signum, frame):
     if _State.raised:            # a clean-up is running: let it finish
         return
+    if _in_finaliser(frame):
+        # An exception raised inside a finaliser is printed as "Exception ignored in ..."
+        # and dropped, and the command would go on as if no signal had come: send the
+        # signal again a moment later, when the finaliser has returned.
+        _redeliver(signum)
+        return
     _State.raised = True
     raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _in_finaliser(frame) -> bool:
+    """Whether ``frame`` runs inside an object's ``__del__`` or a ``weakref.finalize``
+    callback (the garbage collector calls them wherever the program is, and swallows what
+    they raise)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "__call__"
+                                         and code.co_filename.endswith("weakref.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int) -> None:
+    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 def _in_main_thread() -> bool:

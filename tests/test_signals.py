@@ -152,6 +152,38 @@ def test_a_signal_within_a_deferred_block_arrives_at_its_end():
         signal.signal(signal.SIGUSR1, previous)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
+    """CI caught it (llvmlite's ObjectRef.__del__): a signal handled while the garbage
+    collector ran a finaliser raised there, Python printed "Exception ignored" and
+    dropped it, and the run finished with status 0. Now it is sent again and raised
+    after the finaliser."""
+    from snnsim import signals
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signum)       # the handler runs before __del__ returns
+            self.after = "finaliser done"
+
+    previous = signals.install()
+    stops = []
+    try:
+        try:
+            Finalised()                       # dropped at once: its __del__ runs here
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+        except KeyboardInterrupt as exc:
+            stops.append(exc)
+    finally:
+        signals.restore(previous)
+        signals._State.raised = False
+    assert not unraisable, [u.exc_value for u in unraisable]
+    assert len(stops) == 1 and signals.is_sigterm(stops[0]) == (signum == signal.SIGTERM)
+
+
 # --- the run folder -------------------------------------------------------------------------
 def test_runs_started_in_the_same_second_get_their_own_folders(data_dir, tmp_path, capsys,
                                                                 monkeypatch):
