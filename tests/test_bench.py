@@ -129,3 +129,50 @@ def test_eval_figure_times_the_training_loops_test_pass(tmp_path, capsys, monkey
     with pytest.raises(SystemExit) as exc:
         bench.main(["--eval-samples", "-1", "--out", str(out)])
     assert exc.value.code == 2
+
+
+# --- --processes: the spread over fresh processes (issue 29) -------------------------------
+def test_spread_is_min_median_max_of_each_figure_over_the_processes():
+    from snnsim.analysis import spread
+    runs = [{"runs": [{"recursion": {"s_per_batch": v, "peak_bytes": 7}}],
+             "floor": [{"fast": {"step_over_floor": r}, "blas_threads": n}]}
+            for v, r, n in ((0.004, 1.1, 2), (0.006, 1.5, 2), (0.005, 1.2, 1))]
+    records = {r["figure"]: r for r in spread.spread(runs)}
+    assert set(records) == {"runs/0/recursion/s_per_batch", "floor/0/fast/step_over_floor"}
+    step = records["runs/0/recursion/s_per_batch"]
+    assert (step["min"], step["median"], step["max"]) == (0.004, 0.005, 0.006)
+    assert step["values"] == [0.004, 0.006, 0.005]
+    assert records["floor/0/fast/step_over_floor"]["max_over_min"] == pytest.approx(1.5 / 1.1)
+    assert spread.settings(runs) == {"floor/0/blas_threads": [2, 2, 1]}
+    # a figure one process lacks is not compared
+    del runs[1]["runs"][0]["recursion"]["s_per_batch"]
+    assert [r["figure"] for r in spread.spread(runs)] == ["floor/0/fast/step_over_floor"]
+
+
+def test_strip_processes_leaves_the_childs_arguments():
+    from snnsim.analysis.spread import strip_processes
+    assert strip_processes(["--processes", "3", "--batches", "2", "--out", "x.json",
+                            "--processes=4", "--out=y", "--steps-sweep", ""]) == \
+        ["--batches", "2", "--steps-sweep", ""]
+
+
+def test_processes_runs_the_benchmark_in_fresh_processes(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--experiments", "mlp", *QUICK, "--steps-sweep", "", "--no-baseline",
+                       "--processes", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    pids = [p["pid"] for p in res["processes"]]
+    assert len(set(pids)) == 2 and bench.os.getpid() not in pids
+    step = {r["figure"]: r for r in res["spread"]}["runs/0/recursion/s_per_batch"]
+    assert step["values"] == [p["runs"][0]["recursion"]["s_per_batch"] for p in res["processes"]]
+    for k in (1, 2):                                  # each process's own file, kept beside
+        assert json.loads((tmp_path / f"bench.p{k}.json").read_text())["pid"] == pids[k - 1]
+    text = capsys.readouterr().out
+    assert "spread over 2 fresh processes" in text and "runs/0/recursion/s_per_batch" in text
+
+
+def test_processes_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--processes", "0", "--out", str(tmp_path / "b.json")])
+    assert exc.value.code == 2
+    assert "--processes must be 1 or more, got 0" in capsys.readouterr().err

@@ -45,6 +45,7 @@ from ..training.threads import choose_for_run
 from ..training.train import make_loss, make_network, train_step, write_json_atomic
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
 from . import floor as floor_mod
+from . import spread as spread_mod
 from .steptimer import StepTimer, make_batch  # noqa: F401  (bench.StepTimer, bench.make_batch)
 
 EXPERIMENTS = {
@@ -233,6 +234,10 @@ How long, on a 2-core CPU with NumPy:
                                        of memory (the N-MNIST O(T²) baseline alone is 1.5-3 min
                                        a batch; --floor-steps 20 shortens the CNN floors)
   python3 -m snnsim.bench --phases     + the step's phases on real data - a few seconds more
+  python3 -m snnsim.bench --processes 10
+                                       the same in 10 fresh processes: each figure's
+                                       min / median / max over them (a spread between
+                                       processes is a cost decided at a process's start)
 A backend that is not available (e.g. cupy without a GPU) stops the command at once."""
 
 
@@ -265,6 +270,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
     floor_mod.add_arguments(p)
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run the whole benchmark in N fresh processes, one after the other, "
+                        "and report each figure's min / median / max over them (default 1; "
+                        "what a process decides at its start, such as how its BLAS threads "
+                        "share the cores, then shows as a spread; see snnsim/analysis/spread.py)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="JSON file of all figures, rewritten after each (default a new file "
                         "runs/bench-<date>-<time>.json, so that no earlier result is overwritten)")
@@ -327,6 +337,8 @@ def check_args(p: argparse.ArgumentParser, args) -> dict:
             p.error(f"unknown experiment {name!r}; choose from {', '.join(sorted(EXPERIMENTS))}")
     if not devices:
         p.error("no backend given")
+    if args.processes < 1:
+        p.error(f"--processes must be 1 or more, got {args.processes}")
     if args.eval_samples < 0:
         p.error(f"--eval-samples must be 0 or more, got {args.eval_samples}")
     if not all(t.strip().isdigit() and int(t) > 0 for t in _names(args.steps_sweep or "")):
@@ -339,12 +351,18 @@ def main(argv=None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     devices = check_args(p, args)
+    if args.processes > 1:
+        out = Path(args.out) if args.out else new_output_file()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return spread_mod.run(list(sys.argv[1:] if argv is None else argv), args.processes, out,
+                              write_json_atomic)
     threads_note = choose_for_run("numpy" if "numpy" in devices else "")   # as training chooses
     if threads_note:
         print(threads_note)
     jobs = plan(args)
     results = {"argv": ["python3 -m snnsim.bench", *(sys.argv[1:] if argv is None else argv)],
-               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "backward": args.backward,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
+               "backward": args.backward,
                "blas_threads": {v: os.environ.get(v) for v in BLAS_THREAD_VARS},
                "devices": devices, "runs": [], "memory_sweep": [], "phases": []}
     out = Path(args.out) if args.out else new_output_file()
