@@ -78,8 +78,24 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
             line += " One run: no spread over seeds yet, so no statement of significance."
         if len(done) < len(runs):
             line += " Runs not finished: their best so far is a lower bound of the best they will reach."
+            line += common_epoch(runs)
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def common_epoch(runs: list[dict]) -> str:
+    """Runs at different epochs compared where they can be: the latest epoch k that two or
+    more runs have reached, and those runs' best test accuracy up to epoch k (mean ± sample
+    std), or "" when no two runs share an epoch beyond the first."""
+    k = sorted((r["epochs"] for r in runs), reverse=True)[1] if len(runs) >= 2 else 0
+    at_k = [r for r in runs if r["epochs"] >= k]
+    if k < 2 or len(at_k) < 2:
+        return ""
+    import statistics
+    bests = [100.0 * max(row["test_acc"] for row in r["rows"] if row["epoch"] <= k) for r in at_k]
+    seeds = ", ".join(str(r["cfg"]["seed"]) for r in at_k)
+    return (f" Compared at epoch {k}, the latest that {len(at_k)} runs (seeds {seeds}) have "
+            f"reached: best up to it {statistics.mean(bests):.2f} ± {statistics.stdev(bests):.2f}.")
 
 
 def main(argv=None) -> int:

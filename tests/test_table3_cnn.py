@@ -47,3 +47,19 @@ def test_partial_and_finished_runs_make_the_row_figures_and_summary(tmp_path):
     assert student_t.ppf(0.975, 1) == pytest.approx(12.706204736174698)   # the t-table: 12.706
     assert (f"the 95 % confidence interval of the mean is ± {half:.2f} points (Student's t, "
             "1 degree of freedom)") in summary
+
+
+def _run(seed, accs):
+    return {"cfg": {"seed": seed}, "epochs": len(accs),
+            "rows": [{"epoch": e, "test_acc": a} for e, a in enumerate(accs, 1)]}
+
+
+def test_runs_at_different_epochs_are_compared_at_the_latest_epoch_they_share():
+    # seeds 0 and 1 reached epoch 3, seed 2 only epoch 1: epoch 3, seeds 0 and 1; their
+    # best up to epoch 3 is 0.90 and 0.88 (seed 1's best came at epoch 2, not its last)
+    runs = [_run(0, [0.80, 0.85, 0.90, 0.91]), _run(1, [0.82, 0.88, 0.87]), _run(2, [0.70])]
+    text = make_table3_cnn.common_epoch(runs)
+    assert "Compared at epoch 3, the latest that 2 runs (seeds 0, 1) have reached" in text
+    assert "best up to it 89.00 ± 1.41." in text          # mean of 90, 88; std √2
+    assert make_table3_cnn.common_epoch([_run(0, [0.8, 0.9]), _run(1, [0.7])]) == ""
+    assert make_table3_cnn.common_epoch([_run(0, [0.8, 0.9])]) == ""
