@@ -176,3 +176,25 @@ def test_processes_must_be_positive(tmp_path, capsys):
         bench.main(["--processes", "0", "--out", str(tmp_path / "b.json")])
     assert exc.value.code == 2
     assert "--processes must be 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_cores_probe_runs_workers_alone_and_together(monkeypatch):
+    from snnsim.analysis import cores
+    r = cores.probe(2, seconds=0.05)
+    assert r["workers"] == 2 and len(r["together"]) == 2
+    for w in (r["alone"], *r["together"]):
+        assert w["gemm_flops"] > 0 and w["elementwise_per_s"] > 0
+    assert r["gemm_scaling"] == pytest.approx(
+        sum(w["gemm_flops"] for w in r["together"]) / r["alone"]["gemm_flops"])
+    assert "2 workers at once do" in cores.format_probe(r)
+
+
+def test_bench_cores_records_the_probe(tmp_path, monkeypatch):
+    from snnsim.analysis import cores
+    monkeypatch.setattr(cores, "SECONDS", 0.05)
+    monkeypatch.setattr(cores.probe, "__defaults__", (None, 0.05))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--cores", "--experiments", "", "--steps-sweep", "", "--floor-steps", "0",
+                       "--busy-steps", "0", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["cores"]
+    assert r["workers"] >= 1 and r["gemm_scaling"] > 0 and r["elementwise_scaling"] > 0

@@ -44,6 +44,7 @@ from ..training.optim import AdamW
 from ..training.threads import choose_for_run
 from ..training.train import make_loss, make_network, train_step, write_json_atomic
 from ..variants import BACKWARDS, DEFAULT_BACKWARD
+from . import cores as cores_mod
 from . import floor as floor_mod
 from . import spread as spread_mod
 from .steptimer import StepTimer, make_batch  # noqa: F401  (bench.StepTimer, bench.make_batch)
@@ -270,6 +271,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also time the phases of the MLP step on real data (wall and CPU time)")
     p.add_argument("--profile", action="store_true", help="with --phases: cProfile, top 25 functions")
     floor_mod.add_arguments(p)
+    p.add_argument("--cores", action="store_true",
+                   help="first probe what the cores give at this moment: matrix products and "
+                        "element-wise passes of one worker alone against one per core at once "
+                        "(about 4 s; on a virtual machine two cores can give far less than two "
+                        "cores' work: snnsim/analysis/cores.py)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="run the whole benchmark in N fresh processes, one after the other, "
                         "and report each figure's min / median / max over them (default 1; "
@@ -302,7 +308,7 @@ def plan(args) -> list[tuple]:
                          FULL_EXPERIMENTS if args.full else QUICK_EXPERIMENTS)
     sweep = [int(t) for t in _names(args.steps_sweep if args.steps_sweep is not None else
                                     FULL_SWEEP if args.full else QUICK_SWEEP)]
-    jobs = []
+    jobs = [("cores", "numpy", "", "cores", False)] if args.cores else []
     for backend in _names(args.backends):
         for name in experiments:
             jobs.append(("run", backend, name, "recursion", False))
@@ -406,6 +412,10 @@ def main(argv=None) -> int:
                 r, text = floor_mod.measure(kind, key, experiment_config(key, backend, args.backward), args)
                 results.setdefault(kind, []).append({"experiment": key, "backend": backend, **r})
                 tqdm.write(text)
+            elif kind == "cores":
+                r = cores_mod.probe()
+                results["cores"] = r
+                tqdm.write(cores_mod.format_probe(r))
             elif kind == "phases":
                 cfg = experiment_config("mlp", backend, args.backward)
                 r = phase_figures(cfg, args.batches, args.warmup, args.profile)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 #: The leaves of a single run's results whose spread is reported (times and their ratios).
 FIGURES = ("s_per_batch", "samples_per_s", "step_s", "floor_s", "step_over_floor",
-           "s_per_sample", "eval_over_step", "speedup_vs_explicit", "slowdown")
+           "s_per_sample", "eval_over_step", "speedup_vs_explicit", "slowdown", "gemm_scaling",
+           "elementwise_scaling")
 #: Those of :data:`FIGURES` that are seconds (printed in ms).
 TIMES = ("s_per_batch", "step_s", "floor_s", "s_per_sample")
 #: Leaves that say how the process ran (shown beside the spread, not spread themselves).
