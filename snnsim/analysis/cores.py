@@ -11,7 +11,7 @@ Why it is measured and not assumed: on a virtual machine the guest's "cores" are
 on the host, and two of them may share one physical core (hyperthreads) or compete with
 other guests, which the guest cannot see (``lscpu`` may say one thread per core). On this
 project's 2-core KVM development machine the same probe, repeated a minute apart, gave
-element-wise scalings from 1.07 to 1.91 and product scalings from 1.26 to 1.57 (one
+element-wise scalings from 1.07 to 1.91 and product scalings from 1.06 to 1.58 (one
 worker alone meanwhile 98-146 GFLOP/s): what a second thread (a BLAS thread, or a second
 training run) can give changes with the host, from almost nothing to almost a core
 (docs/performance.md, "Two BLAS threads on a 2-core machine").
