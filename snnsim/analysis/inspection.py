@@ -12,8 +12,8 @@ with a derivation by hand or with another implementation:
 - per non-spiking layer (pooling, dropout): its input and output PSC and g;
 - the input, its PSC a^0, labels, output, target, loss, config.
 
-    python3 -m snnsim.inspection --network 784-400-400-10 --samples 3 --out inspect.h5
-    python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing
+    python3 -m snnsim.inspection --network 784-400-400-10 --samples 3 --out runs/inspect.h5
+    python3 -m snnsim.inspection runs/latest/best.h5 --indices 7 --reading timing
 
 Everything is computed with the engine's own functions: the backward is
 :meth:`snnsim.network.Network.backward_pass`, the walk of ``Network.backward``
@@ -200,7 +200,7 @@ The source options (SOURCE or --network, --samples N or --indices LIST, ...)
 are those of python3 -m snnsim.record and python3 -m snnsim.plots; without a
 source, a fresh 784-400-400-10 network. Examples:
   python3 -m snnsim.inspection --network 784-400-400-10 --samples 3
-  python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing"""
+  python3 -m snnsim.inspection runs/latest/best.h5 --indices 7 --reading timing"""
 
 #: Samples of one inspection unless --samples or --indices say otherwise.
 DEFAULT_INSPECT_SAMPLES = 3
