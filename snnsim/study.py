@@ -350,23 +350,31 @@ def _point(points: dict, name, trial) -> dict:
 
 def check_runs(spec: dict) -> None:
     """Every config loads and every override, varied value, search bound and seed
-    parses as the config's type and range (before anything is created)."""
+    parses as the config's type and range, and this machine has every backend the runs
+    use (before anything is created: a worker without CuPy would fail every trial of
+    a ``--backend=cupy`` grid)."""
+    from .backend import BackendError, check_backend
     from .training.config import ConfigError, check_key, load_config_file, normalize_key
+    backends = set()
     try:
         for config in spec["configs"]:
             cfg = load_config_file(config)
             for key in [*spec["fixed"], *spec["vary"], *spec["search"]]:
                 check_key(normalize_key(key), "study")
             cfg = cfg.replace(source="study", **spec["fixed"])
+            backends.add(cfg.backend)
             for seed in spec["seeds"]:
                 cfg.replace(source="study", seed=seed)
             for point in grid_points(spec) if not spec["search"] else []:
-                cfg.replace(source="study", **point["overrides"])
+                backends.add(cfg.replace(source="study", **point["overrides"]).backend)
             for key, text in spec["search"].items():
                 kind, *bounds = parse_search(key, text)
                 for value in (bounds[0] if kind == "cat" else bounds):
-                    cfg.replace(source=f"study: --search {key}={text}", **{key: value})
-    except ConfigError as exc:
+                    backends.add(cfg.replace(source=f"study: --search {key}={text}",
+                                             **{key: value}).backend)
+        for backend in sorted(backends):
+            check_backend(backend)
+    except (ConfigError, BackendError) as exc:
         raise StudyError(str(exc)) from exc
 
 
