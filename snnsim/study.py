@@ -1011,7 +1011,8 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
                             title=f"Study {study.study_name}: test accuracy of every run")
     paths = save_figure(fig, out_dir, "curves", formats=("png",))
     log(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.json'} and {paths[0]} "
-        f"({len(trials)} runs, {len(runs_by_exp)} experiments)")
+        f"({len(trials)} run{'s' * (len(trials) != 1)}, {len(runs_by_exp)} "
+        f"experiment{'s' * (len(runs_by_exp) != 1)})")
     log(f"study {study.study_name!r}: {status}")
     return {"records": records, "markdown": text, "status": status}
 
