@@ -287,7 +287,9 @@ def main(argv=None) -> int:
     if args.warmup is not None:
         changes["warmup"] = args.warmup
     grad = dataclasses.replace(net.grad, **changes)
-    cfg = cfg.replace(source="command line", **changes) if changes else cfg
+    if changes or cfg.backward != "tsslbp":     # the pass is TSSL-BP's, whatever trained the
+        # weights (a checkpoint of --backward=surrogate takes --reading timing too)
+        cfg = cfg.replace(source="command line", backward="tsslbp", **changes)
 
     split, sample_index = load_samples(cfg, args.split, indices=indices, data_dir=args.data_dir)
     x_host, y_host = split.host_batch(np.arange(len(split)))
