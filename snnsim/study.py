@@ -418,7 +418,8 @@ def check_study_folder(study_dir: Path, create: bool, journal: bool = True) -> P
         raise StudyError(f"{path}: is not a file (a folder?); the study's journal must be one")
     if not create:
         if not path.exists():
-            raise StudyError(f"{study_dir} holds no study ({STORAGE_FILE}); pass --storage URL")
+            raise StudyError(f"{study_dir} holds no study (no {STORAGE_FILE}: no worker has "
+                             "created it; a study in a database: pass --storage URL)")
         try:
             with open(path, "rb"):
                 pass
