@@ -83,6 +83,15 @@ def get_backend(name: str) -> ModuleType:
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
+def check_backend(name: str) -> None:
+    """Raise :class:`BackendError` when this machine cannot run the backend ``name``,
+    without allocating on a device (a study's worker checks before it creates a trial)."""
+    if name == "cupy":
+        _cupy()
+    elif name == "torch":
+        _torch()
+
+
 def cupy_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:

@@ -350,23 +350,31 @@ def _point(points: dict, name, trial) -> dict:
 
 def check_runs(spec: dict) -> None:
     """Every config loads and every override, varied value, search bound and seed
-    parses as the config's type and range (before anything is created)."""
+    parses as the config's type and range, and this machine has every backend the runs
+    use (before anything is created: a worker without CuPy would fail every trial of
+    a ``--backend=cupy`` grid)."""
+    from .backend import BackendError, check_backend
     from .training.config import ConfigError, check_key, load_config_file, normalize_key
+    backends = set()
     try:
         for config in spec["configs"]:
             cfg = load_config_file(config)
             for key in [*spec["fixed"], *spec["vary"], *spec["search"]]:
                 check_key(normalize_key(key), "study")
             cfg = cfg.replace(source="study", **spec["fixed"])
+            backends.add(cfg.backend)
             for seed in spec["seeds"]:
                 cfg.replace(source="study", seed=seed)
             for point in grid_points(spec) if not spec["search"] else []:
-                cfg.replace(source="study", **point["overrides"])
+                backends.add(cfg.replace(source="study", **point["overrides"]).backend)
             for key, text in spec["search"].items():
                 kind, *bounds = parse_search(key, text)
                 for value in (bounds[0] if kind == "cat" else bounds):
-                    cfg.replace(source=f"study: --search {key}={text}", **{key: value})
-    except ConfigError as exc:
+                    backends.add(cfg.replace(source=f"study: --search {key}={text}",
+                                             **{key: value}).backend)
+        for backend in sorted(backends):
+            check_backend(backend)
+    except (ConfigError, BackendError) as exc:
         raise StudyError(str(exc)) from exc
 
 
@@ -410,7 +418,8 @@ def check_study_folder(study_dir: Path, create: bool, journal: bool = True) -> P
         raise StudyError(f"{path}: is not a file (a folder?); the study's journal must be one")
     if not create:
         if not path.exists():
-            raise StudyError(f"{study_dir} holds no study ({STORAGE_FILE}); pass --storage URL")
+            raise StudyError(f"{study_dir} holds no study (no {STORAGE_FILE}: no worker has "
+                             "created it; a study in a database: pass --storage URL)")
         try:
             with open(path, "rb"):
                 pass
@@ -1003,7 +1012,8 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
                             title=f"Study {study.study_name}: test accuracy of every run")
     paths = save_figure(fig, out_dir, "curves", formats=("png",))
     log(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.json'} and {paths[0]} "
-        f"({len(trials)} runs, {len(runs_by_exp)} experiments)")
+        f"({len(trials)} run{'s' * (len(trials) != 1)}, {len(runs_by_exp)} "
+        f"experiment{'s' * (len(runs_by_exp) != 1)})")
     log(f"study {study.study_name!r}: {status}")
     return {"records": records, "markdown": text, "status": status}
 

@@ -400,6 +400,82 @@ def test_skip_marks_say_why():
     assert all(len(b.skip.split()) >= 3 for b in marks), [b.where for b in marks]
 
 
+# The walk of issue 23: a newcomer runs the shell blocks page by page, README.md first,
+# then docs/ in the order README links them, then the other READMEs. So a command line
+# must run as written: no placeholder (``runs/<run>``, ``{a,b} ...``), no file it reads
+# that no command before it wrote (``runs/latest`` is the newest run of the default
+# folder, which README's quick look makes), and nothing written outside the ignored
+# folders runs/ and studies/ (the tracked tree stays clean).
+WRITABLE = ("runs", "studies")
+
+
+def walk_order() -> list[Path]:
+    """README.md, docs/*.md as README first links them (then the rest by name), then the
+    READMEs of plots/, reference/ and data/ (those of the results below reference/ record
+    how they were made, in folders of their time)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    linked = dict.fromkeys(REPO / "docs" / f"{m}.md" for m in re.findall(r"\(docs/(\w+)\.md", readme))
+    docs = [p for p in linked if p in DOCS] + [p for p in DOCS if p not in linked]
+    return [REPO / "README.md", *docs, *(REPO / d / "README.md" for d in ("plots", "reference", "data"))]
+
+
+def _paths_of(words: list[str], args: list[str]) -> tuple[list[str], list[str]]:
+    """(paths read, paths written) by one snnsim command: ``words`` its module's parts
+    and positional words (``snnsim nir export A B``), ``args`` the rest. A path is a
+    relative one under one of WRITABLE, or a .h5/.nir file anywhere."""
+    def is_path(a: str) -> bool:
+        return not a.startswith("-") and ("/" in a and a.split("/")[0] in WRITABLE
+                                          or a.endswith((".h5", ".nir")))
+    command = [w for w in words[1:] if not is_path(w)]
+    read, written, k = [w for w in words if is_path(w)], [], 0
+    while k < len(args):
+        option, _, value = args[k].partition("=")
+        if not value and k + 1 < len(args) and not args[k + 1].startswith("-"):
+            value, k = args[k + 1], k + 1
+        if option == "--out" and value:
+            written.append(value)
+        elif value and is_path(value):
+            read.append(value)
+        elif is_path(option):
+            read.append(option)
+        k += 1
+    if command[:2] in (["nir", "export"], ["nir", "import"]) and len(read) >= 2:
+        written.append(read.pop(1))
+    if command[:2] == ["study", "run"] and read:
+        written.append(read.pop(0))
+    if command == ["train"] and not written and not any(a.startswith("--resume") for a in args):
+        written.append("runs/latest")
+    return read, written
+
+
+def test_shell_commands_run_as_written_in_reading_order():
+    problems, made = [], []
+    for path in walk_order():
+        for block in code_blocks(path):
+            if block.skip:
+                continue
+            for cmd in commands_of(block):
+                if snnsim_invocation(cmd) is None:
+                    continue
+                where = f"{block.where}: {' '.join(cmd)}"
+                words, args = snnsim_invocation(cmd)
+                words = words[0].split(".") + words[1:]      # snnsim.nir export -> snnsim, nir, export
+                odd = [a for a in cmd if re.search(r"[<>{}]", a) or a == "..."]
+                if odd:
+                    problems.append(f"{where}: a placeholder, not a command: {odd}")
+                    continue
+                read, written = _paths_of(words, args)
+                for w in written:
+                    if w.split("/")[0] not in WRITABLE:
+                        problems.append(f"{where}: writes {w}, outside {'/, '.join(WRITABLE)}/")
+                for r in read:
+                    stem = r.split("*")[0].rstrip("/")
+                    if not any(stem == m or stem.startswith(m + "/") for m in made):
+                        problems.append(f"{where}: reads {r}, which no command before it writes")
+                made += [w.rstrip("/") for w in written]
+    assert not problems, "\n".join(problems)
+
+
 @pytest.fixture(scope="module")
 def example_folder(tmp_path_factory):
     """A folder as the examples assume it: ``runs/x/`` a finished tiny run, ``rec.h5`` a
@@ -421,10 +497,31 @@ def example_folder(tmp_path_factory):
 PYTHON_BLOCKS = [b for b in all_blocks() if b.lang in ("python", "py")]
 
 
+def missing_imports(text: str) -> list[str]:
+    """The packages outside snnsim that a Python block imports and that are not installed
+    (docs/nir.md's example needs the nir extra, which ``setup.sh --test`` leaves out)."""
+    names = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module.split(".")[0])
+    return sorted({n for n in names if n != "snnsim" and not _module_exists(n)})
+
+
+def test_missing_imports_names_what_is_not_installed():
+    assert missing_imports("import numpy\nfrom snnsim.nonexistent import x\n") == []
+    assert missing_imports("import snnsim_no_such_package.sub\nfrom no_such_pkg_2 import y") \
+        == ["no_such_pkg_2", "snnsim_no_such_package"]
+
+
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
 def test_python_block_runs(block, example_folder, tmp_path):
     if block.skip:
         pytest.skip(f"marked in the text: {block.skip}")
+    if missing_imports(block.text):      # CI installs every extra the blocks use
+        pytest.skip(f"{block.where} imports {', '.join(missing_imports(block.text))}, "
+                    "which are not installed (an extra of pyproject.toml)")
     base, data = example_folder
     scratch = tmp_path / "scratch"
     shutil.copytree(base, scratch)

@@ -205,6 +205,23 @@ def test_cli_fresh_mlp_on_fashion_mnist(tmp_path):
         check_file(f)
 
 
+def test_a_surrogate_checkpoint_is_inspected_with_either_reading(tmp_path):
+    """The inspection is a TSSL-BP pass, whatever trained the weights: docs/inspect_format.md's
+    ``runs/latest ... --reading timing`` was refused when the newest run was a surrogate one."""
+    from test_train import tiny_args, write_fashion_mnist
+
+    from snnsim.training import train as train_mod
+    data = write_fashion_mnist(tmp_path / "data", n_train=60, n_test=20)
+    assert train_mod.main(tiny_args(data, tmp_path / "run", "--backward=surrogate")) == 0
+    for reading in ("timing", "authors"):
+        out = tmp_path / f"{reading}.h5"
+        assert main([str(tmp_path / "run"), "--indices", "0", "--reading", reading,
+                     "--data-dir", str(data), "--out", str(out)]) == 0
+        with h5py.File(out, "r") as f:
+            config = json.loads(f.attrs["config"])
+            assert config["backward"] == "tsslbp" and config["reading"] == reading
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

@@ -82,6 +82,20 @@ def test_diverged_and_a_stale_status(data, tmp_path, monkeypatch, capsys):
     assert state_of(run)["state"] == "interrupted"
 
 
+def test_resuming_runs_latest_resumes_the_run_it_names(data, tmp_path, monkeypatch, capsys):
+    """docs/commands.md's ``--resume runs/latest`` printed (and recorded) the run folder as
+    runs/latest, which names another run as soon as a newer one starts."""
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny_args(data, "unused", epochs=1) if a not in ("--out", "unused")]
+    assert run_cli(args) == 0
+    made = next(p for p in (tmp_path / "runs").iterdir() if p.name != "latest")
+    capsys.readouterr()
+    assert run_cli(["--resume", "runs/latest", "--epochs=2", "--progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert f"run folder runs/{made.name}" in out and "run folder runs/latest" not in out
+    assert json.loads((made / "config.json").read_text())["out"] == f"runs/{made.name}"
+
+
 def test_command_json_table_latest_and_errors(data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = [a for a in tiny_args(data, "unused", epochs=1) if a not in ("--out", "unused")]

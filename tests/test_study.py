@@ -296,6 +296,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_config, argv, message, caps
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("argv", [["--backend=cupy"], ["--vary", "backend=numpy,cupy"]])
+def test_a_backend_this_machine_lacks_is_refused_before_anything_is_created(
+        tmp_path, tiny_config, argv, capsys):
+    """docs/studies.md's GPU grid on a machine without CuPy: one line and exit 2, not
+    every trial of the grid marked failed by a worker that exits 0."""
+    from snnsim.backend import cupy_available
+    if cupy_available():
+        pytest.skip("CuPy with a CUDA device is available here")
+    assert study_mod.main(["run", str(tmp_path / "s"), "--config", str(tiny_config), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("snnsim.study: error:") and "CuPy" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_report_without_a_study_is_one_line_exit_2(tmp_path, capsys):
     assert study_mod.main(["report", str(tmp_path)]) == 2
     assert "holds no study" in capsys.readouterr().err

@@ -434,7 +434,7 @@ def main(argv=None) -> int:
             write_json_atomic(out, results)
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted; the figures measured so far are in {out}", file=sys.stderr)
+        print(f"\ninterrupted; the measurements so far are in {out}", file=sys.stderr)
         return 130
     except (ConfigError, BackendError) as exc:
         bar.close()
@@ -442,7 +442,7 @@ def main(argv=None) -> int:
         return 2
     bar.close()
     write_json_atomic(out, results)
-    print(f"figures saved to {out}")
+    print(f"measurements saved to {out}")
     return 0
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ with a derivation by hand or with another implementation:
 - per non-spiking layer (pooling, dropout): its input and output PSC and g;
 - the input, its PSC a^0, labels, output, target, loss, config.
 
-    python3 -m snnsim.inspection --network 784-400-400-10 --samples 3 --out inspect.h5
-    python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing
+    python3 -m snnsim.inspection --network 784-400-400-10 --samples 3 --out runs/inspect.h5
+    python3 -m snnsim.inspection runs/latest/best.h5 --indices 7 --reading timing
 
 Everything is computed with the engine's own functions: the backward is
 :meth:`snnsim.network.Network.backward_pass`, the walk of ``Network.backward``
@@ -200,7 +200,7 @@ The source options (SOURCE or --network, --samples N or --indices LIST, ...)
 are those of python3 -m snnsim.record and python3 -m snnsim.plots; without a
 source, a fresh 784-400-400-10 network. Examples:
   python3 -m snnsim.inspection --network 784-400-400-10 --samples 3
-  python3 -m snnsim.inspection runs/fmnist/best.h5 --indices 7 --reading timing"""
+  python3 -m snnsim.inspection runs/latest/best.h5 --indices 7 --reading timing"""
 
 #: Samples of one inspection unless --samples or --indices say otherwise.
 DEFAULT_INSPECT_SAMPLES = 3
@@ -287,7 +287,9 @@ def main(argv=None) -> int:
     if args.warmup is not None:
         changes["warmup"] = args.warmup
     grad = dataclasses.replace(net.grad, **changes)
-    cfg = cfg.replace(source="command line", **changes) if changes else cfg
+    if changes or cfg.backward != "tsslbp":     # the pass is TSSL-BP's, whatever trained the
+        # weights (a checkpoint of --backward=surrogate takes --reading timing too)
+        cfg = cfg.replace(source="command line", backward="tsslbp", **changes)
 
     split, sample_index = load_samples(cfg, args.split, indices=indices, data_dir=args.data_dir)
     x_host, y_host = split.host_batch(np.arange(len(split)))

@@ -486,7 +486,7 @@ test samples. Time steps are 1 ms: a neuron firing c times in T steps fires at
   confusion  confusion matrix (default: the whole test set)
 
 Example:
-  python3 -m snnsim.plots sparsity runs/fmnist/best.h5 --samples 100 --out plots/"""
+  python3 -m snnsim.plots sparsity runs/latest/best.h5 --samples 100 --out runs/plots"""
 
 
 def _class_names(dataset):

@@ -675,7 +675,7 @@ with --full the spike trains (bit-packed) and membrane traces.
 
 Source: a checkpoint (or a run folder: its best.h5), or --network SPEC for a
 freshly initialised network. Example:
-  python3 -m snnsim.record runs/fmnist/best.h5 --samples 100 --full --out rec.h5"""
+  python3 -m snnsim.record runs/latest/best.h5 --samples 100 --full --out runs/rec.h5"""
 
 
 def parse_indices(text: str) -> list[int]:

@@ -838,6 +838,10 @@ def _latest_run(base: Path = RUNS_DIR) -> Path:
 
 def resolve_resume_path(value: str, out: str | None) -> Path:
     target = Path(value) if value else (Path(out) if out else _latest_run())
+    if target.name == LATEST_NAME and target.is_symlink():
+        # runs/latest: the run it names now, so that the run folder recorded and printed
+        # (and the "Resume with" hint) stay that run's when a newer run moves the link
+        target = target.parent / os.readlink(target)
     return target / CHECKPOINT_NAME if target.is_dir() else target
 
 
