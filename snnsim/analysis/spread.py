@@ -129,7 +129,7 @@ def run(argv: list[str], n: int, out: Path, write_json, log=print) -> int:
     log(format_spread(results["spread"], n))
     for path, values in results["settings"].items():
         log(f"  {path}: {values}")
-    log(f"figures saved to {out}")
+    log(f"measurements saved to {out}")
     return 0
 
 
