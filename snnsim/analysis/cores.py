@@ -11,10 +11,11 @@ Why it is measured and not assumed: on a virtual machine the guest's "cores" are
 on the host, and two of them may share one physical core (hyperthreads) or compete with
 other guests, which the guest cannot see (``lscpu`` may say one thread per core). On this
 project's 2-core KVM development machine the probe gave 1.69-2.29 (products) and 1.74-2.10
-(element-wise) over ten rounds of a clean idle series, and down to 1.06 and 1.07 at other
-times the same morning, minutes apart: what a second thread (a BLAS thread, or a second
-training run) can give changes with the host, from almost nothing to a whole core
-(docs/performance.md, "Two BLAS threads on a 2-core machine").
+(element-wise) over ten rounds of a clean idle series (one worker alone 109-144 GFLOP/s
+from round to round), and down to 1.06 and 1.07 the same morning when other commands may
+have been running: what a second thread (a BLAS thread, or a second training run) can
+give changes, from almost nothing to a whole core (docs/performance.md, "Two BLAS threads
+on a 2-core machine").
 """
 from __future__ import annotations
 
