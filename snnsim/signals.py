@@ -17,8 +17,10 @@ exit:
   runs under :func:`deferred`: a signal arriving within it is delivered when it
   ends;
 - a signal arriving while the garbage collector runs a finaliser (an ``__del__``,
-  which would print the interrupt as "Exception ignored" and drop it) is sent again
-  a moment later;
+  which would print the interrupt as "Exception ignored" and drop it), or while numba
+  compiles or loads a kernel (LLVM calls back into Python from C there: an interrupt
+  raised in such a callback is dropped, and once the process died of SIGSEGV), is sent
+  again a moment later;
 - an ignored SIGINT (a job started in the background with ``&``) stays ignored.
 
 The training loop installs its own handlers on top (:func:`snnsim.training.runfolder.
@@ -68,24 +70,34 @@ REDELIVER_S = 0.01
 def _handler(signum, frame):
     if _State.raised:            # a clean-up is running: let it finish
         return
-    if _in_finaliser(frame):
-        # An exception raised inside a finaliser is printed as "Exception ignored in ..."
-        # and dropped, and the command would go on as if no signal had come: send the
-        # signal again a moment later, when the finaliser has returned.
+    if _unsafe_to_raise(frame):
+        # Raised inside a finaliser, an exception is printed as "Exception ignored in ..."
+        # and dropped (the command would go on as if no signal had come); raised inside
+        # numba's compiler, it can cross LLVM's C code through a ctypes callback, which
+        # drops it too and has left the process to die of SIGSEGV. Send the signal again a
+        # moment later, when that code has returned.
         _redeliver(signum)
         return
     _State.raised = True
     raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def _in_finaliser(frame) -> bool:
+#: Packages whose code an interrupt must not cut: numba's compiler and cache loader and
+#: llvmlite call back into Python from LLVM's C code (ctypes callbacks).
+UNSAFE_PACKAGES = ("llvmlite", "numba")
+
+
+def _unsafe_to_raise(frame) -> bool:
     """Whether ``frame`` runs inside an object's ``__del__`` or a ``weakref.finalize``
     callback (the garbage collector calls them wherever the program is, and swallows what
-    they raise)."""
+    they raise), or inside one of :data:`UNSAFE_PACKAGES`."""
+    dirs = tuple(f"{os.sep}{name}{os.sep}" for name in UNSAFE_PACKAGES)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__del__" or (code.co_name == "__call__"
                                          and code.co_filename.endswith("weakref.py")):
+            return True
+        if any(d in code.co_filename for d in dirs):
             return True
         frame = frame.f_back
     return False

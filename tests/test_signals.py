@@ -184,6 +184,36 @@ def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
     assert len(stops) == 1 and signals.is_sigterm(stops[0]) == (signum == signal.SIGTERM)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_numbas_compiler_arrives_after_it(signum, tmp_path):
+    """CI caught it: a Ctrl-C that landed while numba loaded a kernel from its cache was
+    raised inside llvmlite's ctypes callback (``_raw_object_cache_getbuffer``), dropped
+    there ("Exception ignored on calling ctypes callback function"), and the process then
+    died of SIGSEGV. Code of numba or llvmlite is now left to finish first. Here a function
+    whose file lies in a ``numba`` package folder stands for the compiler."""
+    from snnsim import signals
+    fake = tmp_path / "site-packages" / "numba" / "core" / "compiler.py"
+    ns: dict = {"signal": signal}
+    exec(compile("def compile_kernel(signum, done):\n"
+                 "    signal.raise_signal(signum)\n"
+                 "    done.append('compiled')\n", str(fake), "exec"), ns)
+    previous = signals.install()
+    done, stops = [], []
+    try:
+        try:
+            ns["compile_kernel"](signum, done)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+        except KeyboardInterrupt as exc:
+            stops.append(exc)
+    finally:
+        signals.restore(previous)
+        signals._State.raised = False
+    assert done == ["compiled"] and len(stops) == 1
+    assert signals.is_sigterm(stops[0]) == (signum == signal.SIGTERM)
+
+
 # --- the run folder -------------------------------------------------------------------------
 def test_runs_started_in_the_same_second_get_their_own_folders(data_dir, tmp_path, capsys,
                                                                 monkeypatch):
