@@ -189,6 +189,16 @@ def test_deeply_nested_config_is_one_line(data_dir, tmp_path, capsys):
     assert_one_line_error(code, err, "train", str(path))
 
 
+def test_an_escape_past_any_character_is_one_line(data_dir, tmp_path, capsys):
+    """The fuzz test found it in CI: a bit flip made a \\U escape of a code beyond what a
+    C int holds, and PyYAML's scanner raised OverflowError, a traceback."""
+    path = tmp_path / "flat.yaml"
+    path.write_text('network: "\\UFFFFFFFF"\n')
+    code, _, err = main_status(["--config", str(path), *tiny_args(data_dir, tmp_path / "run")],
+                               capsys)
+    assert_one_line_error(code, err, "train", str(path))
+
+
 # --- memory -------------------------------------------------------------------------------
 @pytest.mark.parametrize("option", ["--network=784-100000000-10", "--n-steps=10000000",
                                     "--network=784-100000-100000-10"])

@@ -252,7 +252,8 @@ def _parse_config(path: str, mtime_ns: int, size: int) -> dict:
         doc = yamlstrict.json_loads(text) if path.endswith(".json") else yamlstrict.safe_load(text)
     except RecursionError:
         raise ConfigError(f"{path}: cannot read config: nested too deeply") from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, OverflowError, yaml.YAMLError) as exc:
+        # (OverflowError: PyYAML's scanner on a \U escape beyond a C int's range)
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(doc).__name__}")
