@@ -152,26 +152,16 @@ def test_a_signal_within_a_deferred_block_arrives_at_its_end():
         signal.signal(signal.SIGUSR1, previous)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
-    """CI caught it (llvmlite's ObjectRef.__del__): a signal handled while the garbage
-    collector ran a finaliser raised there, Python printed "Exception ignored" and
-    dropped it, and the run finished with status 0. Now it is sent again and raised
-    after the finaliser."""
+def interrupts_after(action, signum) -> list:
+    """With snnsim's handlers installed: ``action()`` (which raises ``signum`` somewhere
+    inside), then up to 5 s of waiting; the interrupts caught, each checked to be the
+    signal's kind."""
     from snnsim import signals
-    unraisable = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-
-    class Finalised:
-        def __del__(self):
-            signal.raise_signal(signum)       # the handler runs before __del__ returns
-            self.after = "finaliser done"
-
     previous = signals.install()
     stops = []
     try:
         try:
-            Finalised()                       # dropped at once: its __del__ runs here
+            action()
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -180,8 +170,27 @@ def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
     finally:
         signals.restore(previous)
         signals._State.raised = False
+    assert all(signals.is_sigterm(e) == (signum == signal.SIGTERM) for e in stops)
+    return stops
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
+    """CI caught it (llvmlite's ObjectRef.__del__): a signal handled while the garbage
+    collector ran a finaliser raised there, Python printed "Exception ignored" and
+    dropped it, and the run finished with status 0. Now it is sent again and raised
+    after the finaliser."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signum)       # the handler runs before __del__ returns
+            self.after = "finaliser done"
+
+    stops = interrupts_after(lambda: Finalised(), signum)   # dropped at once: __del__ runs
     assert not unraisable, [u.exc_value for u in unraisable]
-    assert len(stops) == 1 and signals.is_sigterm(stops[0]) == (signum == signal.SIGTERM)
+    assert len(stops) == 1
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -191,27 +200,14 @@ def test_a_signal_inside_numbas_compiler_arrives_after_it(signum, tmp_path):
     there ("Exception ignored on calling ctypes callback function"), and the process then
     died of SIGSEGV. Code of numba or llvmlite is now left to finish first. Here a function
     whose file lies in a ``numba`` package folder stands for the compiler."""
-    from snnsim import signals
     fake = tmp_path / "site-packages" / "numba" / "core" / "compiler.py"
     ns: dict = {"signal": signal}
     exec(compile("def compile_kernel(signum, done):\n"
                  "    signal.raise_signal(signum)\n"
                  "    done.append('compiled')\n", str(fake), "exec"), ns)
-    previous = signals.install()
-    done, stops = [], []
-    try:
-        try:
-            ns["compile_kernel"](signum, done)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                time.sleep(0.001)
-        except KeyboardInterrupt as exc:
-            stops.append(exc)
-    finally:
-        signals.restore(previous)
-        signals._State.raised = False
+    done = []
+    stops = interrupts_after(lambda: ns["compile_kernel"](signum, done), signum)
     assert done == ["compiled"] and len(stops) == 1
-    assert signals.is_sigterm(stops[0]) == (signum == signal.SIGTERM)
 
 
 # --- the run folder -------------------------------------------------------------------------
