@@ -7,6 +7,7 @@ about a second. Skipped, with the reason, where mpi4py or mpiexec is missing.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -266,3 +267,18 @@ def test_the_config_digest_ignores_what_only_rank_0_uses():
     assert config_digest(cfg.replace(out="a", progress=False)) == config_digest(cfg)
     for change in ({"lr": 0.01}, {"network": "784-30-10"}, {"seed": 1}, {"dtype": "float64"}):
         assert config_digest(cfg.replace(**change)) != config_digest(cfg), change
+
+
+@needs_mpi
+def test_a_missing_backend_is_one_line_from_all_the_ranks(data_dir, tmp_path):
+    """``--backend cupy`` without CuPy fails on every rank before the ranks share anything:
+    one error line for the job (every rank printed it before), exit status 2, no rank
+    left waiting."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here: the backend is not missing")
+    proc = mpi_train([*args(data_dir, tmp_path / "run", 1), "--backend", "cupy"])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("snnsim.train:")]
+    assert len(errors) == 1 and "needs CuPy" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
+    assert not (tmp_path / "run").exists()

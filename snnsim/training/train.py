@@ -886,8 +886,14 @@ def main(argv=None) -> int:
     cfg, ckpt = parse_args(argv)
     dp = None
     if make_parser().parse_known_args(argv)[0].data_parallel:
+        from ..backend import BackendError
         from .parallel import DataParallel
-        dp = DataParallel(get_backend(cfg.backend))
+        try:
+            xp, missing = get_backend(cfg.backend), None
+        except BackendError as exc:     # (CuPy missing: the same line from every rank)
+            xp, missing = None, exc
+        DataParallel().agree(missing)   # the first rank that lacks it says so, once
+        dp = DataParallel(xp)
     with dp.abort_on_crash() if dp else contextlib.nullcontext():
         result = run(cfg, resume=ckpt, dp=dp)
     return EXIT_INTERRUPTED if result["interrupted"] else 0
