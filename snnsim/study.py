@@ -653,7 +653,8 @@ def status_line(counts: dict, search: bool) -> str:
     what = "search trials" if search else "grid points"
     partial = counts["done"] < counts["total"]
     return (f"{counts['done']} of {counts['total']} {what} complete"
-            + (" (partial: the tables cover the completed runs only)" if partial else "")
+            + (" (partial: runs not finished are listed with the epochs they have done)"
+               if partial else "")
             + f"; trials: {counts['complete']} complete, {counts['running']} running, "
             f"{counts['waiting']} waiting, {counts['failed']} failed "
             f"({counts['retried']} of them retried)")
@@ -976,7 +977,10 @@ def work(study, spec: dict, study_dir: Path, opts, log=print) -> dict:
 # --- the report ----------------------------------------------------------------------------
 def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dict:
     """``report.md`` (the format of reference/results.md), ``report.json`` (its records)
-    and ``curves.png`` (test accuracy per epoch, every run) from the completed trials."""
+    and ``curves.png`` (test accuracy per epoch, every run) from the completed trials and
+    from the runs still to be continued (a trial running or waiting, its run folder with
+    at least one finished epoch), which are listed with the epochs they have done: a study
+    of long runs has results before its first run ends."""
     from optuna.trial import TrialState
 
     from .analysis.plots import plot_study_curves, save_figure
@@ -984,23 +988,44 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     spec = study.user_attrs["spec"]
     status = status_line(trial_counts(study), bool(spec["search"]))
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not trials:
-        raise StudyError(f"study {study.study_name!r} has no completed trial yet: {status}")
     for t in trials:
         _check_attrs(t)
-    trials = sorted(trials, key=lambda t: t.user_attrs["run_dir"])
+    going = _runs_going(study, {t.user_attrs["run_dir"] for t in trials})
+    if not trials and not going:
+        raise StudyError(f"study {study.study_name!r} has no run with a finished epoch yet: "
+                         f"{status}")
     runs_by_exp, commands = defaultdict(list), {}
-    for t in trials:
+    for t in sorted(trials, key=lambda t: t.user_attrs["run_dir"]):
         run = read_run_checked(study_dir / t.user_attrs["run_dir"], read_run)
         run["folder"] = t.user_attrs["run_dir"]
         runs_by_exp[t.user_attrs["experiment"]].append(run)
         commands[t.user_attrs["experiment"]] = shown_command(_run_of(t, spec), spec)
+    for run_dir, t in sorted(going.items()):
+        try:
+            run = read_run(study_dir / run_dir)
+        except SystemExit:              # (metrics.jsonl holds no epoch yet)
+            continue
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log(f"{run_dir}: left out of the report, its run cannot be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            continue
+        run["folder"] = run_dir
+        experiment = t.user_attrs["experiment"]
+        runs_by_exp[experiment].append(run)
+        if experiment not in commands:
+            try:
+                commands[experiment] = shown_command(_run_of(t, spec), spec)
+            except (StudyError, ValueError, KeyError):
+                pass                    # (records_for then shows the experiment's command)
+    if not runs_by_exp:
+        raise StudyError(f"study {study.study_name!r} has no run with a finished epoch yet: "
+                         f"{status}")
     records = []
     for exp, runs in runs_by_exp.items():
         base = exp.split("+")[0]
         if base in PAPER and not any(r["experiment"] == base for r in records):
             records += paper_records(base)
-        records += records_for(exp, runs, device, command=commands[exp])
+        records += records_for(exp, runs, device, command=commands.get(exp))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(records, indent=1) + "\n")
     text = markdown(records, runs_by_exp, device, title=f"Study {study.study_name}",
@@ -1011,22 +1036,38 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     fig = plot_study_curves({exp: [r["rows"] for r in runs] for exp, runs in runs_by_exp.items()},
                             title=f"Study {study.study_name}: test accuracy of every run")
     paths = save_figure(fig, out_dir, "curves", formats=("png",))
+    n_runs = sum(len(r) for r in runs_by_exp.values())
     log(f"wrote {out_dir / 'report.md'}, {out_dir / 'report.json'} and {paths[0]} "
-        f"({len(trials)} run{'s' * (len(trials) != 1)}, {len(runs_by_exp)} "
+        f"({n_runs} run{'s' * (n_runs != 1)}, {len(runs_by_exp)} "
         f"experiment{'s' * (len(runs_by_exp) != 1)})")
     log(f"study {study.study_name!r}: {status}")
     return {"records": records, "markdown": text, "status": status}
 
 
+def _runs_going(study, finished: set) -> dict:
+    """{run_dir: trial} of the runs still to be continued: a trial running, or waiting
+    with a run folder (a retry carries its trial's), whose folder no completed trial has.
+    A trial that failed for good (no retry waits) is not among them."""
+    from optuna.trial import TrialState
+    going = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        run_dir = t.user_attrs.get("run_dir")
+        if run_dir is None or run_dir in finished:
+            continue
+        _check_attrs(t)
+        going[run_dir] = t
+    return going
+
+
 def _check_attrs(trial) -> None:
-    """A completed trial's records the report reads: ``run_dir`` a folder of
-    ``DIR/trials``, ``experiment`` a name (StudyError otherwise: a damaged journal)."""
+    """A trial's records the report reads: ``run_dir`` a folder of ``DIR/trials``,
+    ``experiment`` a name (StudyError otherwise: a damaged journal)."""
     run_dir, experiment = trial.user_attrs.get("run_dir"), trial.user_attrs.get("experiment")
     name = run_dir.removeprefix(f"{TRIALS_DIR}/") if isinstance(run_dir, str) else ""
     if (not isinstance(run_dir, str) or not run_dir.startswith(f"{TRIALS_DIR}/")
             or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", name) or name in (".", "..")
             or not isinstance(experiment, str) or not experiment):
-        raise StudyError(f"trial {trial.number} is complete but its records are damaged "
+        raise StudyError(f"trial {trial.number}'s records are damaged "
                          f"(run_dir {run_dir!r}, experiment {experiment!r})")
 
 

@@ -211,6 +211,13 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["exit_code"] == 130
     assert retry.state == optuna.trial.TrialState.WAITING
     assert retry.system_attrs["failed_trial"] == failed.number
+    # Its report lists the run with the epochs it has done (it refused: no trial complete).
+    assert study_mod.main(["report", str(study_dir), "--device", "test"]) == 0
+    report = (study_dir / "report.md").read_text()
+    assert f"| {stopped_at} of {epochs} (running) |" in report
+    assert "0 of 1 grid points complete (partial: runs not finished are listed" in report
+    records = json.loads((study_dir / "report.json").read_text())
+    assert {r["n_runs"] for r in records if r["source"] == "snnsim"} == {1}
 
 
 def test_a_run_deaf_to_sigint_is_killed_after_the_grace(tmp_path):
@@ -554,8 +561,9 @@ def test_report_says_partial_and_counts_trials(study_copy, tiny_config, data_dir
     assert study.user_attrs["point_choices"] == ["tiny-seed0", "tiny-seed1"]
     assert study_mod.main(["report", str(study_copy), "--device", "test"]) == 0
     out = capsys.readouterr().out
-    status = ("2 of 3 grid points complete (partial: the tables cover the completed runs "
-              "only); trials: 2 complete, 0 running, 1 waiting, 0 failed (0 of them retried)")
+    status = ("2 of 3 grid points complete (partial: runs not finished are listed with the "
+              "epochs they have done); trials: 2 complete, 0 running, 1 waiting, 0 failed "
+              "(0 of them retried)")
     assert status in out
     assert f"Study status: {status}." in (study_copy / "report.md").read_text()
 
