@@ -99,3 +99,31 @@ def test_same_settings_give_bit_identical_runs(data_dir, tmp_path):
         if not openblas:
             pytest.skip("NumPy is not linked to OpenBLAS here")
         assert all(e["num_threads"] in {2, min(2, os.cpu_count() or 1)} for e in openblas)
+
+
+def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    """A run that chose two threads on an idle machine; then other processes keep a core
+    busy (the watch's measurement replaced, every batch looked at): from the first batch
+    on it runs on one thread, says so, and run.json and the checkpoint record the change."""
+    from snnsim.training import threads
+    before = threads.blas_threads()
+    for var in threads.BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "idle_cpus", lambda n_cpu=None: 2.0)
+    monkeypatch.setattr(threads, "WATCH_S", 0.0)
+    monkeypatch.setattr(threads.LoadWatch, "others", lambda self, a, b: 1.0)
+    out = tmp_path / "run"
+    try:
+        assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
+        assert threads.blas_threads() == 1
+    finally:
+        threads.set_blas_threads(before)
+    printed = capsys.readouterr()
+    assert "BLAS threads: 2 -> 1 after batch 1 of epoch 1" in printed.out + printed.err
+    (entry,) = runinfo.starts(json.loads((out / runinfo.RUN_INFO_NAME).read_text()))
+    assert entry["blas_changes"] == [{"epoch": 1, "batch": 1, "threads": 1}]
+    assert runinfo.blas_thread_count(entry) == 2                  # the start's count
+    with h5py.File(out / "checkpoint.h5", "r") as f:
+        assert json.loads(f.attrs["run_info"]) == entry

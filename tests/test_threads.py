@@ -2,6 +2,8 @@
 shows the effect on a busy machine, python3 -m snnsim.bench)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from snnsim.training import threads
@@ -95,3 +97,90 @@ def test_a_resumed_run_takes_its_first_count_again(monkeypatch, blas_restored):
     threads.set_blas_threads(1)
     note = threads.choose_for_run("numpy", runinfo.blas_thread_count(first))
     assert threads.blas_threads() == 2 and "as at the run's first start" in note
+
+
+class FakeMachine:
+    """/proc/stat, this process's CPU time and the clock of a 2-core machine, moved on by
+    :meth:`advance`: ``own`` cores used by this process and ``others`` by other processes
+    over ``seconds``."""
+
+    def __init__(self):
+        self.t, self.idle, self.total, self.own = 0.0, 0.0, 0.0, 0.0
+
+    def advance(self, seconds: float, own: float, others: float, n_cpu: int = 2):
+        jiffies = 100 * seconds                       # USER_HZ per core
+        self.t += seconds
+        self.total += n_cpu * jiffies
+        self.idle += (n_cpu - own - others) * jiffies
+        self.own += own * seconds
+
+    def watch(self, most: int, set_threads):
+        return threads.LoadWatch(most, n_cpu=2, interval_s=10.0,
+                                 cpu_times=lambda: (self.idle, self.total),
+                                 process_time=lambda: self.own, clock=lambda: self.t,
+                                 set_threads=set_threads)
+
+
+def test_the_watch_follows_other_processes_not_its_own_threads():
+    """Two threads on an idle machine (its own two busy cores are not others' load): kept.
+    Another process takes a core: one thread. It leaves: two again, never more than the
+    start's count; between looks (every 10 s) nothing is measured or set."""
+    machine, set_to = FakeMachine(), []
+    watch = machine.watch(2, set_to.append)
+    machine.advance(10.0, own=1.9, others=0.05)
+    assert watch.poll() is None and watch.threads == 2            # alone: its own load
+    machine.advance(10.0, own=1.0, others=1.0)
+    old, new, others = watch.poll()
+    assert (old, new, set_to) == (2, 1, [1]) and others == pytest.approx(1.0)
+    machine.advance(5.0, own=1.0, others=0.0)
+    assert watch.poll() is None                                   # 5 s: no look yet
+    machine.advance(5.0, own=1.0, others=0.0)
+    assert watch.poll()[:2] == (1, 2) and set_to == [1, 2]        # gone: back to two
+    machine.advance(10.0, own=1.0, others=0.3)                    # a core 30 % busy is taken
+    assert watch.poll()[:2] == (2, 1)
+    capped = machine.watch(1, set_to.append)
+    machine.advance(10.0, own=1.0, others=0.0)
+    assert capped.poll() is None and capped.threads == 1          # never above the start
+
+
+def test_the_watch_needs_proc_stat():
+    watch = threads.LoadWatch(2, n_cpu=2, cpu_times=lambda: None, clock=lambda: 100.0,
+                              set_threads=lambda n: pytest.fail("set without a measurement"))
+    watch._last = (0.0, None, 0.0)
+    assert watch.poll() is None
+
+
+def test_no_watch_where_the_count_is_fixed_or_one(monkeypatch, blas_restored):
+    for var in threads.BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    threads.set_blas_threads(2)
+    assert isinstance(threads.watch_for_run("numpy"), threads.LoadWatch)
+    assert threads.watch_for_run("cupy") is None and threads.watch_for_run("torch") is None
+    threads.set_blas_threads(1)
+    assert threads.watch_for_run("numpy") is None                 # one thread: nothing to do
+    threads.set_blas_threads(2)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert threads.watch_for_run("numpy") is None                 # fixed by the user
+
+
+def test_a_change_of_count_is_recorded_in_the_latest_start(tmp_path):
+    """run.json keeps each start's changes (read back and checked); a damaged entry is
+    named by the reader."""
+    from snnsim.training import runinfo
+    info = {"machine": "x86_64", "backend": "numpy", "blas": [{"user_api": "blas", "num_threads": 2}]}
+    runinfo.record_start(tmp_path, info)
+    runinfo.record_blas_change(tmp_path, 1, 37, 1)
+    runinfo.record_start(tmp_path, info, 3, runinfo.read_run_info(tmp_path))
+    runinfo.record_blas_change(tmp_path, 5, 2, 1)
+    runinfo.record_blas_change(tmp_path, 5, 90, 2)
+    first, resume = runinfo.starts(runinfo.read_run_info(tmp_path))
+    assert first["blas_changes"] == [{"epoch": 1, "batch": 37, "threads": 1}]
+    assert [c["batch"] for c in resume["blas_changes"]] == [2, 90]
+    assert runinfo.blas_thread_count(runinfo.read_run_info(tmp_path)) == 2
+    path = tmp_path / runinfo.RUN_INFO_NAME
+    for bad in ([{"epoch": 1, "batch": 0, "threads": 1}], "1", [{"epoch": True, "batch": 1,
+                                                                "threads": 1}]):
+        path.write_text(json.dumps({**info, "blas_changes": bad}))
+        with pytest.raises(runinfo.RunInfoError, match="blas_changes|BLAS change"):
+            runinfo.read_run_info(tmp_path)

@@ -156,6 +156,15 @@ def check_run_info(record, path) -> None:
         blas = entry.get("blas", [])
         if not isinstance(blas, list) or not all(isinstance(e, dict) for e in blas):
             raise bad(f"{where} field 'blas' is not a list of objects")
+        changes = entry.get("blas_changes", [])
+        if not isinstance(changes, list):
+            raise bad(f"{where} field 'blas_changes' is {type(changes).__name__}, expected a list")
+        for c in changes:
+            if not isinstance(c, dict) or any(
+                    isinstance(c.get(k), bool) or not isinstance(c.get(k), int) or c[k] < 1
+                    for k in ("epoch", "batch", "threads")):
+                raise bad(f"{where} a BLAS change is {c!r}, expected epoch, batch and threads "
+                          "as integers >= 1")
         for e in blas:
             n = e.get("num_threads")
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -199,6 +208,20 @@ def record_start(run_dir, info: dict, resumed_after: int | None = None,
     return record
 
 
+def record_blas_change(run_dir, epoch: int, batch: int, threads: int) -> dict:
+    """Append ``{"epoch", "batch", "threads"}`` (the count set after that batch of that
+    epoch, both counted from 1) to the ``blas_changes`` of the run's latest start in its
+    ``run.json`` (atomically; :class:`~snnsim.training.threads.LoadWatch` changed it).
+    Returns the record written."""
+    record = read_run_info(run_dir) or {}
+    latest = record["resumed"][-1] if record.get("resumed") else record
+    latest["blas_changes"] = [*latest.get("blas_changes", []),
+                              {"epoch": int(epoch), "batch": int(batch), "threads": int(threads)}]
+    path = Path(run_dir) / RUN_INFO_NAME
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
 def blas_thread_count(record: dict | None) -> int | None:
     """The BLAS thread count of a ``run.json`` record's first start, or None when the
     record has none: the count its BLAS libraries share (a run sets every library to
@@ -233,5 +256,5 @@ def resume_note(record: dict) -> str | None:
 
 __all__ = ["BLAS_FIELDS", "KEY_FIELDS", "MAX_RUN_INFO_BYTES", "RUN_INFO_NAME", "RunInfoError",
            "THREAD_ENV_VARS", "backend_info", "blas_info", "blas_thread_count", "check_run_info",
-           "read_run_info", "record_start", "reproducibility_key", "resume_note", "run_info",
-           "starts", "thread_env"]
+           "read_run_info", "record_blas_change", "record_start", "reproducibility_key",
+           "resume_note", "run_info", "starts", "thread_env"]

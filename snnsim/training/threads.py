@@ -18,6 +18,16 @@ can change the last bits of a float32 product, so two runs that chose different 
 (because the machine was busy for one of them) can differ like two runs with different
 ``OPENBLAS_NUM_THREADS``. Setting ``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS``) fixes the count: the process then keeps it and chooses nothing.
+
+During the run (:class:`LoadWatch`) the process looks at the machine again every
+:data:`WATCH_S` seconds, between two steps: how many cores *other* processes kept busy
+since the last look (the busy time of all cores from /proc/stat, less this process's own
+CPU time). When another process arrives and takes a core, the count goes down to what is
+left (two threads with a core taken were 8x slower than one, measured); when it leaves,
+the count goes back up, never above the count the run started with. Each change is
+logged and recorded in ``run.json`` (the start's ``blas_changes``): a run whose count
+changed is bit-identical only to a run with the same changes at the same steps, so for an
+exact repeat fix the count with ``OPENBLAS_NUM_THREADS`` (nothing is then watched).
 """
 from __future__ import annotations
 
@@ -30,6 +40,8 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 MARGIN = 0.25
 #: Seconds over which :func:`idle_cpus` watches the machine.
 WINDOW_S = 0.2
+#: Seconds between two looks at the machine by a run's :class:`LoadWatch`.
+WATCH_S = 10.0
 
 
 def choose_blas_threads(n_cpu: int, idle: float) -> int:
@@ -85,7 +97,7 @@ def choose_for_run(backend: str, previous: int | None = None) -> str | None:
     their BLAS is not the CPU's)."""
     if backend != "numpy":
         return None
-    fixed = [f"{v}={os.environ[v]}" for v in BLAS_THREAD_VARS if os.environ.get(v)]
+    fixed = fixed_by_environment()
     if fixed:
         return f"BLAS threads: {blas_threads()} (fixed by {', '.join(fixed)})"
     if previous:
@@ -96,9 +108,77 @@ def choose_for_run(backend: str, previous: int | None = None) -> str | None:
     idle = idle_cpus(n_cpu=n_cpu)
     n = choose_blas_threads(n_cpu, idle)
     set_blas_threads(n)
-    return (f"BLAS threads: {n} ({idle:.1f} of {n_cpu} cores idle; fixed for this run; results "
-            f"can depend on it: set OPENBLAS_NUM_THREADS={n} to repeat it exactly)")
+    watched = (f"a training run drops to fewer while other processes take cores, checked "
+               f"every {WATCH_S:.0f} s" if n > 1 else "kept for this run")
+    return (f"BLAS threads: {n} ({idle:.1f} of {n_cpu} cores idle; {watched}; results can "
+            f"depend on it: set OPENBLAS_NUM_THREADS={n} to repeat it exactly)")
 
 
-__all__ = ["BLAS_THREAD_VARS", "MARGIN", "blas_threads", "choose_blas_threads", "choose_for_run",
-           "idle_cpus", "set_blas_threads"]
+def fixed_by_environment() -> list[str]:
+    """The ``VAR=value`` settings of :data:`BLAS_THREAD_VARS` that fix the count (none: the
+    run chooses)."""
+    return [f"{v}={os.environ[v]}" for v in BLAS_THREAD_VARS if os.environ.get(v)]
+
+
+class LoadWatch:
+    """A run's second look at the machine: :meth:`poll` between two steps; every
+    ``interval_s`` seconds it measures how many cores other processes kept busy since the
+    last look (default :data:`WATCH_S`) and sets the BLAS threads to :func:`choose_blas_threads`
+    of the cores they left, at most ``most`` (the count the run started with). ``cpu_times`` (/proc/stat's
+    idle and total), ``process_time`` (this process's CPU seconds, all its threads) and
+    ``clock`` are the readers (tests pass their own); ``set_threads`` sets the count."""
+
+    def __init__(self, most: int, n_cpu: int | None = None, interval_s: float | None = None,
+                 cpu_times=None, process_time=time.process_time, clock=time.monotonic,
+                 set_threads=None):
+        self.most = self.threads = int(most)
+        self.n_cpu = n_cpu or os.cpu_count() or 1
+        self.interval_s = WATCH_S if interval_s is None else interval_s
+        self._cpu_times = cpu_times or _cpu_times
+        self._process_time, self._clock = process_time, clock
+        self._set = set_threads or set_blas_threads
+        self._last = self._sample()
+
+    def _sample(self):
+        return self._clock(), self._cpu_times(), self._process_time()
+
+    def others(self, before, after) -> float | None:
+        """Cores other processes kept busy between two samples (None without /proc/stat)."""
+        (t0, cpu0, own0), (t1, cpu1, own1) = before, after
+        if cpu0 is None or cpu1 is None or t1 <= t0 or cpu1[1] <= cpu0[1]:
+            return None
+        busy = self.n_cpu * (1.0 - (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]))
+        return max(0.0, busy - (own1 - own0) / (t1 - t0))
+
+    def poll(self) -> tuple[int, int, float] | None:
+        """None, or ``(old, new, others)`` when this look changed the count (already set)."""
+        if self._clock() - self._last[0] < self.interval_s:
+            return None
+        now = self._sample()
+        others, self._last = self.others(self._last, now), now
+        if others is None:
+            return None
+        n = min(self.most, choose_blas_threads(self.n_cpu, self.n_cpu - others))
+        if n == self.threads:
+            return None
+        old, self.threads = self.threads, n
+        self._set(n)
+        return old, n, others
+
+
+def watch_for_run(backend: str) -> LoadWatch | None:
+    """The :class:`LoadWatch` of a run on NumPy whose count was chosen here, started now;
+    None when an environment variable fixes the count, when the run has one thread (the
+    watch never goes above the start's count), or off Linux (no /proc/stat)."""
+    if backend != "numpy" or fixed_by_environment() or _cpu_times() is None:
+        return None
+    n_cpu = os.cpu_count() or 1
+    now = blas_threads()
+    if n_cpu < 2 or not now or now < 2:      # (one thread: the watch could only keep it)
+        return None
+    return LoadWatch(now, n_cpu)
+
+
+__all__ = ["BLAS_THREAD_VARS", "LoadWatch", "MARGIN", "WATCH_S", "blas_threads",
+           "choose_blas_threads", "choose_for_run", "fixed_by_environment", "idle_cpus",
+           "set_blas_threads", "watch_for_run"]

@@ -586,6 +586,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     batch_seconds, epoch_seconds, estimated = [], [], False   # this session's timings
     if cfg.backend == "numpy":
         warm_up((cfg.dtype,))       # numba compiles the kernels now, not inside the timed epoch 1
+    # another look at the machine every threads.WATCH_S seconds (data-parallel ranks: none)
+    watch = threads.watch_for_run(cfg.backend) if dp is None else None
     show_bar = cfg.progress and progress_bar_wanted()
     epoch = start_epoch
     bar = None
@@ -614,6 +616,13 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     if board is not None and getattr(opt, "last_grad_norm", None) is not None:
                         norms.append(float(opt.last_grad_norm))
                     check_stop()
+                    change = watch.poll() if watch is not None else None
+                    if change:
+                        say(f"BLAS threads: {change[0]} -> {change[1]} after batch {i + 1} of "
+                            f"epoch {epoch + 1} (other processes kept {change[2]:.1f} of "
+                            f"{watch.n_cpu} cores busy; recorded in {RUN_INFO_NAME})")
+                        started = runinfo.starts(runinfo.record_blas_change(
+                            run_dir, epoch + 1, i + 1, change[1]))[-1]   # (and checkpoints)
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{percent(correct / seen)} %",
