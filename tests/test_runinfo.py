@@ -127,3 +127,32 @@ def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_
     assert runinfo.blas_thread_count(entry) == 2                  # the start's count
     with h5py.File(out / "checkpoint.h5", "r") as f:
         assert json.loads(f.attrs["run_info"]) == entry
+
+
+def test_a_run_json_damaged_during_the_run_does_not_stop_it(data_dir, tmp_path, monkeypatch,
+                                                          capsys):
+    """The change cannot be recorded (run.json made unreadable while the run trains): the
+    run says so and trains on; the count is changed all the same."""
+    from snnsim.training import threads
+    before = threads.blas_threads()
+    for var in threads.BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "idle_cpus", lambda n_cpu=None: 2.0)
+    monkeypatch.setattr(threads, "WATCH_S", 0.0)
+    monkeypatch.setattr(threads.LoadWatch, "others", lambda self, a, b: 1.0)
+    real = runinfo.record_blas_change
+
+    def damaged(run_dir, *args):
+        (Path(run_dir) / runinfo.RUN_INFO_NAME).write_text("{not json")
+        return real(run_dir, *args)
+
+    monkeypatch.setattr(runinfo, "record_blas_change", damaged)
+    out = tmp_path / "run"
+    try:
+        assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
+        assert threads.blas_threads() == 1
+    finally:
+        threads.set_blas_threads(before)
+    printed = capsys.readouterr()
+    assert "note: the change is not recorded: " in printed.out and "not valid JSON" in printed.out

@@ -62,6 +62,7 @@ from ..commandline import (
     ArgumentParser,
     command,
     did_you_mean,
+    error_line,
     prog_name,
     rerun,
 )
@@ -621,8 +622,11 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                         say(f"BLAS threads: {change[0]} -> {change[1]} after batch {i + 1} of "
                             f"epoch {epoch + 1} (other processes kept {change[2]:.1f} of "
                             f"{watch.n_cpu} cores busy; recorded in {RUN_INFO_NAME})")
-                        started = runinfo.starts(runinfo.record_blas_change(
-                            run_dir, epoch + 1, i + 1, change[1]))[-1]   # (and checkpoints)
+                        try:
+                            started = runinfo.starts(runinfo.record_blas_change(
+                                run_dir, epoch + 1, i + 1, change[1]))[-1]   # (and checkpoints)
+                        except (runinfo.RunInfoError, OSError) as exc:    # the run goes on
+                            say(f"note: the change is not recorded: {error_line(exc)}")
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{percent(correct / seen)} %",
