@@ -660,12 +660,25 @@ def status_line(counts: dict, search: bool) -> str:
             f"({counts['retried']} of them retried)")
 
 
+def enqueue_retry(study, trial, max_retry: int | None) -> None:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` for the failed ``trial``: a WAITING copy
+    (its user attributes: the same run folder), unless it was retried ``max_retry`` times.
+    Optuna marks the callback experimental; its warning said so in every worker's log
+    at every stop, and is left out."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry)(study, trial)
+
+
 def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
     """Mark FAIL every RUNNING trial whose last sign of life (heartbeat, else its
     start) is older than ``grace_s``, and enqueue its retry (Optuna's callback).
     Returns the numbers failed by this call (another worker may have been first)."""
     import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
     now, failed = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -678,7 +691,7 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue            # another worker failed it first
-        RetryHeartbeatStaleTrialCallback(max_retry)(study, t)
+        enqueue_retry(study, t, max_retry)
         failed.append(t.number)
     return failed
 
@@ -915,7 +928,6 @@ def _record(study, trial, run, run_dir, rc, interrupted, t0, log_path, opts, log
     """The trial's result in the study: COMPLETE with the run's accuracies, or FAIL
     (and queued to resume when the run was stopped or killed). Optuna's
     UpdateFinishedTrialError when another worker has failed the trial meanwhile."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
     from .analysis.results import read_run
@@ -942,7 +954,7 @@ def _record(study, trial, run, run_dir, rc, interrupted, t0, log_path, opts, log
         log(f"{label}: failed (its run folder cannot be read); see {log_path}")
         return "FAIL"
     if interrupted or rc < 0:     # stopped or killed, not wrong: another worker resumes it
-        RetryHeartbeatStaleTrialCallback(opts.max_retry)(study, frozen)
+        enqueue_retry(study, frozen, opts.max_retry)
         log(f"{label}: stopped (exit {rc}); queued to resume")
     else:
         log(f"{label}: failed (exit {rc}); see {log_path}")

@@ -204,6 +204,7 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
                  status=study_mod.EXIT_INTERRUPTED)
     assert "stopped (exit 130); queued to resume" in out and "interrupted;" in out
+    assert "Warning" not in out                 # (Optuna's ExperimentalWarning was printed)
     stopped_at = len(metrics_epochs(run_dir))
     time.sleep(1.5)                          # the run is gone: no more epochs
     assert 2 <= len(metrics_epochs(run_dir)) == stopped_at < epochs
