@@ -398,8 +398,7 @@ def test_retries_are_taken_before_new_grid_points():
     assert (first.number, second.number) == (0, 1)
     for trial in (second, first):              # the later trial fails first
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(None)(
-            study, study._storage.get_trial(trial._trial_id))
+        study_mod.enqueue_retry(study, study._storage.get_trial(trial._trial_id), None)
     taken = []
     while (trial := study_mod.pop_waiting(study)) is not None:
         taken.append(trial.number)
