@@ -997,6 +997,7 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
 
     from .analysis.plots import plot_study_curves, save_figure
     from .analysis.results import PAPER, markdown, paper_records, read_run, records_for
+    from .training.checkpoint import CheckpointError
     spec = study.user_attrs["spec"]
     status = status_line(trial_counts(study), bool(spec["search"]))
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -1013,11 +1014,14 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
         runs_by_exp[t.user_attrs["experiment"]].append(run)
         commands[t.user_attrs["experiment"]] = shown_command(_run_of(t, spec), spec)
     for run_dir, t in sorted(going.items()):
+        folder = study_dir / run_dir
+        if not (folder / "checkpoint.h5").is_file() or not (folder / "metrics.jsonl").is_file():
+            continue                    # (no epoch finished yet)
         try:
-            run = read_run(study_dir / run_dir)
+            run = read_run(folder)
         except SystemExit:              # (metrics.jsonl holds no epoch yet)
             continue
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (CheckpointError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             log(f"{run_dir}: left out of the report, its run cannot be read "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
             continue

@@ -189,7 +189,8 @@ def test_killed_worker_trial_is_resumed_by_another(tmp_path, tiny_config, data_d
     assert trained == list(range(resumed + 1, epochs + 1))
 
 
-def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_config, data_dir):
+def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_config, data_dir,
+                                                              capsys):
     """SIGINT to the worker alone (``kill -INT``; Ctrl-C reaches the run as well): the
     worker passes it on to its run after study.INTERRUPT_GRACE_S, the run stops after
     its batch (exit 130), its trial is failed and queued to resume, and the worker
@@ -219,6 +220,12 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     assert "0 of 1 grid points complete (partial: runs not finished are listed" in report
     records = json.loads((study_dir / "report.json").read_text())
     assert {r["n_runs"] for r in records if r["source"] == "snnsim"} == {1}
+    # A damaged file of that run: left out with a line; without runs, one error line.
+    (run_dir / "config.json").write_text("{not json")
+    assert study_mod.main(["report", str(study_dir), "--device", "test"]) == 2
+    printed = capsys.readouterr()
+    assert "trials/tiny-seed0: left out of the report" in printed.out
+    assert "has no run with a finished epoch yet" in printed.err
 
 
 def test_a_run_deaf_to_sigint_is_killed_after_the_grace(tmp_path):
