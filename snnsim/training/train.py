@@ -741,7 +741,8 @@ again after every epoch; tqdm's bar shows the rest of the current epoch.
 Ctrl-C keeps the last complete epoch's checkpoint and prints the command that
 resumes it. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
 On NumPy the run uses as many BLAS threads as cores are idle at its start (one on a
-busy machine, where more would spin-wait); OPENBLAS_NUM_THREADS=n fixes the count."""
+busy machine, where more would spin-wait), and one fewer while another process takes a
+core (checked every 10 s, recorded in run.json); OPENBLAS_NUM_THREADS=n fixes the count."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
