@@ -101,11 +101,11 @@ def test_same_settings_give_bit_identical_runs(data_dir, tmp_path):
         assert all(e["num_threads"] in {2, min(2, os.cpu_count() or 1)} for e in openblas)
 
 
-def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_path,
-                                                                 monkeypatch, capsys):
-    """A run that chose two threads on an idle machine; then other processes keep a core
-    busy (the watch's measurement replaced, every batch looked at): from the first batch
-    on it runs on one thread, says so, and run.json and the checkpoint record the change."""
+@pytest.fixture
+def core_taken(monkeypatch):
+    """A 2-core machine idle at the run's start (two BLAS threads chosen), whose watch looks
+    at every batch and finds one core kept busy by other processes (its measurement
+    replaced); the BLAS threads are set back afterwards. Yields snnsim.training.threads."""
     from snnsim.training import threads
     before = threads.blas_threads()
     for var in threads.BLAS_THREAD_VARS:
@@ -114,12 +114,18 @@ def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_
     monkeypatch.setattr(threads, "idle_cpus", lambda n_cpu=None: 2.0)
     monkeypatch.setattr(threads, "WATCH_S", 0.0)
     monkeypatch.setattr(threads.LoadWatch, "others", lambda self, a, b: 1.0)
+    yield threads
+    threads.set_blas_threads(before)
+
+
+def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_path,
+                                                                 core_taken, capsys):
+    """A run that chose two threads on an idle machine; then other processes keep a core
+    busy (the watch's measurement replaced, every batch looked at): from the first batch
+    on it runs on one thread, says so, and run.json and the checkpoint record the change."""
     out = tmp_path / "run"
-    try:
-        assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
-        assert threads.blas_threads() == 1
-    finally:
-        threads.set_blas_threads(before)
+    assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
+    assert core_taken.blas_threads() == 1
     printed = capsys.readouterr()
     assert "BLAS threads: 2 -> 1 after batch 1 of epoch 1" in printed.out + printed.err
     (entry,) = runinfo.starts(json.loads((out / runinfo.RUN_INFO_NAME).read_text()))
@@ -129,18 +135,10 @@ def test_a_core_taken_during_a_run_drops_a_thread_and_is_recorded(data_dir, tmp_
         assert json.loads(f.attrs["run_info"]) == entry
 
 
-def test_a_run_json_damaged_during_the_run_does_not_stop_it(data_dir, tmp_path, monkeypatch,
-                                                          capsys):
+def test_a_run_json_damaged_during_the_run_does_not_stop_it(data_dir, tmp_path, core_taken,
+                                                          monkeypatch, capsys):
     """The change cannot be recorded (run.json made unreadable while the run trains): the
     run says so and trains on; the count is changed all the same."""
-    from snnsim.training import threads
-    before = threads.blas_threads()
-    for var in threads.BLAS_THREAD_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(threads, "idle_cpus", lambda n_cpu=None: 2.0)
-    monkeypatch.setattr(threads, "WATCH_S", 0.0)
-    monkeypatch.setattr(threads.LoadWatch, "others", lambda self, a, b: 1.0)
     real = runinfo.record_blas_change
 
     def damaged(run_dir, *args):
@@ -149,10 +147,7 @@ def test_a_run_json_damaged_during_the_run_does_not_stop_it(data_dir, tmp_path, 
 
     monkeypatch.setattr(runinfo, "record_blas_change", damaged)
     out = tmp_path / "run"
-    try:
-        assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
-        assert threads.blas_threads() == 1
-    finally:
-        threads.set_blas_threads(before)
+    assert run_cli(tiny_args(data_dir, out, epochs=1)) == 0
+    assert core_taken.blas_threads() == 1
     printed = capsys.readouterr()
     assert "note: the change is not recorded: " in printed.out and "not valid JSON" in printed.out
