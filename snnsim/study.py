@@ -1004,9 +1004,6 @@ def report(study, study_dir: Path, device: str, out_dir: Path, log=print) -> dic
     for t in trials:
         _check_attrs(t)
     going = _runs_going(study, {t.user_attrs["run_dir"] for t in trials})
-    if not trials and not going:
-        raise StudyError(f"study {study.study_name!r} has no run with a finished epoch yet: "
-                         f"{status}")
     runs_by_exp, commands = defaultdict(list), {}
     for t in sorted(trials, key=lambda t: t.user_attrs["run_dir"]):
         run = read_run_checked(study_dir / t.user_attrs["run_dir"], read_run)

@@ -191,6 +191,13 @@ def starts(record: dict) -> list[dict]:
     return [first, *record.get("resumed", [])]
 
 
+def _write(run_dir, record: dict) -> dict:
+    """Write ``record`` as the run folder's ``run.json`` (atomically); returns it."""
+    atomic_write(Path(run_dir) / RUN_INFO_NAME,
+                 lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
 def record_start(run_dir, info: dict, resumed_after: int | None = None,
                  previous: dict | None = None) -> dict:
     """Write the run folder's ``run.json`` (atomically) for a start with ``info``
@@ -203,9 +210,7 @@ def record_start(run_dir, info: dict, resumed_after: int | None = None,
         previous = previous or {}
         record = {**previous, "resumed": [*previous.get("resumed", []),
                                           {**info, "after_epoch": int(resumed_after)}]}
-    path = Path(run_dir) / RUN_INFO_NAME
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    return record
+    return _write(run_dir, record)
 
 
 def record_blas_change(run_dir, epoch: int, batch: int, threads: int) -> dict:
@@ -217,9 +222,7 @@ def record_blas_change(run_dir, epoch: int, batch: int, threads: int) -> dict:
     latest = record["resumed"][-1] if record.get("resumed") else record
     latest["blas_changes"] = [*latest.get("blas_changes", []),
                               {"epoch": int(epoch), "batch": int(batch), "threads": int(threads)}]
-    path = Path(run_dir) / RUN_INFO_NAME
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    return record
+    return _write(run_dir, record)
 
 
 def blas_thread_count(record: dict | None) -> int | None:
