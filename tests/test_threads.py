@@ -114,17 +114,17 @@ class FakeMachine:
         self.idle += (n_cpu - own - others) * jiffies
         self.own += own * seconds
 
-    def watch(self, most: int, set_threads):
+    def watch(self, most: int, set_threads, start: int | None = None):
         return threads.LoadWatch(most, n_cpu=2, interval_s=10.0,
                                  cpu_times=lambda: (self.idle, self.total),
                                  process_time=lambda: self.own, clock=lambda: self.t,
-                                 set_threads=set_threads)
+                                 set_threads=set_threads, start=start)
 
 
 def test_the_watch_follows_other_processes_not_its_own_threads():
     """Two threads on an idle machine (its own two busy cores are not others' load): kept.
     Another process takes a core: one thread. It leaves: two again, never more than the
-    start's count; between looks (every 10 s) nothing is measured or set."""
+    machine's cores; between looks (every 10 s) nothing is measured or set."""
     machine, set_to = FakeMachine(), []
     watch = machine.watch(2, set_to.append)
     machine.advance(10.0, own=1.9, others=0.05)
@@ -140,7 +140,19 @@ def test_the_watch_follows_other_processes_not_its_own_threads():
     assert watch.poll()[:2] == (2, 1)
     capped = machine.watch(1, set_to.append)
     machine.advance(10.0, own=1.0, others=0.0)
-    assert capped.poll() is None and capped.threads == 1          # never above the start
+    assert capped.poll() is None and capped.threads == 1          # never above ``most``
+
+
+def test_a_run_started_on_a_busy_machine_takes_the_cores_freed_later():
+    """A run that started on one thread (another process had a core) keeps it while the
+    other process runs, and takes the second core when it leaves."""
+    machine, set_to = FakeMachine(), []
+    watch = machine.watch(2, set_to.append, start=1)
+    machine.advance(10.0, own=1.0, others=1.0)
+    assert watch.poll() is None and watch.threads == 1 and set_to == []
+    machine.advance(10.0, own=1.0, others=0.1)
+    old, new, others = watch.poll()
+    assert (old, new, set_to) == (1, 2, [2]) and others == pytest.approx(0.1)
 
 
 def test_the_watch_needs_proc_stat():
@@ -157,8 +169,13 @@ def test_no_watch_where_the_count_is_fixed_or_one(monkeypatch, blas_restored):
     threads.set_blas_threads(2)
     assert isinstance(threads.watch_for_run("numpy"), threads.LoadWatch)
     assert threads.watch_for_run("cupy") is None and threads.watch_for_run("torch") is None
-    threads.set_blas_threads(1)
-    assert threads.watch_for_run("numpy") is None                 # one thread: nothing to do
+    assert threads.watch_for_run("numpy").threads == 2
+    threads.set_blas_threads(1)                                   # started on a busy machine:
+    watch = threads.watch_for_run("numpy")                        # watched, up to the cores
+    assert (watch.threads, watch.most) == (1, 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 1)
+    assert threads.watch_for_run("numpy") is None                 # one core: nothing to do
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     threads.set_blas_threads(2)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     assert threads.watch_for_run("numpy") is None                 # fixed by the user

@@ -24,7 +24,8 @@ During the run (:class:`LoadWatch`) the process looks at the machine again every
 since the last look (the busy time of all cores from /proc/stat, less this process's own
 CPU time). When another process arrives and takes a core, the count goes down to what is
 left (two threads with a core taken were 8x slower than one, measured); when it leaves,
-the count goes back up, never above the count the run started with. Each change is
+the count goes back up, to as many threads as the machine has cores at most: a run that
+started on one thread because the machine was busy takes the cores freed later. Each change is
 logged and recorded in ``run.json`` (the start's ``blas_changes``): a run whose count
 changed is bit-identical only to a run with the same changes at the same steps, so for an
 exact repeat fix the count with ``OPENBLAS_NUM_THREADS`` (nothing is then watched).
@@ -108,8 +109,8 @@ def choose_for_run(backend: str, previous: int | None = None) -> str | None:
     idle = idle_cpus(n_cpu=n_cpu)
     n = choose_blas_threads(n_cpu, idle)
     set_blas_threads(n)
-    watched = (f"a training run drops to fewer while other processes take cores, checked "
-               f"every {WATCH_S:.0f} s" if n > 1 else "kept for this run")
+    watched = (f"a training run follows the cores other processes leave it, checked every "
+               f"{WATCH_S:.0f} s" if n_cpu > 1 else "kept for this run")
     return (f"BLAS threads: {n} ({idle:.1f} of {n_cpu} cores idle; {watched}; results can "
             f"depend on it: set OPENBLAS_NUM_THREADS={n} to repeat it exactly)")
 
@@ -124,14 +125,16 @@ class LoadWatch:
     """A run's second look at the machine: :meth:`poll` between two steps; every
     ``interval_s`` seconds it measures how many cores other processes kept busy since the
     last look (default :data:`WATCH_S`) and sets the BLAS threads to :func:`choose_blas_threads`
-    of the cores they left, at most ``most`` (the count the run started with). ``cpu_times`` (/proc/stat's
+    of the cores they left, at most ``most`` (the machine's cores). ``cpu_times`` (/proc/stat's
     idle and total), ``process_time`` (this process's CPU seconds, all its threads) and
-    ``clock`` are the readers (tests pass their own); ``set_threads`` sets the count."""
+    ``clock`` are the readers (tests pass their own); ``set_threads`` sets the count;
+    ``start`` is the count in effect now (default ``most``)."""
 
     def __init__(self, most: int, n_cpu: int | None = None, interval_s: float | None = None,
                  cpu_times=None, process_time=time.process_time, clock=time.monotonic,
-                 set_threads=None):
-        self.most = self.threads = int(most)
+                 set_threads=None, start: int | None = None):
+        self.most = int(most)
+        self.threads = self.most if start is None else int(start)
         self.n_cpu = n_cpu or os.cpu_count() or 1
         self.interval_s = WATCH_S if interval_s is None else interval_s
         self._cpu_times = cpu_times or _cpu_times
@@ -167,16 +170,17 @@ class LoadWatch:
 
 
 def watch_for_run(backend: str) -> LoadWatch | None:
-    """The :class:`LoadWatch` of a run on NumPy whose count was chosen here, started now;
-    None when an environment variable fixes the count, when the run has one thread (the
-    watch never goes above the start's count), or off Linux (no /proc/stat)."""
+    """The :class:`LoadWatch` of a run on NumPy whose count was chosen here, started now
+    from the count in effect, up to one thread per core; None when an environment variable
+    fixes the count, on a one-core machine, without a BLAS library that threadpoolctl sees,
+    or off Linux (no /proc/stat)."""
     if backend != "numpy" or fixed_by_environment() or _cpu_times() is None:
         return None
     n_cpu = os.cpu_count() or 1
     now = blas_threads()
-    if n_cpu < 2 or not now or now < 2:      # (one thread: the watch could only keep it)
+    if n_cpu < 2 or not now:
         return None
-    return LoadWatch(now, n_cpu)
+    return LoadWatch(n_cpu, n_cpu, start=min(int(now), n_cpu))
 
 
 __all__ = ["BLAS_THREAD_VARS", "LoadWatch", "MARGIN", "WATCH_S", "blas_threads",
