@@ -14,9 +14,10 @@
 # ($SNNSIM_STUDIES/src), so that later commits reach a run only when the script is run
 # again (by design only changes that keep a step bit-identical: a resumed run picks them
 # up without a change to its result). Running the script again resumes: a worker killed
-# with its session leaves its trial RUNNING; after --grace seconds of silence (10 min
-# here) the next worker marks it failed and retries it from its last checkpoint, before
-# any run not yet started. --max-retry is high because every session end is one retry.
+# with its session leaves its trial RUNNING; the next worker on this machine finds that
+# worker's process gone and retries the trial from its last checkpoint, before any run
+# not yet started (a worker elsewhere waits --grace, 10 min here). --max-retry is high
+# because every session end is one retry.
 #
 # --stop sends the workers SIGINT: each stops its run resumably and requeues its trial.
 # Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".

@@ -24,8 +24,11 @@ WAITING to RUNNING, which the storage grants to one worker only.
 Crash safety. While a trial runs, its worker writes a heartbeat (a trial system
 attribute) every ``--heartbeat`` seconds. A RUNNING trial silent for ``--grace``
 seconds belongs to a dead worker: the first worker to notice marks it FAIL and
-Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it; the copy runs
-in the same run folder (``DIR/trials/<config>-<key>=<value>-seed<k>``), so it
+Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it. A trial whose worker
+ran on this machine and is gone (its process no longer exists: the machine restarted,
+or the worker was killed) is retried sooner, once its heartbeat is two beats late, so
+that a worker started after a restart resumes the runs it finds cut off before it
+starts new ones. The copy runs in the same run folder (``DIR/trials/<config>-<key>=<value>-seed<k>``), so it
 resumes from the last checkpoint (``--resume``) instead of starting over. An
 interrupted worker (Ctrl-C, SIGINT or SIGTERM to the worker alone) stops its run,
 queues its trial to resume the same way and exits 130. A worker that was paused past
@@ -674,17 +677,22 @@ def enqueue_retry(study, trial, max_retry: int | None) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry)(study, trial)
 
 
-def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
+def fail_stale(study, grace_s: float, max_retry: int | None,
+               heartbeat_s: float | None = None) -> list[int]:
     """Mark FAIL every RUNNING trial whose last sign of life (heartbeat, else its
-    start) is older than ``grace_s``, and enqueue its retry (Optuna's callback).
-    Returns the numbers failed by this call (another worker may have been first)."""
+    start) is older than ``grace_s``, or older than two ``heartbeat_s`` when its worker
+    ran on this machine and is gone (:func:`worker_gone`), and enqueue its retry
+    (Optuna's callback). Returns the numbers failed by this call (another worker may
+    have been first)."""
     import optuna
     from optuna.trial import TrialState
     now, failed = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         alive = max(_number(t.system_attrs.get("heartbeat")),
                     t.datetime_start.timestamp() if t.datetime_start else 0.0)
-        if now - alive <= grace_s:
+        if now - alive <= grace_s and not (heartbeat_s is not None
+                                           and now - alive > 2 * heartbeat_s
+                                           and worker_gone(t.user_attrs.get("worker"))):
             continue
         try:
             if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
@@ -694,6 +702,25 @@ def fail_stale(study, grace_s: float, max_retry: int | None) -> list[int]:
         enqueue_retry(study, t, max_retry)
         failed.append(t.number)
     return failed
+
+
+def worker_gone(worker) -> bool:
+    """True when ``worker`` (a trial's ``host:pid`` attribute) names a process of this
+    machine (same host name) that no longer exists, or this very process (which is not
+    running that trial: a number reused after a restart). False for another machine,
+    a live process, a damaged attribute, or off POSIX; the grace period then decides."""
+    host, _, pid = str(worker).rpartition(":")
+    if os.name != "posix" or host != socket.gethostname() or not pid.isdigit() or int(pid) < 1:
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:               # exists, another user's (EPERM), or cannot tell
+        return False
+    return False
 
 
 def _number(value) -> float:
@@ -970,7 +997,7 @@ def work(study, spec: dict, study_dir: Path, opts, log=print) -> dict:
     done: dict[str, int] = defaultdict(int)
     while True:
         spec = study.user_attrs["spec"]
-        for number in fail_stale(study, opts.grace, opts.max_retry):
+        for number in fail_stale(study, opts.grace, opts.max_retry, opts.heartbeat):
             log(f"trial {number}: its worker stopped beating; queued to resume")
         trial = pop_waiting(study)
         if trial is None and spec["search"]:
@@ -1169,7 +1196,8 @@ def make_parser() -> argparse.ArgumentParser:
                         f"{MIN_HEARTBEAT_S})")
     r.add_argument("--grace", type=float, default=120.0, action=_StoreOnce, metavar="S",
                    help="a trial silent this long is retried by another worker (default 120, "
-                        "at least twice --heartbeat)")
+                        "at least twice --heartbeat); one whose worker ran on this machine "
+                        "and is gone, after two missed heartbeats")
     r.add_argument("--max-retry", type=int, default=3, action=_StoreOnce, metavar="N",
                    help="retries of one trial (default 3)")
     dash = sub.add_parser("dashboard", help="the study in a browser (Optuna's dashboard)",
@@ -1335,7 +1363,7 @@ def _main(argv=None) -> int:
 
 
 __all__ = ["create_or_join", "fail_stale", "grid_points", "main", "make_spec", "open_storage",
-           "pop_waiting", "report", "report_epochs", "run_trial", "work"]
+           "pop_waiting", "report", "report_epochs", "run_trial", "work", "worker_gone"]
 
 if __name__ == "__main__":
     sys.exit(main())

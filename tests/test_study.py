@@ -414,6 +414,68 @@ def test_retries_are_taken_before_new_grid_points():
     assert taken[2:] == [2, 3]
 
 
+
+def test_a_trial_whose_worker_on_this_machine_is_gone_is_retried_before_the_grace(monkeypatch):
+    """A RUNNING trial silent for 5 s (beats every 1 s; grace 600 s) is failed and queued
+    to resume when its worker (``host:pid``) ran on this machine and no longer exists,
+    or is this process; it is left to the grace period when its worker lives, ran on
+    another machine, names nothing, or beat within the last two beats. (The study's clock
+    is moved 5 s on: the trials started just now.)"""
+    import socket
+    import types
+
+    from optuna.trial import TrialState
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                      # a pid that existed and is gone
+    host = socket.gethostname()
+    cases = {"gone": (f"{host}:{dead.pid}", 5.0), "this process": (f"{host}:{os.getpid()}", 5.0),
+             "alive": (f"{host}:{os.getppid()}", 5.0), "elsewhere": (f"{host}x:{dead.pid}", 5.0),
+             "damaged": (f"{host}:pid", 5.0), "missing": (None, 5.0),
+             "beat just now": (f"{host}:{dead.pid}", 1.5)}
+    study = optuna.create_study(direction="maximize")
+    number = {}
+    for name, (worker_attr, silent_s) in cases.items():
+        study.enqueue_trial({"point": name}, skip_if_exists=False)
+        trial = study_mod.pop_waiting(study)
+        if worker_attr is not None:
+            trial.set_user_attr("worker", worker_attr)
+        study._storage.set_trial_system_attr(trial._trial_id, "heartbeat",
+                                             time.time() + 5.0 - silent_s)
+        number[name] = trial.number
+    monkeypatch.setattr(study_mod, "time", types.SimpleNamespace(time=lambda: time.time() + 5.0))
+    failed = study_mod.fail_stale(study, grace_s=600.0, max_retry=None, heartbeat_s=1.0)
+    assert sorted(failed) == sorted([number["gone"], number["this process"]])
+    state = {t.number: t.state for t in study.get_trials()}
+    assert all(state[number[name]] == TrialState.RUNNING for name in cases
+               if name not in ("gone", "this process"))
+    retries = [t for t in study.get_trials() if "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(failed)
+    assert all(t.state == TrialState.WAITING for t in retries)
+    # Without the heartbeat interval (the old call), only the grace decides.
+    assert study_mod.fail_stale(study, grace_s=600.0, max_retry=None) == []
+
+
+def test_a_worker_started_after_a_crash_resumes_the_cut_off_run_first(tmp_path, tiny_config,
+                                                                       data_dir):
+    """The session-end case: worker A (grid of seeds 0 and 1, one worker) is SIGKILLed in
+    seed 0; worker B, started with the study's long grace (600 s), resumes seed 0 at once
+    and then runs seed 1. It used to start seed 1 and then wait out the grace for seed 0."""
+    study_dir = tmp_path / "crash"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    args = ["--seeds", "0,1", "--epochs=6", "--heartbeat", "0.5", "--grace", "600"]
+    a = worker(study_dir, tiny_config, data_dir, *args)
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 2, a, 120, "two epochs of worker A")
+    a.send_signal(signal.SIGKILL)
+    procs.finish(a, 30)
+    time.sleep(1.5)                              # two beats missed
+    out = finish(worker(study_dir, tiny_config, data_dir, *args), timeout=180)
+    lines = [line for line in out.splitlines() if line.startswith("trial ")]
+    assert "its worker stopped beating; queued to resume" in lines[0], out
+    assert "tiny-seed0: resuming after epoch" in lines[1], out
+    states = {t.number: t.state for t in load(study_dir).get_trials()}
+    assert list(states.values()).count(optuna.trial.TrialState.COMPLETE) == 2, states
+    assert metrics_epochs(run_dir) == list(range(1, 7))
+
 # --- the journal and the study folder -------------------------------------------------------
 STUDY = "grid1"
 #: A grid of two seeds, one epoch each: the finished study the journal tests damage.
