@@ -901,15 +901,16 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     import optuna
 
     from .training.checkpoint import checkpoint_epoch
+    from .training.runfolder import resume_file
     run = suggest(trial, spec)
     label = f"trial {trial.number} {run['name']}"
     run_dir = study_dir / TRIALS_DIR / run["name"]
     if folder_in_use(run_dir):
         with heartbeat(study, trial, opts.heartbeat):
             wait_for_folder(run_dir, log, label)
-    ckpt = run_dir / "checkpoint.h5"
-    resumed = checkpoint_epoch(ckpt) if ckpt.exists() else 0
-    cmd = train_command(run, spec, run_dir, resume=resumed > 0)
+    state = resume_file(run_dir)      # checkpoint.h5, else interrupted.h5 (stopped in epoch 1)
+    resumed = checkpoint_epoch(state) if state is not None else 0
+    cmd = train_command(run, spec, run_dir, resume=state is not None)
     try:
         for key, value in {"name": run["name"], "run_dir": str(run_dir.relative_to(study_dir)),
                            "experiment": run["experiment"], "seed": run["seed"],

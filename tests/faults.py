@@ -88,10 +88,13 @@ def kill_window(make_argv, tmp, epochs: int) -> tuple[float, float]:
 def check_consistent(run_dir) -> dict:
     """The invariants a kill at any instant must leave (snnsim.training.runfolder):
     every checkpoint file loads, and best.h5 holds checkpoint.h5's best epoch, or lags
-    it by the one promotion the next start repairs (the checkpoint is its own best).
+    it by the one promotion the next start repairs (the checkpoint is its own best);
+    interrupted.h5 (a stop inside an epoch), where there is one, loads too.
     Returns a summary: ``epoch``, ``best_epoch`` (None without a checkpoint), ``lagging``."""
     run_dir = Path(run_dir)
     ckpt_path, best_path = run_dir / "checkpoint.h5", run_dir / "best.h5"
+    if (run_dir / "interrupted.h5").exists():
+        assert load_checkpoint(run_dir / "interrupted.h5")["partial"] is not None
     if not ckpt_path.exists():
         assert not best_path.exists(), "best.h5 without checkpoint.h5"
         return {"epoch": None, "best_epoch": None, "lagging": False}

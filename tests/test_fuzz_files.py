@@ -1,6 +1,7 @@
 """Fuzzing the files snnsim reads back (issue 24): mutations of a valid checkpoint,
-run.json and metrics.jsonl fed to every command that reads them (train --resume,
-record, plots, inspection, and the readers themselves).
+of the interrupted.h5 of a run stopped inside an epoch, of run.json and metrics.jsonl,
+fed to every command that reads them (train --resume, record, plots, inspection, and
+the readers themselves).
 
 The outcome must be a correct result or exit status 2 with one line naming the file:
 never a traceback, a hang, a crash or a silently wrong result. "Correct" for a
@@ -29,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV_EXAMPLES = "SNNSIM_FUZZ_EXAMPLES"
 #: Examples per test in CI (without SNNSIM_FUZZ_EXAMPLES).
 DEFAULT_EXAMPLES = {"checkpoint_load": 60, "checkpoint_commands": 10, "raw_bytes": 16,
-                    "run_json": 40, "metrics": 40}
+                    "run_json": 40, "metrics": 40, "interrupted": 30}
 CALL_LIMIT_S = 120
 MEMORY_LIMIT_BYTES = 2 * 2**30
 #: The worker's address-space limit and wall-clock limit.
@@ -94,17 +96,45 @@ def world(tmp_path_factory):
     run = root / "good"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert train_mod.main(tiny_args(data, run, epochs=2, dtype="float32")) == 0
+    return {"root": root, "data": data, "run": run, **node_names(run / "checkpoint.h5")}
+
+
+def node_names(path: Path) -> dict:
+    """A checkpoint's content (``original``) and the names of its datasets, groups,
+    attributes and config keys: what :func:`mutations` chooses from."""
     datasets, groups, attrs = [], [], []
-    with h5py.File(run / "checkpoint.h5", "r") as f:
+    with h5py.File(path, "r") as f:
         def visit(name, obj):
             (datasets if isinstance(obj, h5py.Dataset) else groups).append("/" + name)
         f.visititems(visit)
-        for path in ["/", *groups, *datasets]:
-            attrs += [(path, k) for k in f[path].attrs]
-    return {"root": root, "data": data, "run": run, "original": load_checkpoint(run / "checkpoint.h5"),
-            "datasets": sorted(datasets), "groups": sorted(groups), "attrs": sorted(attrs),
-            "config_keys": sorted(json.loads(json.dumps(
-                load_checkpoint(run / "checkpoint.h5")["config"])))}
+        for node in ["/", *groups, *datasets]:
+            attrs += [(node, k) for k in f[node].attrs]
+    original = load_checkpoint(path)
+    return {"original": original, "datasets": sorted(datasets), "groups": sorted(groups),
+            "attrs": sorted(attrs), "config_keys": sorted(original["config"])}
+
+
+@pytest.fixture(scope="module")
+def stopped(world):
+    """The tiny run stopped by SIGINT after batch 3 of epoch 2 (6 batches an epoch): its
+    folder holds checkpoint.h5 (epoch 1) and interrupted.h5, whose names are given."""
+    run = world["root"] / "stopped"
+    real, count = train_mod.train_step, {"n": 0}
+
+    def step(*args, **kwargs):
+        out = real(*args, **kwargs)
+        count["n"] += 1
+        if count["n"] == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    train_mod.train_step = step
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert train_mod.main(tiny_args(world["data"], run, epochs=3,
+                                            dtype="float32")) == train_mod.EXIT_INTERRUPTED
+    finally:
+        train_mod.train_step = real
+    return {"run": run, **node_names(run / "interrupted.h5")}
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +226,8 @@ element_values = st.one_of(st.floats(width=32), st.sampled_from([np.nan, np.inf,
 
 
 def mutations(world):
-    """A strategy of one mutation of the checkpoint, as a tuple naming what it changes."""
+    """A strategy of one mutation of the checkpoint whose names ``world`` holds
+    (:func:`node_names`), as a tuple naming what it changes."""
     ds, groups, attrs = world["datasets"], world["groups"], world["attrs"]
     return st.one_of(
         st.tuples(st.just("attr"), st.sampled_from(attrs), attr_values),
@@ -295,6 +326,10 @@ def same_content(a: dict, b: dict) -> bool:
             if set(x) != set(y) or any(not np.array_equal(x[k], y[k]) for k in x):
                 return False
     keys = ("epoch", "config", "metrics", "best_epoch", "rng_state", "network", "data_files")
+    pa, pb = a.get("partial"), b.get("partial")
+    if (pa is None) != (pb is None) or (pa is not None and any(
+            not np.array_equal(pa[k], pb[k]) for k in pa)):
+        return False
     return all(a[k] == b[k] for k in keys) and a["optimizer"]["step"] == b["optimizer"]["step"]
 
 
@@ -373,6 +408,31 @@ def test_fuzz_checkpoint_commands(world, capsys):
 
     prop()
     report(capsys, "checkpoint through the commands", ran["n"])
+
+
+def test_fuzz_interrupted_file(world, stopped, capsys):
+    """Mutations of interrupted.h5 (re-sealed or not): its reader accepts it (unchanged
+    content when not re-sealed) or names it in one line; train --resume of the folder
+    then exits 0 (a damaged file passed over with a note, the epoch started again from
+    checkpoint.h5) or 2 with one line naming interrupted.h5."""
+    ran = {"n": 0, "accepted": 0}
+
+    @fuzz_settings("interrupted")
+    @given(mutation=mutations(stopped), renew=st.booleans())
+    def prop(mutation, renew):
+        run = Path(tempfile.mkdtemp(dir=world["root"])) / "run"
+        shutil.copytree(stopped["run"], run, ignore=shutil.ignore_patterns("run.lock"))
+        if not apply_mutation(run / "interrupted.h5", mutation, renew):
+            reject()
+        ran["n"] += 1
+        ran["accepted"] += check_loaded(stopped, run / "interrupted.h5", renew) is not None
+        code, err = call(train_mod.main, ["--resume", str(run), "--epochs=3", "--progress=false",
+                                          "--data-dir", str(world["data"])])
+        assert_outcome(code, err, f"train --resume after {mutation!r:.200}", "interrupted.h5")
+        shutil.rmtree(run.parent)
+
+    prop()
+    report(capsys, f"interrupted.h5 ({ran['accepted']} accepted)", ran["n"])
 
 
 # --- raw bytes, in a subprocess -----------------------------------------------------------

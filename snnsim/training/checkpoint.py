@@ -10,6 +10,9 @@ Layout (documented in ``docs/checkpoint_format.md``)::
     /optimizer/m/layer_NN/<param>, /optimizer/v/layer_NN/<param>
     /rng                  attrs: bit_generator, state (JSON of bit_generator.state)
     /metrics/<column>     one 1-D dataset per column, one row per completed epoch
+    /partial              (a run stopped inside an epoch, ``interrupted.h5`` only) attrs:
+                          batches_done, samples_seen, loss_sum, correct, train_seconds,
+                          base_checksum; datasets order (int64), grad_norms (float64)
 
 Writes are atomic: the file is written as ``<name>.<pid>.<random>.tmp`` in the
 same folder (a name no other writer uses), flushed and fsynced, then renamed over
@@ -172,7 +175,8 @@ def _metrics_table(history: list[dict]) -> dict:
 
 def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: dict, epoch: int,
                     config: dict, metrics: list[dict], layer_names: list[str] | None = None,
-                    network: str = "", extra_attrs: dict | None = None) -> Path:
+                    network: str = "", extra_attrs: dict | None = None,
+                    partial: dict | None = None) -> Path:
     """Write a checkpoint to ``path`` atomically (see the module docstring).
 
     weights : one dict of arrays per layer (NumPy or CuPy; written as NumPy).
@@ -181,6 +185,8 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
     epoch : completed epochs.
     config : the flat config as a dict (stored as a JSON string attribute).
     metrics : per-epoch rows with the keys of :data:`METRIC_COLUMNS`.
+    partial : for a run stopped inside epoch ``epoch + 1``, the epoch so far
+        (:data:`PARTIAL_ATTRS` and the arrays ``order`` and ``grad_norms``), else None.
 
     Non-finite weights or optimizer moments (and a negative v) are refused
     (:class:`CheckpointError`) before anything is written: a diverged network never
@@ -238,6 +244,13 @@ def save_checkpoint(path, *, weights: list[dict], optimizer: dict, rng_state: di
         mg = f.create_group("metrics")
         for key, col in _metrics_table(metrics).items():
             mg.create_dataset(key, data=col)
+        if partial is not None:
+            pg = f.create_group("partial")
+            for key, kind in PARTIAL_ATTRS.items():
+                pg.attrs[key] = kind(partial[key])
+            pg.create_dataset("order", data=np.asarray(partial["order"], dtype=np.int64))
+            pg.create_dataset("grad_norms", data=np.asarray(partial["grad_norms"],
+                                                            dtype=np.float64))
         seal(f)
 
     return atomic_write_h5(path, fill)
@@ -288,6 +301,9 @@ MAX_STEP = 2**53             # optimizer steps (exact in a float64)
 MAX_DEPTH = 6                # /optimizer/m/layer_NN/<param> is depth 4
 MAX_OBJECTS = 100_000        # groups and datasets
 MAX_NDIM = 8
+#: The attributes of /partial (a run stopped inside an epoch) and their types.
+PARTIAL_ATTRS = {"batches_done": int, "samples_seen": int, "loss_sum": float, "correct": int,
+                 "train_seconds": float, "base_checksum": str}
 #: Bit generators of NumPy a checkpoint's /rng may name.
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 CHECKSUM_ATTR = "checksum"
@@ -681,6 +697,44 @@ def _optimizer(tree: dict, weights: list[dict]) -> dict:
     return opt
 
 
+def _partial(tree: dict, config: dict) -> dict:
+    """/partial: the epoch so far of a run stopped inside it, checked against the config
+    (the sample order a permutation of the training samples, the batches done within the
+    epoch's batches, the counts within the samples)."""
+    pg = _node(tree, "/partial")
+    order = _node(tree, "/partial/order", group=False)["data"]
+    norms = _node(tree, "/partial/grad_norms", group=False)["data"]
+    n = order.shape[0] if order.ndim == 1 else -1
+    if (order.ndim != 1 or order.dtype.kind not in "iu" or n < 1
+            or not np.array_equal(np.sort(order), np.arange(n))):
+        raise CheckpointError(f"/partial/order is not a permutation of 0..n-1 "
+                              f"({order.dtype}, shape {order.shape})")
+    subset = config.get("train_subset")
+    if isinstance(subset, int) and subset > 0 and n > subset:
+        raise CheckpointError(f"/partial/order orders {n} samples; the config's train_subset "
+                              f"is {subset}")
+    batch = config.get("batch_size")
+    per_epoch = -(-n // batch) if isinstance(batch, int) and batch > 0 else n
+    out = {"order": order.astype(np.int64)}
+    out["batches_done"] = _int(_attr(pg, "batches_done", "/partial"),
+                               "/partial attribute batches_done", 1, per_epoch)
+    out["samples_seen"] = _int(_attr(pg, "samples_seen", "/partial"),
+                               "/partial attribute samples_seen", 1, n)
+    out["correct"] = _int(_attr(pg, "correct", "/partial"), "/partial attribute correct", 0,
+                          out["samples_seen"])
+    out["loss_sum"] = _float(_attr(pg, "loss_sum", "/partial"), "/partial attribute loss_sum")
+    out["train_seconds"] = _float(_attr(pg, "train_seconds", "/partial"),
+                                  "/partial attribute train_seconds", 0.0)
+    out["base_checksum"] = _str(_attr(pg, "base_checksum", "/partial"),
+                                "/partial attribute base_checksum")
+    if (norms.ndim != 1 or norms.dtype != np.float64 or norms.shape[0] > out["batches_done"]
+            or not np.all(np.isfinite(norms))):
+        raise CheckpointError(f"/partial/grad_norms is {norms.dtype} of shape {norms.shape}; "
+                              f"expected at most {out['batches_done']} finite float64 values")
+    out["grad_norms"] = norms
+    return out
+
+
 def _parse(tree: dict, path: Path) -> dict:
     """The checkpoint dict of :func:`load_checkpoint` from the file's tree, every part
     checked (raises CheckpointError without the file's name; the caller adds it)."""
@@ -718,6 +772,7 @@ def _parse(tree: dict, path: Path) -> dict:
     return {
         "path": str(path),
         "epoch": epoch,
+        "partial": _partial(tree, config) if "/partial" in tree else None,
         "config": config,
         "network": _str(_attr(root, "network", "/"), "attribute network"),
         "snnsim_version": _str(_attr(root, "snnsim_version", "/"), "attribute snnsim_version"),
@@ -742,7 +797,8 @@ def load_checkpoint(path, allow_nonfinite: bool | None = None) -> dict:
     ``metrics`` (list of per-epoch dicts), ``snnsim_version``, ``git_commit``,
     ``source``, ``created``, ``network``, ``best_test_acc``, ``best_epoch``, ``data_files``
     (the dataset files the run read: path, bytes, sha256; [] for older files),
-    ``path``.
+    ``path``, ``checksum`` (the file's, "" for version 1) and ``partial`` (None, or the
+    epoch so far of a run stopped inside it: ``interrupted.h5``).
 
     Raises :class:`CheckpointError`, one line naming the file and what is wrong, when
     it is missing or not a regular file; not HDF5, truncated or corrupt; not an snnsim
@@ -786,6 +842,7 @@ def load_checkpoint(path, allow_nonfinite: bool | None = None) -> dict:
                     f"attribute{'' if stored is not None else ' (missing)'} (a changed bit "
                     "on disk or in a copy)")
         out = _parse(tree, path)
+        out["checksum"] = stored if isinstance(stored, str) else ""
         if not allow_nonfinite:
             check_finite_weights(path, out["weights"])
             check_optimizer_state(path, out["optimizer"])
@@ -867,7 +924,8 @@ def match_network(path, weights: list[dict], params: list[dict]) -> None:
 
 
 __all__ = ["BIT_GENERATORS", "CHECKSUM_ATTR", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION",
-           "MAX_EPOCH", "METRIC_COLUMNS", "METRIC_ROW_REQUIRED", "READABLE_VERSIONS", "TMP_SUFFIX",
+           "MAX_EPOCH", "METRIC_COLUMNS", "METRIC_ROW_REQUIRED", "PARTIAL_ATTRS", "READABLE_VERSIONS",
+           "TMP_SUFFIX",
            "allow_nonfinite_weights", "atomic_copy", "atomic_write", "atomic_write_h5",
            "check_finite_weights", "check_metric_rows", "check_optimizer_state",
            "checkpoint_epoch", "content_digest", "error_text", "first_nonfinite",

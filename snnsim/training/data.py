@@ -192,16 +192,20 @@ def shard_batch(split: Split, idx: np.ndarray, rng, rank: int, size: int):
 
 def batches(split: Split, batch_size: int, xp, dtype, n_steps: int,
             rng: np.random.Generator | None = None, shuffle: bool = False, device=None,
-            shard: tuple[int, int] | None = None):
+            shard: tuple[int, int] | None = None, order: np.ndarray | None = None,
+            start: int = 0):
     """Yield ``(x_in (T, B, ...), labels (B,))`` on backend ``xp`` over one pass of ``split``.
 
-    The order is drawn from ``rng`` before the first batch; augmentation draws
-    from it per batch. Labels are int64 on the backend. ``shard = (rank, size)``:
-    only that rank's part of every batch (:func:`shard_batch`).
+    The order is drawn from ``rng`` before the first batch (:func:`batch_order`), unless
+    given (``order``, drawn by the caller); augmentation draws from ``rng`` per batch.
+    ``start``: the pass begins at that batch (a run stopped inside an epoch goes on).
+    Labels are int64 on the backend. ``shard = (rank, size)``: only that rank's part of
+    every batch (:func:`shard_batch`).
     """
-    order = batch_order(len(split), rng, shuffle)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    if order is None:
+        order = batch_order(len(split), rng, shuffle)
+    for first in range(start * batch_size, len(order), batch_size):
+        idx = order[first:first + batch_size]
         x_host, y_host = (split.host_batch(idx, rng) if shard is None
                           else shard_batch(split, idx, rng, *shard))
         yield (to_backend(x_host, split.kind, xp, dtype, n_steps, device),

@@ -48,6 +48,10 @@ from .checkpoint import (
 LOCK_NAME = "run.lock"
 CHECKPOINT_NAME = "checkpoint.h5"
 BEST_NAME = "best.h5"
+#: The state of a run stopped inside an epoch (Ctrl-C, SIGTERM): checkpoint.h5's epoch
+#: plus the batches done since, which ``--resume`` continues from; removed when the
+#: epoch's checkpoint is written (docs/checkpoint_format.md).
+INTERRUPTED_NAME = "interrupted.h5"
 METRICS_NAME = "metrics.jsonl"
 #: The largest JSON file of a run folder read back (metrics.jsonl, config.json), in bytes:
 #: a metrics line is about 200 bytes, so this holds hundreds of thousands of epochs.
@@ -212,7 +216,16 @@ def promote(run_dir, is_best: bool) -> None:
         atomic_copy(Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / BEST_NAME)
 
 
-def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME)) -> None:
+def resume_file(run_dir) -> Path | None:
+    """The file ``--resume run_dir`` starts from: checkpoint.h5, else interrupted.h5 (a
+    run stopped inside its first epoch), else None."""
+    for name in (CHECKPOINT_NAME, INTERRUPTED_NAME):
+        if (Path(run_dir) / name).exists():
+            return Path(run_dir) / name
+    return None
+
+
+def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME, INTERRUPTED_NAME)) -> None:
     """A new run may start in ``run_dir`` only if it holds none of ``names`` (a run's
     checkpoint or best) and is a folder (or does not exist yet)."""
     run_dir = Path(run_dir)
@@ -277,8 +290,8 @@ def sigterm_as_interrupt():
             signal.signal(signum, old)
 
 
-__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "LOCK_NAME", "MAX_JSON_FILE_BYTES", "METRICS_NAME",
-           "RunFolderError", "StopRequest", "Terminated", "adopt_best", "best_epoch_on_disk",
+__all__ = ["BEST_NAME", "CHECKPOINT_NAME", "INTERRUPTED_NAME", "LOCK_NAME", "MAX_JSON_FILE_BYTES",
+           "METRICS_NAME", "RunFolderError", "StopRequest", "Terminated", "adopt_best", "best_epoch_on_disk",
            "check_new_run_folder", "clean_leftovers", "locked", "promote", "read_json_file",
-           "read_metrics_file", "remove_files", "remove_if_only_lock", "repair_best",
+           "read_metrics_file", "remove_files", "remove_if_only_lock", "repair_best", "resume_file",
            "sigterm_as_interrupt", "stop_exception"]

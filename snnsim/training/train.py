@@ -19,6 +19,8 @@ A run folder holds::
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
     best.h5           the epoch with the highest test accuracy so far
+    interrupted.h5    only after a stop inside an epoch: that epoch so far, which
+                      --resume goes on from (removed when the epoch is complete)
     run.lock          held while a process trains in the folder (one writer)
 
 A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
@@ -84,12 +86,14 @@ from . import data as data_mod
 from . import eta, guard, memory, provenance, runfolder, runinfo, tboard, threads
 from .builder import count_parameters, layers_from_spec, names_config_file
 from .checkpoint import (
+    CHECKSUM_ATTR,
     TMP_SUFFIX,
     CheckpointError,
     atomic_write,
     checkpoint_epoch,
     load_checkpoint,
     match_network,
+    read_root_attrs,
     restore_rng,
     save_checkpoint,
 )
@@ -109,6 +113,7 @@ from .threads import BLAS_THREAD_VARS  # noqa: F401  (re-exported for the benchm
 RUNS_DIR = Path("runs")
 CHECKPOINT_NAME = runfolder.CHECKPOINT_NAME
 BEST_NAME = runfolder.BEST_NAME
+INTERRUPTED_NAME = runfolder.INTERRUPTED_NAME
 CONFIG_NAME = "config.json"
 RUN_INFO_NAME = runinfo.RUN_INFO_NAME
 METRICS_NAME = "metrics.jsonl"
@@ -411,10 +416,12 @@ def check_output_size(net: Network, dataset: str) -> None:
                           f"the dataset has {n_classes} classes")
 
 
-def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
+def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True,
+             data_parallel: bool = False):
     """Everything that can fail on the user's input, before the run folder is touched:
     the folder's state, the memory the run needs, the data (both splits), the network,
-    the resumed state."""
+    the resumed state (one stopped inside an epoch: the same training samples, and not
+    data-parallel)."""
     xp = get_backend(cfg.backend)
     chosen = not cfg.out                     # by snnsim: a fresh folder is claimed at start
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
@@ -432,6 +439,14 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
                           "pass --out NEW_DIR")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     train_split, test_split = data_mod.load_splits(cfg)
+    partial = resume.get("partial") if resume is not None else None
+    if partial is not None and (len(partial["order"]) != len(train_split) or data_parallel):
+        raise ConfigError(f"{resume['path']}: stopped inside an epoch of "
+                          f"{len(partial['order'])} training samples, "
+                          + (f"but this run has {len(train_split)}" if not data_parallel else
+                             "which only a run without --data-parallel continues")
+                          + f"; resume {Path(resume['path']).parent / CHECKPOINT_NAME} instead "
+                          "(that epoch then starts again)")
     input_shape = tuple(get_spec(cfg.dataset).input_shape)
     memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape,   # before allocating
                       len(train_split), len(test_split))
@@ -463,7 +478,8 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
     if not root:
         log, cfg = _silent, dataclasses.replace(cfg, progress=False)
     chosen = not cfg.out and resume is None            # a folder name snnsim chooses
-    cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(cfg, resume, check_folder=root)
+    cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(
+        cfg, resume, check_folder=root, data_parallel=dp is not None)
     data_files = train_split.files + test_split.files
     if not root:                       # the other ranks compute; rank 0 owns the folder
         return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
@@ -498,7 +514,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
                 raise
             finally:
                 with signals.deferred():  # a start that failed or was stopped: undone whole
-                    failed_start = created and not (run_dir / CHECKPOINT_NAME).exists()
+                    failed_start = created and runfolder.resume_file(run_dir) is None
                     if failed_start:
                         runfolder.remove_files(run_dir, (CONFIG_NAME, METRICS_NAME,
                                                          RUN_INFO_NAME, STATUS_NAME))
@@ -557,10 +573,15 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     loss_fn = make_loss(cfg, net)
     history: list[dict] = []
     start_epoch = 0
+    partial = None                 # the epoch so far, of a run stopped inside it
     if resume is not None:
         history = [dict(row) for row in resume["metrics"]]
         start_epoch = int(resume["epoch"])
-        log(f"resuming {resume['path']} after epoch {start_epoch}")
+        for note in resume.get("notes", ()):
+            log(note)
+        partial = resume.get("partial")
+        log(f"resuming {resume['path']} after epoch {start_epoch}"
+            + (f", batch {partial['batches_done']} of epoch {start_epoch + 1}" if partial else ""))
         changed = provenance.differences(resume.get("data_files", []), data_files)
         if resume.get("data_files") and changed:
             log(f"note: the data differ from those the checkpoint was trained on: "
@@ -592,6 +613,10 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     show_bar = cfg.progress and progress_bar_wanted()
     epoch = start_epoch
     bar = None
+    stopped_at = None        # the batches done in the epoch when a stop was asked for
+    # the checksum of the checkpoint an interrupted.h5 written now would continue
+    base_checksum = ("" if resume is None else resume["partial"]["base_checksum"]
+                     if resume.get("partial") else resume.get("checksum", ""))
     board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
     layer_names = [layer.describe() for layer in net.layers]
     try:
@@ -601,12 +626,22 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                            disable=not show_bar, leave=False, dynamic_ncols=True)
-                loss_sum, correct, seen = 0.0, 0, 0
-                norms = []                                   # the clip's norm of every step
+                if partial is not None:                      # stopped inside this epoch
+                    order, done_before = partial["order"], partial["batches_done"]
+                    loss_sum, correct = partial["loss_sum"], partial["correct"]
+                    seen, seconds_before = partial["samples_seen"], partial["train_seconds"]
+                    norms = [float(x) for x in partial["grad_norms"]]
+                    bar.update(done_before)
+                    partial = None
+                else:
+                    order = data_mod.batch_order(n_train, rng, shuffle=True)
+                    done_before, loss_sum, correct, seen, seconds_before = 0, 0.0, 0, 0, 0.0
+                    norms = []                               # the clip's norm of every step
                 t0 = time.perf_counter()
                 for i, (x_in, labels) in enumerate(data_mod.batches(
                         train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
-                        device=net.device, shard=dp and dp.shard)):
+                        device=net.device, shard=dp and dp.shard, order=order,
+                        start=done_before), start=done_before):
                     tb = time.perf_counter()
                     if dp is None:
                         L, c = train_step(net, opt, x_in, labels, loss_fn, cfg, rng)
@@ -616,7 +651,10 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     guard.check_step(net, opt, L, epoch + 1, i, check_v)
                     if board is not None and getattr(opt, "last_grad_norm", None) is not None:
                         norms.append(float(opt.last_grad_norm))
+                    loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
+                    stopped_at = i + 1           # a safe point: the step and its counts are whole
                     check_stop()
+                    stopped_at = None
                     change = watch.poll() if watch is not None else None
                     if change:
                         say(f"BLAS threads: {change[0]} -> {change[1]} after batch {i + 1} of "
@@ -627,7 +665,6 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                                 run_dir, epoch + 1, i + 1, change[1]))[-1]   # (and checkpoints)
                         except (runinfo.RunInfoError, OSError) as exc:    # the run goes on
                             say(f"note: the change is not recorded: {error_line(exc)}")
-                    loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{percent(correct / seen)} %",
                                     refresh=False)
@@ -644,7 +681,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                                 f"plus evaluation, if the machine's load stays as now "
                                 f"({eta.load_note()}); renewed after every epoch "
                                 f"(Ctrl-C stops; {resume_hint} continues)")
-                train_seconds = time.perf_counter() - t0
+                train_seconds = seconds_before + time.perf_counter() - t0
                 bar.close()
                 if dp is not None:
                     loss_sum, correct, seen = dp.sum_counts(loss_sum, correct, seen)
@@ -665,6 +702,9 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                                         network=net.describe(),
                                         extra_attrs={"data_files": json.dumps(data_files),
                                                      "run_info": json.dumps(started)})
+                    if root:                 # the epoch it was stopped in is now whole
+                        base_checksum = read_root_attrs(ckpt_path).get(CHECKSUM_ATTR, "")
+                        runfolder.remove_files(run_dir, (INTERRUPTED_NAME,))
                     history.append(row)
                     saved_epoch = epoch + 1
                     is_best = test_acc > best
@@ -693,7 +733,20 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         what = "terminated (SIGTERM)" if isinstance(exc, runfolder.Terminated) else "interrupted"
         when = (f"during epoch {epoch + 1}" if saved_epoch <= epoch
                 else f"after epoch {saved_epoch}")
-        if saved_epoch > 0 and ckpt_path.exists():
+        kept = None
+        if stopped_at is not None and saved_epoch == epoch and dp is None:
+            kept = _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names,
+                                     data_files, started, epoch, base_checksum,
+                                     {"batches_done": stopped_at, "order": order,
+                                      "loss_sum": loss_sum, "correct": correct,
+                                      "samples_seen": seen, "grad_norms": norms,
+                                      "train_seconds": seconds_before + time.perf_counter() - t0},
+                                     log)
+        if kept is not None:
+            log(f"\n{what} after batch {stopped_at} of {per_epoch} in epoch {epoch + 1}; the "
+                f"state is kept in {kept}, and the epoch goes on from there. Resume with:\n"
+                f"  {resume_hint}")
+        elif saved_epoch > 0 and ckpt_path.exists():
             log(f"\n{what} {when}; the last complete checkpoint is "
                 f"{ckpt_path} (epoch {saved_epoch}). Resume with:\n  {resume_hint}")
         else:
@@ -714,6 +767,30 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
             "epochs_done": len(history), "data_files": data_files}
+
+
+def _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names, data_files, started,
+                      epoch, base_checksum, so_far, log) -> Path | None:
+    """Write ``interrupted.h5``: the run stopped inside epoch ``epoch + 1`` (the state after
+    ``so_far["batches_done"]`` of its batches, and the epoch's sample order and counts so
+    far, ``so_far``), continuing the checkpoint of epoch ``epoch`` whose checksum is
+    ``base_checksum``, so that ``--resume`` goes on from that batch, bit-identical to a
+    run that was not stopped. Returns its path, or None (with a note) when it cannot be
+    written: the resume then starts the epoch again."""
+    path = run_dir / INTERRUPTED_NAME
+    try:
+        with signals.deferred():
+            save_checkpoint(path, weights=net.params, optimizer=opt.state_dict(),
+                            rng_state=rng.bit_generator.state, epoch=epoch,
+                            config=cfg.to_dict(), metrics=history, layer_names=layer_names,
+                            network=net.describe(),
+                            extra_attrs={"data_files": json.dumps(data_files),
+                                         "run_info": json.dumps(started)},
+                            partial={**so_far, "base_checksum": base_checksum})
+    except (CheckpointError, OSError) as exc:
+        log(f"note: the epoch so far is not kept ({error_line(exc)})")
+        return None
+    return path
 
 
 def last_finite(ckpt_path: Path) -> str:
@@ -738,11 +815,13 @@ Without arguments: Fashion-MNIST, 784-400-400-10, T=5, the authors' setup
 weights in [-4, 4]) on NumPy for the authors' 100 epochs. The time left is
 estimated, with a range, once at least 10 batches and 30 s are timed, and
 again after every epoch; tqdm's bar shows the rest of the current epoch.
-Ctrl-C keeps the last complete epoch's checkpoint and prints the command that
-resumes it. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
+Ctrl-C stops after the current batch, keeps the epoch so far (interrupted.h5) and
+prints the command that resumes it from the next batch, bit-identical to a run never
+stopped. For a quick look: python3 -m snnsim.train --epochs=1 --train-subset=5000
 On NumPy the run uses as many BLAS threads as cores are idle at its start (one on a
-busy machine, where more would spin-wait), and one fewer while another process takes a
-core (checked every 10 s, recorded in run.json); OPENBLAS_NUM_THREADS=n fixes the count."""
+busy machine, where more would spin-wait), fewer while other processes take cores and
+more when they free them, up to one per core (checked every 10 s, recorded in
+run.json); OPENBLAS_NUM_THREADS=n fixes the count."""
 
 EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
@@ -843,8 +922,9 @@ def _parse_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict:
 
 
 def _latest_run(base: Path = RUNS_DIR) -> Path:
-    runs = sorted((p.parent for p in base.glob(f"*/{CHECKPOINT_NAME}")),
-                  key=lambda d: (d / CHECKPOINT_NAME).stat().st_mtime)
+    runs = sorted({p.parent for name in (CHECKPOINT_NAME, INTERRUPTED_NAME)
+                   for p in base.glob(f"*/{name}")},
+                  key=lambda d: runfolder.resume_file(d).stat().st_mtime)
     if not runs:
         raise CheckpointError(f"--resume without a value: no {base}/*/{CHECKPOINT_NAME} found")
     return runs[-1]
@@ -856,7 +936,30 @@ def resolve_resume_path(value: str, out: str | None) -> Path:
         # runs/latest: the run it names now, so that the run folder recorded and printed
         # (and the "Resume with" hint) stay that run's when a newer run moves the link
         target = target.parent / os.readlink(target)
-    return target / CHECKPOINT_NAME if target.is_dir() else target
+    if target.is_dir():
+        return runfolder.resume_file(target) or target / CHECKPOINT_NAME
+    return target
+
+
+def resume_state(path: Path) -> dict:
+    """The loaded state ``--resume`` continues: the checkpoint at ``path``, or, when the
+    run was stopped inside the next epoch, the ``interrupted.h5`` beside it that continues
+    that very checkpoint (same epoch, its checksum as base). Another or an unreadable
+    interrupted.h5 is passed over with a note (``notes``), and the epoch starts again."""
+    ckpt = load_checkpoint(path)
+    other = Path(path).parent / INTERRUPTED_NAME
+    if ckpt["partial"] is not None or not other.exists():
+        return ckpt
+    try:
+        state = load_checkpoint(other)
+    except CheckpointError as exc:
+        return {**ckpt, "notes": [f"note: {error_line(exc)}; resuming {path} (epoch "
+                                  f"{ckpt['epoch']}) instead, so its next epoch starts again"]}
+    part = state["partial"]
+    if part is None or state["epoch"] != ckpt["epoch"] or part["base_checksum"] != ckpt["checksum"]:
+        return {**ckpt, "notes": [f"note: {other} is not the continuation of {path} (epoch "
+                                  f"{ckpt['epoch']}); passed over"]}
+    return state
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
@@ -877,7 +980,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, dict | None]:
                 parser.error("--config and --resume exclude each other: a resumed run keeps "
                              "its own config")
             path = resolve_resume_path(args.resume, changes.get("out"))
-            ckpt = load_checkpoint(path)
+            ckpt = resume_state(path)
             cfg = TrainConfig.from_dict(ckpt["config"], source=str(path))
             fixed = [k for k, v in changes.items() if k not in RESUME_CHANGEABLE
                      and getattr(cfg.replace(**{k: v}), k) != getattr(cfg, k)]
@@ -914,9 +1017,9 @@ def main(argv=None) -> int:
 
 
 __all__ = ["BEST_NAME", "CHECKPOINT_NAME", "CONFIG_NAME", "EXIT_DIVERGED", "EXIT_INTERRUPTED",
-           "METRICS_NAME", "RUN_INFO_NAME", "build_layers", "check_input_size", "check_output_size",
-           "evaluate", "main", "make_loss", "make_network", "make_parser", "neuron_and_grad",
-           "parse_args", "run", "set_weights", "train_step"]
+           "INTERRUPTED_NAME", "METRICS_NAME", "RUN_INFO_NAME", "build_layers", "check_input_size",
+           "check_output_size", "evaluate", "main", "make_loss", "make_network", "make_parser",
+           "neuron_and_grad", "parse_args", "resume_state", "run", "set_weights", "train_step"]
 
 if __name__ == "__main__":
     sys.exit(main())
