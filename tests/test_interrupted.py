@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from test_train import assert_same_weights, run_cli, tiny_args, write_fashion_mnist
 
+from snnsim.training import runfolder
 from snnsim.training import train as train_mod
 from snnsim.training.checkpoint import CheckpointError, load_checkpoint, seal
 
@@ -205,8 +206,11 @@ def test_a_new_run_refuses_a_folder_holding_an_interrupted_one(data_dir, tmp_pat
     assert not (out / "checkpoint.h5").exists() and (out / "interrupted.h5").exists()
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 2
     assert "already holds a run (interrupted.h5)" in capsys.readouterr().err
+    assert runfolder.resume_file(out) == out / "interrupted.h5"   # what a study's retry resumes
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0
     assert load_checkpoint(out / "checkpoint.h5")["optimizer"]["step"] == PER_EPOCH
+    assert runfolder.resume_file(out) == out / "checkpoint.h5"
+    assert runfolder.resume_file(tmp_path / "nothing") is None
 
 
 def test_a_resume_that_cannot_go_on_from_the_batch_is_refused(data_dir, tmp_path, monkeypatch):
