@@ -228,3 +228,34 @@ def test_a_resume_that_cannot_go_on_from_the_batch_is_refused(data_dir, tmp_path
         train_mod._prepare(cfg.replace(data_dir=str(fewer)), state)
     with pytest.raises(ConfigError, match="which only a run without --data-parallel continues"):
         train_mod._prepare(cfg, state, data_parallel=True)
+
+
+def test_a_crash_inside_an_epoch_loses_at_most_the_save_interval(data_dir, straight, tmp_path,
+                                                                  monkeypatch):
+    """With --save-every-s tiny (after every batch), a run that crashes in batch 5 of
+    epoch 2 (no stop, no clean-up: an exception out of the step) has kept batches 1-4 in
+    interrupted.h5, and the resume from it is bit-identical to the run never stopped. With
+    save_every_s 0 nothing is kept inside the epoch."""
+    class Crash(Exception):
+        pass
+
+    real = train_mod.train_step
+    for every, kept in ((1e-9, 4), (0, None)):
+        out = tmp_path / f"every{every}"
+        count = {"n": 0}
+
+        def step(*args, **kwargs):
+            count["n"] += 1
+            if count["n"] == PER_EPOCH + 5:
+                raise Crash
+            return real(*args, **kwargs)
+        monkeypatch.setattr(train_mod, "train_step", step)
+        with pytest.raises(Crash):
+            run_cli([*new_run(data_dir, out), f"--save-every-s={every}"])
+        monkeypatch.setattr(train_mod, "train_step", real)
+        if kept is None:
+            assert not (out / "interrupted.h5").exists()
+            continue
+        assert load_checkpoint(out / "interrupted.h5")["partial"]["batches_done"] == kept
+        assert run_cli(["--resume", str(out), "--progress=false"]) == 0
+        assert_same_run(straight, out)

@@ -111,12 +111,16 @@ class TrainConfig:
     name: str = _f("", "run name, used for the default run folder (default: the config's "
                        "name or dataset_network)")
     progress: bool = _f(True, "show a tqdm progress bar")
+    save_every_s: float | None = _f(600.0, "inside an epoch, keep the epoch so far in the run "
+                                           "folder's interrupted.h5 every S seconds of "
+                                           "training, so that a kill loses at most that much "
+                                           "(0 or None: only when stopped by Ctrl-C or SIGTERM)")
     tensorboard: bool = _f(False, "write TensorBoard event files into the run folder's "
                                   "tensorboard/ after every epoch (needs tensorboardX)")
 
     def __post_init__(self):
         # 0 disables clipping/clamping, stored as None
-        for key in ("grad_clip", "weight_clamp"):
+        for key in ("grad_clip", "weight_clamp", "save_every_s"):
             if getattr(self, key) is not None and float(getattr(self, key)) == 0.0:
                 object.__setattr__(self, key, None)
         object.__setattr__(self, "dataset", _canonical_dataset(self.dataset))
@@ -144,7 +148,7 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
-        for key in ("grad_clip", "weight_clamp", "sensitivity_bound"):
+        for key in ("grad_clip", "weight_clamp", "sensitivity_bound", "save_every_s"):
             if getattr(self, key) is not None and not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be positive or None, got {getattr(self, key)}")
         if len(self.betas) != 2:

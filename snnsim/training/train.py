@@ -19,8 +19,9 @@ A run folder holds::
                       test_acc, seconds, samples_per_s, eval_seconds
     checkpoint.h5     the latest complete epoch (docs/checkpoint_format.md)
     best.h5           the epoch with the highest test accuracy so far
-    interrupted.h5    only after a stop inside an epoch: that epoch so far, which
-                      --resume goes on from (removed when the epoch is complete)
+    interrupted.h5    after a stop inside an epoch, and every save_every_s seconds of
+                      a long epoch: that epoch so far, which --resume goes on from
+                      (removed when the epoch is complete)
     run.lock          held while a process trains in the folder (one writer)
 
 A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
@@ -121,7 +122,7 @@ METRICS_NAME = "metrics.jsonl"
 LATEST_NAME = "latest"
 #: Fields that may change when resuming (they do not change what is computed).
 RESUME_CHANGEABLE = ("epochs", "out", "data_dir", "backend", "fused", "eval_batch_size", "progress",
-                     "tensorboard")
+                     "tensorboard", "save_every_s")
 
 
 # --- the network ----------------------------------------------------------------------
@@ -617,6 +618,14 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     # the checksum of the checkpoint an interrupted.h5 written now would continue
     base_checksum = ("" if resume is None else resume["partial"]["base_checksum"]
                      if resume.get("partial") else resume.get("checksum", ""))
+    # inside an epoch, interrupted.h5 every cfg.save_every_s (data-parallel runs: never)
+    keep_every = cfg.save_every_s if dp is None else None
+
+    def so_far(batches_done: int) -> dict:
+        """The epoch so far, for interrupted.h5 (the loop's variables at a safe point)."""
+        return {"batches_done": batches_done, "order": order, "loss_sum": loss_sum,
+                "correct": correct, "samples_seen": seen, "grad_norms": norms,
+                "train_seconds": seconds_before + time.perf_counter() - t0}
     board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
     layer_names = [layer.describe() for layer in net.layers]
     try:
@@ -637,7 +646,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     order = data_mod.batch_order(n_train, rng, shuffle=True)
                     done_before, loss_sum, correct, seen, seconds_before = 0, 0.0, 0, 0, 0.0
                     norms = []                               # the clip's norm of every step
-                t0 = time.perf_counter()
+                t0 = last_kept = time.perf_counter()
                 for i, (x_in, labels) in enumerate(data_mod.batches(
                         train_split, cfg.batch_size, xp, net.dtype, cfg.n_steps, rng, shuffle=True,
                         device=net.device, shard=dp and dp.shard, order=order,
@@ -655,6 +664,12 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     stopped_at = i + 1           # a safe point: the step and its counts are whole
                     check_stop()
                     stopped_at = None
+                    if (keep_every is not None and i + 1 < per_epoch
+                            and time.perf_counter() - last_kept >= keep_every):
+                        _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names,
+                                          data_files, started, epoch, base_checksum,
+                                          so_far(i + 1), say)
+                        last_kept = time.perf_counter()
                     change = watch.poll() if watch is not None else None
                     if change:
                         say(f"BLAS threads: {change[0]} -> {change[1]} after batch {i + 1} of "
@@ -737,11 +752,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         if stopped_at is not None and saved_epoch == epoch and dp is None:
             kept = _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names,
                                      data_files, started, epoch, base_checksum,
-                                     {"batches_done": stopped_at, "order": order,
-                                      "loss_sum": loss_sum, "correct": correct,
-                                      "samples_seen": seen, "grad_norms": norms,
-                                      "train_seconds": seconds_before + time.perf_counter() - t0},
-                                     log)
+                                     so_far(stopped_at), log)
         if kept is not None:
             log(f"\n{what} after batch {stopped_at} of {per_epoch} in epoch {epoch + 1}; the "
                 f"state is kept in {kept}, and the epoch goes on from there. Resume with:\n"
