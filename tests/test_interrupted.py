@@ -244,7 +244,7 @@ def test_a_crash_inside_an_epoch_loses_at_most_the_save_interval(data_dir, strai
         out = tmp_path / f"every{every}"
         count = {"n": 0}
 
-        def step(*args, **kwargs):
+        def step(*args, count=count, **kwargs):
             count["n"] += 1
             if count["n"] == PER_EPOCH + 5:
                 raise Crash
