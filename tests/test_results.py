@@ -7,6 +7,7 @@ import h5py
 import pytest
 
 from reference import make_results
+from snnsim.training.checkpoint import CheckpointError
 
 
 def _run(folder, seed, accs, attrs=None):
@@ -154,3 +155,32 @@ def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
     assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (running) | 22 |" in text
     assert "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
     assert "--epochs 100`" in text
+
+
+def test_a_run_resumed_by_newer_code_replaces_its_own_earlier_figures(tmp_path):
+    """A run started at commit 'first' and resumed at 'second' (run.json holds both
+    starts, the checkpoint the latest): its record names both commits, and replaces the
+    record made of the same run when only 'first' had trained it. It used to keep that one
+    as '(earlier commits)': the same runs twice, the old copy listed as still running."""
+    out = tmp_path / "out"
+    out.mkdir()
+    run = tmp_path / "run"
+    _run(run, 0, [0.80, 0.85], {"git_commit": "first"})
+    start = {"git_commit": "first", "source": "git checkout", "blas": []}
+    (run / "run.json").write_text(json.dumps(start))
+    make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])
+    with h5py.File(run / "checkpoint.h5", "a") as f:
+        f.attrs["git_commit"] = "second"
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + json.dumps(
+        {"epoch": 3, "test_acc": 0.9, "seconds": 10.0, "eval_seconds": 1.0}) + "\n")
+    (run / "run.json").write_text(json.dumps(
+        {**start, "resumed": [{**start, "git_commit": "second", "after_epoch": 2}]}))
+    make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    snn = [r for r in recs if r["source"] == "snnsim" and r["metric"] == "best_mean"]
+    assert [(r["experiment"], r["commit"], r["value"]) for r in snn] == [
+        ("fashion_mnist_mlp", ["first", "second"], 90.0)]
+    assert snn[0]["runs"][0]["commit"] == "second"            # the latest epoch's code
+    (run / "run.json").write_text("{not json")            # named like any damaged file of it
+    with pytest.raises(CheckpointError, match="run.json"):
+        make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])

@@ -47,10 +47,14 @@ def code_label(attrs) -> str:
 def read_run(folder: Path) -> dict:
     """A run folder's config, metrics and code label (the checkpoint's root attributes),
     each file read with its checks (:mod:`snnsim.training.runfolder`,
-    :func:`snnsim.training.checkpoint.read_root_attrs`): a damaged file is a
-    CheckpointError naming it."""
+    :func:`snnsim.training.checkpoint.read_root_attrs`,
+    :func:`snnsim.training.runinfo.read_run_info`): a damaged file is a CheckpointError
+    naming it. ``commit`` is the code of the latest epoch; ``commits`` every code that
+    trained the run (each start's, from ``run.json``; a run resumed by newer code has
+    several)."""
     from ..training.checkpoint import CheckpointError, read_root_attrs
     from ..training.runfolder import read_json_file, read_metrics_file
+    from ..training.runinfo import RunInfoError, read_run_info, starts
     cfg = read_json_file(folder / "config.json", "config")
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{folder / 'config.json'}: not a JSON object")
@@ -58,7 +62,12 @@ def read_run(folder: Path) -> dict:
     if not rows:
         raise SystemExit(f"{folder}: metrics.jsonl holds no epoch")
     commit = code_label(read_root_attrs(folder / "checkpoint.h5"))
-    return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit,
+    try:
+        info = read_run_info(folder)
+    except RunInfoError as exc:
+        raise CheckpointError(str(exc)) from None
+    commits = sorted({commit, *(code_label(start) for start in starts(info))} if info else {commit})
+    return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit, "commits": commits,
             "experiment": experiment_name(cfg),
             "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
             "epochs": rows[-1]["epoch"], "epochs_planned": int(cfg.get("epochs", rows[-1]["epoch"])),
@@ -103,7 +112,8 @@ def records_for(experiment: str, runs: list[dict], device: str,
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),
               "epochs": epochs[-1] if len(epochs) == 1 else epochs, "command": command,
               "config": f"configs/{base}.yaml", "seeds": seeds,
-              "commit": sorted({r["commit"] for r in runs}), "device": device,
+              "commit": sorted({c for r in runs for c in r.get("commits", [r["commit"]])}),
+              "device": device,
               "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in runs), 1),
               "runs": per_run}
     finals, bests = [r["final"] for r in runs], [r["best"] for r in runs]
