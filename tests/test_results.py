@@ -181,6 +181,16 @@ def test_a_run_resumed_by_newer_code_replaces_its_own_earlier_figures(tmp_path):
     assert [(r["experiment"], r["commit"], r["value"]) for r in snn] == [
         ("fashion_mnist_mlp", ["first", "second"], 90.0)]
     assert snn[0]["runs"][0]["commit"] == "second"            # the latest epoch's code
+    # A copy of the first figures already kept as '(earlier commits)' (by the old merge)
+    # goes too; an earlier record of other runs (commit 'other') stays.
+    first = json.loads((out / "results.json").read_text())
+    stale = [{**r, "experiment": r["experiment"] + " (earlier commits)",
+              "commit": [c]} for c in ("first", "other") for r in first if r["source"] == "snnsim"]
+    (out / "results.json").write_text(json.dumps(first + stale))
+    make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])
+    recs = json.loads((out / "results.json").read_text())
+    assert sorted({(r["experiment"], tuple(r["commit"])) for r in recs if r["source"] == "snnsim"}) == [
+        ("fashion_mnist_mlp", ("first", "second")), ("fashion_mnist_mlp (earlier commits)", ("other",))]
     (run / "run.json").write_text("{not json")            # named like any damaged file of it
     with pytest.raises(CheckpointError, match="run.json"):
         make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])

@@ -208,7 +208,10 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
     """``new`` records, after those of ``kept`` for experiments that ``new`` does not have
     (a paper record is kept once per experiment). A kept snnsim record of an experiment
     that ``new`` has again, made by none of the new runs' commits, stays as
-    ``<experiment> (earlier commits)``: newer runs do not erase older figures."""
+    ``<experiment> (earlier commits)``: newer runs do not erase older figures. One that
+    shares a commit with them (the same runs, since resumed by newer code: a run's
+    record names every commit that trained it) is replaced, also when it was kept
+    as ``(earlier commits)`` before."""
     new_keys = {(r["experiment"], r["source"]) for r in new}
     new_commits: dict[str, set] = {}
     for r in new:
@@ -216,10 +219,11 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
             new_commits.setdefault(r["experiment"], set()).update(r.get("commit") or [])
     out = []
     for r in kept:
-        if (r["experiment"], r["source"]) not in new_keys:
+        experiment = r["experiment"].removesuffix(EARLIER)
+        if (experiment, r["source"]) not in new_keys:
             out.append(r)
-        elif r["source"] == "snnsim" and not set(r.get("commit") or []) & new_commits[r["experiment"]]:
-            out.append({**r, "experiment": r["experiment"] + EARLIER})
+        elif r["source"] == "snnsim" and not set(r.get("commit") or []) & new_commits[experiment]:
+            out.append({**r, "experiment": experiment + EARLIER})
     return out + new
 
 
