@@ -19,7 +19,9 @@
 # not yet started (a worker elsewhere waits --grace, 10 min here). --max-retry is high
 # because every session end is one retry.
 #
-# --stop sends the workers SIGINT: each stops its run resumably and requeues its trial.
+# --stop sends the workers SIGINT: each stops its run resumably (the epoch so far kept in
+# interrupted.h5) and requeues its trial. SNNSIM_WORKER_GAP: seconds between the two
+# workers' starts (default 20: the first creates the study, the second loads it).
 # Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,9 +51,12 @@ fi
 git -C "$src" fetch -q "$repo" "$commit" && git -C "$src" checkout -q --detach "$commit"
 echo "workers of $dir run commit $(git -C "$src" log --oneline -1)"
 for w in 1 2; do
-  (cd "$src" && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH="$src" \
+  # (the subshell forks the worker and exits at once: nothing of this script's stdout is
+  # held by the workers, so a caller reading it through a pipe is not kept waiting)
+  (cd "$src" || exit 1
+   OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH="$src" \
      nohup "$py" -m snnsim.study run "$dir" --config fashion_mnist_cnn "${args[@]}" --epochs=100 \
-       --grace 600 --max-retry 100 >> "$dir/worker$w.log" 2>&1 &)
-  sleep 20   # the first worker creates the study; the second loads it
+       --grace 600 --max-retry 100 >> "$dir/worker$w.log" 2>&1 < /dev/null &)
+  [ "$w" = 2 ] || sleep "${SNNSIM_WORKER_GAP:-20}"   # the first worker creates the study
 done
 echo "started 2 workers; logs: $dir/worker1.log, $dir/worker2.log"

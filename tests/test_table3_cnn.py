@@ -63,3 +63,57 @@ def test_runs_at_different_epochs_are_compared_at_the_latest_epoch_they_share():
     assert "best up to it 89.00 ± 1.41." in text          # mean of 90, 88; std √2
     assert make_table3_cnn.common_epoch([_run(0, [0.8, 0.9]), _run(1, [0.7])]) == ""
     assert make_table3_cnn.common_epoch([_run(0, [0.8, 0.9])]) == ""
+
+
+def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
+    """scripts/table3_cnn.sh with a stand-in interpreter (it records its arguments and waits
+    for SIGINT): the script returns although its output is read through a pipe (its
+    workers used to keep the pipe open, so that a caller reading it waited for ever), the
+    two workers run the study's command with one BLAS thread, a second start is refused
+    while they run, and --stop ends them."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists() or not (repo / "scripts" / "table3_cnn.sh").exists():
+        pytest.skip("needs the git checkout (the script clones it)")
+    if shutil.which("pgrep") is None:
+        pytest.skip("needs pgrep and pkill (procps), which the script uses")
+    fake = tmp_path / "python3"       # (Python: a shell cannot trap the SIGINT that a
+    fake.write_text(f"#!{sys.executable}\n"      # background start ignores)
+                    "import os, signal, sys, time\n"
+                    "with open(os.environ['FAKE_CALLS'], 'a') as f:\n"
+                    "    print(os.environ.get('OPENBLAS_NUM_THREADS'), *sys.argv[1:], file=f)\n"
+                    "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+                    "while True:\n    time.sleep(0.1)\n")
+    fake.chmod(0o755)
+    studies = tmp_path / "studies"
+    env = {**os.environ, "SNNSIM_STUDIES": str(studies), "SNNSIM_PYTHON": str(fake),
+           "FAKE_CALLS": str(tmp_path / "calls"), "SNNSIM_WORKER_GAP": "1"}
+    script = ["bash", str(repo / "scripts" / "table3_cnn.sh")]
+    try:
+        started = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0 and "started 2 workers" in started.stdout, started
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(
+                (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists()
+                else []) < 2:
+            time.sleep(0.1)
+        calls = (tmp_path / "calls").read_text().splitlines()
+        assert calls == [f"1 -m snnsim.study run {studies / 'table3-cnn'} --config fashion_mnist_cnn "
+                         "--seeds 0,1,2,3,4 --epochs=100 --grace 600 --max-retry 100"] * 2
+        again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        stop = subprocess.run([*script, "tsslbp", "--stop"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert "asked the workers" in stop.stdout
+    pattern = f"snnsim.study run {studies / 'table3-cnn'}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", pattern]).returncode == 0:
+        time.sleep(0.1)
+    assert subprocess.run(["pgrep", "-f", pattern]).returncode == 1     # none left
