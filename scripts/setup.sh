@@ -49,7 +49,7 @@ fi
 
 # --test: data-parallel tests need an MPI (mpi4py builds against it: mpicc), the
 # study's PostgreSQL test a PostgreSQL server (initdb, pg_ctl), the site's test a
-# headless browser (chromium).
+# headless browser (chromium), the study script's test pgrep and pkill (procps).
 if [ -n "$testing" ]; then
   if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpiexec >/dev/null 2>&1; then
     apt_install openmpi-bin libopenmpi-dev \
@@ -62,6 +62,9 @@ if [ -n "$testing" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium \
       || echo "note: install chromium; the documentation site's browser test will skip"
+  fi
+  if ! command -v pgrep >/dev/null 2>&1; then     # (scripts/table3_cnn.sh and its test)
+    apt_install procps || echo "note: install procps; the study script's test will skip"
   fi
 fi
 
