@@ -115,6 +115,16 @@ def test_the_code_of_a_run_is_named(tmp_path, attrs, shown):
     assert f"; commit {shown}." in (out / "results.md").read_text()
 
 
+def test_a_start_record_of_an_installed_package_names_no_commit():
+    """run.json writes null for the commit of an installed package (the checkpoint an empty
+    string): both are the same code, not a commit named 'None'."""
+    from snnsim.analysis.results import code_label
+    source = "installed package snnsim==0.1.0"
+    assert code_label({"git_commit": None, "source": source}) == code_label(
+        {"git_commit": "", "source": source}) == f"none ({source})"
+    assert code_label({"git_commit": None, "source": None}) == "unknown"
+
+
 def test_runs_of_other_commits_keep_the_earlier_figures(tmp_path):
     """New runs of an experiment replace its record; made at another commit, the old
     record stays, renamed '... (earlier commits)', with the paper row beside it."""

@@ -36,9 +36,9 @@ PAPER_EPOCHS = {"fashion_mnist_mlp": 100, "fashion_mnist_cnn": 100, "mnist_cnn":
 def code_label(attrs) -> str:
     """The code a run used, for the tables: its commit (``<sha>`` or ``<sha>-dirty``);
     ``none (installed package snnsim==X)`` when the package was not in a git checkout
-    (the checkpoint's ``git_commit`` is empty, its ``source`` says where the code came
-    from); ``unknown`` when the checkpoint says neither."""
-    commit, source = str(attrs.get("git_commit", "")), str(attrs.get("source", ""))
+    (``git_commit`` empty, or null in ``run.json``; ``source`` says where the code came
+    from); ``unknown`` when the checkpoint or start record says neither."""
+    commit, source = str(attrs.get("git_commit") or ""), str(attrs.get("source") or "")
     if commit:
         return commit
     return f"none ({source})" if source else "unknown"
