@@ -628,6 +628,11 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 "train_seconds": seconds_before + time.perf_counter() - t0}
     board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
     layer_names = [layer.describe() for layer in net.layers]
+
+    def state() -> dict:
+        """The run's state now, for checkpoint.h5 and interrupted.h5 (``started`` changes
+        when the BLAS threads do)."""
+        return _run_state(net, opt, rng, cfg, layer_names, data_files, started)
     try:
         with runfolder.sigterm_as_interrupt() as stop:
             check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
@@ -666,8 +671,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     stopped_at = None
                     if (keep_every is not None and i + 1 < per_epoch
                             and time.perf_counter() - last_kept >= keep_every):
-                        _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names,
-                                          data_files, started, epoch, base_checksum,
+                        _save_interrupted(run_dir, state(), epoch, history, base_checksum,
                                           so_far(i + 1), say)
                         last_kept = time.perf_counter()
                     change = watch.poll() if watch is not None else None
@@ -710,13 +714,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                        "test_spikes": [round(d["spikes"], 6) for d in sparsity]}
                 with signals.deferred():     # an epoch's files: all written, or none
                     if root:
-                        save_checkpoint(ckpt_path, weights=net.params, optimizer=opt.state_dict(),
-                                        rng_state=rng.bit_generator.state, epoch=epoch + 1,
-                                        config=cfg.to_dict(), metrics=history + [row],
-                                        layer_names=layer_names,
-                                        network=net.describe(),
-                                        extra_attrs={"data_files": json.dumps(data_files),
-                                                     "run_info": json.dumps(started)})
+                        save_checkpoint(ckpt_path, **state(), epoch=epoch + 1,
+                                        metrics=history + [row])
                     if root:                 # the epoch it was stopped in is now whole
                         base_checksum = read_root_attrs(ckpt_path).get(CHECKSUM_ATTR, "")
                         runfolder.remove_files(run_dir, (INTERRUPTED_NAME,))
@@ -750,8 +749,7 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 else f"after epoch {saved_epoch}")
         kept = None
         if stopped_at is not None and saved_epoch == epoch and dp is None:
-            kept = _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names,
-                                     data_files, started, epoch, base_checksum,
+            kept = _save_interrupted(run_dir, state(), epoch, history, base_checksum,
                                      so_far(stopped_at), log)
         if kept is not None:
             log(f"\n{what} after batch {stopped_at} of {per_epoch} in epoch {epoch + 1}; the "
@@ -780,23 +778,27 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             "epochs_done": len(history), "data_files": data_files}
 
 
-def _save_interrupted(run_dir, net, opt, rng, cfg, history, layer_names, data_files, started,
-                      epoch, base_checksum, so_far, log) -> Path | None:
-    """Write ``interrupted.h5``: the run stopped inside epoch ``epoch + 1`` (the state after
-    ``so_far["batches_done"]`` of its batches, and the epoch's sample order and counts so
-    far, ``so_far``), continuing the checkpoint of epoch ``epoch`` whose checksum is
-    ``base_checksum``, so that ``--resume`` goes on from that batch, bit-identical to a
-    run that was not stopped. Returns its path, or None (with a note) when it cannot be
-    written: the resume then starts the epoch again."""
+def _run_state(net, opt, rng, cfg, layer_names, data_files, started) -> dict:
+    """What every file a run keeps (checkpoint.h5 and interrupted.h5) holds besides its
+    epoch and metrics: ``save_checkpoint``'s keyword arguments for the state now."""
+    return {"weights": net.params, "optimizer": opt.state_dict(),
+            "rng_state": rng.bit_generator.state, "config": cfg.to_dict(),
+            "layer_names": layer_names, "network": net.describe(),
+            "extra_attrs": {"data_files": json.dumps(data_files),
+                            "run_info": json.dumps(started)}}
+
+
+def _save_interrupted(run_dir, state, epoch, history, base_checksum, so_far, log) -> Path | None:
+    """Write ``interrupted.h5``: the run stopped inside epoch ``epoch + 1`` (``state``,
+    from ``_run_state``, after ``so_far["batches_done"]`` of its batches, and the epoch's
+    sample order and counts so far, ``so_far``), continuing the checkpoint of epoch
+    ``epoch`` whose checksum is ``base_checksum``, so that ``--resume`` goes on from that
+    batch, bit-identical to a run that was not stopped. Returns its path, or None (with a
+    note) when it cannot be written: the resume then starts the epoch again."""
     path = run_dir / INTERRUPTED_NAME
     try:
         with signals.deferred():
-            save_checkpoint(path, weights=net.params, optimizer=opt.state_dict(),
-                            rng_state=rng.bit_generator.state, epoch=epoch,
-                            config=cfg.to_dict(), metrics=history, layer_names=layer_names,
-                            network=net.describe(),
-                            extra_attrs={"data_files": json.dumps(data_files),
-                                         "run_info": json.dumps(started)},
+            save_checkpoint(path, **state, epoch=epoch, metrics=history,
                             partial={**so_far, "base_checksum": base_checksum})
     except (CheckpointError, OSError) as exc:
         log(f"note: the epoch so far is not kept ({error_line(exc)})")
