@@ -895,6 +895,22 @@ def shown_command(run: dict, spec: dict) -> str:
                      *(f"--{k}={v}" for k, v in overrides.items())])
 
 
+def starting_text(run_dir: Path) -> str:
+    """How a trial's run starts, for the worker's log: ``starting``, ``resuming after
+    epoch N``, or with a stop inside the next epoch kept (interrupted.h5 continuing the
+    checkpoint) ``resuming after epoch N, batch B of epoch N+1``."""
+    from .training.checkpoint import checkpoint_epoch, kept_batches
+    from .training.runfolder import INTERRUPTED_NAME, resume_file
+    state = resume_file(run_dir)
+    if state is None:
+        return "starting"
+    resumed = checkpoint_epoch(state)
+    kept = kept_batches(run_dir / INTERRUPTED_NAME,
+                        state if state.name != INTERRUPTED_NAME else None)
+    return ((f"resuming after epoch {resumed}" if resumed else "resuming")
+            + (f", batch {kept} of epoch {resumed + 1}" if kept else ""))
+
+
 def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str:
     """Run one trial to its end; returns its state's name (``STALE``: another worker
     declared the trial stale meanwhile, and its result was discarded)."""
@@ -926,8 +942,7 @@ def run_trial(study, trial, spec: dict, study_dir: Path, opts, log=print) -> str
     env = dict(os.environ)
     if opts.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
-    log(f"{label}: " + (f"resuming after epoch {resumed}" if resumed else "starting")
-        + f" (log {log_path})")
+    log(f"{label}: {starting_text(run_dir)} (log {log_path})")
     t0 = time.time()
     interrupted = None
     with open(log_path, "ab") as out:    # started before the heartbeat thread: fork, then exec

@@ -22,7 +22,8 @@ from test_train import assert_same_weights, run_cli, tiny_args, write_fashion_mn
 
 from snnsim.training import runfolder
 from snnsim.training import train as train_mod
-from snnsim.training.checkpoint import CheckpointError, load_checkpoint, seal
+from snnsim import study as study_mod
+from snnsim.training.checkpoint import CheckpointError, kept_batches, load_checkpoint, seal
 
 PER_EPOCH = 6
 EPOCHS = 3
@@ -156,9 +157,14 @@ def test_an_interrupted_file_of_another_checkpoint_is_passed_over(data_dir, tmp_
     """interrupted.h5 left from an earlier epoch (a kill between the epoch's checkpoint and
     its removal): the resume names it and starts from checkpoint.h5; a damaged one too."""
     out = stopped_in_epoch_2(data_dir, tmp_path, monkeypatch)
+    assert kept_batches(out / "interrupted.h5", out / "checkpoint.h5") == 3
+    assert study_mod.starting_text(out) == "resuming after epoch 1, batch 3 of epoch 2"
     stale = (out / "interrupted.h5").read_bytes()
     assert run_cli(["--resume", str(out), "--epochs=2", "--progress=false"]) == 0
     (out / "interrupted.h5").write_bytes(stale)            # continues epoch 1, not 2
+    # What a study worker's log says: the checkpoint's epoch, and no batch of this file.
+    assert kept_batches(out / "interrupted.h5", out / "checkpoint.h5") is None
+    assert study_mod.starting_text(out) == "resuming after epoch 2"
     capsys.readouterr()
     assert run_cli(["--resume", str(out), f"--epochs={EPOCHS}", "--progress=false"]) == 0
     text = capsys.readouterr().out
@@ -207,10 +213,30 @@ def test_a_new_run_refuses_a_folder_holding_an_interrupted_one(data_dir, tmp_pat
     assert run_cli(tiny_args(data_dir, out, epochs=1)) == 2
     assert "already holds a run (interrupted.h5)" in capsys.readouterr().err
     assert runfolder.resume_file(out) == out / "interrupted.h5"   # what a study's retry resumes
+    assert study_mod.starting_text(out) == "resuming, batch 2 of epoch 1"
     assert run_cli(["--resume", "--out", str(out), "--progress=false"]) == 0
     assert load_checkpoint(out / "checkpoint.h5")["optimizer"]["step"] == PER_EPOCH
     assert runfolder.resume_file(out) == out / "checkpoint.h5"
     assert runfolder.resume_file(tmp_path / "nothing") is None
+    assert study_mod.starting_text(tmp_path / "nothing") == "starting"
+
+
+def test_kept_batches_is_none_for_files_that_say_nothing(data_dir, tmp_path, monkeypatch):
+    """kept_batches reads attributes only, for a log line: a checkpoint without /partial,
+    a file of another format, an unreadable one or a missing one give None, never an
+    error (the resume itself checks the files)."""
+    out = stopped_in_epoch_2(data_dir, tmp_path, monkeypatch)
+    ckpt, part = out / "checkpoint.h5", out / "interrupted.h5"
+    assert kept_batches(part, ckpt) == 3
+    assert kept_batches(ckpt, ckpt) is None                  # a checkpoint keeps no batch
+    assert kept_batches(part) is None                        # continues a checkpoint
+    assert kept_batches(part, tmp_path / "missing.h5") is None
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert kept_batches(tmp_path / "junk.h5", ckpt) is None
+    assert kept_batches(tmp_path, ckpt) is None              # a folder
+    with h5py.File(part, "r+") as f:
+        f.attrs["format"] = "something else"
+    assert kept_batches(part, ckpt) is None
 
 
 def test_a_resume_that_cannot_go_on_from_the_batch_is_refused(data_dir, tmp_path, monkeypatch):

@@ -875,6 +875,32 @@ def checkpoint_epoch(path) -> int:
         raise _naming(exc, path) from None
 
 
+def kept_batches(interrupted, checkpoint=None) -> int | None:
+    """How many batches of the next epoch ``interrupted`` (an ``interrupted.h5``) keeps,
+    read from its attributes alone, when it continues ``checkpoint`` (same epoch, its
+    checksum as base; with no checkpoint, a run stopped in its first epoch); else None,
+    also when either file cannot be read. What a log line may say before the run itself
+    loads both with every check (``--resume`` passes over one that does not continue)."""
+    try:
+        path = regular_file(interrupted, "checkpoint")
+        with h5py.File(path, "r") as f:
+            budget = _Budget(path.stat().st_size)
+            root = _read_attrs(f, budget)
+            part = _read_attrs(f["partial"], budget) if "partial" in f else None
+        if part is None or root.get("format") != FORMAT_NAME:
+            return None
+        base = read_root_attrs(checkpoint) if checkpoint is not None else {}
+        epoch = _int(root.get("epoch"), "attribute epoch", 0, MAX_EPOCH)
+        if epoch != (checkpoint_epoch(checkpoint) if checkpoint is not None else 0):
+            return None
+        if (_str(part.get("base_checksum"), "/partial attribute base_checksum")
+                != _str(base.get(CHECKSUM_ATTR, ""), "attribute checksum")):
+            return None
+        return _int(part.get("batches_done"), "/partial attribute batches_done", 1, 2**53)
+    except Exception:             # a log line's detail: any unreadable file gives None
+        return None
+
+
 def read_root_attrs(path) -> dict:
     """The root attributes of an HDF5 file (strings and numbers), sizes bounded, nothing
     else read: what a table needs of a checkpoint (``git_commit``, ``source``) without
