@@ -150,7 +150,7 @@ def test_runs_of_other_commits_keep_the_earlier_figures(tmp_path):
 
 def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
     """A run folder whose config plans more epochs than metrics.jsonl holds is a run in
-    progress: the section says so, its row shows "2 of 100 (running)", the command the
+    progress: the section says so, its row shows "2 of 100 (unfinished)", the command the
     planned epochs; finished runs show their epochs alone."""
     _run(tmp_path / "s0", 0, [0.80, 0.90])
     _run(tmp_path / "s1", 1, [0.82, 0.86, 0.87])
@@ -162,7 +162,7 @@ def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
     make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "test", "--out-dir", str(out)])
     text = (out / "results.md").read_text()
     assert "**In progress:** 1 of 2 runs have not finished their 100 epochs (epochs done: 2)" in text
-    assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (running) | 22 |" in text
+    assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (unfinished) | 22 |" in text
     assert "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
     assert "--epochs 100`" in text
 

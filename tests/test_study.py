@@ -216,7 +216,7 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     # Its report lists the run with the epochs it has done (it refused: no trial complete).
     assert study_mod.main(["report", str(study_dir), "--device", "test"]) == 0
     report = (study_dir / "report.md").read_text()
-    assert f"| {stopped_at} of {epochs} (running) |" in report
+    assert f"| {stopped_at} of {epochs} (unfinished) |" in report
     assert "0 of 1 grid points complete (partial: runs not finished are listed" in report
     records = json.loads((study_dir / "report.json").read_text())
     assert {r["n_runs"] for r in records if r["source"] == "snnsim"} == {1}

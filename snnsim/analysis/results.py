@@ -194,10 +194,12 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
 
 
 def epochs_cell(run: dict) -> str:
-    """A run's epochs for the per-run table: ``100``, or ``12 of 100 (running)`` for a run
-    that has not finished the epochs it was started for."""
+    """A run's epochs for the per-run table: ``100``, or ``12 of 100 (unfinished)`` for a
+    run that has not finished the epochs it was started for (training on, or stopped to be
+    resumed: a table made from files cannot tell, and it outlives either)."""
     planned = run.get("epochs_planned", run["epochs"])
-    return str(run["epochs"]) if run["epochs"] >= planned else f"{run['epochs']} of {planned} (running)"
+    return (str(run["epochs"]) if run["epochs"] >= planned
+            else f"{run['epochs']} of {planned} (unfinished)")
 
 
 #: Appended to the experiment of kept records that newer runs of other commits replace.
