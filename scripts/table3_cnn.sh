@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Table 3's Fashion-MNIST CNN row on a CPU: start, or resume, the study in the background.
 #
-#   bash scripts/table3_cnn.sh [tsslbp|surrogate] [--stop]
+#   bash scripts/table3_cnn.sh [tsslbp|surrogate] [--workers=N] [--stop]
 #
 # tsslbp (default): 5 seeds x 100 epochs of the CNN 32C5-P2-64C5-P2-1024-10, the authors'
 # preset and TSSL-BP, as the paper. surrogate: seeds 0 and 1 with --backward=surrogate, the
-# CNN's answer to the 100-epoch MLP comparison. Two workers, one BLAS thread each (the
-# 2-core machine), each in the background with its log in the study folder.
+# CNN's answer to the 100-epoch MLP comparison. Two workers (--workers=N: N), one BLAS
+# thread each (the 2-core machine), each in the background with its log in the study
+# folder; --workers=1 for each study shares the machine between the two.
 #
 # The study folder is outside the repository, $SNNSIM_STUDIES (default ~/studies), so that
 # it outlives a fresh clone: table3-cnn/ or table3-cnn-surrogate/. The workers run from a
@@ -25,15 +26,23 @@
 # Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-kind=${1:-tsslbp}
+kind=tsslbp stop=0 workers=2
+for arg in "$@"; do
+  case "$arg" in
+    tsslbp|surrogate) kind=$arg ;;
+    --stop) stop=1 ;;
+    --workers=[1-9]|--workers=[1-9][0-9]) workers=${arg#--workers=} ;;
+    *) echo "table3_cnn.sh: unknown argument '$arg' (usage: table3_cnn.sh [tsslbp|surrogate]" \
+            "[--workers=N] [--stop])" >&2; exit 2 ;;
+  esac
+done
 studies=${SNNSIM_STUDIES:-$HOME/studies}
 py=${SNNSIM_PYTHON:-$repo/.venv/bin/python3}
 case "$kind" in
   tsslbp) dir=$studies/table3-cnn; args=(--seeds 0,1,2,3,4) ;;
   surrogate) dir=$studies/table3-cnn-surrogate; args=(--seeds 0,1 --backward=surrogate) ;;
-  *) echo "table3_cnn.sh: unknown study '$kind' (tsslbp or surrogate)" >&2; exit 2 ;;
 esac
-if [ "${2:-}" = "--stop" ]; then
+if [ "$stop" = 1 ]; then
   pkill -INT -f "snnsim.study run $dir( |$)" && echo "asked the workers of $dir to stop" \
     || echo "no worker of $dir is running"
   exit 0
@@ -50,13 +59,14 @@ if [ ! -d "$src/.git" ]; then
 fi
 git -C "$src" fetch -q "$repo" "$commit" && git -C "$src" checkout -q --detach "$commit"
 echo "workers of $dir run commit $(git -C "$src" log --oneline -1)"
-for w in 1 2; do
+for w in $(seq "$workers"); do
   # (the subshell forks the worker and exits at once: nothing of this script's stdout is
   # held by the workers, so a caller reading it through a pipe is not kept waiting)
   (cd "$src" || exit 1
    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH="$src" \
      nohup "$py" -m snnsim.study run "$dir" --config fashion_mnist_cnn "${args[@]}" --epochs=100 \
        --grace 600 --max-retry 100 >> "$dir/worker$w.log" 2>&1 < /dev/null &)
-  [ "$w" = 2 ] || sleep "${SNNSIM_WORKER_GAP:-20}"   # the first worker creates the study
+  [ "$w" = "$workers" ] || sleep "${SNNSIM_WORKER_GAP:-20}"   # the first creates the study
 done
-echo "started 2 workers; logs: $dir/worker1.log, $dir/worker2.log"
+logs=$(for w in $(seq "$workers"); do printf '%s ' "$dir/worker$w.log"; done)
+echo "started $workers worker$([ "$workers" = 1 ] || echo s); logs: ${logs% }"

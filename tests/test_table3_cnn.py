@@ -70,7 +70,8 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
     for SIGINT): the script returns although its output is read through a pipe (its
     workers used to keep the pipe open, so that a caller reading it waited for ever), the
     two workers run the study's command with one BLAS thread, a second start is refused
-    while they run, and --stop ends them."""
+    while they run, the surrogate study starts beside it on --workers=1, and --stop ends
+    each study's workers."""
     import os
     import shutil
     import subprocess
@@ -108,12 +109,31 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
                          "--seeds 0,1,2,3,4 --epochs=100 --grace 600 --max-retry 100"] * 2
         again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 2 and "already running" in again.stderr
+        # The surrogate study beside it, on one worker (the machine shared between them).
+        one = subprocess.run([*script, "surrogate", "--workers=1"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert one.returncode == 0, one
+        assert one.stdout.endswith(
+            f"started 1 worker; logs: {studies / 'table3-cnn-surrogate' / 'worker1.log'}\n")
+        while time.monotonic() < deadline + 30 and len(
+                (tmp_path / "calls").read_text().splitlines()) < 3:
+            time.sleep(0.1)
+        assert (tmp_path / "calls").read_text().splitlines()[2:] == [
+            f"1 -m snnsim.study run {studies / 'table3-cnn-surrogate'} --config fashion_mnist_cnn "
+            "--seeds 0,1 --backward=surrogate --epochs=100 --grace 600 --max-retry 100"]
+        bad = subprocess.run([*script, "--workers=0"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert bad.returncode == 2 and "unknown argument '--workers=0'" in bad.stderr
     finally:
-        stop = subprocess.run([*script, "tsslbp", "--stop"], env=env, capture_output=True,
+        stop = subprocess.run([*script, "--stop"], env=env, capture_output=True,
                               text=True, timeout=60)
-    assert "asked the workers" in stop.stdout
-    pattern = f"snnsim.study run {studies / 'table3-cnn'}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", pattern]).returncode == 0:
-        time.sleep(0.1)
-    assert subprocess.run(["pgrep", "-f", pattern]).returncode == 1     # none left
+        stop_s = subprocess.run([*script, "surrogate", "--stop"], env=env, capture_output=True,
+                                text=True, timeout=60)
+    assert "asked the workers" in stop.stdout and "asked the workers" in stop_s.stdout
+    for name in ("table3-cnn", "table3-cnn-surrogate"):
+        pattern = f"snnsim.study run {studies / name}( |$)"
+        deadline = time.monotonic() + 30
+        while (time.monotonic() < deadline
+               and subprocess.run(["pgrep", "-f", pattern]).returncode == 0):
+            time.sleep(0.1)
+        assert subprocess.run(["pgrep", "-f", pattern]).returncode == 1     # none left
