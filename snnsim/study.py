@@ -629,11 +629,15 @@ def check_consistent(study, study_dir: Path, journal: Path | None) -> None:
 
 def trial_counts(study) -> dict:
     """Trials by state: complete, running, waiting, failed (of which ``retried``: a
-    retry was enqueued for them), and the grid points (or search trials) done of all."""
+    retry was enqueued for them), and the grid points (or search trials) done of all.
+    A retry names the first failed trial of its chain (``failed_trial``) and every
+    failed trial of it (``retry_history``): a trial retried again after its own retry
+    failed is counted through the latter."""
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False)
     spec = study.user_attrs["spec"]
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    retried = {n for t in trials
+               for n in [t.system_attrs.get("failed_trial"), *t.system_attrs.get("retry_history", ())]}
     counts = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "retried": 0}
     for t in trials:
         key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
@@ -668,13 +672,16 @@ def enqueue_retry(study, trial, max_retry: int | None) -> None:
     (its user attributes: the same run folder), unless it was retried ``max_retry`` times.
     Optuna marks the callback experimental; its warning said so in every worker's log
     at every stop, and is left out."""
+    import copy
     import warnings
 
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry)(study, trial)
+        # (a copy: the callback appends to the trial's own retry_history list, which an
+        # in-memory or cached storage hands out uncopied)
+        RetryHeartbeatStaleTrialCallback(max_retry)(study, copy.deepcopy(trial))
 
 
 def fail_stale(study, grace_s: float, max_retry: int | None,

@@ -414,6 +414,31 @@ def test_retries_are_taken_before_new_grid_points():
     assert taken[2:] == [2, 3]
 
 
+def test_every_failed_trial_of_a_retry_chain_counts_as_retried():
+    """A run stopped at three session ends: trial 0 fails, its retry 1 fails, its retry 2
+    fails, retry 3 waits. All three failed trials were retried. The status line said
+    "3 failed (1 of them retried)": a retry's ``failed_trial`` names the chain's first
+    trial only (Optuna's callback); the others are in its ``retry_history``."""
+    from optuna.trial import TrialState
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spec", {"search": True, "n_trials": 1})
+    study.enqueue_trial({"point": "a"}, skip_if_exists=False)
+    for _ in range(3):
+        trial = study_mod.pop_waiting(study)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study_mod.enqueue_retry(study, study._storage.get_trial(trial._trial_id), None)
+    counts = study_mod.trial_counts(study)
+    assert {k: counts[k] for k in ("failed", "retried", "waiting", "complete")} == {
+        "failed": 3, "retried": 3, "waiting": 1, "complete": 0}
+    last = study.get_trials()[-1].system_attrs
+    assert last["failed_trial"] == 0 and last["retry_history"] == [0, 1, 2]
+    # A failed trial with no retry (max_retry reached) is not counted.
+    trial = study_mod.pop_waiting(study)
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    study_mod.enqueue_retry(study, study._storage.get_trial(trial._trial_id), 3)
+    counts = study_mod.trial_counts(study)
+    assert (counts["failed"], counts["retried"], counts["waiting"]) == (4, 3, 0)
+
 
 def test_a_trial_whose_worker_on_this_machine_is_gone_is_retried_before_the_grace(monkeypatch):
     """A RUNNING trial silent for 5 s (beats every 1 s; grace 600 s) is failed and queued
