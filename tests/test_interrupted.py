@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from test_train import assert_same_weights, run_cli, tiny_args, write_fashion_mnist
 
+from snnsim import study as study_mod
 from snnsim.training import runfolder
 from snnsim.training import train as train_mod
-from snnsim import study as study_mod
 from snnsim.training.checkpoint import CheckpointError, kept_batches, load_checkpoint, seal
 
 PER_EPOCH = 6
@@ -241,7 +241,7 @@ def test_kept_batches_is_none_for_files_that_say_nothing(data_dir, tmp_path, mon
 
 def test_a_resume_that_cannot_go_on_from_the_batch_is_refused(data_dir, tmp_path, monkeypatch):
     """interrupted.h5 continued over another number of training samples (other data in
-    --data-dir) or by a data-parallel run: one error naming the file and checkpoint.h5."""
+    --data-dir): one error naming the file and checkpoint.h5."""
     from snnsim.training.config import ConfigError, TrainConfig
     out = stopped_in_epoch_2(data_dir, tmp_path, monkeypatch)
     state = train_mod.resume_state(out / "checkpoint.h5")
@@ -252,8 +252,6 @@ def test_a_resume_that_cannot_go_on_from_the_batch_is_refused(data_dir, tmp_path
                                           r"training samples, but this run has 50; resume .*"
                                           r"checkpoint.h5 instead"):
         train_mod._prepare(cfg.replace(data_dir=str(fewer)), state)
-    with pytest.raises(ConfigError, match="which only a run without --data-parallel continues"):
-        train_mod._prepare(cfg, state, data_parallel=True)
 
 
 def test_a_crash_inside_an_epoch_loses_at_most_the_save_interval(data_dir, straight, tmp_path,

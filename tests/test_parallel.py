@@ -19,7 +19,7 @@ import procs
 import pytest
 from test_train import write_fashion_mnist
 
-from snnsim.training.checkpoint import load_checkpoint
+from snnsim.training.checkpoint import checkpoint_epoch, load_checkpoint
 from snnsim.training.data import Split, batches, shard_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,3 +282,108 @@ def test_a_missing_backend_is_one_line_from_all_the_ranks(data_dir, tmp_path):
     assert len(errors) == 1 and "needs CuPy" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _stop_args(data_dir, out, epochs, *extra) -> list[str]:
+    """13 batches of 5 per epoch (3 + 2 samples per rank) and a dropout layer, so that a
+    resume that went on from the wrong batch would draw other masks (they depend on the
+    epoch and the batch) and other samples."""
+    argv = args(data_dir, out, epochs)
+    argv[argv.index("--batch-size=10")] = "--batch-size=5"
+    argv[argv.index("--network=784-24-10")] = "--network=784-24-D0.2-10"
+    return [*argv, *extra]
+
+
+def _stopped_inside_an_epoch(data_dir, out, how, *extra, tries: int = 5):
+    """Start a long 2-rank run and stop it once its first checkpoint is written: ``how``
+    is ``"sigterm"`` (SIGTERM to rank 1 alone: both ranks stop after the same step) or
+    ``"kill"`` (SIGKILL to the whole job, a crash: what is left is the last periodic
+    interrupted.h5). Returns (interrupted.h5's epoch, batches done, stdout) once a stop
+    fell inside an epoch (one at an epoch's end keeps nothing: the run is resumed, and
+    stopped again, up to ``tries`` times)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **MPI_ENV}
+    first = _stop_args(data_dir, out, 500, *extra)
+    for attempt in range(tries):
+        argv = first if attempt == 0 else ["--resume", str(out), "--progress=false"]
+        proc = procs.start([_mpiexec(), "-n", "2", "--oversubscribe", "--bind-to", "none",
+                            sys.executable, "-m", "snnsim.train", *argv, "--data-parallel"],
+                           cwd=REPO, env=env)
+        epoch0 = load_checkpoint(out / "checkpoint.h5")["epoch"] if attempt else 0
+        procs.wait_for(lambda e=epoch0: (out / "checkpoint.h5").exists()
+                       and checkpoint_epoch(out / "checkpoint.h5") > e,
+                       proc, 120, "an epoch's checkpoint")
+        if how == "sigterm":
+            os.kill(_rank_pids(proc)[1], signal.SIGTERM)
+            stdout, stderr = procs.finish(proc, 120)
+            assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+        else:
+            stdout, _ = procs.kill_group(proc)
+        if (out / "interrupted.h5").exists():
+            state = load_checkpoint(out / "interrupted.h5")
+            return state["epoch"], state["partial"]["batches_done"], stdout or ""
+    pytest.fail(f"{tries} stops, none inside an epoch")
+
+
+def _assert_same_run(a_dir, b_dir):
+    """Bit-identical weights, optimizer moments and generator; the epochs' accuracies
+    equal and their summed losses to a few ulps (rank 0 carries the sum of the ranks'
+    losses so far across the stop: another order of the same float64 sum)."""
+    a, wa = weights(a_dir)
+    b, wb = weights(b_dir)
+    assert a["epoch"] == b["epoch"]
+    for x, y in zip(wa, wb):
+        np.testing.assert_array_equal(x, y)
+    for moment in ("m", "v"):
+        for la, lb in zip(a["optimizer"][moment], b["optimizer"][moment]):
+            for k in la:
+                np.testing.assert_array_equal(la[k], lb[k])
+    assert a["rng_state"] == b["rng_state"]
+    for ra, rb in zip(a["metrics"], b["metrics"], strict=True):
+        assert (ra["train_acc"], ra["test_acc"]) == (rb["train_acc"], rb["test_acc"])
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-14)
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks in /proc")
+def test_a_data_parallel_stop_inside_an_epoch_keeps_it_and_resumes_bit_exactly(data_dir,
+                                                                               tmp_path):
+    """SIGTERM to rank 1 inside an epoch: the ranks agree on the step, rank 0 writes
+    interrupted.h5 with the counts summed over the ranks, and a 2-rank resume goes on
+    from the next batch, bit-identical to a run never stopped. Data-parallel runs used
+    to keep only the last complete epoch (and refused to continue an interrupted.h5)."""
+    out = tmp_path / "run"
+    epoch, done, stdout = _stopped_inside_an_epoch(data_dir, out, "sigterm")
+    assert 1 <= done < 13
+    assert (f"after batch {done} of 13 in epoch {epoch + 1}; the state is kept in "
+            f"{out / 'interrupted.h5'}") in stdout
+    part = load_checkpoint(out / "interrupted.h5")["partial"]
+    assert part["samples_seen"] == 5 * done              # both ranks' samples, summed
+    resumed = mpi_train(["--resume", str(out), f"--epochs={epoch + 2}", "--progress=false"])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"after epoch {epoch}, batch {done} of epoch {epoch + 1}" in resumed.stdout
+    assert not (out / "interrupted.h5").exists()
+    straight = mpi_train(_stop_args(data_dir, tmp_path / "straight", epoch + 2))
+    assert straight.returncode == 0, straight.stdout[-2000:] + straight.stderr[-2000:]
+    _assert_same_run(out, tmp_path / "straight")
+
+
+@needs_mpi
+def test_a_crashed_data_parallel_run_goes_on_from_its_last_periodic_save(data_dir, tmp_path):
+    """--save-every-s small: the ranks agree, after every step, to write interrupted.h5
+    (rank 0 writes it); the whole job SIGKILLed (a crash, no stop handled) resumes from
+    the last one, bit-identical to a run never stopped; one process resumes it too."""
+    out = tmp_path / "run"
+    epoch, done, _ = _stopped_inside_an_epoch(data_dir, out, "kill", "--save-every-s=1e-6")
+    # The file depends not on the number of ranks: one process goes on from it as well
+    # (same samples; dropout masks are drawn per rank, so not the 2-rank run's).
+    shutil.copytree(out, tmp_path / "alone")
+    alone = train(["--resume", str(tmp_path / "alone"), f"--epochs={epoch + 1}",
+                   "--progress=false"], None)
+    assert f"after epoch {epoch}, batch {done} of epoch {epoch + 1}" in alone.stdout
+    assert load_checkpoint(tmp_path / "alone" / "checkpoint.h5")["epoch"] == epoch + 1
+    resumed = mpi_train(["--resume", str(out), f"--epochs={epoch + 2}", "--progress=false"])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"after epoch {epoch}, batch {done} of epoch {epoch + 1}" in resumed.stdout
+    straight = mpi_train(_stop_args(data_dir, tmp_path / "straight", epoch + 2))
+    assert straight.returncode == 0, straight.stdout[-2000:] + straight.stderr[-2000:]
+    _assert_same_run(out, tmp_path / "straight")

@@ -18,10 +18,13 @@ rank 0 uses): ranks started with other arguments (``--lr`` on one of them, anoth
 ``--network``, which hung in the first Allreduce) stop before the first step with
 one line naming the fields, exit status 2 on every rank. A stop request (SIGINT, SIGTERM)
 is shared after every step (:meth:`DataParallel.check_stop`), so a signal to any
-rank stops all of them after the same step.
+rank stops all of them after the same step; the same Allreduce agrees on the
+periodic save of the epoch so far, and ``interrupted.h5`` (written by rank 0)
+holds the epoch's loss and counts summed over the ranks.
 
-Nothing in a checkpoint depends on N (weights, optimizer moments, the run's
-generator), so a run resumes with any N, or without MPI. Two caveats:
+Nothing in a checkpoint or an ``interrupted.h5`` depends on N (weights, optimizer
+moments, the run's generator, the summed counts), so a run resumes with any N, or
+without MPI. Two caveats:
 
 - Augmentation (CIFAR-10 crop and flip) is drawn for the whole batch on every
   rank, then sliced, so the run's generator advances as in one process.
@@ -130,16 +133,22 @@ class DataParallel:
             sys.stderr.flush()
         raise SystemExit(EXIT_USAGE)
 
-    def check_stop(self, stop) -> None:
+    def check_stop(self, stop, due: bool = False) -> bool:
         """``stop.check()`` (a :class:`~snnsim.training.runfolder.StopRequest`) made
         collective: a signal reaches the ranks at different moments, or only one of
         them, so every rank stops after the same step if any rank was asked to (the
-        largest signal number wins: SIGTERM over SIGINT)."""
+        largest signal number wins: SIGTERM over SIGINT); the stop is then marked
+        ``agreed``, so that the ranks may take part in one more collective (the epoch so
+        far, summed for interrupted.h5). The same Allreduce agrees on ``due`` (a save
+        of the epoch so far, due on any rank's clock): returns it for every rank."""
         from .runfolder import stop_exception
-        signum = self.comm.allreduce(int(stop.signum or 0), op=self.MPI.MAX)
+        flags = np.array([int(stop.signum or 0), int(bool(due))], dtype=np.int64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, flags, op=self.MPI.MAX)
+        signum = int(flags[0])
         if signum:     # (the agreed value only: a signal during the Allreduce waits a step)
-            stop.requested, stop.signum = True, signum
+            stop.requested, stop.signum, stop.agreed = True, signum, True
             raise stop_exception(signum)
+        return bool(flags[1])
 
     @contextlib.contextmanager
     def abort_on_crash(self):

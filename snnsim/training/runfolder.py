@@ -240,14 +240,18 @@ def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME, INTERRUPTED
 class StopRequest:
     """Set by SIGINT or SIGTERM; :meth:`check` raises, at the run's next safe point
     (after a batch, after an epoch's files are written), KeyboardInterrupt after
-    SIGINT and :class:`Terminated` after SIGTERM."""
+    SIGINT and :class:`Terminated` after SIGTERM. ``agreed``: the stop was raised at a
+    safe point (by :meth:`check`, or for data-parallel ranks all together by
+    ``DataParallel.check_stop``), not by a second signal wherever the run was."""
 
     def __init__(self):
         self.requested = False
         self.signum: int | None = None
+        self.agreed = False
 
     def check(self) -> None:
         if self.requested:
+            self.agreed = True
             raise stop_exception(self.signum)
 
 

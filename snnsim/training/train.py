@@ -417,12 +417,10 @@ def check_output_size(net: Network, dataset: str) -> None:
                           f"the dataset has {n_classes} classes")
 
 
-def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True,
-             data_parallel: bool = False):
+def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True):
     """Everything that can fail on the user's input, before the run folder is touched:
     the folder's state, the memory the run needs, the data (both splits), the network,
-    the resumed state (one stopped inside an epoch: the same training samples, and not
-    data-parallel)."""
+    the resumed state (one stopped inside an epoch: the same training samples)."""
     xp = get_backend(cfg.backend)
     chosen = not cfg.out                     # by snnsim: a fresh folder is claimed at start
     run_dir = Path(cfg.out) if cfg.out else new_run_dir(cfg)
@@ -441,12 +439,11 @@ def _prepare(cfg: TrainConfig, resume: dict | None, check_folder: bool = True,
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     train_split, test_split = data_mod.load_splits(cfg)
     partial = resume.get("partial") if resume is not None else None
-    if partial is not None and (len(partial["order"]) != len(train_split) or data_parallel):
+    if partial is not None and len(partial["order"]) != len(train_split):
         raise ConfigError(f"{resume['path']}: stopped inside an epoch of "
-                          f"{len(partial['order'])} training samples, "
-                          + (f"but this run has {len(train_split)}" if not data_parallel else
-                             "which only a run without --data-parallel continues")
-                          + f"; resume {Path(resume['path']).parent / CHECKPOINT_NAME} instead "
+                          f"{len(partial['order'])} training samples, but this run has "
+                          f"{len(train_split)}; resume "
+                          f"{Path(resume['path']).parent / CHECKPOINT_NAME} instead "
                           "(that epoch then starts again)")
     input_shape = tuple(get_spec(cfg.dataset).input_shape)
     memory.check_fits(cfg, build_layers(cfg, input_shape), input_shape,   # before allocating
@@ -480,7 +477,7 @@ def run(cfg: TrainConfig, resume: dict | None = None, log=print, dp=None) -> dic
         log, cfg = _silent, dataclasses.replace(cfg, progress=False)
     chosen = not cfg.out and resume is None            # a folder name snnsim chooses
     cfg, xp, run_dir, train_split, test_split, net, opt, rng = _prepare(
-        cfg, resume, check_folder=root, data_parallel=dp is not None)
+        cfg, resume, check_folder=root)
     data_files = train_split.files + test_split.files
     if not root:                       # the other ranks compute; rank 0 owns the folder
         return _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt, rng,
@@ -618,14 +615,25 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
     # the checksum of the checkpoint an interrupted.h5 written now would continue
     base_checksum = ("" if resume is None else resume["partial"]["base_checksum"]
                      if resume.get("partial") else resume.get("checksum", ""))
-    # inside an epoch, interrupted.h5 every cfg.save_every_s (data-parallel runs: never)
-    keep_every = cfg.save_every_s if dp is None else None
+    # inside an epoch, interrupted.h5 every cfg.save_every_s (data-parallel: when due on
+    # any rank's clock, agreed by the ranks with the stop request)
+    keep_every = cfg.save_every_s
 
     def so_far(batches_done: int) -> dict:
-        """The epoch so far, for interrupted.h5 (the loop's variables at a safe point)."""
-        return {"batches_done": batches_done, "order": order, "loss_sum": loss_sum,
-                "correct": correct, "samples_seen": seen, "grad_norms": norms,
+        """The epoch so far, for interrupted.h5 (the loop's variables at a safe point).
+        Data-parallel: the counts summed over the ranks (a collective: every rank calls
+        it at the same step), so that the file does not depend on their number."""
+        sums = ((loss_sum, correct, seen) if dp is None
+                else dp.sum_counts(loss_sum, correct, seen))
+        return {"batches_done": batches_done, "order": order, "loss_sum": float(sums[0]),
+                "correct": int(sums[1]), "samples_seen": int(sums[2]), "grad_norms": norms,
                 "train_seconds": seconds_before + time.perf_counter() - t0}
+
+    def keep(batches_done: int, say) -> Path | None:
+        """interrupted.h5 now (every rank calls it; rank 0 writes)."""
+        part = so_far(batches_done)
+        return (_save_interrupted(run_dir, state(), epoch, history, base_checksum, part, say)
+                if root else None)
     board = tboard.EpochLog(run_dir) if cfg.tensorboard and root else None
     layer_names = [layer.describe() for layer in net.layers]
 
@@ -635,7 +643,12 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         return _run_state(net, opt, rng, cfg, layer_names, data_files, started)
     try:
         with runfolder.sigterm_as_interrupt() as stop:
-            check_stop = stop.check if dp is None else functools.partial(dp.check_stop, stop)
+            if dp is None:
+                def check_stop(due: bool = False) -> bool:
+                    stop.check()
+                    return due
+            else:                     # the ranks agree on both
+                check_stop = functools.partial(dp.check_stop, stop)
             check_v = guard.needs_v_check(cfg.grad_clip, net.xp, opt)   # does a clip bound v?
             for epoch in range(start_epoch, cfg.epochs):
                 bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -644,6 +657,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                     order, done_before = partial["order"], partial["batches_done"]
                     loss_sum, correct = partial["loss_sum"], partial["correct"]
                     seen, seconds_before = partial["samples_seen"], partial["train_seconds"]
+                    if not root:            # data-parallel: rank 0 carries the summed counts
+                        loss_sum, correct, seen = 0.0, 0, 0
                     norms = [float(x) for x in partial["grad_norms"]]
                     bar.update(done_before)
                     partial = None
@@ -667,12 +682,11 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                         norms.append(float(opt.last_grad_norm))
                     loss_sum, correct, seen = loss_sum + L, correct + c, seen + int(labels.shape[0])
                     stopped_at = i + 1           # a safe point: the step and its counts are whole
-                    check_stop()
+                    due = check_stop(bool(keep_every) and i + 1 < per_epoch
+                                     and time.perf_counter() - last_kept >= keep_every)
                     stopped_at = None
-                    if (keep_every is not None and i + 1 < per_epoch
-                            and time.perf_counter() - last_kept >= keep_every):
-                        _save_interrupted(run_dir, state(), epoch, history, base_checksum,
-                                          so_far(i + 1), say)
+                    if due:
+                        keep(i + 1, say)
                         last_kept = time.perf_counter()
                     change = watch.poll() if watch is not None else None
                     if change:
@@ -748,9 +762,8 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
         when = (f"during epoch {epoch + 1}" if saved_epoch <= epoch
                 else f"after epoch {saved_epoch}")
         kept = None
-        if stopped_at is not None and saved_epoch == epoch and dp is None:
-            kept = _save_interrupted(run_dir, state(), epoch, history, base_checksum,
-                                     so_far(stopped_at), log)
+        if stopped_at is not None and saved_epoch == epoch and stop.agreed:
+            kept = keep(stopped_at, log)      # (data-parallel: every rank is here)
         if kept is not None:
             log(f"\n{what} after batch {stopped_at} of {per_epoch} in epoch {epoch + 1}; the "
                 f"state is kept in {kept}, and the epoch goes on from there. Resume with:\n"
