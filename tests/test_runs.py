@@ -60,6 +60,28 @@ def test_finished_interrupted_killed_and_running(data, tmp_path, monkeypatch):
     assert [p.name for p in listed] == ["done", "killed", "stopped"]
 
 
+def test_a_run_stopped_inside_an_epoch_shows_the_batches_it_keeps(data, tmp_path, monkeypatch,
+                                                                  capsys):
+    """SIGINT after step 6 (4 batches per epoch): epoch 1 done, 2 batches of epoch 2 kept in
+    interrupted.h5; the index says so, and no longer once the run has gone on."""
+    from test_interrupted import stop_after
+    run = tmp_path / "r" / "cut"
+    real = stop_after(monkeypatch, [6])
+    assert run_cli(tiny_args(data, run, epochs=3)) == 130
+    monkeypatch.setattr(train_mod, "train_step", real)
+    rec = state_of(run)
+    assert (rec["state"], rec["epochs_done"], rec["batches_kept"]) == ("interrupted", 1, 2)
+    capsys.readouterr()
+    assert runs_mod.main([str(tmp_path / "r")]) == 0
+    assert "interrupted (+2 of epoch 2)" in capsys.readouterr().out
+    (run / "interrupted.h5").rename(tmp_path / "kept.h5")        # resumed from checkpoint.h5
+    assert state_of(run)["batches_kept"] is None
+    (tmp_path / "kept.h5").rename(run / "interrupted.h5")
+    assert run_cli(["--resume", str(run), "--epochs=3", "--progress=false"]) == 0
+    rec = state_of(run)
+    assert (rec["state"], rec["batches_kept"]) == ("finished", None)
+
+
 def test_diverged_and_a_stale_status(data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "div"
     real = train_mod.guard.check_step

@@ -14,7 +14,9 @@ and last test accuracy (%), state and start time. The state:
 - ``diverged``: its last start ended on a NaN or infinite loss, weight or optimizer value
   (``status.json``, :mod:`snnsim.training.status`; the message is in ``--json``);
 - ``interrupted``: stopped before its last epoch (Ctrl-C, SIGTERM, a kill, a crash):
-  ``python3 -m snnsim.train --resume FOLDER`` continues it.
+  ``python3 -m snnsim.train --resume FOLDER`` continues it. When it keeps part of the
+  next epoch (``interrupted.h5``), the table says how much, ``interrupted (+491 of
+  epoch 49)``: the batches done of that epoch, which ``--resume`` goes on from.
 
 Reading is all it does: no file of a run is changed, and a run that starts meanwhile is
 not disturbed (the lock is tested with a shared lock, released at once).
@@ -28,6 +30,8 @@ import os
 from pathlib import Path
 
 from ..commandline import ArgumentParser, command, prog_name
+from ..training.checkpoint import kept_batches
+from ..training.runfolder import CHECKPOINT_NAME, INTERRUPTED_NAME
 from ..training.status import read_status
 from ..training.train import RUNS_DIR
 
@@ -115,6 +119,10 @@ def describe_run(folder: Path) -> dict:
         state = "finished"
     else:
         state = "interrupted"
+    kept = None
+    if state == "interrupted":
+        ckpt = folder / CHECKPOINT_NAME
+        kept = kept_batches(folder / INTERRUPTED_NAME, ckpt if ckpt.exists() else None)
     started = None
     try:
         info = json.loads((folder / "run.json").read_text())
@@ -127,7 +135,7 @@ def describe_run(folder: Path) -> dict:
             "backward": cfg.get("backward", "tsslbp"), "epochs_done": done, "epochs": planned,
             "best_acc": max(PERCENT * float(r["test_acc"]) for r in rows) if rows else None,
             "last_acc": PERCENT * float(rows[-1]["test_acc"]) if rows else None,
-            "state": state, "started": started,
+            "state": state, "batches_kept": kept, "started": started,
             "message": status["message"] if status is not None and state == status["state"] else "",
             "unreadable_metrics_lines": bad}
 
@@ -140,7 +148,10 @@ def format_table(records: list[dict]) -> str:
         return "-" if v is None else f"{v:.2f}"
     lines = [(r["name"], str(r["config"] or "?"), str(r["backward"]),
               f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}",
-              pct(r["best_acc"]), pct(r["last_acc"]), r["state"], str(r["started"] or "-"))
+              pct(r["best_acc"]), pct(r["last_acc"]),
+              r["state"] + (f" (+{r['batches_kept']} of epoch {r['epochs_done'] + 1})"
+                            if r.get("batches_kept") else ""),
+              str(r["started"] or "-"))
              for r in records]
     widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
