@@ -80,7 +80,36 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
             line += " Runs not finished: their best so far is a lower bound of the best they will reach."
             line += common_epoch(runs)
         lines.append(line)
+    if "tsslbp" in runs_by_backward and "surrogate" in runs_by_backward:
+        lines += ["", gradient_comparison(runs_by_backward["tsslbp"], runs_by_backward["surrogate"])]
     return "\n".join(lines) + "\n"
+
+
+def gradient_comparison(tsslbp: list[dict], surrogate: list[dict]) -> str:
+    """Surrogate-gradient BPTT against TSSL-BP, seed by seed (same seed: same initial weights
+    and sample order): each pair compared at the latest epoch both runs have reached, by the
+    best test accuracy up to it; the mean difference, and its sample std over pairs."""
+    by_seed = {r["cfg"]["seed"]: r for r in tsslbp}
+    pairs = [(by_seed[r["cfg"]["seed"]], r) for r in surrogate if r["cfg"]["seed"] in by_seed]
+    if not pairs:
+        return ("Surrogate gradient against TSSL-BP: no seed has runs of both yet, so no "
+                "comparison.")
+
+    def best_up_to(run, k):
+        return 100.0 * max(row["test_acc"] for row in run["rows"] if row["epoch"] <= k)
+    parts, diffs = [], []
+    for t, s in sorted(pairs, key=lambda p: p[0]["cfg"]["seed"]):
+        k = min(t["epochs"], s["epochs"])
+        bt, bs = best_up_to(t, k), best_up_to(s, k)
+        diffs.append(bs - bt)
+        parts.append(f"seed {t['cfg']['seed']} at epoch {k}: {bs:.2f} against {bt:.2f} ({bs - bt:+.2f})")
+    import statistics
+    mean = statistics.mean(diffs)
+    spread = (f", sample std {statistics.stdev(diffs):.2f} over {len(diffs)} seeds"
+              if len(diffs) >= 2 else "; one seed, so no spread yet")
+    return ("Surrogate gradient against TSSL-BP, seed by seed, by the best test accuracy up to "
+            "the latest epoch both runs of a seed have reached (surrogate against TSSL-BP): "
+            + "; ".join(parts) + f". Mean difference {mean:+.2f} points{spread}.")
 
 
 def common_epoch(runs: list[dict]) -> str:

@@ -49,6 +49,44 @@ def test_partial_and_finished_runs_make_the_row_figures_and_summary(tmp_path):
             "1 degree of freedom)") in summary
 
 
+def test_the_surrogate_study_adds_its_rows_sparsity_and_a_seed_by_seed_comparison(tmp_path):
+    data = write_fashion_mnist(tmp_path / "data", n_train=60, n_test=30)
+    for study, backward, epochs in (("table3-cnn", "tsslbp", 2), ("surrogate", "surrogate", 1)):
+        out = tmp_path / study / "trials" / "fashion_mnist_cnn-seed0"
+        assert run_cli(["--config", "fashion_mnist_cnn", f"--backward={backward}",
+                        *tiny_args(data, out, epochs=epochs, seed=0, network="784-24-10")]) == 0
+    out_dir = tmp_path / "ref"
+    assert make_table3_cnn.main(["--tsslbp", str(tmp_path / "table3-cnn"),
+                                 "--surrogate", str(tmp_path / "surrogate"), "--out-dir",
+                                 str(out_dir), "--data-dir", str(data), "--device", "test"]) == 0
+    results = (out_dir / "results.md").read_text()
+    assert "## fashion_mnist_cnn+backward=surrogate" in results
+    assert (out_dir / "table3_cnn" / "sparsity_surrogate" / "sparsity.png").stat().st_size > 0
+    assert (out_dir / "table3_cnn" / "sparsity.md").read_text().count("| `surrogate` |") >= 3
+    runs = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())
+    t, s = runs["tsslbp"][0], runs["surrogate"][0]
+    summary = (out_dir / "table3_cnn" / "summary.md").read_text()
+    assert "- `surrogate`: 1 run(s), 1 finished (seed 0: 1/1)" in summary
+    # seed 0 compared at epoch 1, the latest both runs have: the surrogate run's only
+    # epoch against the TSSL-BP run's first (not its best over two epochs)
+    rows = [json.loads(line) for line in (tmp_path / "table3-cnn" / "trials" / "fashion_mnist_cnn-seed0"
+                                          / "metrics.jsonl").read_text().splitlines()]
+    first = 100 * rows[0]["test_acc"]
+    assert (f"seed 0 at epoch 1: {s['best']:.2f} against {first:.2f} "
+            f"({s['best'] - first:+.2f})") in summary
+    assert t["epochs"] == 2 and "one seed, so no spread yet" in summary
+
+
+def test_the_gradient_comparison_pairs_runs_by_seed_at_their_common_epoch():
+    tsslbp = [_run(0, [0.80, 0.85, 0.90]), _run(1, [0.82, 0.88, 0.87]), _run(2, [0.70])]
+    surrogate = [_run(1, [0.81, 0.86]), _run(0, [0.79, 0.84, 0.91, 0.95]), _run(5, [0.5])]
+    text = make_table3_cnn.gradient_comparison(tsslbp, surrogate)
+    # seed 0 at epoch 3: 91 against 90; seed 1 at epoch 2: 86 against 88; seed 5: no pair
+    assert ("seed 0 at epoch 3: 91.00 against 90.00 (+1.00); seed 1 at epoch 2: 86.00 against "
+            "88.00 (-2.00). Mean difference -0.50 points, sample std 2.12 over 2 seeds.") in text
+    assert "no seed has runs of both" in make_table3_cnn.gradient_comparison(tsslbp, [_run(7, [0.5])])
+
+
 def _run(seed, accs):
     return {"cfg": {"seed": seed}, "epochs": len(accs),
             "rows": [{"epoch": e, "test_acc": a} for e, a in enumerate(accs, 1)]}
