@@ -20,8 +20,9 @@
 # not yet started (a worker elsewhere waits --grace, 10 min here). --max-retry is high
 # because every session end is one retry.
 #
-# --stop sends the workers SIGINT: each stops its run resumably (the epoch so far kept in
-# interrupted.h5) and requeues its trial. SNNSIM_WORKER_GAP: seconds between the two
+# --stop sends the workers SIGTERM (not SIGINT, which a shell's background job ignores):
+# each stops its run resumably (the epoch so far kept in interrupted.h5) and requeues its
+# trial. SNNSIM_WORKER_GAP: seconds between the two
 # workers' starts (default 20: the first creates the study, the second loads it).
 # Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".
 set -euo pipefail
@@ -43,7 +44,7 @@ case "$kind" in
   surrogate) dir=$studies/table3-cnn-surrogate; args=(--seeds 0,1 --backward=surrogate) ;;
 esac
 if [ "$stop" = 1 ]; then
-  pkill -INT -f "snnsim.study run $dir( |$)" && echo "asked the workers of $dir to stop" \
+  pkill -TERM -f "snnsim.study run $dir( |$)" && echo "asked the workers of $dir to stop" \
     || echo "no worker of $dir is running"
   exit 0
 fi

@@ -875,9 +875,12 @@ def stop_run(proc: subprocess.Popen, grace_s: float = INTERRUPT_GRACE_S,
              kill_s: float = KILL_GRACE_S) -> int:
     """The run of an interrupted worker, stopped: it got the SIGINT too when it came
     from the terminal (the whole foreground group) and stops after its batch,
-    resumable; when the worker alone got it, the run gets SIGINT after ``grace_s``,
-    and SIGKILL ``kill_s`` later (its last checkpoint stays). Returns its exit status."""
-    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, kill_s)):
+    resumable; when the worker alone got the signal, the run gets SIGTERM after
+    ``grace_s`` (it stops the same way), and SIGKILL ``kill_s`` later (its last
+    checkpoint stays). Not SIGINT: a worker started in the background by a shell
+    (``nohup ... &``) passes on an ignored SIGINT to its run, which then trained on
+    until the SIGKILL and lost the epoch so far. Returns its exit status."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_s)):
         try:
             return proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
