@@ -842,8 +842,8 @@ def wait_for_folder(run_dir: Path, log, label: str) -> None:
 PR_SET_PDEATHSIG = 1
 
 
-#: Seconds an interrupted worker gives its run to stop on its own before passing the
-#: SIGINT on (Ctrl-C reaches the run too; ``kill -INT WORKER`` only the worker), and
+#: Seconds an interrupted worker gives its run to stop on its own before sending it
+#: SIGTERM (Ctrl-C reaches the run too; ``kill -INT WORKER`` only the worker), and
 #: then before killing it (a run stops after its current batch).
 INTERRUPT_GRACE_S = 10.0
 KILL_GRACE_S = 60.0

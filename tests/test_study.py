@@ -747,6 +747,30 @@ def test_sigterm_to_a_worker_queues_its_trial(tmp_path, tiny_config, data_dir):
     assert retry.system_attrs["failed_trial"] == failed.number
 
 
+def test_a_background_worker_stops_its_run_resumably(tmp_path, tiny_config, data_dir):
+    """A worker started as a shell's background job (``nohup ... &``: SIGINT ignored, and
+    so in its run) and stopped with SIGTERM: its run stops after its batch (exit 130),
+    not at the SIGKILL 60 s later. The worker passed SIGINT on, which the run ignored:
+    the CNN study's runs were killed (exit -9) and lost the epoch so far."""
+    study_dir = tmp_path / "background"
+    run_dir = study_dir / "trials" / "tiny-seed0"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "snnsim.study", "run", str(study_dir), "--config",
+           str(tiny_config), f"--data_dir={data_dir}", "--seeds", "0", "--epochs=100000"]
+    a = procs.start(cmd, cwd=REPO, env=env, stderr=subprocess.STDOUT,
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    procs.wait_for(lambda: len(metrics_epochs(run_dir)) >= 1, a, 120, "an epoch")
+    t0 = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    out = finish(a, timeout=study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S + 60,
+                 status=study_mod.EXIT_INTERRUPTED)
+    assert "stopped (exit 130); queued to resume" in out, out[-2000:]
+    assert time.monotonic() - t0 < study_mod.INTERRUPT_GRACE_S + study_mod.KILL_GRACE_S / 2
+    log = next((study_dir / "logs").glob("tiny-seed0.trial0.log")).read_text()
+    assert "terminated (SIGTERM)" in log, log[-2000:]
+
+
 def test_a_paused_worker_discards_its_late_result(tmp_path, tiny_config, data_dir):
     """Worker A is paused (SIGSTOP) past --grace while its run trains on; worker B
     declares A's trial stale, and its retry waits for A's run to release the folder,

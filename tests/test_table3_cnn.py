@@ -105,7 +105,7 @@ def test_runs_at_different_epochs_are_compared_at_the_latest_epoch_they_share():
 
 def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
     """scripts/table3_cnn.sh with a stand-in interpreter (it records its arguments and waits
-    for SIGINT): the script returns although its output is read through a pipe (its
+    to be stopped): the script returns although its output is read through a pipe (its
     workers used to keep the pipe open, so that a caller reading it waited for ever), the
     two workers run the study's command with one BLAS thread, a second start is refused
     while they run, the surrogate study starts beside it on --workers=1, and --stop ends
@@ -122,12 +122,17 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
         pytest.skip("needs the git checkout (the script clones it)")
     if shutil.which("pgrep") is None:
         pytest.skip("needs pgrep and pkill (procps), which the script uses")
-    fake = tmp_path / "python3"       # (Python: a shell cannot trap the SIGINT that a
-    fake.write_text(f"#!{sys.executable}\n"      # background start ignores)
+    # The stand-in handles signals as snnsim does: SIGTERM stops it, and SIGINT too unless
+    # it started ignored (the script's background start leaves it so); --stop used to send
+    # SIGINT, which the real workers of the CNN study ignored.
+    fake = tmp_path / "python3"
+    fake.write_text(f"#!{sys.executable}\n"
                     "import os, signal, sys, time\n"
                     "with open(os.environ['FAKE_CALLS'], 'a') as f:\n"
                     "    print(os.environ.get('OPENBLAS_NUM_THREADS'), *sys.argv[1:], file=f)\n"
-                    "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+                    "if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:\n"
+                    "    signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+                    "signal.signal(signal.SIGTERM, lambda *a: sys.exit(130))\n"
                     "while True:\n    time.sleep(0.1)\n")
     fake.chmod(0o755)
     studies = tmp_path / "studies"
@@ -168,10 +173,14 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
         stop_s = subprocess.run([*script, "surrogate", "--stop"], env=env, capture_output=True,
                                 text=True, timeout=60)
     assert "asked the workers" in stop.stdout and "asked the workers" in stop_s.stdout
+    left = []
     for name in ("table3-cnn", "table3-cnn-surrogate"):
         pattern = f"snnsim.study run {studies / name}( |$)"
         deadline = time.monotonic() + 30
         while (time.monotonic() < deadline
                and subprocess.run(["pgrep", "-f", pattern]).returncode == 0):
             time.sleep(0.1)
-        assert subprocess.run(["pgrep", "-f", pattern]).returncode == 1     # none left
+        if subprocess.run(["pgrep", "-f", pattern]).returncode == 0:
+            left.append(name)
+            subprocess.run(["pkill", "-KILL", "-f", pattern])    # not left behind the test
+    assert not left, f"workers of {left} did not stop"
