@@ -289,25 +289,25 @@ def test_a_crash_inside_an_epoch_loses_at_most_the_save_interval(data_dir, strai
 def test_the_time_estimate_counts_a_resumed_epoch_as_a_whole_one(data_dir, tmp_path,
                                                                   monkeypatch):
     """Resumed at batch 4 of 6, the epoch trains 3 batches here; the estimate of the epochs
-    left must take a whole epoch's time (its training part scaled by 6/3), not that half.
-    After the resumes of the CNN study it said 4.8 h where 6.7 h were left. Each step is
-    made to take STEP_S more, so that training outweighs the rest: the half epoch and its
+    left must take a whole epoch's time (the training time before the stop, kept in
+    interrupted.h5, and after it), not that half. After the resumes of the CNN study it
+    said 4.8 h where 6.7 h were left. Each step is made to take STEP_S more, before the
+    stop and after it, so that training outweighs the rest: the half epoch and its
     evaluation (0.1-0.3 s here) stay below a whole epoch's training."""
     STEP_S = 0.3
-    out = stopped_in_epoch_2(data_dir, tmp_path, monkeypatch)
     real, seen = train_mod.train_step, []
 
     def slow(*args, **kwargs):
         time.sleep(STEP_S)
         return real(*args, **kwargs)
+    monkeypatch.setattr(train_mod, "train_step", slow)
+    out = stopped_in_epoch_2(data_dir, tmp_path, monkeypatch)     # (its steps are slow too)
     real_eta = train_mod.eta.from_epochs
 
     def from_epochs(epoch_seconds, *rest):
         seen.append(list(epoch_seconds))
         return real_eta(epoch_seconds, *rest)
-    monkeypatch.setattr(train_mod, "train_step", slow)
     monkeypatch.setattr(train_mod.eta, "from_epochs", from_epochs)
     assert run_cli(["--resume", str(out), "--progress=false"]) == 0
-    first = seen[0][0]                  # epoch 2: batches 4-6 trained here, 3 × STEP_S
+    first = seen[0][0]                  # epoch 2: batches 1-3 before the stop, 4-6 here
     assert first >= PER_EPOCH * STEP_S, seen
-    assert train_mod.whole_epoch_seconds(1.5, 0.25, 3, 6) == 3.25

@@ -228,14 +228,15 @@ def test_interrupted_worker_stops_its_run_and_queues_its_trial(tmp_path, tiny_co
     assert "has no run with a finished epoch yet" in printed.err
 
 
-def test_a_run_deaf_to_sigint_is_killed_after_the_grace(tmp_path):
-    """study.stop_run: a run that does not stop on SIGINT gets SIGKILL ``kill_s`` later
-    (an interrupted worker must not wait on it for ever)."""
+def test_a_run_deaf_to_the_stop_is_killed_after_the_grace(tmp_path):
+    """study.stop_run: a run that does not stop on SIGTERM (nor SIGINT) gets SIGKILL
+    ``kill_s`` later (an interrupted worker must not wait on it for ever)."""
     ready = tmp_path / "ready"
     deaf = ("import pathlib, signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "pathlib.Path(sys.argv[1]).touch(); time.sleep(600)")
     proc = procs.start([sys.executable, "-c", deaf, str(ready)])
-    procs.wait_for(ready.exists, proc, 60, "the run to ignore SIGINT")
+    procs.wait_for(ready.exists, proc, 60, "the run to ignore SIGTERM")
     assert study_mod.stop_run(proc, grace_s=0.2, kill_s=0.5) == -signal.SIGKILL
 
 

@@ -744,11 +744,10 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
                 if board is not None:
                     board.epoch(row, opt.lr, layer_names, net.params, [d["counts"] for d in sparsity],
                                 norms)
-                # training, evaluation, saving; an epoch resumed at batch done_before + 1
-                # trained only the rest of its batches here: its training part is scaled to
-                # the whole epoch (the estimates below said 30 % too little after such a resume)
-                epoch_seconds.append(whole_epoch_seconds(t1 - t0, time.perf_counter() - t1,
-                                                         done_before, per_epoch))
+                # training (of every batch: an epoch resumed inside it counts the time
+                # before the stop too; the estimates said 30 % too little after such a
+                # resume), evaluation, saving
+                epoch_seconds.append(train_seconds + time.perf_counter() - t1)
                 left = cfg.epochs - epoch - 1
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                     f"acc {percent(row['train_acc'])} % | test acc {percent(test_acc)} % "
@@ -793,13 +792,6 @@ def _run_locked(cfg, resume, log, xp, run_dir, train_split, test_split, net, opt
             f"{b['epoch']}; run folder {run_dir}")
     return {"run_dir": run_dir, "metrics": history, "net": net, "interrupted": False,
             "epochs_done": len(history), "data_files": data_files}
-
-
-def whole_epoch_seconds(train_s: float, rest_s: float, done_before: int, per_epoch: int) -> float:
-    """The time a whole epoch takes, for the estimates, from one that began at batch
-    ``done_before + 1`` of ``per_epoch`` (a resume inside it): its ``train_s`` of training
-    scaled to every batch, plus ``rest_s`` (evaluation and saving, done whole)."""
-    return train_s * per_epoch / (per_epoch - done_before) + rest_s
 
 
 def _run_state(net, opt, rng, cfg, layer_names, data_files, started) -> dict:
