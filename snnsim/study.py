@@ -909,14 +909,12 @@ def starting_text(run_dir: Path) -> str:
     """How a trial's run starts, for the worker's log: ``starting``, ``resuming after
     epoch N``, or with a stop inside the next epoch kept (interrupted.h5 continuing the
     checkpoint) ``resuming after epoch N, batch B of epoch N+1``."""
-    from .training.checkpoint import checkpoint_epoch, kept_batches
-    from .training.runfolder import INTERRUPTED_NAME, resume_file
+    from .training.checkpoint import checkpoint_epoch
+    from .training.runfolder import kept_in, resume_file
     state = resume_file(run_dir)
     if state is None:
         return "starting"
-    resumed = checkpoint_epoch(state)
-    kept = kept_batches(run_dir / INTERRUPTED_NAME,
-                        state if state.name != INTERRUPTED_NAME else None)
+    resumed, kept = checkpoint_epoch(state), kept_in(run_dir)
     return ((f"resuming after epoch {resumed}" if resumed else "resuming")
             + (f", batch {kept} of epoch {resumed + 1}" if kept else ""))
 

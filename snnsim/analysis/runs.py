@@ -30,8 +30,7 @@ import os
 from pathlib import Path
 
 from ..commandline import ArgumentParser, command, prog_name
-from ..training.checkpoint import kept_batches
-from ..training.runfolder import CHECKPOINT_NAME, INTERRUPTED_NAME
+from ..training.runfolder import kept_in
 from ..training.status import read_status
 from ..training.train import RUNS_DIR
 
@@ -119,10 +118,7 @@ def describe_run(folder: Path) -> dict:
         state = "finished"
     else:
         state = "interrupted"
-    kept = None
-    if state == "interrupted":
-        ckpt = folder / CHECKPOINT_NAME
-        kept = kept_batches(folder / INTERRUPTED_NAME, ckpt if ckpt.exists() else None)
+    kept = kept_in(folder) if state == "interrupted" else None
     started = None
     try:
         info = json.loads((folder / "run.json").read_text())

@@ -889,9 +889,11 @@ def kept_batches(interrupted, checkpoint=None) -> int | None:
             part = _read_attrs(f["partial"], budget) if "partial" in f else None
         if part is None or root.get("format") != FORMAT_NAME:
             return None
-        base = read_root_attrs(checkpoint) if checkpoint is not None else {}
-        epoch = _int(root.get("epoch"), "attribute epoch", 0, MAX_EPOCH)
-        if epoch != (checkpoint_epoch(checkpoint) if checkpoint is not None else 0):
+        base = read_root_attrs(checkpoint) if checkpoint is not None else {"epoch": 0}
+        if checkpoint is not None and base.get("format") != FORMAT_NAME:
+            return None
+        if (_int(root.get("epoch"), "attribute epoch", 0, MAX_EPOCH)
+                != _int(base.get("epoch"), "attribute epoch", 0, MAX_EPOCH)):
             return None
         if (_str(part.get("base_checksum"), "/partial attribute base_checksum")
                 != _str(base.get(CHECKSUM_ATTR, ""), "attribute checksum")):

@@ -41,6 +41,7 @@ from .checkpoint import (
     CheckpointError,
     atomic_copy,
     check_metric_rows,
+    kept_batches,
     load_checkpoint,
     regular_file,
 )
@@ -225,6 +226,14 @@ def resume_file(run_dir) -> Path | None:
     return None
 
 
+def kept_in(run_dir) -> int | None:
+    """The batches of the next epoch that ``run_dir``'s interrupted.h5 keeps, when it
+    continues the folder's checkpoint.h5 (or, with none, is a stop inside epoch 1):
+    :func:`~snnsim.training.checkpoint.kept_batches`, for a log line or a table."""
+    ckpt = Path(run_dir) / CHECKPOINT_NAME
+    return kept_batches(Path(run_dir) / INTERRUPTED_NAME, ckpt if ckpt.exists() else None)
+
+
 def check_new_run_folder(run_dir, names=(CHECKPOINT_NAME, BEST_NAME, INTERRUPTED_NAME)) -> None:
     """A new run may start in ``run_dir`` only if it holds none of ``names`` (a run's
     checkpoint or best) and is a folder (or does not exist yet)."""
@@ -296,6 +305,6 @@ def sigterm_as_interrupt():
 
 __all__ = ["BEST_NAME", "CHECKPOINT_NAME", "INTERRUPTED_NAME", "LOCK_NAME", "MAX_JSON_FILE_BYTES",
            "METRICS_NAME", "RunFolderError", "StopRequest", "Terminated", "adopt_best", "best_epoch_on_disk",
-           "check_new_run_folder", "clean_leftovers", "locked", "promote", "read_json_file",
+           "check_new_run_folder", "clean_leftovers", "kept_in", "locked", "promote", "read_json_file",
            "read_metrics_file", "remove_files", "remove_if_only_lock", "repair_best", "resume_file",
            "sigterm_as_interrupt", "stop_exception"]
