@@ -20,7 +20,9 @@ exit:
   which would print the interrupt as "Exception ignored" and drop it), or while numba
   compiles or loads a kernel (LLVM calls back into Python from C there: an interrupt
   raised in such a callback is dropped, and once the process died of SIGSEGV), is sent
-  again a moment later;
+  again a moment later; so is one raised where no frame shows the danger and Python
+  still drops it (a weakref callback, such as the import system's clean-up of a module
+  lock): ``sys.unraisablehook`` sees it dropped;
 - an ignored SIGINT (a job started in the background with ``&``) stays ignored.
 
 The training loop installs its own handlers on top (:func:`snnsim.training.runfolder.
@@ -50,6 +52,10 @@ class _State:
     """Whether an interrupt was raised already (then further signals are not acted on)."""
 
     raised = False
+    #: (the interrupt just raised, its signal), until it is seen swallowed or a new install
+    raising: tuple | None = None
+    #: the ``sys.unraisablehook`` before :func:`install` (None: not installed)
+    previous_hook = None
 
 
 def is_sigterm(exc: BaseException) -> bool:
@@ -79,7 +85,24 @@ def _handler(signum, frame):
         _redeliver(signum)
         return
     _State.raised = True
-    raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+    exc = Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+    _State.raising = (exc, signum)
+    raise exc
+
+
+def _unraisable(unraisable) -> None:
+    """``sys.unraisablehook`` while the handlers are installed: the interrupt this module
+    raised, swallowed where Python cannot pass an exception on (a weakref callback such
+    as the import system's module-lock clean-up, which no frame check can tell from the
+    code that dropped the reference; a callback from C), is sent again a moment later
+    instead of being printed and lost. Anything else goes to the hook in place before."""
+    raising = _State.raising
+    if raising is not None and unraisable.exc_value is raising[0]:
+        _State.raising = None
+        _State.raised = False
+        _redeliver(raising[1])
+        return
+    (_State.previous_hook or sys.__unraisablehook__)(unraisable)
 
 
 #: Packages whose code an interrupt must not cut: numba's compiler and cache loader and
@@ -120,6 +143,10 @@ def install() -> dict:
     if not _in_main_thread():
         return previous
     _State.raised = False
+    _State.raising = None
+    if sys.unraisablehook is not _unraisable:
+        previous["unraisablehook"] = _State.previous_hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     for signum in SIGNALS:
         old = signal.getsignal(signum)
         if signum == signal.SIGINT and old == signal.SIG_IGN:
@@ -130,9 +157,13 @@ def install() -> dict:
 
 
 def restore(previous: dict) -> None:
-    for signum, old in previous.items():
-        if old is not None:
-            signal.signal(signum, old)
+    """Put back what :func:`install` (or :func:`deferred`) replaced."""
+    for key, old in previous.items():
+        if key == "unraisablehook":
+            sys.unraisablehook = old
+            _State.previous_hook = None
+        elif old is not None:
+            signal.signal(key, old)
 
 
 def hold() -> None:

@@ -196,6 +196,50 @@ def test_a_signal_inside_a_finaliser_is_not_lost(signum, monkeypatch):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_weakref_callback_is_not_lost(signum, monkeypatch):
+    """CI caught it: a SIGTERM handled while the import system's weakref callback
+    (``_get_module_lock.<locals>.cb``) ran was raised there, Python printed "Exception
+    ignored" and dropped it, and the run finished with status 0. No frame tells such a
+    callback from the code that dropped the reference; the interrupt is seen dropped
+    (``sys.unraisablehook``) and sent again. Whatever else is dropped still reaches the
+    hook in place before."""
+    import weakref
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    class Referent:
+        pass
+
+    def callback(_ref):
+        signal.raise_signal(signum)           # the handler runs inside the callback
+        done.append("callback done")
+
+    def drop_last_reference():
+        obj = Referent()
+        refs.append(weakref.ref(obj, callback))
+        del obj                               # the callback runs here, from C
+
+    done, refs = [], []
+    stops = interrupts_after(drop_last_reference, signum)
+    assert not unraisable, [u.exc_value for u in unraisable]
+    assert len(stops) == 1
+
+    def failing(_ref):
+        raise ValueError("not an interrupt")
+
+    from snnsim import signals
+    previous = signals.install()
+    try:
+        obj = Referent()
+        ref = weakref.ref(obj, failing)
+        del obj
+    finally:
+        signals.restore(previous)
+    assert [type(u.exc_value) for u in unraisable] == [ValueError], ref
+    assert sys.unraisablehook == unraisable.append
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_inside_numbas_compiler_arrives_after_it(signum, tmp_path):
     """CI caught it: a Ctrl-C that landed while numba loaded a kernel from its cache was
     raised inside llvmlite's ctypes callback (``_raw_object_cache_getbuffer``), dropped
