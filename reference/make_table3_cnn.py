@@ -56,33 +56,45 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
              "Written by `python3 reference/make_table3_cnn.py`; do not edit by hand. Test accuracy "
              f"in %. The paper: {mean_p:.2f} ± {std_p:.2f} (best {best_p:.2f}), 5 runs of 100 epochs.", ""]
     for backward, runs in runs_by_backward.items():
-        bests = [r["best"] for r in runs]
         done = [r for r in runs if r["epochs"] >= r["epochs_planned"]]
         epochs = ", ".join(f"seed {r['cfg']['seed']}: {r['epochs']}/{r['epochs_planned']}" for r in runs)
-        mean = sum(bests) / len(bests)
-        line = (f"- `{backward}`: {len(runs)} run(s), {len(done)} finished ({epochs}); "
-                f"best-epoch accuracy {mean:.2f} % on average (max {max(bests):.2f}), "
-                f"{mean - mean_p:+.2f} points from the paper's mean.")
-        if len(runs) >= 2:
-            import statistics
-
-            from scipy.stats import t as student_t
-            n, sd = len(runs), statistics.stdev(bests)
-            half = student_t.ppf(0.975, n - 1) * sd / n ** 0.5
-            inside = abs(mean - mean_p) <= half
-            line += (f" Sample std over seeds {sd:.2f}; with {n} runs the 95 % confidence interval "
-                     f"of the mean is ± {half:.2f} points (Student's t, {n - 1} degree"
-                     f"{'s' if n > 2 else ''} of freedom), and the paper's mean lies "
-                     f"{'inside' if inside else 'outside'} it.")
-        else:
-            line += " One run: no spread over seeds yet, so no statement of significance."
+        line = f"- `{backward}`: {len(runs)} run(s), {len(done)} finished ({epochs})."
+        if done:
+            line += " " + against_paper(done)
         if len(done) < len(runs):
-            line += " Runs not finished: their best so far is a lower bound of the best they will reach."
+            unfinished = [r for r in runs if r not in done]
+            bests = ", ".join(f"seed {r['cfg']['seed']} {r['best']:.2f}" for r in unfinished)
+            line += (f" Best so far of the runs not finished ({bests}): a lower bound of the best "
+                     "they will reach, at different epochs, so not averaged with the others.")
             line += common_epoch(runs)
         lines.append(line)
     if "tsslbp" in runs_by_backward and "surrogate" in runs_by_backward:
         lines += ["", gradient_comparison(runs_by_backward["tsslbp"], runs_by_backward["surrogate"])]
     return "\n".join(lines) + "\n"
+
+
+def against_paper(done: list[dict]) -> str:
+    """The finished runs' best-epoch accuracy against the paper's mean: their mean and max,
+    and with two or more runs the sample std and whether the paper's mean lies inside the 95 %
+    confidence interval of theirs (Student's t). Only finished runs: a mean over runs stopped
+    at different epochs estimates nothing."""
+    import statistics
+    mean_p = PAPER[EXPERIMENT][0]
+    bests = [r["best"] for r in done]
+    mean, n = statistics.mean(bests), len(bests)
+    text = (f"Finished run{'s' if n > 1 else ''}: best-epoch accuracy {mean:.2f} % "
+            f"{'on average ' if n > 1 else ''}(max {max(bests):.2f}), {mean - mean_p:+.2f} points "
+            "from the paper's mean.")
+    if n < 2:
+        return text + " One finished run: no spread over seeds yet, so no statement of significance."
+    from scipy.stats import t as student_t
+    sd = statistics.stdev(bests)
+    half = student_t.ppf(0.975, n - 1) * sd / n ** 0.5
+    inside = abs(mean - mean_p) <= half
+    return text + (f" Sample std over seeds {sd:.2f}; with {n} runs the 95 % confidence interval "
+                   f"of the mean is ± {half:.2f} points (Student's t, {n - 1} degree"
+                   f"{'s' if n > 2 else ''} of freedom), and the paper's mean lies "
+                   f"{'inside' if inside else 'outside'} it.")
 
 
 def gradient_comparison(tsslbp: list[dict], surrogate: list[dict]) -> str:
