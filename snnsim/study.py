@@ -627,9 +627,18 @@ def check_consistent(study, study_dir: Path, journal: Path | None) -> None:
                          + "; ".join(problems) + " (a truncated journal?); restore it from a copy")
 
 
+def _stopped(trial) -> bool:
+    """Whether a FAIL trial was stopped rather than wrong: its run exited 130 (a stop
+    request) or was killed by a signal, or no exit status was recorded (its worker was
+    lost and the trial declared stale). Its run folder can be resumed."""
+    rc = trial.user_attrs.get("exit_code")
+    return rc is None or rc == EXIT_INTERRUPTED or (isinstance(rc, int) and rc < 0)
+
+
 def trial_counts(study) -> dict:
-    """Trials by state: complete, running, waiting, failed (of which ``retried``: a
-    retry was enqueued for them), and the grid points (or search trials) done of all.
+    """Trials by state: complete, running, waiting, failed (of which ``stopped``: stopped,
+    killed or cut off, :func:`_stopped`; and ``retried``: a retry was enqueued for them),
+    and the grid points (or search trials) done of all.
     A retry names the first failed trial of its chain (``failed_trial``) and every
     failed trial of it (``retry_history``): a trial retried again after its own retry
     failed is counted through the latter."""
@@ -638,14 +647,15 @@ def trial_counts(study) -> dict:
     spec = study.user_attrs["spec"]
     retried = {n for t in trials
                for n in [t.system_attrs.get("failed_trial"), *t.system_attrs.get("retry_history", ())]}
-    counts = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "retried": 0}
+    counts = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "stopped": 0, "retried": 0}
     for t in trials:
         key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
                TrialState.WAITING: "waiting", TrialState.FAIL: "failed"}.get(t.state)
         if key:
             counts[key] += 1
-        if t.state == TrialState.FAIL and t.number in retried:
-            counts["retried"] += 1
+        if t.state == TrialState.FAIL:
+            counts["stopped"] += _stopped(t)
+            counts["retried"] += t.number in retried
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if spec["search"]:
         counts["total"], counts["done"] = spec["n_trials"], len(done)
@@ -656,15 +666,17 @@ def trial_counts(study) -> dict:
 
 
 def status_line(counts: dict, search: bool) -> str:
-    """One sentence: how far the study is, and its trials by state."""
+    """One sentence: how far the study is, and its trials by state (an ended trial as
+    "stopped or cut off", which a resumed study continues, or "failed")."""
     what = "search trials" if search else "grid points"
     partial = counts["done"] < counts["total"]
     return (f"{counts['done']} of {counts['total']} {what} complete"
             + (" (partial: runs not finished are listed with the epochs they have done)"
                if partial else "")
             + f"; trials: {counts['complete']} complete, {counts['running']} running, "
-            f"{counts['waiting']} waiting, {counts['failed']} failed "
-            f"({counts['retried']} of them retried)")
+            f"{counts['waiting']} waiting, {counts['stopped']} stopped or cut off, "
+            f"{counts['failed'] - counts['stopped']} failed "
+            f"({counts['retried']} of these {counts['failed']} retried)")
 
 
 def enqueue_retry(study, trial, max_retry: int | None) -> None:

@@ -441,6 +441,29 @@ def test_every_failed_trial_of_a_retry_chain_counts_as_retried():
     assert (counts["failed"], counts["retried"], counts["waiting"]) == (4, 3, 0)
 
 
+def test_the_status_tells_stopped_trials_from_failed_ones():
+    """A trial whose run exited 130 (stopped), was killed by a signal, or whose worker was
+    lost (no exit status) is counted as stopped or cut off; one that exited 1 as failed.
+    The CNN study's status said "23 failed (23 of them retried)" for 23 stops."""
+    from optuna.trial import TrialState
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("spec", {"search": True, "n_trials": 5})
+    for rc in (130, -9, None, 1):
+        study.enqueue_trial({"point": "a"}, skip_if_exists=False)
+        trial = study_mod.pop_waiting(study)
+        if rc is not None:
+            trial.set_user_attr("exit_code", rc)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if rc != 1:
+            study_mod.enqueue_retry(study, study._storage.get_trial(trial._trial_id), None)
+    counts = study_mod.trial_counts(study)
+    assert {k: counts[k] for k in ("failed", "stopped", "retried", "waiting")} == {
+        "failed": 4, "stopped": 3, "retried": 3, "waiting": 3}
+    assert study_mod.status_line(counts, True).endswith(
+        "trials: 0 complete, 0 running, 3 waiting, 3 stopped or cut off, 1 failed "
+        "(3 of these 4 retried)")
+
+
 def test_a_trial_whose_worker_on_this_machine_is_gone_is_retried_before_the_grace(monkeypatch):
     """A RUNNING trial silent for 5 s (beats every 1 s; grace 600 s) is failed and queued
     to resume when its worker (``host:pid``) ran on this machine and no longer exists,
@@ -657,8 +680,8 @@ def test_report_says_partial_and_counts_trials(study_copy, tiny_config, data_dir
     assert study_mod.main(["report", str(study_copy), "--device", "test"]) == 0
     out = capsys.readouterr().out
     status = ("2 of 3 grid points complete (partial: runs not finished are listed with the "
-              "epochs they have done); trials: 2 complete, 0 running, 1 waiting, 0 failed "
-              "(0 of them retried)")
+              "epochs they have done); trials: 2 complete, 0 running, 1 waiting, 0 stopped or "
+              "cut off, 0 failed (0 of these 0 retried)")
     assert status in out
     assert f"Study status: {status}." in (study_copy / "report.md").read_text()
 
