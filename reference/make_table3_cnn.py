@@ -65,7 +65,7 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
             unfinished = [r for r in runs if r not in done]
             bests = ", ".join(f"seed {r['cfg']['seed']} {r['best']:.2f}" for r in unfinished)
             line += (f" Best so far of the runs not finished ({bests}): a lower bound of the best "
-                     "they will reach, at different epochs, so not averaged with the others.")
+                     "they will reach; taken at different epochs, these are not averaged.")
             line += common_epoch(runs)
         lines.append(line)
     if "tsslbp" in runs_by_backward and "surrogate" in runs_by_backward:
