@@ -115,16 +115,34 @@ class ArgumentParser(argparse.ArgumentParser):
         if unknown:
             options = [a.split("=", 1)[0] for a in unknown.group(1).split() if a.startswith("-")]
             if options:
-                message += did_you_mean(options[0], self.option_strings())
+                message += self.hint(options[0])
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+    def hint(self, option: str) -> str:
+        """For an option not taken where it was written: the subcommands it belongs to, if
+        it is one of theirs (it was "did you mean" the very same option), else the closest
+        option of this parser or its subcommands."""
+        owners = [name for name, sub in self.subcommands() if option in sub._option_string_actions]
+        if owners and option not in self._option_string_actions:
+            return f"; {option} is an option of {' and '.join(owners)} only"
+        return did_you_mean(option, self.option_strings() - {option})
+
+    def subcommands(self) -> list[tuple[str, argparse.ArgumentParser]]:
+        """(name, parser) of each subcommand, an alias's parser once (under its first name)."""
+        seen, out = set(), []
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if id(sub) not in seen:
+                        seen.add(id(sub))
+                        out.append((name, sub))
+        return out
 
     def option_strings(self) -> set[str]:
         """Every option of this parser and of its subcommands' parsers."""
         found = set(self._option_string_actions)
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    found |= set(sub._option_string_actions)
+        for _, sub in self.subcommands():
+            found |= set(sub._option_string_actions)
         return found
 
 

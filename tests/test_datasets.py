@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,19 @@ def test_idx_not_found_lists_places_and_how_to_get(tmp_path, monkeypatch, name, 
                   registry.SYSTEM_DATA_ROOT / name):                     # is the only place
         assert f"- {place}\n" not in msg
     assert hint in msg and "train-images-idx3-ubyte" in msg
+
+
+def test_the_download_hint_names_the_interpreter_running(tmp_path, monkeypatch):
+    """The hint is a command to copy: it names the Python now running (here one outside
+    the PATH, so by its absolute path), not the system's ``python3``, which has none of
+    snnsim's dependencies."""
+    python = tmp_path / "env" / "bin" / "python3"
+    monkeypatch.setattr(sys, "executable", str(python))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(DatasetError) as exc:
+        load_idx_dataset("mnist", "train", data_dir=tmp_path / "mine")
+    assert f"{python} -m snnsim.datasets.download mnist --dest data/mnist" in str(exc.value)
 
 
 # --------------------------------------------------------------------------- CIFAR

@@ -31,6 +31,34 @@ def test_a_misspelt_option_names_the_closest(capsys, argv, wrong, right):
     assert wrong in err and f"did you mean '{right}'?" in err, err
 
 
+def test_an_option_of_another_subcommand_names_its_subcommands(capsys):
+    """``fidelity batch --data-dir X``: the option exists, but only for other
+    subcommands; it said "did you mean '--data-dir'?", the very option written."""
+    err = one_line_error(capsys, ["fidelity", "batch", "--data-dir", "x"])
+    assert "--data-dir is an option of along-training and compare-training only" in err, err
+    assert "did you mean" not in err, err
+
+
+def test_runtime_errors_of_bench_and_fidelity_are_the_commands_one_line(tmp_path, capsys,
+                                                                        monkeypatch):
+    """As every command's: ``snnsim.<command>: error: ...`` (they printed ``python3 -m
+    snnsim.bench: error: ...``, naming an interpreter that may not be the one running)."""
+    from snnsim.analysis import bench
+    from snnsim.fidelity import cli as fidelity_cli
+    from snnsim.training.config import ConfigError
+    assert fidelity_cli.main(["--out", str(tmp_path), "batch", "--checkpoint",
+                              str(tmp_path / "none.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"snnsim.fidelity batch: error: {tmp_path / 'none.h5'}: no such checkpoint file", err
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("no such experiment")
+    monkeypatch.setattr(bench, "experiment_config", refuse)
+    assert bench.main(["--experiments", "mlp", "--backends", "numpy", "--out",
+                       str(tmp_path / "b.json")]) == 2
+    assert capsys.readouterr().err.strip().endswith("snnsim.bench: error: no such experiment")
+
+
 def test_a_misspelt_config_key_names_the_closest(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epoch: 3\n")

@@ -34,7 +34,7 @@ from unittest import mock
 import numpy as np
 
 from ..backend import BACKENDS, BackendError, backend_name, get_backend, synchronize
-from ..commandline import ArgumentParser, prog_name
+from ..commandline import ArgumentParser, prog_name, report_error
 from ..datasets.registry import get_spec
 from ..fast import EVAL_CHUNK
 from ..training import data as data_mod
@@ -438,8 +438,7 @@ def main(argv=None) -> int:
         return 130
     except (ConfigError, BackendError) as exc:
         bar.close()
-        print(f"python3 -m snnsim.bench: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("bench", exc)
     bar.close()
     write_json_atomic(out, results)
     print(f"measurements saved to {out}")

@@ -294,14 +294,16 @@ def search_dirs(name: str, data_dir=None) -> list:
 
 
 def how_to_get(name: str) -> str:
-    """Human-readable instructions to obtain dataset ``name``."""
+    """Human-readable instructions to obtain dataset ``name``; the download command names
+    the interpreter now running (``.venv/bin/python3``, ...), so that it can be copied."""
+    from ..commandline import interpreter
     spec = get_spec(name)
     ways = []
     if spec.apt_package:
         ways.append(f"sudo apt-get install {spec.apt_package}   "
                     f"(installs into {Path(SYSTEM_DATA_ROOT) / spec.name})")
     if spec.downloadable:
-        ways.append(f"python3 -m snnsim.datasets.download {spec.name} --dest data/{spec.name}")
+        ways.append(f"{interpreter()} -m snnsim.datasets.download {spec.name} --dest data/{spec.name}")
     if spec.manual:
         ways.append(spec.manual)
     ways.append(f"or point data_dir= / ${ENV_VAR} at a directory holding the files")

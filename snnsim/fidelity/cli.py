@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..commandline import ArgumentParser, prog_name
+from ..commandline import ArgumentParser, prog_name, report_error
 from ..datasets.errors import DatasetError
 from ..training.checkpoint import CheckpointError
 from ..training.config import ConfigError
@@ -201,8 +201,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as exc:
-        print(f"python3 -m snnsim.fidelity {args.cmd}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(f"fidelity {args.cmd}", exc)
     return 0
 
 

@@ -22,6 +22,8 @@ A run folder holds::
     interrupted.h5    after a stop inside an epoch, and every save_every_s seconds of
                       a long epoch: that epoch so far, which --resume goes on from
                       (removed when the epoch is complete)
+    status.json       how the last start ended: state, last complete epoch, planned
+                      epochs, time, message (docs/watching.md)
     run.lock          held while a process trains in the folder (one writer)
 
 A kill at any instant leaves a consistent folder (:mod:`snnsim.training.runfolder`);
@@ -856,8 +858,9 @@ EPILOG_HEAD = """\
 A run folder (--out, default runs/<name>-<date>-<time>) gets config.json,
 run.json (snnsim version and git commit, BLAS library and threads, NumPy,
 platform: what besides the config decides the bits, see docs/reproducibility.md),
-metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch) and best.h5
-(best test accuracy); the HDF5 layout is in docs/checkpoint_format.md.
+metrics.jsonl (one line per epoch), checkpoint.h5 (latest epoch), best.h5
+(best test accuracy), status.json (how the last start ended) and run.lock
+(held while training); the HDF5 layout is in docs/checkpoint_format.md.
 
 Every config field can be set with --key=value or --key value, parsed to the
 field's type; 'none' clears an optional field. Option names are written with
