@@ -35,9 +35,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 
 #: Exit status after Ctrl-C or SIGTERM (128 + SIGINT's number, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -56,6 +58,8 @@ class _State:
     raising: tuple | None = None
     #: the ``sys.unraisablehook`` before :func:`install` (None: not installed)
     previous_hook = None
+    #: the thread that sends signals again (:func:`_redeliver`), once started
+    redeliverer: threading.Thread | None = None
 
 
 def is_sigterm(exc: BaseException) -> bool:
@@ -113,10 +117,16 @@ UNSAFE_PACKAGES = ("llvmlite", "numba")
 def _unsafe_to_raise(frame) -> bool:
     """Whether ``frame`` runs inside an object's ``__del__`` or a ``weakref.finalize``
     callback (the garbage collector calls them wherever the program is, and swallows what
-    they raise), or inside one of :data:`UNSAFE_PACKAGES`."""
+    they raise), inside one of :data:`UNSAFE_PACKAGES`, or inside this module's own
+    redelivery."""
     dirs = tuple(f"{os.sep}{name}{os.sep}" for name in UNSAFE_PACKAGES)
     while frame is not None:
         code = frame.f_code
+        if code is _unraisable.__code__ or code is _redeliver.__code__:
+            # a signal that came while a redelivery was being arranged (inside the
+            # unraisable hook, or while the redelivery thread starts): raised here, it
+            # would be dropped with the first
+            return True
         if code.co_name == "__del__" or (code.co_name == "__call__"
                                          and code.co_filename.endswith("weakref.py")):
             return True
@@ -126,10 +136,36 @@ def _unsafe_to_raise(frame) -> bool:
     return False
 
 
+#: Signals to send again, read by one thread (a ``SimpleQueue``: its ``put`` may be called
+#: from a signal handler, a finaliser or a callback, even re-entrantly).
+_REDELIVERIES: queue.SimpleQueue = queue.SimpleQueue()
+
+
 def _redeliver(signum: int) -> None:
-    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
-    timer.daemon = True
-    timer.start()
+    """Send ``signum`` to this process again in :data:`REDELIVER_S`, from the redelivery
+    thread (started the first time: a thread started per signal made the main thread wait
+    for it, and a busy machine let the signal come back during that wait)."""
+    if _State.redeliverer is None:
+        _State.redeliverer = threading.Thread(target=_redelivery_loop, daemon=True,
+                                              name="snnsim-signal-redelivery")
+        _State.redeliverer.start()
+    _REDELIVERIES.put(signum)
+
+
+def _redelivery_loop() -> None:
+    while True:
+        signum = _REDELIVERIES.get()
+        time.sleep(REDELIVER_S)
+        os.kill(os.getpid(), signum)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no redelivery thread (only the forking thread is copied)."""
+    _State.redeliverer = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _in_main_thread() -> bool:
