@@ -51,7 +51,7 @@ def test_records_from_run_folders(tmp_path):
     assert recs[("paper", "best_mean")]["value"] == 89.75 and recs[("paper", "final_mean")]["value"] is None
     assert set(recs[("snnsim", "final_mean")]) == {
         "experiment", "source", "metric", "value", "std", "n_runs", "epochs", "command", "config",
-        "seeds", "commit", "device", "wall_s_per_run", "runs"}
+        "seeds", "commit", "device", "wall_s_per_run", "finished_seeds", "runs"}
     assert recs[("snnsim", "final_mean")]["runs"] == [
         {"seed": 0, "final": 85.0, "best": 90.0, "best_epoch": 2, "epochs": 3, "epochs_planned": 3,
          "wall_s": 33.0,
@@ -161,10 +161,40 @@ def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
     out.mkdir()
     make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "test", "--out-dir", str(out)])
     text = (out / "results.md").read_text()
-    assert "**In progress:** 1 of 2 runs have not finished their 100 epochs (epochs done: 2)" in text
+    assert ("**In progress:** 1 of 2 runs have not finished their 100 epochs (epochs done: 2); "
+            "the figures below are of the 1 finished run (seed 1); the unfinished ones") in text
     assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (unfinished) | 22 |" in text
     assert "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
     assert "--epochs 100`" in text
+    # the figures are the finished run's alone: seed 0's 90 % after 2 of 100 epochs is not
+    # averaged with seed 1's 87 % after all 3 of its epochs
+    assert "| snnsim | 87.00 | 87.00 | 87.00 |" in text and "33 s per finished run" in text
+    recs = {r["metric"]: r for r in json.loads((out / "results.json").read_text())
+            if r["source"] == "snnsim"}
+    assert recs["best_mean"]["value"] == 87.0 and recs["best_mean"]["std"] is None
+    assert recs["best_max"]["value"] == 87.0 and recs["best_mean"]["finished_seeds"] == [1]
+    assert recs["best_mean"]["n_runs"] == 2 and len(recs["best_mean"]["runs"]) == 2
+
+
+def test_with_no_run_finished_there_are_no_mean_figures(tmp_path):
+    """Runs all unfinished, at 1 and 2 of 100 epochs: no mean, std or max (a figure over
+    runs at different epochs estimates nothing), each run listed with its epochs."""
+    _run(tmp_path / "s0", 0, [0.80, 0.90])
+    _run(tmp_path / "s1", 1, [0.70])
+    for name in ("s0", "s1"):
+        cfg = json.loads((tmp_path / name / "config.json").read_text())
+        (tmp_path / name / "config.json").write_text(json.dumps({**cfg, "epochs": 100}))
+    out = tmp_path / "out"
+    out.mkdir()
+    make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "test", "--out-dir", str(out)])
+    recs = [r for r in json.loads((out / "results.json").read_text()) if r["source"] == "snnsim"]
+    assert {(r["value"], r["std"], r["wall_s_per_run"]) for r in recs} == {(None, None, None)}
+    assert all(r["finished_seeds"] == [] and len(r["runs"]) == 2 for r in recs)
+    text = (out / "results.md").read_text()
+    assert "no run has finished, so there are no mean figures yet" in text
+    assert "| snnsim | no run finished | no run finished | no run finished |" in text
+    assert "; no run finished yet; commit abc." in text
+    assert "| 1 | 70.00 | 70.00 | 1 | 1 of 100 (unfinished) | 11 |" in text
 
 
 def test_a_run_resumed_by_newer_code_replaces_its_own_earlier_figures(tmp_path):

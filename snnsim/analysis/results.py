@@ -8,11 +8,16 @@ Records, one per experiment × source × metric:
 
     {"experiment", "source": "paper" | "snnsim", "metric": "final_mean" | "best_mean" |
      "best_max", "value", "std", "n_runs", "epochs", "command", "config", "seeds",
-     "commit", "device", "wall_s_per_run"}
+     "commit", "device", "wall_s_per_run", "finished_seeds", "runs"}
 
 Accuracies in percent. ``final`` is the test accuracy after the last epoch,
 ``best`` the maximum over epochs (the paper's "best"); mean ± std (sample std,
 ddof = 1) over runs. A paper metric it does not report has value null.
+
+While some runs have not finished the epochs they were started for, the figures (and
+``wall_s_per_run``) are over the finished runs only, named in ``finished_seeds``; with none
+finished they are null. A mean over runs stopped at different epochs estimates nothing;
+``runs`` lists every run with its own epochs.
 """
 from __future__ import annotations
 
@@ -109,20 +114,31 @@ def records_for(experiment: str, runs: list[dict], device: str,
                 "epochs": r["epochs"], "epochs_planned": r.get("epochs_planned", r["epochs"]),
                 "wall_s": round(r["wall_s"], 1), "commit": r["commit"]}
                for r in sorted(runs, key=lambda r: r["cfg"]["seed"])]
+    done = [r for r in runs if finished(r)]
     common = {"experiment": experiment, "source": "snnsim", "n_runs": len(runs),
               "epochs": epochs[-1] if len(epochs) == 1 else epochs, "command": command,
               "config": f"configs/{base}.yaml", "seeds": seeds,
               "commit": sorted({c for r in runs for c in r.get("commits", [r["commit"]])}),
               "device": device,
-              "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in runs), 1),
+              "wall_s_per_run": round(statistics.mean(r["wall_s"] for r in done), 1) if done else None,
+              "finished_seeds": sorted(r["cfg"]["seed"] for r in done),
               "runs": per_run}
-    finals, bests = [r["final"] for r in runs], [r["best"] for r in runs]
+    if not done:
+        return [{**common, "metric": metric, "value": None, "std": None}
+                for metric in ("final_mean", "best_mean", "best_max")]
+    finals, bests = [r["final"] for r in done], [r["best"] for r in done]
     out = []
     for metric, (value, std) in (("final_mean", mean_std(finals)), ("best_mean", mean_std(bests)),
                                  ("best_max", (max(bests), None))):
         out.append({**common, "metric": metric, "value": round(value, 3),
                     "std": None if std is None else round(std, 3)})
     return out
+
+
+def finished(run: dict) -> bool:
+    """Whether a run (of :func:`read_run`, or a record's ``runs`` row) has done the epochs
+    it was started for."""
+    return run["epochs"] >= run.get("epochs_planned", run["epochs"])
 
 
 def paper_records(experiment: str) -> list[dict]:
@@ -155,15 +171,14 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
         recs.update({("paper", r["metric"]): r for r in records
                      if r["experiment"] == base and r["source"] == "paper"})
         s = recs[("snnsim", "final_mean")]
-        going = [r for r in s.get("runs") or [] if r["epochs"] < r.get("epochs_planned", r["epochs"])]
+        going = [r for r in s.get("runs") or [] if not finished(r)]
+        wall = ("no run finished yet" if s["wall_s_per_run"] is None
+                else f"{s['wall_s_per_run']:.0f} s per {'finished ' if going else ''}run")
         lines += [f"## {exp}", "",
-                  *([f"**In progress:** {len(going)} of {s['n_runs']} runs have not finished their "
-                     f"{going[0]['epochs_planned']} epochs (epochs done: "
-                     f"{', '.join(str(r['epochs']) for r in going)}); the figures below are of the "
-                     "epochs done so far.", ""] if going else []),
+                  *([in_progress(s, going), ""] if going else []),
                   f"snnsim: {s['n_runs']} run{'s' if s['n_runs'] > 1 else ''} (seeds {s['seeds']}), "
                   f"{s['epochs']} epochs, "
-                  f"`{s['command']}`, on {s['device'] or device}; {s['wall_s_per_run']:.0f} s per run; "
+                  f"`{s['command']}`, on {s['device'] or device}; {wall}; "
                   f"commit {', '.join(s['commit'])}.", "",
                   "| source | final (mean ± std) | best (mean ± std) | best (max) |", "|---|---|---|---|"]
         for src in ("paper", "snnsim"):
@@ -173,7 +188,7 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
             for metric in ("final_mean", "best_mean", "best_max"):
                 r = recs[(src, metric)]
                 if r["value"] is None:
-                    cells.append("not reported")
+                    cells.append("not reported" if src == "paper" else "no run finished")
                 elif r["std"] is None:
                     cells.append(f"{r['value']:.2f}")
                 else:
@@ -191,6 +206,24 @@ def markdown(records: list[dict], runs_by_exp: dict | None = None, device: str |
             lines += ["", "(The per-run rows of this table were not kept.)"]
         lines.append("")
     return "\n".join(lines)
+
+
+def in_progress(record: dict, going: list[dict]) -> str:
+    """The line that says which runs of an experiment are unfinished and what the figures
+    below are of (the finished runs only; an older record without ``finished_seeds`` was
+    made over every run)."""
+    head = (f"**In progress:** {len(going)} of {record['n_runs']} runs have not finished their "
+            f"{going[0].get('epochs_planned', going[0]['epochs'])} epochs (epochs done: "
+            f"{', '.join(str(r['epochs']) for r in going)}); ")
+    done = record.get("finished_seeds")
+    if done is None:
+        return head + "the figures below are of the epochs done so far."
+    if not done:
+        return head + ("no run has finished, so there are no mean figures yet: each run is "
+                       "listed below with the epochs it has done.")
+    return head + (f"the figures below are of the {len(done)} finished run{'s' * (len(done) > 1)} "
+                   f"(seed{'s' * (len(done) > 1)} {', '.join(map(str, done))}); the unfinished "
+                   "ones, stopped at different epochs, are listed below and not averaged.")
 
 
 def epochs_cell(run: dict) -> str:
@@ -230,5 +263,5 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
 
 
 __all__ = ["EARLIER", "PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
-           "epochs_cell", "experiment_name", "markdown", "mean_std", "merge_records", "paper_records",
-           "read_run", "records_for"]
+           "epochs_cell", "experiment_name", "finished", "in_progress", "markdown", "mean_std",
+           "merge_records", "paper_records", "read_run", "records_for"]
