@@ -234,3 +234,40 @@ def test_a_run_resumed_by_newer_code_replaces_its_own_earlier_figures(tmp_path):
     (run / "run.json").write_text("{not json")            # named like any damaged file of it
     with pytest.raises(CheckpointError, match="run.json"):
         make_results.main([str(run), "--device", "cpu", "--out-dir", str(out)])
+
+
+#: README's Results rows and the experiments whose records they quote.
+README_ROWS = {"Fashion-MNIST MLP 784-400-400-10": "fashion_mnist_mlp",
+               "Fashion-MNIST CNN 32C5-P2-64C5-P2-1024-10": "fashion_mnist_cnn"}
+
+
+def test_the_readme_results_rows_quote_reference_results_json():
+    """README's Results table says what reference/results.json says: each row's snnsim
+    cell starts with the experiment's current best-epoch figure, "mean ± std (max M)" as
+    results.md rounds it, and every other such figure in the cell is one of the records of
+    that experiment (its earlier commits); an experiment with no finished run is "in
+    progress" and quotes no mean. A README left behind by a new results.json fails here."""
+    import re
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    records = json.loads((repo / "reference" / "results.json").read_text())
+    readme = (repo / "README.md").read_text()
+    figure = re.compile(r"(\d+\.\d\d) ± (\d+\.\d\d) \(max (\d+\.\d\d)\)")
+
+    def quoted(experiment):
+        recs = {r["metric"]: r for r in records if r["source"] == "snnsim"
+                and r["experiment"] == experiment}
+        if not recs or recs["best_mean"]["value"] is None:
+            return None
+        return (f"{recs['best_mean']['value']:.2f}", f"{recs['best_mean']['std']:.2f}",
+                f"{recs['best_max']['value']:.2f}")
+    for label, experiment in README_ROWS.items():
+        line = next(row for row in readme.splitlines() if row.startswith(f"| {label}"))
+        cell = line.split("|")[2]
+        current, found = quoted(experiment), figure.findall(cell)
+        if current is None:
+            assert "in progress" in cell and not found, line
+            continue
+        assert found and found[0] == current, (line, current)
+        allowed = {current, quoted(experiment + " (earlier commits)")}
+        assert set(found) <= allowed, (line, allowed)
