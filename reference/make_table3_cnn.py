@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:                       # run as a script from anywh
 from reference import make_results  # noqa: E402
 from reference.make_backward100 import SPARSITY_SAMPLES, best_run, sparsity_rows  # noqa: E402
 from snnsim.analysis.plots import plot_study_curves, save_figure  # noqa: E402
-from snnsim.analysis.results import PAPER, read_run  # noqa: E402
+from snnsim.analysis.results import PAPER, finished, read_run  # noqa: E402
 
 EXPERIMENT = "fashion_mnist_cnn"
 STUDIES = {"tsslbp": "table3-cnn", "surrogate": "table3-cnn-surrogate"}
@@ -56,7 +56,7 @@ def summary(runs_by_backward: dict[str, list[dict]]) -> str:
              "Written by `python3 reference/make_table3_cnn.py`; do not edit by hand. Test accuracy "
              f"in %. The paper: {mean_p:.2f} ± {std_p:.2f} (best {best_p:.2f}), 5 runs of 100 epochs.", ""]
     for backward, runs in runs_by_backward.items():
-        done = [r for r in runs if r["epochs"] >= r["epochs_planned"]]
+        done = [r for r in runs if finished(r)]
         epochs = ", ".join(f"seed {r['cfg']['seed']}: {r['epochs']}/{r['epochs_planned']}" for r in runs)
         line = f"- `{backward}`: {len(runs)} run(s), {len(done)} finished ({epochs})."
         if done:

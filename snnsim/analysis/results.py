@@ -230,9 +230,8 @@ def epochs_cell(run: dict) -> str:
     """A run's epochs for the per-run table: ``100``, or ``12 of 100 (unfinished)`` for a
     run that has not finished the epochs it was started for (training on, or stopped to be
     resumed: a table made from files cannot tell, and it outlives either)."""
-    planned = run.get("epochs_planned", run["epochs"])
-    return (str(run["epochs"]) if run["epochs"] >= planned
-            else f"{run['epochs']} of {planned} (unfinished)")
+    return (str(run["epochs"]) if finished(run)
+            else f"{run['epochs']} of {run['epochs_planned']} (unfinished)")
 
 
 #: Appended to the experiment of kept records that newer runs of other commits replace.
