@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Table 3's Fashion-MNIST CNN row on a CPU: start, or resume, the study in the background.
 #
-#   bash scripts/table3_cnn.sh [tsslbp|surrogate] [--workers=N] [--stop]
+#   bash scripts/table3_cnn.sh [tsslbp|surrogate] [--workers=N] [--seeds=LIST] [--stop]
 #
 # tsslbp (default): 5 seeds x 100 epochs of the CNN 32C5-P2-64C5-P2-1024-10, the authors'
 # preset and TSSL-BP, as the paper. surrogate: seeds 0 and 1 with --backward=surrogate, the
 # CNN's answer to the 100-epoch MLP comparison. Two workers (--workers=N: N), one BLAS
 # thread each (the 2-core machine), each in the background with its log in the study
-# folder; --workers=1 for each study shares the machine between the two.
+# folder; --workers=1 for each study shares the machine between the two. --seeds=2,3,4:
+# these seeds instead (a study made again on a new machine need not repeat the runs whose
+# results reference/table3_cnn/runs.json keeps; see reference/make_table3_cnn.py).
 #
 # The study folder is outside the repository, $SNNSIM_STUDIES (default ~/studies), so that
 # it outlives a fresh clone: table3-cnn/ or table3-cnn-surrogate/. The workers run from a
@@ -27,21 +29,24 @@
 # Progress: python3 -m snnsim.study report "$SNNSIM_STUDIES/table3-cnn".
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-kind=tsslbp stop=0 workers=2
+kind=tsslbp stop=0 workers=2 seeds=""
 for arg in "$@"; do
   case "$arg" in
     tsslbp|surrogate) kind=$arg ;;
     --stop) stop=1 ;;
     --workers=[1-9]|--workers=[1-9][0-9]) workers=${arg#--workers=} ;;
+    --seeds=*) seeds=${arg#--seeds=}
+      [[ "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "table3_cnn.sh: --seeds takes a comma-separated" \
+        "list of integers, e.g. --seeds=2,3,4 (got '$seeds')" >&2; exit 2; } ;;
     *) echo "table3_cnn.sh: unknown argument '$arg' (usage: table3_cnn.sh [tsslbp|surrogate]" \
-            "[--workers=N] [--stop])" >&2; exit 2 ;;
+            "[--workers=N] [--seeds=LIST] [--stop])" >&2; exit 2 ;;
   esac
 done
 studies=${SNNSIM_STUDIES:-$HOME/studies}
 py=${SNNSIM_PYTHON:-$repo/.venv/bin/python3}
 case "$kind" in
-  tsslbp) dir=$studies/table3-cnn; args=(--seeds 0,1,2,3,4) ;;
-  surrogate) dir=$studies/table3-cnn-surrogate; args=(--seeds 0,1 --backward=surrogate) ;;
+  tsslbp) dir=$studies/table3-cnn; args=(--seeds "${seeds:-0,1,2,3,4}") ;;
+  surrogate) dir=$studies/table3-cnn-surrogate; args=(--seeds "${seeds:-0,1}" --backward=surrogate) ;;
 esac
 if [ "$stop" = 1 ]; then
   pkill -TERM -f "snnsim.study run $dir( |$)" && echo "asked the workers of $dir to stop" \

@@ -125,8 +125,8 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
     to be stopped): the script returns although its output is read through a pipe (its
     workers used to keep the pipe open, so that a caller reading it waited for ever), the
     two workers run the study's command with one BLAS thread, a second start is refused
-    while they run, the surrogate study starts beside it on --workers=1, and --stop ends
-    each study's workers."""
+    while they run, the surrogate study starts beside it on --workers=1 with the seeds
+    --seeds names, and --stop ends each study's workers."""
     import os
     import shutil
     import subprocess
@@ -170,7 +170,7 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
         again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 2 and "already running" in again.stderr
         # The surrogate study beside it, on one worker (the machine shared between them).
-        one = subprocess.run([*script, "surrogate", "--workers=1"], env=env,
+        one = subprocess.run([*script, "surrogate", "--workers=1", "--seeds=1"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert one.returncode == 0, one
         assert one.stdout.endswith(
@@ -180,10 +180,13 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
             time.sleep(0.1)
         assert (tmp_path / "calls").read_text().splitlines()[2:] == [
             f"1 -m snnsim.study run {studies / 'table3-cnn-surrogate'} --config fashion_mnist_cnn "
-            "--seeds 0,1 --backward=surrogate --epochs=100 --grace 600 --max-retry 100"]
+            "--seeds 1 --backward=surrogate --epochs=100 --grace 600 --max-retry 100"]
         bad = subprocess.run([*script, "--workers=0"], env=env, capture_output=True, text=True,
                              timeout=60)
         assert bad.returncode == 2 and "unknown argument '--workers=0'" in bad.stderr
+        bad = subprocess.run([*script, "--seeds=2,x"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert bad.returncode == 2 and "--seeds takes a comma-separated list" in bad.stderr
     finally:
         stop = subprocess.run([*script, "--stop"], env=env, capture_output=True,
                               text=True, timeout=60)
