@@ -26,25 +26,32 @@ def main(argv=None) -> int:
     p.add_argument("--replace", action="store_true", help="write only these runs' experiments "
                    "(default: the records of other experiments already in results.json are kept)")
     args = p.parse_args(argv)
+    write([read_run(Path(folder)) for folder in args.runs], args.device, Path(args.out_dir),
+          replace=args.replace)
+    return 0
+
+
+def write(runs: list[dict], device: str, out: Path, replace: bool = False) -> list[dict]:
+    """results.json and results.md in ``out`` from runs (as :func:`read_run` returns them),
+    grouped by experiment; the records of other experiments already in results.json are kept
+    unless ``replace``. Returns the records written."""
     runs_by_exp: dict[str, list] = defaultdict(list)
-    for folder in args.runs:
-        run = read_run(Path(folder))
+    for run in runs:
         runs_by_exp[run["experiment"]].append(run)
     records = []
-    for exp, runs in runs_by_exp.items():
+    for exp, exp_runs in runs_by_exp.items():
         base = exp.split("+")[0]
         if base not in PAPER:
             raise SystemExit(f"unknown experiment {base!r} (run config name); known: {sorted(PAPER)}")
         if not any(r["experiment"] == base and r["source"] == "paper" for r in records):
             records += paper_records(base)
-        records += records_for(exp, runs, args.device)
-    out = Path(args.out_dir)
-    if not args.replace and (out / "results.json").is_file():
+        records += records_for(exp, exp_runs, device)
+    if not replace and (out / "results.json").is_file():
         records = merge_records(json.loads((out / "results.json").read_text()), records)
     (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
     (out / "results.md").write_text(markdown(records))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'} ({len(records)} records)")
-    return 0
+    return records
 
 
 if __name__ == "__main__":

@@ -204,3 +204,108 @@ def test_the_study_script_starts_two_workers_returns_and_stops_them(tmp_path):
             left.append(name)
             subprocess.run(["pkill", "-KILL", "-f", pattern])    # not left behind the test
     assert not left, f"workers of {left} did not stop"
+
+
+def test_runs_json_keeps_finished_runs_when_their_study_folder_is_gone(tmp_path, capsys):
+    """A study folder lives on one machine: reference/table3_cnn/runs.json is what outlives
+    it. After the folder is gone, the finished run still counts (same figures, from its kept
+    rows) and its sparsity rows stay; the unfinished one is left out, with a line saying so;
+    a run of a new study adds to the kept one; a kept finished run is not replaced by an
+    unfinished run of its seed; where the best run has neither best.h5 nor rows, the next
+    best that has one stands in, with a line saying so."""
+    import shutil
+    data = write_fashion_mnist(tmp_path / "data", n_train=60, n_test=30)
+    study = tmp_path / "table3-cnn"
+
+    def train(seed, epochs, planned, worst=False):
+        out = study / "trials" / f"fashion_mnist_cnn-seed{seed}"
+        assert run_cli(["--config", "fashion_mnist_cnn", *tiny_args(data, out, epochs=epochs, seed=seed,
+                                                                      network="784-24-10")]) == 0
+        path = out / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "epochs": planned}))
+        if worst:       # below any real run: which run is the best is then known
+            rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            (out / "metrics.jsonl").write_text("".join(json.dumps({**r, "test_acc": 0.001}) + "\n"
+                                                       for r in rows))
+
+    train(0, 2, 2)
+    train(1, 1, 2, worst=True)                                      # 1 of 2 epochs
+    out_dir = tmp_path / "ref"
+    argv = ["--tsslbp", str(study), "--surrogate", str(tmp_path / "none"), "--out-dir", str(out_dir),
+            "--data-dir", str(data), "--device", "test"]
+    assert make_table3_cnn.main(argv) == 0
+    first = json.loads((out_dir / "results.json").read_text())
+    kept = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())["tsslbp"]
+    assert not any("/" in str(v) for entry in kept for v in entry["cfg"].values())   # no paths
+    sparsity_md = out_dir / "table3_cnn" / "sparsity.md"
+    seed0_rows = [line for line in sparsity_md.read_text().splitlines()
+                  if line.startswith("| `tsslbp` | fashion_mnist_cnn-seed0 (")]
+    assert len(seed0_rows) >= 3
+
+    shutil.rmtree(study)                                            # the machine is gone
+    capsys.readouterr()
+    assert make_table3_cnn.main(argv) == 0
+    said = capsys.readouterr().out
+    assert ("tsslbp: fashion_mnist_cnn-seed1 (1 of 2 epochs) is in runs.json but not in the study "
+            "folder: left out") in said
+    runs = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())["tsslbp"]
+    assert [r["run"] for r in runs] == ["fashion_mnist_cnn-seed0"] and runs[0] == kept[0]
+    again = {r["metric"]: r for r in json.loads((out_dir / "results.json").read_text())
+             if r["source"] == "snnsim"}
+    before = {r["metric"]: r for r in first if r["source"] == "snnsim"}
+    for metric in ("final_mean", "best_mean", "best_max"):       # seed 0 was the finished run
+        assert again[metric]["value"] == before[metric]["value"]
+    assert again["best_mean"]["seeds"] == [0] and again["best_mean"]["n_runs"] == 1
+    assert sparsity_md.read_text().splitlines()[-len(seed0_rows):] == seed0_rows
+    assert "fashion_mnist_cnn-seed0 is kept in runs.json only" in said
+
+    # A new study (another machine): seed 1 again, one epoch of 2, beside the kept seed 0;
+    # and a seed 0 run there, unfinished, does not replace the kept finished one.
+    train(0, 1, 2)
+    train(1, 1, 2, worst=True)
+    assert make_table3_cnn.main(argv) == 0
+    said = capsys.readouterr().out
+    assert ("tsslbp: fashion_mnist_cnn-seed0 finished 2 epochs (runs.json); the study folder's run "
+            "of seed 0 (1 epochs) is not counted") in said
+    runs = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())["tsslbp"]
+    assert [(r["run"], r["epochs"], r["epochs_planned"]) for r in runs] == [
+        ("fashion_mnist_cnn-seed0", 2, 2), ("fashion_mnist_cnn-seed1", 1, 2)]
+    assert runs[0] == kept[0]
+
+    # The kept best run's rows gone from sparsity.md: seed 1's best.h5 stands in.
+    sparsity_md.write_text("\n".join(line for line in sparsity_md.read_text().splitlines()
+                                     if line not in seed0_rows) + "\n")
+    assert make_table3_cnn.main(argv) == 0
+    assert ("tsslbp: the best run fashion_mnist_cnn-seed0 has no best.h5 here and no rows in "
+            "sparsity.md; the rows are of fashion_mnist_cnn-seed1") in capsys.readouterr().out
+    assert "| `tsslbp` | fashion_mnist_cnn-seed1 (0.10 %) |" in sparsity_md.read_text()
+    # ... and with no study folder at all, a row says that no best.h5 is here.
+    shutil.rmtree(study)
+    sparsity_md.write_text("")
+    assert make_table3_cnn.main(argv) == 0
+    assert sparsity_md.read_text().splitlines()[-1] == (
+        "| `tsslbp` | none: no best.h5 of its runs on this machine | | | | |")
+
+    runs_path = out_dir / "table3_cnn" / "runs.json"
+    broken = {"tsslbp": [{k: v for k, v in kept[0].items() if k != "rows"}]}
+    runs_path.write_text(json.dumps(broken))
+    with pytest.raises(SystemExit, match="runs.json: run 'fashion_mnist_cnn-seed0' lacks rows"):
+        make_table3_cnn.main(argv)
+
+
+def test_a_run_kept_with_its_best_and_final_epochs_only_is_compared_where_that_says_enough():
+    """Runs whose per-epoch history was not kept (two rows: the best epoch and the last):
+    the best up to an epoch is known from their best epoch on, not before; the comparisons
+    leave them out where it is not known."""
+    sparse = {**_run(0, []), "history": "best and final epochs only", "epochs": 10,
+              "rows": [{"epoch": 6, "test_acc": 0.92}, {"epoch": 10, "test_acc": 0.91}]}
+    assert make_table3_cnn.best_up_to(sparse, 10) == pytest.approx(92.0)
+    assert make_table3_cnn.best_up_to(sparse, 6) == pytest.approx(92.0)
+    assert make_table3_cnn.best_up_to(sparse, 5) is None
+    full = _run(1, [0.80, 0.85, 0.90, 0.91])
+    assert make_table3_cnn.best_up_to(full, 2) == pytest.approx(85.0)
+    # epoch 4 is the latest two runs share, but the sparse run's best up to it is unknown
+    assert make_table3_cnn.common_epoch([sparse, full]) == ""
+    text = make_table3_cnn.gradient_comparison([sparse], [_run(0, [0.5, 0.6])])
+    assert "seed 0 at epoch 2: not known (the per-epoch history of a run of it was not kept)" in text
+    assert "Mean difference" not in text

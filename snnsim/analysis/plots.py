@@ -407,7 +407,8 @@ def plot_study_curves(curves: dict, title: str | None = None) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:           # none when no experiment has a run
+        ax.legend(fontsize=8)
     fig.suptitle(title or "Test accuracy per epoch", fontsize=10)
     return fig
 
