@@ -162,9 +162,16 @@ def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
     out.mkdir()
     make_results.main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--device", "test", "--out-dir", str(out)])
     text = (out / "results.md").read_text()
-    assert ("**In progress:** 1 of 2 runs have not finished their 100 epochs (epochs done: 2); "
-            "the figures below are of the 1 finished run (seed 1); the unfinished ones") in text
+    assert ("**In progress:** 1 of 2 runs has not finished its 100 epochs (epochs done: 2); "
+            "the figures below are of the 1 finished run (seed 1); the unfinished one is listed "
+            "below and not averaged.") in text
     assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (unfinished) | 22 |" in text
+    from snnsim.analysis.results import in_progress           # two unfinished: plural
+    going = [{"epochs": 2, "epochs_planned": 100}, {"epochs": 5, "epochs_planned": 100}]
+    assert in_progress({"n_runs": 3, "finished_seeds": [1]}, going) == (
+        "**In progress:** 2 of 3 runs have not finished their 100 epochs (epochs done: 2, 5); "
+        "the figures below are of the 1 finished run (seed 1); the unfinished ones, stopped at "
+        "different epochs, are listed below and not averaged.")
     assert "| 1 | 87.00 | 87.00 | 3 | 3 | 33 |" in text
     assert "--epochs 100`" in text
     # the figures are the finished run's alone: seed 0's 90 % after 2 of 100 epochs is not

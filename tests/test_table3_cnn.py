@@ -26,7 +26,7 @@ def test_partial_and_finished_runs_make_the_row_figures_and_summary(tmp_path):
                                  "--out-dir", str(out_dir), "--data-dir", str(data), "--device", "test"]) == 0
     results = (out_dir / "results.md").read_text()
     assert "## fashion_mnist_cnn" in results and "| paper | not reported | 92.69 ± 0.09 | 92.83 |" in results
-    assert ("1 of 2 runs have not finished their 2 epochs (epochs done: 1); the figures below are "
+    assert ("1 of 2 runs has not finished its 2 epochs (epochs done: 1); the figures below are "
             "of the 1 finished run (seed 0)") in results
     assert "| 1 of 2 (unfinished) |" in results
     runs = json.loads((out_dir / "table3_cnn" / "runs.json").read_text())["tsslbp"]

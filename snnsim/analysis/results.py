@@ -212,7 +212,9 @@ def in_progress(record: dict, going: list[dict]) -> str:
     """The line that says which runs of an experiment are unfinished and what the figures
     below are of (the finished runs only; an older record without ``finished_seeds`` was
     made over every run)."""
-    head = (f"**In progress:** {len(going)} of {record['n_runs']} runs have not finished their "
+    one = len(going) == 1
+    head = (f"**In progress:** {len(going)} of {record['n_runs']} runs "
+            f"{'has' if one else 'have'} not finished {'its' if one else 'their'} "
             f"{going[0].get('epochs_planned', going[0]['epochs'])} epochs (epochs done: "
             f"{', '.join(str(r['epochs']) for r in going)}); ")
     done = record.get("finished_seeds")
@@ -221,9 +223,10 @@ def in_progress(record: dict, going: list[dict]) -> str:
     if not done:
         return head + ("no run has finished, so there are no mean figures yet: each run is "
                        "listed below with the epochs it has done.")
+    rest = ("the unfinished one is listed below and not averaged." if one else
+            "the unfinished ones, stopped at different epochs, are listed below and not averaged.")
     return head + (f"the figures below are of the {len(done)} finished run{'s' * (len(done) > 1)} "
-                   f"(seed{'s' * (len(done) > 1)} {', '.join(map(str, done))}); the unfinished "
-                   "ones, stopped at different epochs, are listed below and not averaged.")
+                   f"(seed{'s' * (len(done) > 1)} {', '.join(map(str, done))}); " + rest)
 
 
 def epochs_cell(run: dict) -> str:
