@@ -8,6 +8,7 @@ import h5py
 import pytest
 
 from reference import make_results
+from snnsim.analysis.results import in_progress
 from snnsim.training.checkpoint import CheckpointError
 
 
@@ -166,9 +167,8 @@ def test_runs_still_going_are_listed_with_their_epoch(tmp_path):
             "the figures below are of the 1 finished run (seed 1); the unfinished one is listed "
             "below and not averaged.") in text
     assert "| 0 | 90.00 | 90.00 | 2 | 2 of 100 (unfinished) | 22 |" in text
-    from snnsim.analysis.results import in_progress           # two unfinished: plural
     going = [{"epochs": 2, "epochs_planned": 100}, {"epochs": 5, "epochs_planned": 100}]
-    assert in_progress({"n_runs": 3, "finished_seeds": [1]}, going) == (
+    assert in_progress({"n_runs": 3, "finished_seeds": [1]}, going) == (      # plural
         "**In progress:** 2 of 3 runs have not finished their 100 epochs (epochs done: 2, 5); "
         "the figures below are of the 1 finished run (seed 1); the unfinished ones, stopped at "
         "different epochs, are listed below and not averaged.")
