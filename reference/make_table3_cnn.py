@@ -311,12 +311,16 @@ def main(argv=None) -> int:
     ax = fig.axes[0]
     ax.axhspan(mean_p - std_p, mean_p + std_p, color="k", alpha=0.12, lw=0,
                label=f"paper: {mean_p:.2f} ± {std_p:.2f}")
-    for backward, rs in runs.items():        # kept with their best and final epochs only
-        for r in rs:
-            if r["history"] != FULL:
-                ax.plot([row["epoch"] for row in r["rows"]], [100 * row["test_acc"] for row in r["rows"]],
-                        "x", ms=7, mew=1.5, label=f"{backward} seed {r['cfg']['seed']}: best and "
-                        "final epochs (its other epochs were not kept)")
+    drawn = {}                                 # a gradient's colour: its run's or mean's line
+    for line in ax.lines:
+        drawn.setdefault(line.get_label().split(":")[0], line.get_color())
+    for i, (backward, rs) in enumerate(runs.items()):   # kept with their best and final epochs only
+        sparse = [r for r in rs if r["history"] != FULL]
+        for marker, r in zip("xP^sDv*", sparse):        # the gradient's colour, a marker per seed
+            ax.plot([row["epoch"] for row in r["rows"]], [100 * row["test_acc"] for row in r["rows"]],
+                    marker, ls="none", ms=7, mew=1.5, color=drawn.get(backward, f"C{i}"),
+                    label=f"{backward} seed {r['cfg']['seed']}: best and final epochs (its other "
+                    "epochs were not kept)")
     ax.legend(fontsize=8)
     save_figure(fig, out, "curves", formats=("png",))
     old_sparsity = (out / "sparsity.md").read_text().splitlines() if (out / "sparsity.md").is_file() else []
