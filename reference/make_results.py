@@ -31,10 +31,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def write(runs: list[dict], device: str, out: Path, replace: bool = False) -> list[dict]:
+def write(runs: list[dict], device: str, out: Path, replace: bool = False) -> None:
     """results.json and results.md in ``out`` from runs (as :func:`read_run` returns them),
     grouped by experiment; the records of other experiments already in results.json are kept
-    unless ``replace``. Returns the records written."""
+    unless ``replace``."""
     runs_by_exp: dict[str, list] = defaultdict(list)
     for run in runs:
         runs_by_exp[run["experiment"]].append(run)
@@ -51,7 +51,6 @@ def write(runs: list[dict], device: str, out: Path, replace: bool = False) -> li
     (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
     (out / "results.md").write_text(markdown(records))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'} ({len(records)} records)")
-    return records
 
 
 if __name__ == "__main__":

@@ -45,7 +45,15 @@ if str(REPO) not in sys.path:                       # run as a script from anywh
 from reference import make_results  # noqa: E402
 from reference.make_backward100 import SPARSITY_SAMPLES, sparsity_rows  # noqa: E402
 from snnsim.analysis.plots import plot_study_curves, save_figure  # noqa: E402
-from snnsim.analysis.results import PAPER, VARIANT_DEFAULTS, experiment_name, finished, read_run  # noqa: E402
+from snnsim.analysis.results import (  # noqa: E402
+    PAPER,
+    VARIANT_DEFAULTS,
+    best_epoch,
+    experiment_name,
+    figures,
+    finished,
+    read_run,
+)
 
 EXPERIMENT = "fashion_mnist_cnn"
 STUDIES = {"tsslbp": "table3-cnn", "surrogate": "table3-cnn-surrogate"}
@@ -71,7 +79,7 @@ def kept_entry(run: dict) -> dict:
     """runs.json's object for a run (of :func:`read_run` or :func:`run_from_entry`)."""
     return {"run": run["name"], "seed": run["cfg"]["seed"], "epochs": run["epochs"],
             "epochs_planned": run["epochs_planned"], "best": round(run["best"], 3),
-            "final": round(run["final"], 3), "best_epoch": best_epoch(run),
+            "final": round(run["final"], 3), "best_epoch": best_epoch(run["rows"]),
             "wall_s": round(run["wall_s"], 1), "commit": run["commit"], "commits": run["commits"],
             "history": run.get("history", FULL),
             "cfg": {k: run["cfg"][k] for k in CFG_KEYS if k in run["cfg"]},
@@ -91,10 +99,7 @@ def run_from_entry(entry: dict, where: str) -> dict:
            "epochs_planned": entry["epochs_planned"], "wall_s": entry["wall_s"],
            "history": entry["history"]}
     if entry["history"] == FULL:
-        rows = entry["rows"]
-        run.update(final=100 * rows[-1]["test_acc"], best=100 * max(r["test_acc"] for r in rows),
-                   epochs=rows[-1]["epoch"],
-                   wall_s=sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows))
+        run.update(figures(entry["rows"]))
     return run
 
 
@@ -137,14 +142,10 @@ def merge_runs(kept: list[dict], live: list[dict]) -> tuple[list[dict], list[str
     return sorted(out, key=lambda r: r["cfg"]["seed"]), notes
 
 
-def best_epoch(run: dict) -> int:
-    return max(run["rows"], key=lambda row: row["test_acc"])["epoch"]
-
-
 def best_up_to(run: dict, k: int) -> float | None:
     """The best test accuracy (%) of epochs 1..k; None where the run's kept history (best
     and final epochs only) does not say (k before its best epoch)."""
-    if run.get("history", FULL) != FULL and k < best_epoch(run):
+    if run.get("history", FULL) != FULL and k < best_epoch(run["rows"]):
         return None
     return 100.0 * max(row["test_acc"] for row in run["rows"] if row["epoch"] <= k)
 

@@ -73,10 +73,21 @@ def read_run(folder: Path) -> dict:
         raise CheckpointError(str(exc)) from None
     commits = sorted({commit, *(code_label(start) for start in starts(info))} if info else {commit})
     return {"folder": str(folder), "cfg": cfg, "rows": rows, "commit": commit, "commits": commits,
-            "experiment": experiment_name(cfg),
-            "final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
-            "epochs": rows[-1]["epoch"], "epochs_planned": int(cfg.get("epochs", rows[-1]["epoch"])),
+            "experiment": experiment_name(cfg), **figures(rows),
+            "epochs_planned": int(cfg.get("epochs", rows[-1]["epoch"]))}
+
+
+def figures(rows: list[dict]) -> dict:
+    """A run's figures from its metric rows: ``final`` and ``best`` test accuracy (%), the
+    ``epochs`` done and ``wall_s`` (training and evaluation seconds, summed)."""
+    return {"final": 100 * rows[-1]["test_acc"], "best": 100 * max(r["test_acc"] for r in rows),
+            "epochs": rows[-1]["epoch"],
             "wall_s": sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)}
+
+
+def best_epoch(rows: list[dict]) -> int:
+    """The epoch of the best test accuracy among metric rows (the first, on a tie)."""
+    return max(rows, key=lambda row: row["test_acc"])["epoch"]
 
 
 # Config fields whose non-default value makes a run a variant of its experiment.
@@ -110,7 +121,7 @@ def records_for(experiment: str, runs: list[dict], device: str,
                + "".join(f" --{c}" for c in changes)
                + ("" if cfg["backend"] == "numpy" else f" --backend {cfg['backend']}"))
     per_run = [{"seed": r["cfg"]["seed"], "final": round(r["final"], 3), "best": round(r["best"], 3),
-                "best_epoch": max(r["rows"], key=lambda row: row["test_acc"])["epoch"],
+                "best_epoch": best_epoch(r["rows"]),
                 "epochs": r["epochs"], "epochs_planned": r.get("epochs_planned", r["epochs"]),
                 "wall_s": round(r["wall_s"], 1), "commit": r["commit"]}
                for r in sorted(runs, key=lambda r: r["cfg"]["seed"])]
@@ -264,6 +275,6 @@ def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
     return out + new
 
 
-__all__ = ["EARLIER", "PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "code_label",
-           "epochs_cell", "experiment_name", "finished", "in_progress", "markdown", "mean_std",
-           "merge_records", "paper_records", "read_run", "records_for"]
+__all__ = ["EARLIER", "PAPER", "PAPER_EPOCHS", "PAPER_RUNS", "VARIANT_DEFAULTS", "best_epoch",
+           "code_label", "epochs_cell", "experiment_name", "figures", "finished", "in_progress",
+           "markdown", "mean_std", "merge_records", "paper_records", "read_run", "records_for"]
